@@ -1,0 +1,108 @@
+"""Lifecycle stages, the proactive-action catalogue and raw table names.
+
+These ids are relied on by automation and stored in data: never rename one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """Lifecycle stage of one customer at one moment (see ../shared/DOMAIN.md)."""
+
+    NEW = "new"
+    ONBOARDING = "onboarding"
+    ENGAGED = "engaged"
+    AT_RISK = "at_risk"
+    DORMANT = "dormant"
+    CHURNED = "churned"
+    ADVOCATE = "advocate"
+
+
+STAGES: tuple[str, ...] = tuple(s.value for s in Stage)
+
+
+class Action(StrEnum):
+    """Proactive actions of the next-best-action menu; NONE is the deliberate no-contact."""
+
+    NONE = "none"
+    RETENTION_OFFER = "retention_offer"
+    SUCCESS_CALL = "success_call"
+    ONBOARDING_NUDGE = "onboarding_nudge"
+    UPGRADE_OFFER = "upgrade_offer"
+    REFERRAL_INVITE = "referral_invite"
+    WIN_BACK = "win_back"
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One entry of the action catalogue.
+
+    channel: how it reaches the customer (needs that channel's consent);
+    unit_cost: what sending it costs the business, in currency units, before any discount
+    it grants (a retention offer's discount is paid through lower bills).
+    """
+
+    action: Action
+    channel: str
+    unit_cost: float
+    description: str
+
+
+ACTION_CATALOGUE: dict[Action, ActionSpec] = {
+    a.action: a
+    for a in (
+        ActionSpec(Action.RETENTION_OFFER, "email", 2.0, "20% off the next three bills"),
+        ActionSpec(Action.SUCCESS_CALL, "phone", 40.0, "a customer-success manager calls"),
+        ActionSpec(Action.ONBOARDING_NUDGE, "in_app", 0.2, "in-app tutorial and tips"),
+        ActionSpec(Action.UPGRADE_OFFER, "email", 1.0, "offer of the next plan up"),
+        ActionSpec(Action.REFERRAL_INVITE, "email", 1.0, "invitation to refer a friend"),
+        ActionSpec(Action.WIN_BACK, "email", 3.0, "win-back campaign for lapsed users"),
+    )
+}
+
+CONTACT_ACTIONS: tuple[str, ...] = tuple(a.value for a in ACTION_CATALOGUE)
+ALL_ACTIONS: tuple[str, ...] = (Action.NONE.value, *CONTACT_ACTIONS)
+
+CHANNELS: tuple[str, ...] = ("email", "phone", "in_app")
+# Consent column in the customers table for each channel (in-app needs none).
+CHANNEL_CONSENT_COLUMN: dict[str, str | None] = {
+    "email": "consent_email",
+    "phone": "consent_phone",
+    "in_app": None,
+}
+
+SUBSCRIPTION_EVENTS: tuple[str, ...] = ("start", "upgrade", "downgrade", "cancel")
+TICKET_SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "urgent")
+TRANSACTION_KINDS: tuple[str, ...] = ("subscription", "add_on", "purchase")
+TRANSACTION_STATUSES: tuple[str, ...] = ("paid", "failed")
+
+
+class Table(StrEnum):
+    """Raw tables of a workspace; each is stored as WORKSPACE/raw/<name>.parquet."""
+
+    CUSTOMERS = "customers"
+    SUBSCRIPTIONS = "subscriptions"
+    TRANSACTIONS = "transactions"
+    USAGE = "usage"
+    TICKETS = "tickets"
+    NPS = "nps"
+    REFERRALS = "referrals"
+    ACTIONS = "actions"
+    GROUND_TRUTH = "ground_truth"
+    GROUND_TRUTH_EFFECTS = "ground_truth_effects"
+
+
+# Tables whose rows are events in time: each has a UTC `event_time`.
+EVENT_TABLES: tuple[Table, ...] = (
+    Table.SUBSCRIPTIONS,
+    Table.TRANSACTIONS,
+    Table.USAGE,
+    Table.TICKETS,
+    Table.NPS,
+    Table.REFERRALS,
+    Table.ACTIONS,
+)
+# Tables only a simulator can write: the truth behind the data.
+TRUTH_TABLES: tuple[Table, ...] = (Table.GROUND_TRUTH, Table.GROUND_TRUTH_EFFECTS)

@@ -1,0 +1,266 @@
+"""The `clm` command line.
+
+Every command takes --workspace (default ./workspace or $CLM_WORKSPACE), exits 0 on
+success and non-zero with a one-paragraph error on a user's mistake (no traceback).
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table as RichTable
+
+from clm.errors import ClmError
+from clm.workspace import WORKSPACE_ENV, Workspace
+
+app = typer.Typer(
+    name="clm",
+    help=(
+        "Customer lifecycle management: simulate or ingest customer data, validate it, and "
+        "(in later releases) build features, train models, score and serve.\n\n"
+        "Quick start:  clm run            (simulate a small business end to end)\n\n"
+        "Everything is written under --workspace (default ./workspace, or $CLM_WORKSPACE)."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ingest_app = typer.Typer(
+    help="Bring real exports into a workspace.\n\nExample:  clm ingest transactions sales.csv "
+    "--customer-col 'Customer ID' --date-col 'Order Date' --amount-col Total",
+    no_args_is_help=True,
+)
+app.add_typer(ingest_app, name="ingest")
+
+console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help=f"Workspace folder (default ./workspace, or ${WORKSPACE_ENV}).", show_default=False),
+]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def user_errors(func: F) -> F:
+    """Print a ClmError as a paragraph on stderr and exit with its code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return func(*args, **kwargs)
+        except ClmError as err:
+            err_console.print(Panel(str(err), title="clm: error", title_align="left", border_style="red"))
+            raise typer.Exit(code=err.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _parse_day(value: str, option: str):  # -> pd.Timestamp
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(value).tz_localize("UTC").normalize()
+    except (ValueError, TypeError):
+        raise ClmError(f"{option} '{value}' is not a date; write it as YYYY-MM-DD, e.g. 2024-01-31.") from None
+
+
+# ------------------------------------------------------------------- simulate
+def _simulate(workspace: Workspace, customers: int, seed: int, start: str, end: str) -> dict[str, int]:
+    import pandas as pd
+
+    from simulator.engine import SimulationConfig
+    from simulator.run import simulate_to_workspace
+
+    if customers < 1:
+        raise ClmError(f"--customers must be at least 1 (got {customers}).")
+    start_ts, end_ts = _parse_day(start, "--start"), _parse_day(end, "--end")
+    if end_ts < start_ts + pd.Timedelta(days=30):
+        raise ClmError(f"--end ({end}) must be at least 30 days after --start ({start}).")
+    config = SimulationConfig(n_customers=customers, seed=seed, start=start_ts, end=end_ts)
+    with _progress() as bar:
+        task = bar.add_task(f"Simulating {customers:,} customers", total=config.n_days)
+        rows = simulate_to_workspace(config, workspace, lambda done, total: bar.update(task, completed=done))
+    return rows
+
+
+def _print_rows(title: str, rows: dict[str, int]) -> None:
+    table = RichTable(title=title, title_justify="left")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in rows.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+
+
+def _print_summary(workspace: Workspace) -> None:
+    from pipelines.summary import summarise
+
+    s = summarise(workspace)
+    m = s.manifest
+    console.print(
+        f"[bold]Workspace[/bold] {workspace.root}: {m.source} data, {m.business} business, "
+        f"{m.data_start[:10]} to {m.data_end[:10]} (exclusive)."
+    )
+    _print_rows("Raw tables", s.rows)
+    line = f"{s.customers_ever_active:,} customers with transactions"
+    if s.cancelled is not None:
+        line += f"; {s.cancelled:,} cancelled over the period"
+    console.print(line + ".")
+    if s.latest_snapshot:
+        stages = ", ".join(f"{k} {v:,}" for k, v in s.latest_stages.items())
+        truth = ", ".join(f"{k} {v:.3f}" for k, v in s.latest_mean_truth.items() if v is not None)
+        console.print(f"True stages on {s.latest_snapshot}: {stages}.")
+        console.print(f"Mean true probabilities of active customers on {s.latest_snapshot}: {truth}.")
+    if s.decisions:
+        console.print("Logged decisions: " + ", ".join(f"{k} {v:,}" for k, v in s.decisions.items()) + ".")
+
+
+@app.command()
+@user_errors
+def simulate(
+    customers: Annotated[int, typer.Option("--customers", "-n", help="Customers who sign up over the period.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same arguments give byte-identical files.")] = 42,
+    start: Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")] = "2024-01-01",
+    end: Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")] = "2025-12-31",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Simulate a subscription business, with its ground truth, into WORKSPACE/raw.
+
+    Writes customers, subscriptions, transactions, usage, tickets, nps, referrals,
+    actions (a logged, randomised policy), ground_truth (true churn/upgrade probabilities
+    and stages at each month end) and ground_truth_effects (true effect of each action).
+
+    Examples:
+
+      clm simulate                                   # 5,000 customers, 2024-2025
+
+      clm simulate -n 100000 --seed 7 --start 2023-01-01 --end 2024-12-31 -w big
+    """
+    ws = Workspace.at(workspace)
+    rows = _simulate(ws, customers, seed, start, end)
+    _print_rows(f"Wrote {ws.raw_dir}", rows)
+
+
+# ------------------------------------------------------------------- ingest
+@ingest_app.command("transactions")
+@user_errors
+def ingest_transactions_cmd(
+    file: Annotated[Path, typer.Argument(help="CSV (or other delimited text) or Parquet file.")],
+    customer_col: Annotated[str, typer.Option("--customer-col", help="Column holding the customer id.")],
+    date_col: Annotated[str, typer.Option("--date-col", help="Column holding the purchase date or time.")],
+    amount_col: Annotated[str, typer.Option("--amount-col", help="Column holding the amount paid.")],
+    date_format: Annotated[
+        str | None, typer.Option("--date-format", help="strptime format, e.g. '%d/%m/%Y'; inferred if omitted.")
+    ] = None,
+    sep: Annotated[
+        str | None, typer.Option("--sep", help="Separator: ',', ';', 'tab' or 'whitespace'; detected if omitted.")
+    ] = None,
+    decimal: Annotated[str, typer.Option("--decimal", help="Decimal mark of amounts: '.' or ','.")] = ".",
+    skip_bad_rows: Annotated[
+        bool, typer.Option("--skip-bad-rows", help="Leave out unusable rows (and count them) instead of stopping.")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Ingest a transactions export (one row per purchase) as a non-contractual workspace.
+
+    Customers are inferred from their first purchase; churn is then 'no purchase within
+    the horizon'. The previous raw data is replaced only if the whole ingest succeeds.
+
+    Examples:
+
+      clm ingest transactions orders.csv --customer-col customer --date-col date --amount-col total
+
+      clm ingest transactions export.txt --sep ';' --decimal ',' --date-format '%d.%m.%Y' \\
+          --customer-col Kunde --date-col Datum --amount-col Betrag -w shop
+    """
+    from pipelines.ingest import TransactionsSource, ingest_transactions
+
+    if decimal not in (".", ","):
+        raise ClmError(f"--decimal must be '.' or ',' (got '{decimal}').")
+    ws = Workspace.at(workspace)
+    src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows)
+    with console.status(f"Reading {file}"):
+        s = ingest_transactions(src, ws)
+    console.print(
+        f"Ingested {s.rows_written:,} of {s.rows_read:,} rows: {s.customers:,} customers, "
+        f"{s.first_event:%Y-%m-%d} to {s.last_event:%Y-%m-%d}, into {ws.raw_dir}."
+    )
+    for problem, n in s.skipped.items():
+        console.print(f"[yellow]Skipped {n:,} row(s): {problem}.[/yellow]")
+
+
+# ------------------------------------------------------------------- validate
+def _validate(ws: Workspace) -> None:
+    from clm.contracts import validate_workspace
+
+    with console.status("Validating") as status:
+        report = validate_workspace(ws, progress=lambda name: status.update(f"Validating {name}"))
+    report.raise_if_invalid()
+    console.print(f"[green]Valid:[/green] {len(report.rows)} tables, {sum(report.rows.values()):,} rows checked.")
+
+
+@app.command()
+@user_errors
+def validate(workspace: WorkspaceOpt = None) -> None:
+    """Check every raw table of the workspace against its data contract.
+
+    Reports each violation with its table, column, number of rows and examples:
+    duplicated keys, nulls in keys, negative amounts, unparseable dates, timestamps after
+    the data's end, events for unknown customers, events before signup, and more.
+    Exits 3 if the data is invalid.
+
+    Example:  clm validate -w shop
+    """
+    _validate(Workspace.at(workspace))
+
+
+# ------------------------------------------------------------------- run
+@app.command()
+@user_errors
+def run(
+    customers: Annotated[int, typer.Option("--customers", "-n", help="Customers to simulate.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    start: Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")] = "2024-01-01",
+    end: Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")] = "2025-12-31",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The main job, end to end on embedded defaults: simulate, validate, summarise.
+
+    Example:  clm run -n 20000 -w demo
+    """
+    ws = Workspace.at(workspace)
+    console.rule("[bold]1/2 Simulate")
+    _simulate(ws, customers, seed, start, end)
+    console.rule("[bold]2/2 Validate")
+    _validate(ws)
+    console.rule("[bold]Summary")
+    _print_summary(ws)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,231 @@
+"""Real exports in: a transactions file with any column names becomes a raw workspace.
+
+A transactions-only business is non-contractual: there are no subscriptions, customers
+are inferred from their first purchase (signup_time = first purchase), and churn is the
+absence of purchases within a horizon. Rows that cannot be used (no customer, a date that
+does not parse, an amount that is not a non-negative number) stop the ingest with a
+report naming each problem, unless skip_bad_rows is set, in which case they are left out
+and counted. The workspace's raw/ folder is replaced in one rename, after the new tables
+pass their contracts, so a failed ingest leaves the previous data untouched.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clm.contracts import validate_raw_dir
+from clm.domain import Table
+from clm.errors import ClmError
+from clm.workspace import RawManifest, Workspace, write_manifest
+
+SEPARATORS = {",": ",", ";": ";", "tab": "\t", "\\t": "\t", "whitespace": r"\s+"}
+SNIFF_LINES = 50
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TransactionsSource:
+    """How to read one transactions export."""
+
+    path: Path
+    customer_col: str
+    date_col: str
+    amount_col: str
+    date_format: str | None = None  # strptime format, e.g. "%d/%m/%Y"; inferred if None
+    sep: str | None = None  # ",", ";", "tab" or "whitespace"; detected if None
+    decimal: str = "."
+    skip_bad_rows: bool = False
+
+
+@dataclass
+class IngestSummary:
+    rows_read: int
+    rows_written: int
+    customers: int
+    first_event: pd.Timestamp
+    last_event: pd.Timestamp
+    separator: str | None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def detect_separator(sample: str) -> str:
+    """The separator of a delimited text sample: ',', ';', tab, or runs of whitespace."""
+    lines = [ln for ln in sample.splitlines() if ln.strip()][:SNIFF_LINES]
+    if not lines:
+        raise ClmError("The file is empty: no header line to read.")
+    try:
+        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t").delimiter
+    except csv.Error:
+        pass
+    counts = {len(ln.split()) for ln in lines}
+    if len(counts) == 1 and counts.pop() >= 2:
+        return r"\s+"
+    raise ClmError(
+        "Could not detect the column separator from the first lines of the file. "
+        "Pass --sep with one of: ',', ';', 'tab', 'whitespace'."
+    )
+
+
+def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
+    path = src.path
+    if not path.exists():
+        raise ClmError(f"Input file not found: {path}")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path), None
+        except Exception as err:  # pyarrow raises several types for a bad file
+            raise ClmError(f"Could not read {path} as Parquet: {err}") from err
+    if src.sep is not None and src.sep not in SEPARATORS:
+        raise ClmError(f"--sep '{src.sep}' is not supported; use one of: ',', ';', 'tab', 'whitespace'.")
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        sample = "".join(fh.readline() for _ in range(SNIFF_LINES))
+    sep = SEPARATORS[src.sep] if src.sep else detect_separator(sample)
+    try:
+        frame = pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+            engine="python" if sep == r"\s+" else "c", skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise ClmError(f"Could not parse {path} as delimited text (separator {sep!r}): {err}") from err
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame, sep
+
+
+def _parse_dates(values: pd.Series, date_format: str | None) -> pd.Series:
+    text = values.astype("string").str.strip()
+    if date_format:
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce")
+    else:
+        parsed = pd.to_datetime(text, format="mixed", errors="coerce")
+    if getattr(parsed.dt, "tz", None) is None:
+        return parsed.dt.tz_localize("UTC")
+    return parsed.dt.tz_convert("UTC")
+
+
+def _parse_dates_any(values: pd.Series, date_format: str | None) -> pd.Series:
+    """Dates from text, or already-typed datetimes (Parquet), as UTC."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        s = pd.to_datetime(values)
+        return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+    try:
+        return _parse_dates(values, date_format)
+    except (ValueError, TypeError) as err:
+        raise ClmError(f"--date-format '{date_format}' is not a valid format: {err}") from err
+
+
+def _parse_amounts(values: pd.Series, decimal: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype(float)
+    text = values.astype("string").str.strip().str.replace(r"\s", "", regex=True)
+    if decimal == ",":
+        text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    return pd.to_numeric(text, errors="coerce")
+
+
+def _bad_row_report(problems: dict[str, pd.Series], path: Path) -> str:
+    lines = [f"{path}: rows that cannot be ingested (row numbers count the header as row 1):"]
+    for problem, rows in problems.items():
+        ex = ", ".join(f"row {i + 2}: {v!r}" for i, v in rows.head(MAX_EXAMPLES).items())
+        lines.append(f"  - {problem}: {len(rows)} row(s); e.g. {ex}")
+    lines.append("Fix these rows, or pass --skip-bad-rows to leave them out.")
+    return "\n".join(lines)
+
+
+def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, IngestSummary]:
+    """Read and clean the export; returns (customers, transactions, summary)."""
+    raw, sep = _read_raw(src)
+    missing = [c for c in (src.customer_col, src.date_col, src.amount_col) if c not in raw.columns]
+    if missing:
+        raise ClmError(
+            f"Column(s) {', '.join(repr(c) for c in missing)} not found in {src.path}. "
+            f"Its columns are: {', '.join(repr(c) for c in raw.columns)}. "
+            "Name them with --customer-col, --date-col and --amount-col."
+        )
+    raw = raw.reset_index(drop=True)
+    customer = raw[src.customer_col].astype("string").str.strip()
+    when = _parse_dates_any(raw[src.date_col], src.date_format)
+    amount = _parse_amounts(raw[src.amount_col], src.decimal)
+
+    problems = {
+        f"empty customer id in column '{src.customer_col}'": raw[src.customer_col][customer.isna() | (customer == "")],
+        f"date that does not parse in column '{src.date_col}'"
+        + (f" with format '{src.date_format}'" if src.date_format else ""): raw[src.date_col][when.isna()],
+        f"amount that is not a number in column '{src.amount_col}'": raw[src.amount_col][amount.isna()],
+        f"negative amount in column '{src.amount_col}'": raw[src.amount_col][amount < 0],
+    }
+    problems = {k: v for k, v in problems.items() if len(v)}
+    bad = np.zeros(len(raw), dtype=bool)
+    for rows in problems.values():
+        bad[rows.index] = True
+    if problems and not src.skip_bad_rows:
+        raise ClmError(_bad_row_report(problems, src.path))
+    good = ~bad
+    if not good.any():
+        raise ClmError(f"{src.path}: no usable rows (all {len(raw)} rows had problems).")
+
+    transactions = pd.DataFrame({
+        "customer_id": customer[good].astype(str).to_numpy(),
+        "event_time": when[good].to_numpy(),
+        "amount": amount[good].round(2).to_numpy(),
+    })
+    transactions["event_time"] = pd.to_datetime(transactions["event_time"], utc=True).astype("datetime64[us, UTC]")
+    transactions = transactions.sort_values(["event_time", "customer_id"], kind="stable").reset_index(drop=True)
+    transactions.insert(0, "transaction_id", np.arange(len(transactions), dtype=np.int64))
+    transactions["kind"] = "purchase"
+    transactions["discount"] = 0.0
+    transactions["status"] = "paid"
+    transactions["plan"] = pd.Series([None] * len(transactions), dtype=object)
+
+    first = transactions.groupby("customer_id", sort=True)["event_time"].min()
+    customers = pd.DataFrame({
+        "customer_id": first.index.astype(str),
+        "signup_time": first.to_numpy(),
+        "acquisition_channel": pd.Series([None] * len(first), dtype=object),
+        "segment": pd.Series([None] * len(first), dtype=object),
+        "region": pd.Series([None] * len(first), dtype=object),
+        "consent_email": False,
+        "consent_phone": False,
+    })
+    customers["signup_time"] = customers["signup_time"].astype("datetime64[us, UTC]")
+    summary = IngestSummary(
+        rows_read=len(raw),
+        rows_written=len(transactions),
+        customers=len(customers),
+        first_event=transactions["event_time"].min(),
+        last_event=transactions["event_time"].max(),
+        separator=sep,
+        skipped={k: len(v) for k, v in problems.items()},
+    )
+    return customers, transactions, summary
+
+
+def ingest_transactions(src: TransactionsSource, workspace: Workspace) -> IngestSummary:
+    """Write a non-contractual raw workspace from a transactions export, atomically."""
+    customers, transactions, summary = build_tables(src)
+    start = summary.first_event.normalize()
+    end_exclusive = summary.last_event.normalize() + pd.Timedelta(days=1)
+    manifest = RawManifest(
+        source="ingest",
+        business="non_contractual",
+        data_start=start.isoformat(),
+        data_end=end_exclusive.isoformat(),
+        tables=[Table.CUSTOMERS.value, Table.TRANSACTIONS.value],
+        details={
+            "file": str(src.path),
+            "customer_col": src.customer_col,
+            "date_col": src.date_col,
+            "amount_col": src.amount_col,
+            "rows_read": summary.rows_read,
+            "rows_skipped": summary.skipped,
+        },
+    )
+    with workspace.writing_raw() as staging:
+        customers.to_parquet(staging / f"{Table.CUSTOMERS.value}.parquet", index=False)
+        transactions.to_parquet(staging / f"{Table.TRANSACTIONS.value}.parquet", index=False)
+        write_manifest(staging, manifest)
+        validate_raw_dir(staging, manifest).raise_if_invalid()
+    return summary

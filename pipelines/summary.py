@@ -1,0 +1,57 @@
+"""A short description of what a workspace holds, for people reading the terminal."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from clm.domain import Table
+from clm.workspace import RawManifest, Workspace
+
+
+@dataclass
+class WorkspaceSummary:
+    manifest: RawManifest
+    rows: dict[str, int]
+    customers_ever_active: int
+    cancelled: int | None
+    latest_snapshot: str | None = None
+    latest_stages: dict[str, int] = field(default_factory=dict)
+    latest_mean_truth: dict[str, float] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+
+
+def summarise(workspace: Workspace) -> WorkspaceSummary:
+    manifest = workspace.read_manifest()
+    con = duckdb.connect()
+
+    def path(t: Table) -> str:
+        return f"read_parquet('{workspace.table_path(t)}')"
+
+    present = [t for t in Table if workspace.table_path(t).exists()]
+    rows = {t.value: con.execute(f"SELECT count(*) FROM {path(t)}").fetchone()[0] for t in present}
+    buyers = con.execute(f"SELECT count(DISTINCT customer_id) FROM {path(Table.TRANSACTIONS)}").fetchone()[0]
+    cancelled = None
+    if Table.SUBSCRIPTIONS in present:
+        cancelled = con.execute(f"SELECT count(*) FROM {path(Table.SUBSCRIPTIONS)} WHERE event = 'cancel'").fetchone()[0]
+    summary = WorkspaceSummary(manifest, rows, buyers, cancelled)
+    if Table.GROUND_TRUTH in present:
+        gt = path(Table.GROUND_TRUTH)
+        last = con.execute(f"SELECT max(snapshot_date) FROM {gt}").fetchone()[0]
+        summary.latest_snapshot = str(last)
+        summary.latest_stages = dict(
+            con.execute(
+                f"SELECT stage, count(*) FROM {gt} WHERE snapshot_date = DATE '{last}' GROUP BY stage ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        means = con.execute(
+            f"SELECT avg(p_churn_30d), avg(p_churn_90d), avg(p_upgrade_30d), avg(p_upgrade_90d) FROM {gt} "
+            f"WHERE snapshot_date = DATE '{last}' AND stage <> 'churned'"
+        ).fetchone()
+        summary.latest_mean_truth = dict(zip(("p_churn_30d", "p_churn_90d", "p_upgrade_30d", "p_upgrade_90d"), means))
+    if Table.ACTIONS in present:
+        summary.decisions = dict(
+            con.execute(f"SELECT action, count(*) FROM {path(Table.ACTIONS)} GROUP BY action ORDER BY 2 DESC").fetchall()
+        )
+    con.close()
+    return summary

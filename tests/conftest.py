@@ -1,0 +1,42 @@
+"""Shared fixtures: simulated workspaces, made once per session and copied when a test
+needs to change one."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clm.workspace import Workspace
+from simulator.engine import SimulationConfig
+from simulator.run import simulate_to_workspace
+
+
+def utc_day(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def simulate(path: Path, customers: int, seed: int, start: str, end: str) -> Workspace:
+    ws = Workspace(path)
+    simulate_to_workspace(SimulationConfig(customers, seed, utc_day(start), utc_day(end)), ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def small_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """300 customers over four months: valid data to corrupt in contract tests."""
+    return simulate(tmp_path_factory.mktemp("small"), 300, 11, "2024-01-01", "2024-04-30")
+
+
+@pytest.fixture
+def workspace_copy(small_workspace: Workspace, tmp_path: Path) -> Workspace:
+    dst = tmp_path / "ws"
+    shutil.copytree(small_workspace.root, dst)
+    return Workspace(dst)
+
+
+@pytest.fixture(scope="session")
+def large_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """40,000 customers over two years: enough data to test the truth statistically."""
+    return simulate(tmp_path_factory.mktemp("large"), 40_000, 2024, "2024-01-01", "2025-12-31")
