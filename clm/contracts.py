@@ -300,8 +300,13 @@ def _parse_problems(contract: TableContract, chunk: pd.DataFrame) -> dict[tuple[
 
 
 def check_columns(contract: TableContract, path: Path) -> tuple[list[Violation], int]:
-    """pandera's column rules over every chunk; returns violations and the row count."""
+    """pandera's column rules over every chunk; returns violations and the row count.
+
+    A column that is missing or of the wrong type gets that one violation: its value
+    checks would only repeat it less clearly.
+    """
     grouped: dict[tuple[str, str], list[pd.Series]] = {}
+    structural: dict[str, str] = {}  # column -> missing / wrong type / not UTC
     rows = 0
     for chunk in _chunks(path):
         rows += len(chunk)
@@ -310,16 +315,25 @@ def check_columns(contract: TableContract, path: Path) -> tuple[list[Violation],
         try:
             contract.schema.validate(chunk, lazy=True)
         except pa.errors.SchemaErrors as err:
-            cases = err.failure_cases
-            for (column, check), part in cases.groupby(["column", "check"], dropna=False, sort=False):
+            for (column, check), part in err.failure_cases.groupby(["column", "check"], dropna=False, sort=False):
+                check = str(check)
+                if check == "column_in_dataframe":
+                    for name in part["failure_case"]:
+                        structural[str(name)] = "missing column"
+                    continue
                 column = "" if pd.isna(column) else str(column)
-                problem = _problem_text(str(check), column, chunk)
-                grouped.setdefault((column, problem), []).append(part["failure_case"])
-    out = []
+                problem = _problem_text(check, column, chunk)
+                if problem.startswith(("wrong type", "not timezone")):
+                    structural[column] = problem
+                else:
+                    grouped.setdefault((column, problem), []).append(part["failure_case"])
+    name = contract.table.value
+    out = [Violation(name, column, problem, 0) for column, problem in structural.items()]
     for (column, problem), parts in grouped.items():
+        if column in structural and problem != "unparseable dates":
+            continue
         values = pd.concat(parts, ignore_index=True)
-        n = 0 if problem.startswith(("missing column", "wrong type", "not timezone")) else len(values)
-        out.append(Violation(contract.table.value, column, problem, n, _examples(values.dropna())))
+        out.append(Violation(name, column, problem, len(values), _examples(values.dropna())))
     return out, rows
 
 

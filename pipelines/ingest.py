@@ -123,7 +123,7 @@ def _parse_amounts(values: pd.Series, decimal: str) -> pd.Series:
     text = values.astype("string").str.strip().str.replace(r"\s", "", regex=True)
     if decimal == ",":
         text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    return pd.to_numeric(text, errors="coerce")
+    return pd.to_numeric(text, errors="coerce").astype(float)
 
 
 def _bad_row_report(problems: dict[str, pd.Series], path: Path) -> str:

@@ -1,0 +1,76 @@
+"""The logged policy's probabilities and the true stage rules, on hand-made inputs."""
+from __future__ import annotations
+
+import numpy as np
+
+from clm.domain import ALL_ACTIONS, Action
+from simulator.params import SimulationParams
+from simulator.policy import PolicyInputs, action_probabilities, draw_actions
+from simulator.stages import true_stage
+
+P = SimulationParams()
+
+
+def _inputs(n: int, **overrides) -> PolicyInputs:
+    base = dict(
+        open_tickets=np.zeros(n), sessions_ewm=np.ones(n), days_inactive=np.zeros(n), tenure_days=np.full(n, 200),
+        last_nps=np.full(n, -1), recent_failed_payment=np.zeros(n), enterprise_or_mid=np.zeros(n),
+        top_tier=np.zeros(n, dtype=bool),
+        consent={"email": np.ones(n, dtype=bool), "phone": np.ones(n, dtype=bool), "in_app": np.ones(n, dtype=bool)},
+    )
+    base.update(overrides)
+    return PolicyInputs(**base)
+
+
+def col(action: Action) -> int:
+    return ALL_ACTIONS.index(action.value)
+
+
+def test_probabilities_sum_to_one_with_floors():
+    probs = action_probabilities(_inputs(3), P)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (probs[:, col(Action.NONE)] >= P.policy_min_none).all()
+    assert (probs >= P.policy_min_action - 1e-12).all()
+
+
+def test_ineligible_actions_get_zero():
+    consent = {"email": np.array([False]), "phone": np.array([False]), "in_app": np.array([True])}
+    probs = action_probabilities(_inputs(1, consent=consent, top_tier=np.array([True])), P)[0]
+    for action in (Action.RETENTION_OFFER, Action.SUCCESS_CALL, Action.UPGRADE_OFFER, Action.WIN_BACK):
+        assert probs[col(action)] == 0.0
+    assert probs[col(Action.ONBOARDING_NUDGE)] > 0
+
+
+def test_lapsed_customers_get_win_back_more_often():
+    probs = action_probabilities(_inputs(2, days_inactive=np.array([0, 30])), P)
+    assert probs[1, col(Action.WIN_BACK)] > 3 * probs[0, col(Action.WIN_BACK)]
+
+
+def test_drawn_actions_follow_the_probabilities():
+    probs = np.tile([[0.5, 0.3, 0.2, 0, 0, 0, 0]], (60_000, 1))
+    chosen, propensity = draw_actions(np.random.default_rng(0), probs)
+    freq = np.bincount(chosen, minlength=7) / chosen.size
+    assert np.allclose(freq[:3], [0.5, 0.3, 0.2], atol=0.01) and freq[3:].sum() == 0
+    assert np.allclose(propensity, probs[np.arange(chosen.size), chosen])
+
+
+def test_true_stage_rules_in_precedence_order():
+    # One customer per rule; each also satisfies the rules after it where possible, so
+    # the precedence order is what decides.
+    churned = np.array([True, False, False, False, False, False, False])
+    tenure = np.array([400, 5, 60, 400, 400, 400, 400])
+    active_days = np.array([0, 2, 10, 300, 300, 300, 300])
+    inactive = np.array([60, 0, 0, 45, 0, 0, 0])
+    p90 = np.array([np.nan, 0.5, 0.5, 0.5, 0.3, 0.02, 0.1])
+    promoter = np.array([1, 1, 1, 1, 1, 10, 10])
+    referral = np.full(7, 10**6)
+    got = true_stage(churned, tenure, active_days, inactive, p90, promoter, referral)
+    assert got.tolist() == ["churned", "new", "onboarding", "dormant", "at_risk", "advocate", "engaged"]
+
+
+def test_advocate_needs_recent_promotion():
+    got = true_stage(
+        np.array([False, False]), np.array([400, 400]), np.array([300, 300]), np.array([0, 0]),
+        np.array([0.02, 0.02]), np.array([400, 400]), np.array([10**6, 30]),
+    )
+    assert got.tolist() == ["engaged", "advocate"]
