@@ -47,6 +47,12 @@ WorkspaceOpt = Annotated[
     typer.Option("--workspace", "-w", help=f"Workspace folder (default ./workspace, or ${WORKSPACE_ENV}).", show_default=False),
 ]
 
+CustomersOpt = Annotated[int, typer.Option("--customers", "-n", help="Customers who sign up over the period.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed: the same arguments give byte-identical files.")]
+StartOpt = Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")]
+EndOpt = Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")]
+DEFAULT_CUSTOMERS, DEFAULT_SEED, DEFAULT_START, DEFAULT_END = 5000, 42, "2024-01-01", "2025-12-31"
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -139,10 +145,10 @@ def _print_summary(workspace: Workspace) -> None:
 @app.command()
 @user_errors
 def simulate(
-    customers: Annotated[int, typer.Option("--customers", "-n", help="Customers who sign up over the period.")] = 5000,
-    seed: Annotated[int, typer.Option(help="Random seed: the same arguments give byte-identical files.")] = 42,
-    start: Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")] = "2024-01-01",
-    end: Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")] = "2025-12-31",
+    customers: CustomersOpt = DEFAULT_CUSTOMERS,
+    seed: SeedOpt = DEFAULT_SEED,
+    start: StartOpt = DEFAULT_START,
+    end: EndOpt = DEFAULT_END,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Simulate a subscription business, with its ground truth, into WORKSPACE/raw.
@@ -239,10 +245,10 @@ def validate(workspace: WorkspaceOpt = None) -> None:
 @app.command()
 @user_errors
 def run(
-    customers: Annotated[int, typer.Option("--customers", "-n", help="Customers to simulate.")] = 5000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    start: Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")] = "2024-01-01",
-    end: Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")] = "2025-12-31",
+    customers: CustomersOpt = DEFAULT_CUSTOMERS,
+    seed: SeedOpt = DEFAULT_SEED,
+    start: StartOpt = DEFAULT_START,
+    end: EndOpt = DEFAULT_END,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job, end to end on embedded defaults: simulate, validate, summarise.
