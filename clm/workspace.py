@@ -36,7 +36,7 @@ def resolve_workspace(path: str | os.PathLike[str] | None) -> Path:
 class RawManifest:
     """What a raw folder holds and where its data came from.
 
-    source: "simulator" or "ingest"; business: "contractual" (subscriptions, churn is a
+    source: "simulator", "ingest" (or another name for hand-made data); business: "contractual" (subscriptions, churn is a
     cancellation) or "non_contractual" (transactions only, churn is no purchase within a
     horizon); data_start/data_end: ISO UTC bounds of the observed period, no event may
     lie after data_end; tables: the raw tables present; details: how it was made.

@@ -38,6 +38,12 @@ ingest_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(ingest_app, name="ingest")
+features_app = typer.Typer(
+    help="Build behavioural features, register them in Feast, and load them into the online store.\n\n"
+    "Example:  clm features build && clm features apply && clm features materialize",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -241,6 +247,87 @@ def validate(workspace: WorkspaceOpt = None) -> None:
     _validate(Workspace.at(workspace))
 
 
+# ------------------------------------------------------------------- features
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (features use data before it).")]
+
+
+def _build_features(ws: Workspace, as_of: str | None, frequency: str) -> None:
+    from features.build import build_features, parse_as_of
+
+    dates = [parse_as_of(as_of, ws.read_manifest())] if as_of else None
+    with _progress() as bar:
+        task = bar.add_task("Building feature snapshots", total=None)
+        result = build_features(ws, dates, frequency, lambda done, total: bar.update(task, completed=done, total=total))
+        bar.update(task, completed=bar.tasks[0].total or 1, total=bar.tasks[0].total or 1)
+    console.print(
+        f"Feature groups: {', '.join(result.groups)}. Built {len(result.built_dates)} snapshot date(s) "
+        f"({result.rows:,} rows); {result.skipped_dates} already built."
+    )
+
+
+def _apply_features(ws: Workspace, online_store: str, redis_url: str) -> None:
+    from features.store import OnlineStoreSettings, apply
+
+    with console.status("Registering feature views in Feast"):
+        store = apply(ws, OnlineStoreSettings(online_store, redis_url))
+    views = [v.name for v in store.list_feature_views()]
+    services = [s.name for s in store.list_feature_services()]
+    console.print(f"Feast registry: {len(views)} views ({', '.join(views)}); services: {', '.join(services)}.")
+
+
+def _materialize(ws: Workspace, as_of: str | None) -> None:
+    from features.build import parse_as_of
+    from features.store import materialize
+
+    manifest = ws.read_manifest()
+    when = parse_as_of(as_of, manifest) if as_of else manifest.end
+    with console.status(f"Materialising features as of {when:%Y-%m-%d} into the online store"):
+        materialize(ws, when)
+    console.print(f"Online store loaded with the latest snapshot at or before {when:%Y-%m-%d}.")
+
+
+@features_app.command("build")
+@user_errors
+def features_build(
+    as_of: AsOfOpt = None,
+    frequency: Annotated[str, typer.Option(help="Snapshot schedule: monthly or weekly.")] = "monthly",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Compute feature snapshots (incrementally: only dates not built yet).
+
+    Examples:
+
+      clm features build                       # every month start in the data
+
+      clm features build --as-of 2025-06-15    # one extra date, on demand
+    """
+    _build_features(Workspace.at(workspace), as_of, frequency)
+
+
+@features_app.command("apply")
+@user_errors
+def features_apply(
+    online_store: Annotated[str, typer.Option(help="Online store: sqlite (embedded) or redis.")] = "sqlite",
+    redis_url: Annotated[str, typer.Option(help="Redis host:port[,db=N] when --online-store redis.")] = "localhost:6379",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Register entities, feature views and per-model feature services in Feast.
+
+    Example:  clm features apply --online-store redis --redis-url localhost:6379
+    """
+    _apply_features(Workspace.at(workspace), online_store, redis_url)
+
+
+@features_app.command("materialize")
+@user_errors
+def features_materialize(as_of: AsOfOpt = None, workspace: WorkspaceOpt = None) -> None:
+    """Load the latest snapshot at or before --as-of (default: the data's end) online.
+
+    Example:  clm features materialize --as-of 2025-12-01
+    """
+    _materialize(Workspace.at(workspace), as_of)
+
+
 # ------------------------------------------------------------------- run
 @app.command()
 @user_errors
@@ -251,15 +338,21 @@ def run(
     end: EndOpt = DEFAULT_END,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """The main job, end to end on embedded defaults: simulate, validate, summarise.
+    """The main job, end to end on embedded defaults: simulate, validate, build
+    features, register them in Feast and load the online store, then summarise.
 
     Example:  clm run -n 20000 -w demo
     """
     ws = Workspace.at(workspace)
-    console.rule("[bold]1/2 Simulate")
+    console.rule("[bold]1/4 Simulate")
     _simulate(ws, customers, seed, start, end)
-    console.rule("[bold]2/2 Validate")
+    console.rule("[bold]2/4 Validate")
     _validate(ws)
+    console.rule("[bold]3/4 Features")
+    _build_features(ws, None, "monthly")
+    _apply_features(ws, "sqlite", "")
+    console.rule("[bold]4/4 Online store")
+    _materialize(ws, None)
     console.rule("[bold]Summary")
     _print_summary(ws)
 

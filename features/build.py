@@ -1,0 +1,165 @@
+"""Build feature snapshots with DuckDB: WORKSPACE/features/<group>/<as-of date>.parquet.
+
+Each file holds one group's features for every customer who signed up before the as-of
+instant (00:00 UTC of that date), keyed by customer_id with event_timestamp = as_of: the
+layout Feast reads as a FileSource. Builds are incremental: only dates without a file are
+computed. If the raw data changes, every snapshot is rebuilt. Each file is written to a
+temporary name and renamed, so an interrupted build leaves no half-written snapshot.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from clm.contracts import require_valid
+from clm.domain import Table
+from clm.errors import ClmError
+from clm.workspace import RawManifest, Workspace
+from features.groups import EMPTY_SUBSCRIPTIONS, FeatureGroup, available_groups
+
+FREQUENCIES = ("monthly", "weekly")
+DATES_PER_QUERY = 6
+BUILD_STATE = "_build.json"
+
+
+def features_dir(workspace: Workspace) -> Path:
+    return workspace.root / "features"
+
+
+def group_dir(workspace: Workspace, group: FeatureGroup | str) -> Path:
+    name = group if isinstance(group, str) else group.name
+    return features_dir(workspace) / name
+
+
+def snapshot_path(workspace: Workspace, group: FeatureGroup | str, as_of: pd.Timestamp) -> Path:
+    return group_dir(workspace, group) / f"{as_of:%Y-%m-%d}.parquet"
+
+
+def snapshot_dates(manifest: RawManifest, frequency: str = "monthly") -> list[pd.Timestamp]:
+    """As-of instants inside the data: month starts (or Mondays) after its start, up to its end."""
+    if frequency not in FREQUENCIES:
+        raise ClmError(f"Snapshot frequency '{frequency}' is not one of: {', '.join(FREQUENCIES)}.")
+    start, end = manifest.start, manifest.end
+    freq = "MS" if frequency == "monthly" else "W-MON"
+    dates = pd.date_range(start + pd.Timedelta(days=1), end, freq=freq, tz="UTC")
+    return [d for d in dates if start < d <= end]
+
+
+def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
+    try:
+        as_of = pd.Timestamp(text)
+    except ValueError:
+        raise ClmError(f"--as-of '{text}' is not a date; write it as YYYY-MM-DD.") from None
+    as_of = (as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")).normalize()
+    if not manifest.start < as_of <= manifest.end:
+        raise ClmError(
+            f"--as-of {as_of:%Y-%m-%d} is outside the data ({manifest.data_start[:10]} to "
+            f"{manifest.data_end[:10]}): features need data before the as-of date, and none exists after the end."
+        )
+    return as_of
+
+
+def raw_tables(workspace: Workspace) -> set[Table]:
+    return {t for t in Table if workspace.table_path(t).exists()}
+
+
+def _raw_fingerprint(workspace: Workspace) -> str:
+    h = hashlib.sha256(workspace.manifest_path.read_bytes())
+    for path in sorted(workspace.raw_dir.glob("*.parquet")):
+        stat = path.stat()
+        h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def connect(workspace: Workspace, memory_limit: str = "3GB") -> duckdb.DuckDBPyConnection:
+    """A DuckDB session with every raw table as a view named after it."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    spill = workspace.root / ".duckdb-tmp"
+    con.execute(f"SET temp_directory = '{spill}'")
+    tables = raw_tables(workspace)
+    for table in tables:
+        con.execute(f"CREATE VIEW {table.value} AS SELECT * FROM read_parquet('{workspace.table_path(table)}')")
+    if Table.SUBSCRIPTIONS not in tables:
+        con.execute(f"CREATE VIEW {Table.SUBSCRIPTIONS.value} AS {EMPTY_SUBSCRIPTIONS}")
+    return con
+
+
+def compute_group(con: duckdb.DuckDBPyConnection, group: FeatureGroup, dates: Iterable[pd.Timestamp]) -> pa.Table:
+    """One group's features for the given as-of instants, as an Arrow table."""
+    snapshots = pd.DataFrame({"as_of": pd.DatetimeIndex(list(dates)).astype("datetime64[us, UTC]")})
+    con.register("snapshots", snapshots)
+    try:
+        return con.sql(group.sql).to_arrow_table()
+    finally:
+        con.unregister("snapshots")
+
+
+def _write_snapshot(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+@dataclass
+class BuildResult:
+    groups: list[str]
+    built_dates: list[pd.Timestamp]
+    skipped_dates: int
+    rows: int
+
+
+def build_features(
+    workspace: Workspace,
+    dates: list[pd.Timestamp] | None = None,
+    frequency: str = "monthly",
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildResult:
+    """Build the snapshots that are missing; returns what was built.
+
+    dates: as-of instants to build (default: every snapshot of `frequency` in the data).
+    """
+    manifest = require_valid(workspace)
+    dates = sorted(dates if dates is not None else snapshot_dates(manifest, frequency))
+    state_path = features_dir(workspace) / BUILD_STATE
+    fingerprint = _raw_fingerprint(workspace)
+    if state_path.exists() and json.loads(state_path.read_text()).get("raw") != fingerprint:
+        shutil.rmtree(features_dir(workspace))  # raw data changed: every snapshot is stale
+    features_dir(workspace).mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({"raw": fingerprint}))
+
+    groups = available_groups(raw_tables(workspace))
+    todo = [d for d in dates if any(not snapshot_path(workspace, g, d).exists() for g in groups)]
+    con = connect(workspace)
+    rows = 0
+    batches = [todo[i : i + DATES_PER_QUERY] for i in range(0, len(todo), DATES_PER_QUERY)]
+    steps, done = len(batches) * len(groups), 0
+    for batch in batches:
+        for group in groups:
+            table = compute_group(con, group, batch)
+            for as_of in batch:
+                mask = pc.equal(table["event_timestamp"], pa.scalar(as_of.to_pydatetime(), table["event_timestamp"].type))
+                part = table.filter(mask).sort_by("customer_id")
+                _write_snapshot(part, snapshot_path(workspace, group, as_of))
+                rows += part.num_rows
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+    con.close()
+    return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows)
+
+
+def read_snapshot(workspace: Workspace, group: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    return pd.read_parquet(snapshot_path(workspace, group, as_of))

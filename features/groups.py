@@ -1,0 +1,442 @@
+"""Feature groups: every feature's definition, written once as SQL.
+
+Each group is one SELECT over the raw tables (registered as views named after them) and a
+`snapshots(as_of)` table of UTC instants. A row is one customer who signed up before
+as_of; every feature uses only events strictly before as_of (point in time). Usage rows
+cover the UTC day starting at their event_time, so a day counts once it has ended.
+
+The SQL is DuckDB's dialect, kept to portable constructs (joins, CASE, window functions,
+regr_slope, percent_rank) so that `features.spark` can transpile it with sqlglot: there is
+no second copy of any feature's logic. A group is built only if the workspace holds the
+tables it needs; a transactions-only workspace gets profile and rfm, and the other groups
+are absent (not zero-filled).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clm.domain import Table
+
+FLOAT, STRING = "float", "string"
+DAY_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str  # FLOAT or STRING
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    name: str
+    description: str
+    requires: tuple[Table, ...]
+    features: tuple[Feature, ...]
+    sql: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def _days_between(later: str, earlier: str) -> str:
+    return f"((epoch({later}) - epoch({earlier})) / {DAY_SECONDS})"
+
+
+SPINE = """
+spine AS (
+    SELECT c.customer_id, s.as_of, c.signup_time
+    FROM customers c JOIN snapshots s ON c.signup_time < s.as_of
+)"""
+
+
+PROFILE = FeatureGroup(
+    name="profile",
+    description="Who the customer is and what they pay.",
+    requires=(Table.CUSTOMERS,),
+    features=(
+        Feature("tenure_days", FLOAT, "Days from signup to as_of."),
+        Feature("segment", STRING, "Customer segment (null if unknown)."),
+        Feature("acquisition_channel", STRING, "Channel the customer was acquired through (null if unknown)."),
+        Feature("region", STRING, "Sales region (null if unknown)."),
+        Feature("plan", STRING, "Plan after the latest subscription event before as_of (null without subscriptions)."),
+        Feature("price", FLOAT, "Monthly list price of that plan (null without subscriptions)."),
+        Feature("is_subscribed", FLOAT, "1 if the latest subscription event is not a cancellation (null without subscriptions)."),
+    ),
+    sql=f"""
+WITH {SPINE},
+last_sub AS (
+    SELECT customer_id, as_of, plan, price, event FROM (
+        SELECT s.customer_id, s.as_of, e.plan, e.price, e.event,
+               row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY e.event_time DESC) AS rn
+        FROM spine s JOIN subscriptions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+    ) t WHERE rn = 1
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       {_days_between('s.as_of', 's.signup_time')} AS tenure_days,
+       c.segment, c.acquisition_channel, c.region,
+       l.plan, l.price,
+       CASE WHEN l.event IS NULL THEN NULL WHEN l.event = 'cancel' THEN 0.0 ELSE 1.0 END AS is_subscribed
+FROM spine s JOIN customers c ON c.customer_id = s.customer_id
+LEFT JOIN last_sub l ON l.customer_id = s.customer_id AND l.as_of = s.as_of
+""",
+)
+
+# Without a subscriptions table the profile has no plan: the same SQL over an empty one.
+EMPTY_SUBSCRIPTIONS = (
+    "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
+    "CAST(NULL AS VARCHAR) AS event, CAST(NULL AS VARCHAR) AS plan, CAST(NULL AS DOUBLE) AS price WHERE false"
+)
+
+
+RFM = FeatureGroup(
+    name="rfm",
+    description="Recency, frequency and monetary value of paid transactions, and their percentile across the base.",
+    requires=(Table.CUSTOMERS, Table.TRANSACTIONS),
+    features=(
+        Feature("recency_days", FLOAT, "Days since the last paid transaction (null if none)."),
+        Feature("frequency_90d", FLOAT, "Paid transactions in the 90 days before as_of."),
+        Feature("frequency_365d", FLOAT, "Paid transactions in the 365 days before as_of."),
+        Feature("monetary_90d", FLOAT, "Amount paid in the 90 days before as_of."),
+        Feature("monetary_365d", FLOAT, "Amount paid in the 365 days before as_of."),
+        Feature("avg_transaction_value", FLOAT, "Mean paid amount over all history (null if none)."),
+        Feature("recency_score", FLOAT, "Percentile (0-1) of recency across customers at as_of; 1 = most recent."),
+        Feature("frequency_score", FLOAT, "Percentile (0-1) of 365-day frequency across customers at as_of."),
+        Feature("monetary_score", FLOAT, "Percentile (0-1) of 365-day amount across customers at as_of."),
+    ),
+    sql=f"""
+WITH {SPINE},
+t AS (
+    SELECT s.customer_id, s.as_of, e.amount, {_days_between('s.as_of', 'e.event_time')} AS age_days
+    FROM spine s JOIN transactions e ON e.customer_id = s.customer_id
+     AND e.event_time < s.as_of AND e.status = 'paid'
+),
+agg AS (
+    SELECT customer_id, as_of,
+           min(age_days) AS recency_days,
+           sum(CASE WHEN age_days <= 90 THEN 1 ELSE 0 END) AS frequency_90d,
+           sum(CASE WHEN age_days <= 365 THEN 1 ELSE 0 END) AS frequency_365d,
+           sum(CASE WHEN age_days <= 90 THEN amount ELSE 0 END) AS monetary_90d,
+           sum(CASE WHEN age_days <= 365 THEN amount ELSE 0 END) AS monetary_365d,
+           avg(amount) AS avg_transaction_value
+    FROM t GROUP BY customer_id, as_of
+),
+base AS (
+    SELECT s.customer_id, s.as_of, a.recency_days,
+           coalesce(a.frequency_90d, 0) AS frequency_90d, coalesce(a.frequency_365d, 0) AS frequency_365d,
+           coalesce(a.monetary_90d, 0) AS monetary_90d, coalesce(a.monetary_365d, 0) AS monetary_365d,
+           a.avg_transaction_value
+    FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+)
+SELECT customer_id, as_of AS event_timestamp,
+       recency_days, CAST(frequency_90d AS DOUBLE) AS frequency_90d, CAST(frequency_365d AS DOUBLE) AS frequency_365d,
+       CAST(monetary_90d AS DOUBLE) AS monetary_90d, CAST(monetary_365d AS DOUBLE) AS monetary_365d,
+       avg_transaction_value,
+       percent_rank() OVER (PARTITION BY as_of ORDER BY coalesce(recency_days, 1e9) DESC) AS recency_score,
+       percent_rank() OVER (PARTITION BY as_of ORDER BY frequency_365d) AS frequency_score,
+       percent_rank() OVER (PARTITION BY as_of ORDER BY monetary_365d) AS monetary_score
+FROM base
+""",
+)
+
+
+# Weekly sessions over the last 12 weeks (x = 0 oldest .. 11 newest, empty weeks y = 0):
+# slope = (12 sum(x y) - sum(x) sum(y)) / (12 sum(x^2) - sum(x)^2), sum(x) = 66, sum(x^2) = 506.
+ENGAGEMENT = FeatureGroup(
+    name="engagement",
+    description="Product use in rolling windows, its trend, and recency of use.",
+    requires=(Table.CUSTOMERS, Table.USAGE),
+    features=(
+        Feature("sessions_7d", FLOAT, "Sessions in the 7 days before as_of."),
+        Feature("sessions_30d", FLOAT, "Sessions in the 30 days before as_of."),
+        Feature("sessions_90d", FLOAT, "Sessions in the 90 days before as_of."),
+        Feature("active_days_7d", FLOAT, "Days with any session in the last 7."),
+        Feature("active_days_30d", FLOAT, "Days with any session in the last 30."),
+        Feature("active_days_90d", FLOAT, "Days with any session in the last 90."),
+        Feature("minutes_30d", FLOAT, "Active minutes in the last 30 days."),
+        Feature("feature_breadth_30d", FLOAT, "Most product features used on one day in the last 30 days."),
+        Feature("sessions_trend_12w", FLOAT, "Least-squares slope of weekly sessions over the last 12 weeks (sessions/week per week)."),
+        Feature("recent_past_ratio", FLOAT, "Sessions in the last 30 days over the monthly mean of days 31-90 (null if none then)."),
+        Feature("days_since_last_activity", FLOAT, "Days since the end of the last day with a session (null if never)."),
+    ),
+    sql=f"""
+WITH {SPINE},
+u AS (
+    SELECT s.customer_id, s.as_of, e.sessions, e.features_used, e.active_minutes,
+           {_days_between('s.as_of', 'e.event_time')} AS age_days
+    FROM spine s JOIN usage e ON e.customer_id = s.customer_id
+     AND e.event_time <= s.as_of - INTERVAL 1 DAY
+     AND e.event_time >= s.as_of - INTERVAL 90 DAY
+),
+w AS (
+    SELECT customer_id, as_of,
+           sum(CASE WHEN age_days <= 7 THEN sessions ELSE 0 END) AS sessions_7d,
+           sum(CASE WHEN age_days <= 30 THEN sessions ELSE 0 END) AS sessions_30d,
+           sum(sessions) AS sessions_90d,
+           sum(CASE WHEN age_days <= 7 THEN 1 ELSE 0 END) AS active_days_7d,
+           sum(CASE WHEN age_days <= 30 THEN 1 ELSE 0 END) AS active_days_30d,
+           count(*) AS active_days_90d,
+           sum(CASE WHEN age_days <= 30 THEN active_minutes ELSE 0 END) AS minutes_30d,
+           max(CASE WHEN age_days <= 30 THEN features_used ELSE 0 END) AS feature_breadth_30d,
+           sum(CASE WHEN age_days <= 84 THEN (11 - floor((age_days - 1) / 7)) * sessions ELSE 0 END) AS sxy,
+           sum(CASE WHEN age_days <= 84 THEN sessions ELSE 0 END) AS sy,
+           sum(CASE WHEN age_days > 30 THEN sessions ELSE 0 END) AS sessions_31_90
+    FROM u GROUP BY customer_id, as_of
+),
+marks AS (
+    SELECT customer_id, event_time AS ts, 1 AS is_event FROM usage
+    UNION ALL
+    SELECT customer_id, as_of - INTERVAL 1 DAY AS ts, 0 AS is_event FROM spine
+),
+last_use AS (
+    SELECT customer_id, ts + INTERVAL 1 DAY AS as_of, last_day FROM (
+        SELECT customer_id, ts, is_event,
+               max(CASE WHEN is_event = 1 THEN ts END) OVER (
+                   PARTITION BY customer_id ORDER BY ts, is_event DESC
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_day
+        FROM marks
+    ) t WHERE is_event = 0
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       CAST(coalesce(w.sessions_7d, 0) AS DOUBLE) AS sessions_7d,
+       CAST(coalesce(w.sessions_30d, 0) AS DOUBLE) AS sessions_30d,
+       CAST(coalesce(w.sessions_90d, 0) AS DOUBLE) AS sessions_90d,
+       CAST(coalesce(w.active_days_7d, 0) AS DOUBLE) AS active_days_7d,
+       CAST(coalesce(w.active_days_30d, 0) AS DOUBLE) AS active_days_30d,
+       CAST(coalesce(w.active_days_90d, 0) AS DOUBLE) AS active_days_90d,
+       CAST(coalesce(w.minutes_30d, 0) AS DOUBLE) AS minutes_30d,
+       CAST(coalesce(w.feature_breadth_30d, 0) AS DOUBLE) AS feature_breadth_30d,
+       CAST((12 * coalesce(w.sxy, 0) - 66 * coalesce(w.sy, 0)) / 1716.0 AS DOUBLE) AS sessions_trend_12w,
+       CASE WHEN coalesce(w.sessions_31_90, 0) > 0
+            THEN CAST(w.sessions_30d AS DOUBLE) / (w.sessions_31_90 / 2.0) END AS recent_past_ratio,
+       {_days_between('s.as_of', "l.last_day + INTERVAL 1 DAY")} AS days_since_last_activity
+FROM spine s
+LEFT JOIN w ON w.customer_id = s.customer_id AND w.as_of = s.as_of
+LEFT JOIN last_use l ON l.customer_id = s.customer_id AND l.as_of = s.as_of
+""",
+)
+
+
+SUPPORT = FeatureGroup(
+    name="support",
+    description="Support tickets: volume, what is still open, resolution time and satisfaction.",
+    requires=(Table.CUSTOMERS, Table.TICKETS),
+    features=(
+        Feature("tickets_30d", FLOAT, "Tickets opened in the 30 days before as_of."),
+        Feature("tickets_90d", FLOAT, "Tickets opened in the 90 days before as_of."),
+        Feature("open_tickets", FLOAT, "Tickets opened before as_of and not resolved by then."),
+        Feature("open_high_severity", FLOAT, "Of those, severity high or urgent."),
+        Feature("high_severity_90d", FLOAT, "High or urgent tickets opened in the last 90 days."),
+        Feature("mean_resolution_days_90d", FLOAT, "Mean days to resolve tickets resolved in the last 90 days (null if none)."),
+        Feature("last_csat", FLOAT, "CSAT (1-5) of the latest rated ticket resolved before as_of (null if none)."),
+        Feature("days_since_last_ticket", FLOAT, "Days since the latest ticket was opened (null if never)."),
+    ),
+    sql=f"""
+WITH {SPINE},
+t AS (
+    SELECT s.customer_id, s.as_of, e.severity, e.event_time, e.csat,
+           CASE WHEN e.resolved_time < s.as_of THEN e.resolved_time END AS resolved_time,
+           {_days_between('s.as_of', 'e.event_time')} AS age_days
+    FROM spine s JOIN tickets e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+),
+agg AS (
+    SELECT customer_id, as_of,
+           sum(CASE WHEN age_days <= 30 THEN 1 ELSE 0 END) AS tickets_30d,
+           sum(CASE WHEN age_days <= 90 THEN 1 ELSE 0 END) AS tickets_90d,
+           sum(CASE WHEN resolved_time IS NULL THEN 1 ELSE 0 END) AS open_tickets,
+           sum(CASE WHEN resolved_time IS NULL AND severity IN ('high', 'urgent') THEN 1 ELSE 0 END) AS open_high_severity,
+           sum(CASE WHEN age_days <= 90 AND severity IN ('high', 'urgent') THEN 1 ELSE 0 END) AS high_severity_90d,
+           avg(CASE WHEN resolved_time >= as_of - INTERVAL 90 DAY
+                    THEN {_days_between('resolved_time', 'event_time')} END) AS mean_resolution_days_90d,
+           min(age_days) AS days_since_last_ticket
+    FROM t GROUP BY customer_id, as_of
+),
+csat AS (
+    SELECT customer_id, as_of, csat AS last_csat FROM (
+        SELECT customer_id, as_of, csat,
+               row_number() OVER (PARTITION BY customer_id, as_of ORDER BY resolved_time DESC) AS rn
+        FROM t WHERE resolved_time IS NOT NULL AND csat IS NOT NULL
+    ) r WHERE rn = 1
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       CAST(coalesce(a.tickets_30d, 0) AS DOUBLE) AS tickets_30d,
+       CAST(coalesce(a.tickets_90d, 0) AS DOUBLE) AS tickets_90d,
+       CAST(coalesce(a.open_tickets, 0) AS DOUBLE) AS open_tickets,
+       CAST(coalesce(a.open_high_severity, 0) AS DOUBLE) AS open_high_severity,
+       CAST(coalesce(a.high_severity_90d, 0) AS DOUBLE) AS high_severity_90d,
+       a.mean_resolution_days_90d,
+       CAST(c.last_csat AS DOUBLE) AS last_csat,
+       a.days_since_last_ticket
+FROM spine s
+LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+LEFT JOIN csat c ON c.customer_id = s.customer_id AND c.as_of = s.as_of
+""",
+)
+
+
+BILLING = FeatureGroup(
+    name="billing",
+    description="Payment failures, discounts and plan changes.",
+    requires=(Table.CUSTOMERS, Table.TRANSACTIONS, Table.SUBSCRIPTIONS),
+    features=(
+        Feature("failed_payments_30d", FLOAT, "Failed payment attempts in the 30 days before as_of."),
+        Feature("failed_payments_90d", FLOAT, "Failed payment attempts in the 90 days before as_of."),
+        Feature("days_since_failed_payment", FLOAT, "Days since the latest failed payment (null if never)."),
+        Feature("discount_90d", FLOAT, "Discounts granted on bills in the last 90 days."),
+        Feature("upgrades_365d", FLOAT, "Upgrades in the 365 days before as_of."),
+        Feature("downgrades_365d", FLOAT, "Downgrades in the 365 days before as_of."),
+        Feature("days_since_plan_change", FLOAT, "Days since the latest upgrade or downgrade (null if never)."),
+    ),
+    sql=f"""
+WITH {SPINE},
+pay AS (
+    SELECT s.customer_id, s.as_of,
+           sum(CASE WHEN e.status = 'failed' AND e.event_time >= s.as_of - INTERVAL 30 DAY THEN 1 ELSE 0 END) AS f30,
+           sum(CASE WHEN e.status = 'failed' AND e.event_time >= s.as_of - INTERVAL 90 DAY THEN 1 ELSE 0 END) AS f90,
+           min(CASE WHEN e.status = 'failed' THEN {_days_between('s.as_of', 'e.event_time')} END) AS since_failed,
+           sum(CASE WHEN e.event_time >= s.as_of - INTERVAL 90 DAY THEN e.discount ELSE 0 END) AS discount_90d
+    FROM spine s JOIN transactions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+    GROUP BY s.customer_id, s.as_of
+),
+plan AS (
+    SELECT s.customer_id, s.as_of,
+           sum(CASE WHEN e.event = 'upgrade' AND e.event_time >= s.as_of - INTERVAL 365 DAY THEN 1 ELSE 0 END) AS up365,
+           sum(CASE WHEN e.event = 'downgrade' AND e.event_time >= s.as_of - INTERVAL 365 DAY THEN 1 ELSE 0 END) AS down365,
+           min(CASE WHEN e.event IN ('upgrade', 'downgrade') THEN {_days_between('s.as_of', 'e.event_time')} END) AS since_change
+    FROM spine s JOIN subscriptions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+    GROUP BY s.customer_id, s.as_of
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       CAST(coalesce(p.f30, 0) AS DOUBLE) AS failed_payments_30d,
+       CAST(coalesce(p.f90, 0) AS DOUBLE) AS failed_payments_90d,
+       p.since_failed AS days_since_failed_payment,
+       CAST(coalesce(p.discount_90d, 0) AS DOUBLE) AS discount_90d,
+       CAST(coalesce(c.up365, 0) AS DOUBLE) AS upgrades_365d,
+       CAST(coalesce(c.down365, 0) AS DOUBLE) AS downgrades_365d,
+       c.since_change AS days_since_plan_change
+FROM spine s
+LEFT JOIN pay p ON p.customer_id = s.customer_id AND p.as_of = s.as_of
+LEFT JOIN plan c ON c.customer_id = s.customer_id AND c.as_of = s.as_of
+""",
+)
+
+
+VOICE = FeatureGroup(
+    name="voice",
+    description="Voice of the customer: NPS answers.",
+    requires=(Table.CUSTOMERS, Table.NPS),
+    features=(
+        Feature("last_nps", FLOAT, "Latest NPS score (0-10) before as_of (null if never answered)."),
+        Feature("nps_trend", FLOAT, "Latest NPS score minus the one before it (null with fewer than two)."),
+        Feature("nps_responses_365d", FLOAT, "NPS answers in the 365 days before as_of."),
+        Feature("days_since_last_nps", FLOAT, "Days since the latest NPS answer (null if never)."),
+    ),
+    sql=f"""
+WITH {SPINE},
+n AS (
+    SELECT s.customer_id, s.as_of, e.score, {_days_between('s.as_of', 'e.event_time')} AS age_days,
+           row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY e.event_time DESC) AS rn
+    FROM spine s JOIN nps e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+),
+agg AS (
+    SELECT customer_id, as_of,
+           max(CASE WHEN rn = 1 THEN score END) AS last_nps,
+           max(CASE WHEN rn = 2 THEN score END) AS previous_nps,
+           sum(CASE WHEN age_days <= 365 THEN 1 ELSE 0 END) AS responses_365d,
+           min(age_days) AS days_since_last_nps
+    FROM n GROUP BY customer_id, as_of
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       CAST(a.last_nps AS DOUBLE) AS last_nps,
+       CAST(a.last_nps - a.previous_nps AS DOUBLE) AS nps_trend,
+       CAST(coalesce(a.responses_365d, 0) AS DOUBLE) AS nps_responses_365d,
+       a.days_since_last_nps
+FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+""",
+)
+
+
+MARKETING = FeatureGroup(
+    name="marketing",
+    description="Proactive contacts received (fatigue) and whether the customer responded.",
+    requires=(Table.CUSTOMERS, Table.ACTIONS, Table.USAGE),
+    features=(
+        Feature("contacts_30d", FLOAT, "Proactive contacts (not 'none') in the 30 days before as_of."),
+        Feature("contacts_90d", FLOAT, "Proactive contacts in the 90 days before as_of."),
+        Feature("days_since_last_contact", FLOAT, "Days since the latest contact (null if never)."),
+        Feature("offers_90d", FLOAT, "Retention or upgrade offers in the last 90 days."),
+        Feature(
+            "responses_90d", FLOAT,
+            "Contacts in the last 90 days followed by product use within 7 days (and before as_of).",
+        ),
+    ),
+    sql=f"""
+WITH {SPINE},
+c AS (
+    SELECT s.customer_id, s.as_of, e.event_time, e.action, {_days_between('s.as_of', 'e.event_time')} AS age_days
+    FROM spine s JOIN actions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of AND e.action <> 'none'
+),
+responded AS (
+    SELECT DISTINCT c.customer_id, c.as_of, c.event_time
+    FROM c JOIN usage u ON u.customer_id = c.customer_id
+     AND u.event_time >= c.event_time AND u.event_time < c.event_time + INTERVAL 7 DAY
+     AND u.event_time <= c.as_of - INTERVAL 1 DAY
+    WHERE c.age_days <= 90
+),
+agg AS (
+    SELECT c.customer_id, c.as_of,
+           sum(CASE WHEN c.age_days <= 30 THEN 1 ELSE 0 END) AS contacts_30d,
+           sum(CASE WHEN c.age_days <= 90 THEN 1 ELSE 0 END) AS contacts_90d,
+           min(c.age_days) AS days_since_last_contact,
+           sum(CASE WHEN c.age_days <= 90 AND c.action IN ('retention_offer', 'upgrade_offer') THEN 1 ELSE 0 END) AS offers_90d,
+           sum(CASE WHEN r.event_time IS NOT NULL THEN 1 ELSE 0 END) AS responses_90d
+    FROM c LEFT JOIN responded r ON r.customer_id = c.customer_id AND r.as_of = c.as_of AND r.event_time = c.event_time
+    GROUP BY c.customer_id, c.as_of
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       CAST(coalesce(a.contacts_30d, 0) AS DOUBLE) AS contacts_30d,
+       CAST(coalesce(a.contacts_90d, 0) AS DOUBLE) AS contacts_90d,
+       a.days_since_last_contact,
+       CAST(coalesce(a.offers_90d, 0) AS DOUBLE) AS offers_90d,
+       CAST(coalesce(a.responses_90d, 0) AS DOUBLE) AS responses_90d
+FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+""",
+)
+
+
+ADVOCACY = FeatureGroup(
+    name="advocacy",
+    description="Referrals made.",
+    requires=(Table.CUSTOMERS, Table.REFERRALS),
+    features=(
+        Feature("referrals_365d", FLOAT, "Referrals made in the 365 days before as_of."),
+        Feature("converted_referrals_365d", FLOAT, "Of those, referrals that became customers."),
+        Feature("days_since_last_referral", FLOAT, "Days since the latest referral (null if never)."),
+    ),
+    sql=f"""
+WITH {SPINE},
+agg AS (
+    SELECT s.customer_id, s.as_of,
+           sum(CASE WHEN e.event_time >= s.as_of - INTERVAL 365 DAY THEN 1 ELSE 0 END) AS r365,
+           sum(CASE WHEN e.event_time >= s.as_of - INTERVAL 365 DAY AND e.converted THEN 1 ELSE 0 END) AS c365,
+           min({_days_between('s.as_of', 'e.event_time')}) AS since
+    FROM spine s JOIN referrals e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+    GROUP BY s.customer_id, s.as_of
+)
+SELECT s.customer_id, s.as_of AS event_timestamp,
+       CAST(coalesce(a.r365, 0) AS DOUBLE) AS referrals_365d,
+       CAST(coalesce(a.c365, 0) AS DOUBLE) AS converted_referrals_365d,
+       a.since AS days_since_last_referral
+FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+""",
+)
+
+
+GROUPS: tuple[FeatureGroup, ...] = (PROFILE, RFM, ENGAGEMENT, SUPPORT, BILLING, VOICE, MARKETING, ADVOCACY)
+
+
+def available_groups(tables: set[Table]) -> list[FeatureGroup]:
+    """The groups a workspace holding `tables` can build (profile needs only customers)."""
+    return [g for g in GROUPS if set(g.requires) <= tables]

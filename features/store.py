@@ -1,0 +1,105 @@
+"""The workspace's Feast feature store: config, apply, materialise, retrieve.
+
+The store lives in WORKSPACE/feature_repo/: feature_store.yaml (DuckDB offline store over
+the snapshot files; SQLite online store by default, Redis with `online_store="redis"`),
+the file registry and the SQLite online database. Training frames come from Feast's
+`get_historical_features` (point-in-time joins); online reads from `get_online_features`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from feast import FeatureStore
+
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from features.build import group_dir, raw_tables
+from features.feast_repo import customer, feature_services, feature_view, snapshot_source
+from features.groups import available_groups
+
+PROJECT = "clm"
+ONLINE_STORES = ("sqlite", "redis")
+
+
+@dataclass(frozen=True)
+class OnlineStoreSettings:
+    """kind: "sqlite" (embedded default) or "redis"; redis_url: host:port[,db=N]."""
+
+    kind: str = "sqlite"
+    redis_url: str = "localhost:6379"
+
+
+def repo_dir(workspace: Workspace) -> Path:
+    return workspace.root / "feature_repo"
+
+
+def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStoreSettings()) -> Path:
+    """Write WORKSPACE/feature_repo/feature_store.yaml; returns the repo folder."""
+    if online.kind not in ONLINE_STORES:
+        raise ClmError(f"Online store '{online.kind}' is not one of: {', '.join(ONLINE_STORES)}.")
+    repo = repo_dir(workspace)
+    repo.mkdir(parents=True, exist_ok=True)
+    online_cfg: dict[str, object]
+    if online.kind == "sqlite":
+        online_cfg = {"type": "sqlite", "path": str((repo / "online.db").resolve())}
+    else:
+        online_cfg = {"type": "redis", "connection_string": online.redis_url}
+    config = {
+        "project": PROJECT,
+        "provider": "local",
+        "registry": {"registry_type": "file", "path": str((repo / "registry.db").resolve())},
+        "offline_store": {"type": "duckdb"},
+        "online_store": online_cfg,
+        "entity_key_serialization_version": 3,
+    }
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return repo
+
+
+def open_store(workspace: Workspace) -> FeatureStore:
+    repo = repo_dir(workspace)
+    if not (repo / "feature_store.yaml").exists():
+        raise ClmError(
+            f"No feature store in {workspace.root}: run `clm features apply -w {workspace.root}` first."
+        )
+    return FeatureStore(repo_path=str(repo))
+
+
+def definitions(workspace: Workspace) -> list[object]:
+    """Entity, sources, views and services for the groups this workspace has."""
+    groups = [g for g in available_groups(raw_tables(workspace)) if any(group_dir(workspace, g).glob("*.parquet"))]
+    if not groups:
+        raise ClmError(f"No feature snapshots in {workspace.root}: run `clm features build` first.")
+    views = {}
+    for g in groups:
+        source = snapshot_source(g, str((group_dir(workspace, g) / "*.parquet").resolve()))
+        views[g.name] = feature_view(g, source)
+    return [customer, *views.values(), *feature_services(views)]
+
+
+def apply(workspace: Workspace, online: OnlineStoreSettings = OnlineStoreSettings()) -> FeatureStore:
+    """Register every definition (idempotent) and return the store."""
+    write_config(workspace, online)
+    store = open_store(workspace)
+    store.apply(definitions(workspace))
+    return store
+
+
+def materialize(workspace: Workspace, as_of: pd.Timestamp) -> FeatureStore:
+    """Load each view's latest snapshot at or before as_of into the online store."""
+    from features.feast_repo import SNAPSHOT_TTL
+
+    store = open_store(workspace)
+    start = (as_of - SNAPSHOT_TTL).to_pydatetime()
+    store.materialize(start_date=start, end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime())
+    return store
+
+
+def historical_features(workspace: Workspace, entity_df: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Point-in-time features for (customer_id, event_timestamp) rows, for one model's service."""
+    store = open_store(workspace)
+    service = store.get_feature_service(f"{model}_features")
+    return store.get_historical_features(entity_df=entity_df, features=service).to_df()
