@@ -7,26 +7,34 @@ the file registry and the SQLite online database. Training frames come from Feas
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 from feast import FeatureStore
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
-from features.build import group_dir, raw_tables
-from features.feast_repo import customer, feature_services, feature_view, snapshot_source
+from features.build import group_dir, raw_tables, snapshot_path
+from features.feast_repo import SNAPSHOT_TTL, customer, feature_services, feature_view, snapshot_source
+from features.online_store import ClmRedisOnlineStore, ClmSqliteOnlineStore, ViewSnapshot
 from features.groups import available_groups
 
 PROJECT = "clm"
-ONLINE_STORES = ("sqlite", "redis")
+# Ours (one record per customer, bulk loads) and, for comparison, Feast's own.
+ONLINE_STORES = ("sqlite", "redis", "feast-sqlite", "feast-redis")
+FAST_STORES = {"sqlite": ClmSqliteOnlineStore, "redis": ClmRedisOnlineStore}
+LOAD_BATCH_ROWS = 100_000
 
 
 @dataclass(frozen=True)
 class OnlineStoreSettings:
-    """kind: "sqlite" (embedded default) or "redis"; redis_url: host:port[,db=N]."""
+    """kind: "sqlite" (embedded default), "redis", or Feast's own "feast-sqlite" /
+    "feast-redis"; redis_url: host:port[,db=N]."""
 
     kind: str = "sqlite"
     redis_url: str = "localhost:6379"
@@ -42,11 +50,13 @@ def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStore
         raise ClmError(f"Online store '{online.kind}' is not one of: {', '.join(ONLINE_STORES)}.")
     repo = repo_dir(workspace)
     repo.mkdir(parents=True, exist_ok=True)
-    online_cfg: dict[str, object]
-    if online.kind == "sqlite":
-        online_cfg = {"type": "sqlite", "path": str((repo / "online.db").resolve())}
-    else:
-        online_cfg = {"type": "redis", "connection_string": online.redis_url}
+    db_path = str((repo / "online.db").resolve())
+    online_cfg: dict[str, object] = {
+        "sqlite": {"type": "features.online_store.ClmSqliteOnlineStore", "path": db_path},
+        "redis": {"type": "features.online_store.ClmRedisOnlineStore", "connection_string": online.redis_url},
+        "feast-sqlite": {"type": "sqlite", "path": db_path},
+        "feast-redis": {"type": "redis", "connection_string": online.redis_url},
+    }[online.kind]
     config = {
         "project": PROJECT,
         "provider": "local",
@@ -88,13 +98,52 @@ def apply(workspace: Workspace, online: OnlineStoreSettings = OnlineStoreSetting
     return store
 
 
-def materialize(workspace: Workspace, as_of: pd.Timestamp) -> FeatureStore:
-    """Load each view's latest snapshot at or before as_of into the online store."""
-    from features.feast_repo import SNAPSHOT_TTL
+def latest_snapshot_date(workspace: Workspace, views: list[str], as_of: pd.Timestamp) -> pd.Timestamp:
+    """The latest date at or before as_of (within the views' TTL) with a snapshot of every view."""
+    common: set[pd.Timestamp] | None = None
+    for view in views:
+        dates = {pd.Timestamp(p.stem, tz="UTC") for p in group_dir(workspace, view).glob("*.parquet")}
+        common = dates if common is None else common & dates
+    usable = sorted(d for d in (common or set()) if as_of - SNAPSHOT_TTL <= d <= as_of)
+    if not usable:
+        raise ClmError(
+            f"No feature snapshot within {SNAPSHOT_TTL.days} days before {as_of:%Y-%m-%d}: "
+            f"run `clm features build --as-of {as_of:%Y-%m-%d}` first."
+        )
+    return usable[-1]
 
+
+def materialize(
+    workspace: Workspace, as_of: pd.Timestamp, progress: Callable[[int], None] | None = None
+) -> FeatureStore:
+    """Load each view's latest snapshot at or before as_of into the online store.
+
+    Our stores take the snapshot files in bounded chunks through `bulk_load`; Feast's own
+    stores go through `FeatureStore.materialize`.
+    """
     store = open_store(workspace)
-    start = (as_of - SNAPSHOT_TTL).to_pydatetime()
-    store.materialize(start_date=start, end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime())
+    store_type = store.config.online_store.type
+    fast = next((cls for cls in FAST_STORES.values() if store_type.endswith(cls.__name__)), None)
+    if fast is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            store.materialize(
+                start_date=(as_of - SNAPSHOT_TTL).to_pydatetime(),
+                end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime(),
+            )
+        return store
+    views = store.list_feature_views()
+    date = latest_snapshot_date(workspace, [v.name for v in views], as_of)
+    snapshots = [
+        ViewSnapshot(
+            view,
+            pq.ParquetFile(snapshot_path(workspace, view.name, date)).iter_batches(
+                batch_size=LOAD_BATCH_ROWS, columns=["customer_id", *[f.name for f in view.features]]
+            ),
+        )
+        for view in views
+    ]
+    fast().bulk_load(store.config, snapshots, date.to_pydatetime(), progress)
     return store
 
 

@@ -307,7 +307,9 @@ def features_build(
 @features_app.command("apply")
 @user_errors
 def features_apply(
-    online_store: Annotated[str, typer.Option(help="Online store: sqlite (embedded) or redis.")] = "sqlite",
+    online_store: Annotated[
+        str, typer.Option(help="Online store: sqlite (embedded), redis, or Feast's own feast-sqlite / feast-redis.")
+    ] = "sqlite",
     redis_url: Annotated[str, typer.Option(help="Redis host:port[,db=N] when --online-store redis.")] = "localhost:6379",
     workspace: WorkspaceOpt = None,
 ) -> None:

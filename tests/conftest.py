@@ -40,3 +40,38 @@ def workspace_copy(small_workspace: Workspace, tmp_path: Path) -> Workspace:
 def large_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """40,000 customers over two years: enough data to test the truth statistically."""
     return simulate(tmp_path_factory.mktemp("large"), 40_000, 2024, "2024-01-01", "2025-12-31")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real redis-server on loopback for this test session (installed by .ci/run)."""
+    import shutil as sh
+    import socket
+    import subprocess
+    import time
+
+    binary = sh.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: `apt-get install redis-server` (.ci/run does).")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -12,7 +12,7 @@ from clm.workspace import Workspace
 from features.build import build_features, read_snapshot, snapshot_dates
 from features.feast_repo import MODEL_GROUPS
 from features.groups import GROUPS
-from features.store import apply, historical_features, materialize
+from features.store import OnlineStoreSettings, apply, historical_features, materialize
 from pipelines.ingest import TransactionsSource, ingest_transactions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -61,18 +61,36 @@ def test_service_lists_each_models_groups(store_workspace):
         assert [p.name for p in service.feature_view_projections] == list(groups)
 
 
-def test_online_store_returns_the_offline_values(store_workspace):
-    ws = store_workspace
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "feast-sqlite"])
+@pytest.mark.parametrize("path", ["bulk", "feast-materialize"])
+def test_online_store_returns_the_offline_values(store_workspace, tmp_path, request, kind, path):
+    """Every store, loaded by our bulk path or by Feast's own materialize, serves exactly
+    the offline snapshot values through Feast's get_online_features."""
+    if kind == "feast-sqlite" and path == "bulk":
+        pytest.skip("Feast's own store has only Feast's write path")
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(store_workspace.root, ws.root)
+    redis = request.getfixturevalue("redis_url") if kind == "redis" else "unused"
+    store = apply(ws, OnlineStoreSettings(kind, redis))
     as_of = snapshot_dates(ws.read_manifest())[-1]
-    store = materialize(ws, as_of)
+    if path == "bulk":
+        materialize(ws, as_of)
+    else:
+        store.materialize(start_date=(as_of - pd.Timedelta(days=40)).to_pydatetime(),
+                          end_date=(as_of + pd.Timedelta(seconds=1)).to_pydatetime())
     service = store.get_feature_service("churn_features")
     customers = read_snapshot(ws, "profile", as_of).customer_id.sample(20, random_state=1).tolist()
-    online = store.get_online_features(features=service, entity_rows=[{"customer_id": c} for c in customers]).to_dict()
+    online = store.get_online_features(
+        features=service, entity_rows=[{"customer_id": c} for c in customers + ["NOBODY"]]
+    ).to_dict()
     for group in GROUPS:
         offline = read_snapshot(ws, group.name, as_of).set_index("customer_id")
         for name in group.feature_names:  # by name: Feast does not keep the order asked for
             for i, c in enumerate(customers):
                 assert _same(online[name][i], offline.loc[c, name]), (group.name, name, c)
+            assert online[name][-1] is None  # an unknown customer has no values
+    if kind == "redis":
+        store.teardown()
 
 
 def test_transactions_only_workspace_gets_the_groups_it_has_data_for(tmp_path: Path):
