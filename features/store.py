@@ -92,9 +92,10 @@ def definitions(workspace: Workspace) -> list[object]:
 
 def apply(workspace: Workspace, online: OnlineStoreSettings = OnlineStoreSettings()) -> FeatureStore:
     """Register every definition (idempotent) and return the store."""
+    objects = definitions(workspace)  # fails before anything is written if nothing is built
     write_config(workspace, online)
     store = open_store(workspace)
-    store.apply(definitions(workspace))
+    store.apply(objects)
     return store
 
 
@@ -133,6 +134,8 @@ def materialize(
             )
         return store
     views = store.list_feature_views()
+    if not views:
+        raise ClmError(f"No feature views registered in {workspace.root}: run `clm features apply` first.")
     date = latest_snapshot_date(workspace, [v.name for v in views], as_of)
     snapshots = [
         ViewSnapshot(

@@ -15,8 +15,16 @@ from pipelines.cli import app
 runner = CliRunner()
 
 
-def invoke(*args: str, env: dict[str, str] | None = None):
-    return runner.invoke(app, list(args), env=env)
+class Outcome:
+    """A CLI run: exit code, and its output with panel borders and line wrapping removed."""
+
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.output = " ".join(result.output.translate(str.maketrans("", "", "│╭╮╰╯─")).split())
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Outcome:
+    return Outcome(runner.invoke(app, list(args), env=env))
 
 
 def test_console_script_lists_the_commands():
@@ -99,3 +107,25 @@ def test_run_is_the_main_job_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     for expected in ("Simulate", "Validate", "Valid:", "True stages on 2024-06-30", "Logged decisions"):
         assert expected in result.output
+
+
+def test_features_commands(tmp_path):
+    ws = tmp_path / "ws"
+    assert invoke("simulate", "-n", "150", "--end", "2024-04-30", "-w", str(ws)).exit_code == 0
+    result = invoke("features", "apply", "-w", str(ws))
+    assert result.exit_code == 2 and "clm features build" in result.output  # nothing built yet
+    result = invoke("features", "build", "-w", str(ws))
+    assert result.exit_code == 0, result.output
+    assert "Built 4 snapshot date(s)" in result.output  # Feb, Mar, Apr, May 1st
+    result = invoke("features", "build", "--as-of", "2024-03-15", "-w", str(ws))
+    assert result.exit_code == 0 and "Built 1 snapshot date(s)" in result.output
+    assert (ws / "features" / "engagement" / "2024-03-15.parquet").exists()
+    result = invoke("features", "build", "--as-of", "2030-01-01", "-w", str(ws))
+    assert result.exit_code == 2 and "outside the data" in result.output
+    result = invoke("features", "materialize", "-w", str(ws))
+    assert result.exit_code == 2 and "clm features apply" in result.output
+    assert invoke("features", "apply", "-w", str(ws)).exit_code == 0
+    result = invoke("features", "materialize", "--as-of", "2024-04-01", "-w", str(ws))
+    assert result.exit_code == 0 and "2024-04-01" in result.output
+    result = invoke("features", "apply", "--online-store", "memcached", "-w", str(ws))
+    assert result.exit_code == 2 and "not one of" in result.output
