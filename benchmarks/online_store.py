@@ -21,7 +21,6 @@ import json
 import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +100,11 @@ def child_load(kind: str, repo: Path, data: Path) -> dict[str, float]:
     customers = pq.ParquetFile(data / "view0" / "snapshot.parquet").metadata.num_rows
     start = time.perf_counter()
     if kind.startswith("ours"):
-        from features.online_store import ClmRedisOnlineStore, ClmSqliteOnlineStore, ViewSnapshot
+        from features.online_store import (
+            ClmRedisOnlineStore,
+            ClmSqliteOnlineStore,
+            ViewSnapshot,
+        )
 
         cls = ClmSqliteOnlineStore if kind == "ours-sqlite" else ClmRedisOnlineStore
         snaps = [
@@ -211,7 +214,7 @@ def main() -> None:
     for ours, theirs in (("ours-sqlite", "feast-sqlite"), ("ours-redis", "feast-redis")):
         print(f"  {ours:12s} {rate(ours):>10,.0f} customers/s, peak {loads[ours]['peak_gb']:.2f} GB   vs "
               f"{theirs} {rate(theirs):>8,.0f}/s, peak {loads[theirs]['peak_gb']:.2f} GB   ratio {rate(ours) / rate(theirs):5.1f}x")
-    print(f"  target: >= 30x `feast materialize`, peak < 1 GB")
+    print("  target: >= 30x `feast materialize`, peak < 1 GB")
     print(f"\nOnline read, one customer, {VIEWS * PER_VIEW} features via get_online_features ({args.reads} calls, in process)")
     for kind in STORE_TYPES:
         print(f"  {kind:13s} p50 {reads[kind]['p50_ms']:.3f} ms   p99 {reads[kind]['p99_ms']:.3f} ms")

@@ -22,10 +22,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
-from clm.domain import Table
 from clm.errors import ClmError
+from clm.rawdb import connect_raw, raw_tables
 from clm.workspace import RawManifest, Workspace
-from features.groups import EMPTY_SUBSCRIPTIONS, FeatureGroup, available_groups
+from features.groups import FeatureGroup, available_groups
 
 FREQUENCIES = ("monthly", "weekly")
 DATES_PER_QUERY = 6
@@ -69,31 +69,12 @@ def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
     return as_of
 
 
-def raw_tables(workspace: Workspace) -> set[Table]:
-    return {t for t in Table if workspace.table_path(t).exists()}
-
-
 def _raw_fingerprint(workspace: Workspace) -> str:
     h = hashlib.sha256(workspace.manifest_path.read_bytes())
     for path in sorted(workspace.raw_dir.glob("*.parquet")):
         stat = path.stat()
         h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return h.hexdigest()
-
-
-def connect(workspace: Workspace, memory_limit: str = "3GB") -> duckdb.DuckDBPyConnection:
-    """A DuckDB session with every raw table as a view named after it."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    spill = workspace.root / ".duckdb-tmp"
-    con.execute(f"SET temp_directory = '{spill}'")
-    tables = raw_tables(workspace)
-    for table in tables:
-        con.execute(f"CREATE VIEW {table.value} AS SELECT * FROM read_parquet('{workspace.table_path(table)}')")
-    if Table.SUBSCRIPTIONS not in tables:
-        con.execute(f"CREATE VIEW {Table.SUBSCRIPTIONS.value} AS {EMPTY_SUBSCRIPTIONS}")
-    return con
 
 
 def compute_group(con: duckdb.DuckDBPyConnection, group: FeatureGroup, dates: Iterable[pd.Timestamp]) -> pa.Table:
@@ -142,7 +123,7 @@ def build_features(
 
     groups = available_groups(raw_tables(workspace))
     todo = [d for d in dates if any(not snapshot_path(workspace, g, d).exists() for g in groups)]
-    con = connect(workspace)
+    con = connect_raw(workspace)
     rows = 0
     batches = [todo[i : i + DATES_PER_QUERY] for i in range(0, len(todo), DATES_PER_QUERY)]
     steps, done = len(batches) * len(groups), 0

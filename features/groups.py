@@ -84,13 +84,6 @@ LEFT JOIN last_sub l ON l.customer_id = s.customer_id AND l.as_of = s.as_of
 """,
 )
 
-# Without a subscriptions table the profile has no plan: the same SQL over an empty one.
-EMPTY_SUBSCRIPTIONS = (
-    "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
-    "CAST(NULL AS VARCHAR) AS event, CAST(NULL AS VARCHAR) AS plan, CAST(NULL AS DOUBLE) AS price WHERE false"
-)
-
-
 RFM = FeatureGroup(
     name="rfm",
     description="Recency, frequency and monetary value of paid transactions, and their percentile across the base.",

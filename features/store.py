@@ -18,11 +18,22 @@ import yaml
 from feast import FeatureStore
 
 from clm.errors import ClmError
+from clm.rawdb import raw_tables
 from clm.workspace import Workspace
-from features.build import group_dir, raw_tables, snapshot_path
-from features.feast_repo import SNAPSHOT_TTL, customer, feature_services, feature_view, snapshot_source
-from features.online_store import ClmRedisOnlineStore, ClmSqliteOnlineStore, ViewSnapshot
+from features.build import group_dir, snapshot_path
+from features.feast_repo import (
+    SNAPSHOT_TTL,
+    customer,
+    feature_services,
+    feature_view,
+    snapshot_source,
+)
 from features.groups import available_groups
+from features.online_store import (
+    ClmRedisOnlineStore,
+    ClmSqliteOnlineStore,
+    ViewSnapshot,
+)
 
 PROJECT = "clm"
 # Ours (one record per customer, bulk loads) and, for comparison, Feast's own.

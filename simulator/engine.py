@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from clm.domain import ACTION_CATALOGUE, ALL_ACTIONS, CHANNEL_CONSENT_COLUMN, TICKET_SEVERITIES, Action
+from clm.domain import (
+    ACTION_CATALOGUE,
+    ALL_ACTIONS,
+    CHANNEL_CONSENT_COLUMN,
+    TICKET_SEVERITIES,
+    Action,
+)
 from simulator import latent
 from simulator.effects import LatentState, apply_action
 from simulator.hazards import deterministic_churn_hazard

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from clm.domain import TICKET_SEVERITIES, Table
 from simulator.engine import SECONDS_PER_DAY, SimulationOutput
 
+
 class _NoRows(dict):
     def __missing__(self, key: str) -> np.ndarray:
         return np.zeros(0, dtype=object)

@@ -5,9 +5,9 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from clm.domain import Table
 from features.groups import GROUPS, available_groups
 from features.spark import spark_sql
-from clm.domain import Table
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)

@@ -1,0 +1,74 @@
+"""The product's lifecycle-stage rules, from observable features only. Written once.
+
+Used to label the current stage at any as-of date (scoring) and the stage at cutoff + H
+(training labels). Rules in precedence order, first that holds wins:
+
+  churned     contractual: no live subscription; non-contractual: no purchase for
+              CHURN_QUIET_DAYS days
+  new         tenure under 14 days
+  onboarding  tenure under 90 days and fewer than 30 active days in the last 90
+  dormant     no product use for 30+ days (contractual), or no purchase for 60+ days
+              (non-contractual)
+  at_risk     a warning sign: a failed payment in the last 30 days, an open high-severity
+              ticket, a last NPS of 0-6 with a falling trend, or use down to under half of
+              its earlier level
+  advocate    tenure 180+ days and a promoter NPS (9-10) or a referral in the last year
+  engaged     everything else
+
+Input: a frame with the feature columns named below (from `features`); a column that a
+workspace does not have (e.g. usage in a transactions-only workspace) is treated as
+missing, and rules that need it do not fire.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from clm.domain import Stage
+
+NEW_DAYS = 14
+ONBOARDING_DAYS = 90
+ACTIVATION_ACTIVE_DAYS_90D = 30
+DORMANT_DAYS_CONTRACTUAL = 30
+DORMANT_DAYS_NON_CONTRACTUAL = 60
+CHURN_QUIET_DAYS = 90  # non-contractual: no purchase this long means churned
+ADVOCATE_MIN_TENURE = 180
+
+
+def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame:
+        return pd.to_numeric(frame[name], errors="coerce")
+    return pd.Series(np.nan, index=frame.index)
+
+
+def current_stage(features: pd.DataFrame, contractual: bool) -> pd.Series:
+    """Stage id per row of `features` (one customer at one as-of date)."""
+    tenure = _col(features, "tenure_days")
+    if contractual:
+        churned = _col(features, "is_subscribed").fillna(0) < 1
+        dormant = _col(features, "days_since_last_activity").fillna(np.inf) >= DORMANT_DAYS_CONTRACTUAL
+    else:
+        quiet = _col(features, "recency_days").fillna(np.inf)
+        churned = quiet >= CHURN_QUIET_DAYS
+        dormant = quiet >= DORMANT_DAYS_NON_CONTRACTUAL
+    onboarding = (tenure < ONBOARDING_DAYS) & (
+        _col(features, "active_days_90d").fillna(0) < ACTIVATION_ACTIVE_DAYS_90D
+        if "active_days_90d" in features
+        else False
+    )
+    at_risk = (
+        (_col(features, "failed_payments_30d") > 0)
+        | (_col(features, "open_high_severity") > 0)
+        | ((_col(features, "last_nps") <= 6) & (_col(features, "nps_trend") < 0))
+        | (_col(features, "recent_past_ratio") < 0.5)
+    )
+    advocate = (tenure >= ADVOCATE_MIN_TENURE) & (
+        ((_col(features, "last_nps") >= 9) & (_col(features, "days_since_last_nps") <= 365))
+        | (_col(features, "referrals_365d") > 0)
+    )
+    conditions = [churned, tenure < NEW_DAYS, onboarding, dormant, at_risk, advocate]
+    choices = [Stage.CHURNED, Stage.NEW, Stage.ONBOARDING, Stage.DORMANT, Stage.AT_RISK, Stage.ADVOCATE]
+    stages = np.select(
+        [np.asarray(c, dtype=bool) for c in conditions], [c.value for c in choices], default=Stage.ENGAGED.value
+    )
+    return pd.Series(stages, index=features.index, name="stage")
