@@ -3,7 +3,7 @@
 Each file holds one group's features for every customer who signed up before the as-of
 instant (00:00 UTC of that date), keyed by customer_id with event_timestamp = as_of: the
 layout Feast reads as a FileSource. Builds are incremental: only dates without a file are
-computed. If the raw data changes, every snapshot is rebuilt. Each file is written to a
+computed. If the raw data or a feature definition changes, every snapshot is rebuilt. Each file is written to a
 temporary name and renamed, so an interrupted build leaves no half-written snapshot.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from clm.contracts import require_valid
 from clm.errors import ClmError
 from clm.rawdb import connect_raw, raw_tables
 from clm.workspace import RawManifest, Workspace
-from features.groups import FeatureGroup, available_groups
+from features.groups import FLOAT, GROUPS, FeatureGroup, available_groups
 
 FREQUENCIES = ("monthly", "weekly")
 DATES_PER_QUERY = 6
@@ -70,7 +70,9 @@ def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
 
 
 def _raw_fingerprint(workspace: Workspace) -> str:
+    """Changes when the raw data or any feature definition changes."""
     h = hashlib.sha256(workspace.manifest_path.read_bytes())
+    h.update(repr([(g.name, g.sql, g.features) for g in GROUPS]).encode())
     for path in sorted(workspace.raw_dir.glob("*.parquet")):
         stat = path.stat()
         h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -82,9 +84,18 @@ def compute_group(con: duckdb.DuckDBPyConnection, group: FeatureGroup, dates: It
     snapshots = pd.DataFrame({"as_of": pd.DatetimeIndex(list(dates)).astype("datetime64[us, UTC]")})
     con.register("snapshots", snapshots)
     try:
-        return con.sql(group.sql).to_arrow_table()
+        table = con.sql(group.sql).to_arrow_table()
     finally:
         con.unregister("snapshots")
+    return table.cast(arrow_schema(group, table.schema.field("event_timestamp").type))
+
+
+def arrow_schema(group: FeatureGroup, timestamp_type: pa.DataType) -> pa.Schema:
+    """The declared types: what Feast's views say, whatever SQL arithmetic produced."""
+    return pa.schema(
+        [pa.field("customer_id", pa.string()), pa.field("event_timestamp", timestamp_type)]
+        + [pa.field(f.name, pa.float64() if f.kind == FLOAT else pa.string()) for f in group.features]
+    )
 
 
 def _write_snapshot(table: pa.Table, path: Path) -> None:

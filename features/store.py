@@ -101,10 +101,15 @@ def definitions(workspace: Workspace) -> list[object]:
     return [customer, *views.values(), *feature_services(views)]
 
 
-def apply(workspace: Workspace, online: OnlineStoreSettings = OnlineStoreSettings()) -> FeatureStore:
-    """Register every definition (idempotent) and return the store."""
+def apply(workspace: Workspace, online: OnlineStoreSettings | None = None) -> FeatureStore:
+    """Register every definition (idempotent) and return the store.
+
+    online: the online store to configure; None keeps the one already configured
+    (SQLite for a new repo).
+    """
     objects = definitions(workspace)  # fails before anything is written if nothing is built
-    write_config(workspace, online)
+    if online is not None or not (repo_dir(workspace) / "feature_store.yaml").exists():
+        write_config(workspace, online or OnlineStoreSettings())
     store = open_store(workspace)
     store.apply(objects)
     return store

@@ -1,0 +1,102 @@
+"""Evaluation: the figures each model is judged by, and the oracle's on the same rows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    roc_auc_score,
+)
+
+ECE_BINS = 10
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |observed rate - mean prediction| over equal-count bins, weighted by size."""
+    order = np.argsort(p)
+    total = 0.0
+    for chunk in np.array_split(order, bins):
+        if chunk.size:
+            total += chunk.size * abs(y[chunk].mean() - p[chunk].mean())
+    return float(total / len(p))
+
+
+def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """(lift, capture) of the 10% with the highest scores."""
+    k = max(1, int(round(0.1 * len(p))))
+    top = np.argsort(-p)[:k]
+    base = y.mean()
+    lift = float(y[top].mean() / base) if base > 0 else float("nan")
+    capture = float(y[top].sum() / y.sum()) if y.sum() > 0 else float("nan")
+    return lift, capture
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y, dtype=float)
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    lift, capture = top_decile(y, p)
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "lift_top_decile": lift,
+        "capture_top_decile": capture,
+        "positive_rate": float(y.mean()),
+    }
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
+    predicted = np.asarray(classes)[np.argmax(proba, axis=1)]
+    clipped = np.clip(proba, 1e-9, 1.0)
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return {
+        "macro_f1": float(f1_score(y, predicted, average="macro", labels=classes)),
+        "log_loss": float(log_loss(y, clipped, labels=classes)),
+        "accuracy": float((predicted == y).mean()),
+    }
+
+
+def stays_the_same_f1(y: np.ndarray, current: np.ndarray, classes: list[str]) -> float:
+    """Macro-F1 of the baseline 'the stage stays what it is now'."""
+    return float(f1_score(y, current, average="macro", labels=classes))
+
+
+def stage_confusion(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(confusion_matrix(y, predicted, labels=classes), index=classes, columns=classes)
+
+
+def gini(y: np.ndarray, v: np.ndarray) -> float:
+    """Normalised Gini of a value ranking: 1 = perfect, 0 = random."""
+    def raw(order_by: np.ndarray) -> float:
+        order = np.argsort(-order_by, kind="stable")
+        cum = np.cumsum(y[order]) / max(y.sum(), 1e-12)
+        return float(cum.mean() - (len(y) + 1) / (2 * len(y)))
+
+    best = raw(y)
+    return raw(v) / best if best else float("nan")
+
+
+def regression_metrics(y: np.ndarray, v: np.ndarray) -> dict[str, float]:
+    y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
+    return {
+        "mae": float(mean_absolute_error(y, v)),
+        "spearman": float(spearmanr(y, v).statistic),
+        "gini": gini(y, v),
+        "mean_actual": float(y.mean()),
+        "mean_predicted": float(v.mean()),
+    }
+
+
+def decile_table(y: np.ndarray, v: np.ndarray) -> pd.DataFrame:
+    deciles = pd.qcut(pd.Series(v).rank(method="first"), 10, labels=range(10, 0, -1))
+    frame = pd.DataFrame({"decile": deciles, "actual": y, "predicted": v})
+    return frame.groupby("decile", observed=True).agg(customers=("actual", "size"), actual=("actual", "mean"),
+                                                      predicted=("predicted", "mean")).sort_index(ascending=False)

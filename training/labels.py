@@ -1,0 +1,146 @@
+"""Outcome labels, from data strictly after each cutoff, and the time-based split.
+
+For a cutoff T (00:00 UTC of a month's first day) and horizon H, the label window is
+[T, T + H). The population at T is every customer live then: a subscription whose latest
+event before T is not a cancellation (contractual), or at least one paid purchase before T
+(non-contractual).
+
+  churn    contractual: a cancellation in the window; non-contractual: no paid purchase in it
+  upsell   an upgrade in the window (contractual only: there are no plans otherwise)
+  clv      revenue (paid amounts) in [T, T + clv_days)
+  stage    the stage at T + H by the product's stage rules (`clm.stages`), from features
+           as of T + H
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from clm.errors import ClmError
+from clm.rawdb import connect_raw
+from clm.workspace import RawManifest, Workspace
+
+MIN_HISTORY_DAYS = 30  # a cutoff needs this much data before it
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    horizon_days: int = 90
+    clv_days: int = 365
+
+
+@dataclass(frozen=True)
+class Split:
+    """Cutoffs of each part; every label window of a part ends by the next part's cutoff."""
+
+    train: list[pd.Timestamp]
+    valid: pd.Timestamp
+    test: pd.Timestamp
+
+    @property
+    def all(self) -> list[pd.Timestamp]:
+        return [*self.train, self.valid, self.test]
+
+
+def candidate_cutoffs(manifest: RawManifest, as_of: pd.Timestamp, window_days: int) -> list[pd.Timestamp]:
+    """Month starts with enough history before them whose label window ends by as_of."""
+    first = manifest.start + pd.Timedelta(days=MIN_HISTORY_DAYS)
+    dates = pd.date_range(first, as_of, freq="MS", tz="UTC")
+    return [d for d in dates if d + pd.Timedelta(days=window_days) <= as_of]
+
+
+def time_split(cutoffs: list[pd.Timestamp], window_days: int, min_train: int = 3) -> Split:
+    """Test = the latest cutoff; validation = the latest whose window ends by the test
+    cutoff; training = those whose windows end by the validation cutoff. Where the data is
+    too short for such gaps (long windows, e.g. CLV), the parts are consecutive cutoffs:
+    still strictly later in time, but their label windows overlap."""
+    if len(cutoffs) < min_train + 2:
+        raise ClmError(
+            f"Not enough history to train: {len(cutoffs)} cutoff(s) with a complete {window_days}-day label "
+            f"window; need at least {min_train + 2}. Use a longer period or a shorter --horizon-days."
+        )
+    window = pd.Timedelta(days=window_days)
+    test = cutoffs[-1]
+    valid_options = [c for c in cutoffs if c + window <= test]
+    if valid_options:
+        valid = valid_options[-1]
+        train = [c for c in cutoffs if c + window <= valid]
+        if len(train) >= min_train:
+            return Split(train, valid, test)
+    return Split(cutoffs[:-2], cutoffs[-2], cutoffs[-1])
+
+
+LABEL_SQL = """
+WITH last_sub AS (
+    SELECT customer_id, as_of, event FROM (
+        SELECT c.as_of, e.customer_id, e.event,
+               row_number() OVER (PARTITION BY e.customer_id, c.as_of ORDER BY e.event_time DESC) AS rn
+        FROM cutoffs c JOIN subscriptions e ON e.event_time < c.as_of
+    ) t WHERE rn = 1
+),
+buyers AS (
+    SELECT DISTINCT e.customer_id, c.as_of
+    FROM cutoffs c JOIN transactions e ON e.event_time < c.as_of AND e.status = 'paid'
+),
+population AS (
+    SELECT customer_id, as_of FROM last_sub WHERE {contractual} AND event <> 'cancel'
+    UNION ALL
+    SELECT customer_id, as_of FROM buyers WHERE NOT {contractual}
+),
+window_subs AS (
+    SELECT p.customer_id, p.as_of,
+           max(CASE WHEN e.event = 'cancel' THEN 1 ELSE 0 END) AS cancelled,
+           max(CASE WHEN e.event = 'upgrade' THEN 1 ELSE 0 END) AS upgraded
+    FROM population p JOIN subscriptions e ON e.customer_id = p.customer_id
+     AND e.event_time >= p.as_of AND e.event_time < p.as_of + INTERVAL {horizon} DAY
+    GROUP BY p.customer_id, p.as_of
+),
+window_paid AS (
+    SELECT p.customer_id, p.as_of,
+           sum(CASE WHEN e.event_time < p.as_of + INTERVAL {horizon} DAY THEN 1 ELSE 0 END) AS purchases,
+           sum(e.amount) AS revenue
+    FROM population p JOIN transactions e ON e.customer_id = p.customer_id AND e.status = 'paid'
+     AND e.event_time >= p.as_of AND e.event_time < p.as_of + INTERVAL {clv_days} DAY
+    GROUP BY p.customer_id, p.as_of
+)
+SELECT p.customer_id, p.as_of AS event_timestamp,
+       CASE WHEN {contractual} THEN coalesce(s.cancelled, 0)
+            ELSE CASE WHEN coalesce(w.purchases, 0) = 0 THEN 1 ELSE 0 END END AS churn,
+       CASE WHEN {contractual} THEN coalesce(s.upgraded, 0) END AS upsell,
+       CAST(coalesce(w.revenue, 0) AS DOUBLE) AS clv
+FROM population p
+LEFT JOIN window_subs s ON s.customer_id = p.customer_id AND s.as_of = p.as_of
+LEFT JOIN window_paid w ON w.customer_id = p.customer_id AND w.as_of = p.as_of
+ORDER BY event_timestamp, customer_id
+"""
+
+
+def outcome_labels(
+    workspace: Workspace, cutoffs: list[pd.Timestamp], config: LabelConfig, contractual: bool
+) -> pd.DataFrame:
+    """churn, upsell and clv for the population at each cutoff (stage: see stage_labels)."""
+    con = connect_raw(workspace)
+    con.register("cutoffs", pd.DataFrame({"as_of": pd.DatetimeIndex(cutoffs).astype("datetime64[us, UTC]")}))
+    sql = LABEL_SQL.format(
+        contractual="true" if contractual else "false", horizon=int(config.horizon_days), clv_days=int(config.clv_days)
+    )
+    frame = con.sql(sql).df()
+    con.close()
+    frame["churn"] = frame["churn"].astype("int64")
+    frame["upsell"] = frame["upsell"].astype("Int64")
+    return frame
+
+
+def stage_labels(population: pd.DataFrame, stages_later: pd.DataFrame, horizon_days: int) -> pd.Series:
+    """Stage at cutoff + H for each (customer_id, event_timestamp) row of population.
+
+    stages_later: (customer_id, event_timestamp, stage) from the stage rules at later dates.
+    """
+    later = population[["customer_id", "event_timestamp"]].assign(
+        at=population["event_timestamp"] + pd.Timedelta(days=horizon_days)
+    )
+    merged = later.merge(
+        stages_later.rename(columns={"event_timestamp": "at"}), on=["customer_id", "at"], how="left", validate="one_to_one"
+    )
+    return pd.Series(merged["stage"].to_numpy(), index=population.index, name="stage")

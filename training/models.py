@@ -1,0 +1,145 @@
+"""The models: LightGBM for each task, a scikit-learn baseline beside it, calibration.
+
+A `TrainedModel` is what gets logged to MLflow and served: it knows its feature list, how
+to prepare a frame (categories fixed at training time) and how to predict (calibrated
+probabilities for binary tasks, class probabilities for the stage, values for CLV).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
+SEED = 7
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: its task, label column, and LightGBM settings (small trees keep
+    TreeSHAP reasons affordable when serving: ../shared/STACK-NOTES.md)."""
+
+    name: str
+    task: str
+    label: str
+    num_leaves: int = 15
+    learning_rate: float = 0.05
+    max_trees: int = 600
+    min_child_samples: int = 40
+
+
+SPECS: dict[str, ModelSpec] = {
+    "churn": ModelSpec("churn", BINARY, "churn"),
+    "upsell": ModelSpec("upsell", BINARY, "upsell"),
+    "stage": ModelSpec("stage", MULTICLASS, "stage", num_leaves=15, max_trees=400),
+    "clv": ModelSpec("clv", REGRESSION, "clv"),
+}
+
+
+@dataclass
+class TrainedModel:
+    spec: ModelSpec
+    features: list[str]
+    categories: dict[str, list[str]]
+    estimator: object
+    calibrator: IsotonicRegression | None = None
+    classes: list[str] = field(default_factory=list)
+    kind: str = "lightgbm"
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=frame.index)
+        for name in self.features:
+            if name in self.categories:
+                out[name] = pd.Categorical(frame[name] if name in frame else None, categories=self.categories[name])
+            else:
+                out[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame else np.nan
+        return out
+
+    def raw_scores(self, frame: pd.DataFrame) -> np.ndarray:
+        x = self.prepare(frame)
+        if self.spec.task == REGRESSION:
+            return np.asarray(self.estimator.predict(x), dtype=float)
+        proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
+        return proba[:, 1] if self.spec.task == BINARY else proba
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Binary: calibrated P(label = 1); multiclass: (n, classes); regression: values >= 0."""
+        scores = self.raw_scores(frame)
+        if self.spec.task == BINARY and self.calibrator is not None:
+            return np.clip(self.calibrator.predict(scores), 0.0, 1.0)
+        if self.spec.task == REGRESSION:
+            return np.maximum(scores, 0.0)
+        return scores
+
+
+def _categories(frame: pd.DataFrame, features: list[str]) -> dict[str, list[str]]:
+    return {
+        c: sorted(frame[c].dropna().astype(str).unique().tolist())
+        for c in features
+        if frame[c].dtype == object or isinstance(frame[c].dtype, pd.StringDtype | pd.CategoricalDtype)
+    }
+
+
+def fit_lightgbm(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, features: list[str]) -> TrainedModel:
+    """LightGBM with early stopping on the validation window; binary models are then
+    calibrated (isotonic) on that same, later window."""
+    categories = _categories(train, features)
+    shell = TrainedModel(spec, features, categories, estimator=None)
+    x_train, x_valid = shell.prepare(train), shell.prepare(valid)
+    params = dict(
+        n_estimators=spec.max_trees, learning_rate=spec.learning_rate, num_leaves=spec.num_leaves,
+        min_child_samples=spec.min_child_samples, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+        random_state=SEED, n_jobs=2, verbose=-1, deterministic=True, force_row_wise=True,
+    )
+    y_train, y_valid = train[spec.label], valid[spec.label]
+    if spec.task == REGRESSION:
+        est = lgb.LGBMRegressor(objective="tweedie", **params)
+    else:
+        est = lgb.LGBMClassifier(**params)
+    est.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], callbacks=[lgb.early_stopping(50, verbose=False)])
+    model = TrainedModel(spec, features, categories, est, classes=[str(c) for c in getattr(est, "classes_", [])])
+    if spec.task == BINARY:
+        model.calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+            model.raw_scores(valid), y_valid.astype(float)
+        )
+    return model
+
+
+def fit_baseline(spec: ModelSpec, train: pd.DataFrame, features: list[str]) -> TrainedModel:
+    """Logistic (binary), multinomial logistic (stage) or ridge (CLV) on imputed, scaled
+    numbers and one-hot categories."""
+    categories = _categories(train, features)
+    numeric = [f for f in features if f not in categories]
+    prep = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), numeric),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                              OneHotEncoder(handle_unknown="ignore")), list(categories)),
+    ])
+    if spec.task == REGRESSION:
+        head: object = Ridge(alpha=1.0)
+    else:
+        head = LogisticRegression(max_iter=500, C=1.0)
+    pipe = Pipeline([("prep", prep), ("model", head)])
+    shell = TrainedModel(spec, features, categories, estimator=pipe, kind="baseline")
+    x = shell.prepare(train)
+    for c in categories:  # the imputer wants objects, not categoricals
+        x[c] = x[c].astype(object)
+    pipe.fit(x, train[spec.label])
+    shell.classes = [str(c) for c in getattr(pipe, "classes_", [])]
+    return _BaselineModel(**vars(shell))
+
+
+class _BaselineModel(TrainedModel):
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        x = super().prepare(frame)
+        for c in self.categories:
+            x[c] = x[c].astype(object)
+        return x

@@ -1,0 +1,83 @@
+"""Plots logged with each model as MLflow artifacts (PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from training import evaluate as ev  # noqa: E402
+from training.models import BINARY, MULTICLASS, TrainedModel  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def importance(model: TrainedModel, folder: Path) -> Path:
+    gain = model.estimator.booster_.feature_importance(importance_type="gain")
+    order = np.argsort(gain)[-20:]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.barh(np.asarray(model.features)[order], gain[order])
+    ax.set_title(f"{model.spec.name}: feature importance (gain, top 20)")
+    return _save(fig, folder / "importance.png")
+
+
+def model_plots(model: TrainedModel, test: pd.DataFrame, folder: Path) -> list[Path]:
+    y = test[model.spec.label].to_numpy()
+    scores = model.predict(test)
+    paths = [importance(model, folder)]
+    if model.spec.task == BINARY:
+        fpr, tpr, _ = roc_curve(y, scores)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(fpr, tpr)
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        paths.append(_save(fig, folder / "roc.png"))
+        precision, recall, _ = precision_recall_curve(y, scores)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot(recall, precision)
+        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall")
+        paths.append(_save(fig, folder / "pr.png"))
+        order = np.argsort(scores)
+        bins = np.array_split(order, 10)
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.plot([scores[b].mean() for b in bins], [y[b].mean() for b in bins], "o-")
+        top = max(scores.max(), y.mean()) * 1.05
+        ax.plot([0, top], [0, top], "--", color="grey")
+        ax.set(xlabel="predicted", ylabel="observed", title=f"Calibration (ECE {ev.expected_calibration_error(y, scores):.3f})")
+        paths.append(_save(fig, folder / "calibration.png"))
+        deciles = np.array_split(np.argsort(-scores), 10)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.bar(range(1, 11), [y[d].mean() / max(y.mean(), 1e-12) for d in deciles])
+        ax.set(xlabel="score decile (1 = highest)", ylabel="lift", title="Lift by decile")
+        paths.append(_save(fig, folder / "lift.png"))
+    elif model.spec.task == MULTICLASS:
+        predicted = np.asarray(model.classes)[np.argmax(scores, axis=1)]
+        matrix = ev.stage_confusion(y.astype(str), predicted, model.classes)
+        fig, ax = plt.subplots(figsize=(6, 5))
+        ax.imshow(matrix.to_numpy(), cmap="Blues")
+        ax.set_xticks(range(len(model.classes)), model.classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(model.classes)), model.classes)
+        for (i, j), v in np.ndenumerate(matrix.to_numpy()):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+        ax.set(xlabel="predicted", ylabel="actual", title="Stage confusion matrix")
+        paths.append(_save(fig, folder / "confusion_matrix.png"))
+    else:
+        table = ev.decile_table(y, scores)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        x = np.arange(len(table))
+        ax.bar(x - 0.2, table["actual"], 0.4, label="actual")
+        ax.bar(x + 0.2, table["predicted"], 0.4, label="predicted")
+        ax.set(xlabel="predicted-value decile (1 = highest)", ylabel="mean revenue", title="CLV by decile")
+        ax.legend()
+        paths.append(_save(fig, folder / "deciles.png"))
+    return paths

@@ -1,0 +1,169 @@
+"""MLflow: tracking, the model registry and champion/challenger aliases.
+
+Embedded default: a SQLite backend and local artifacts in WORKSPACE/mlflow; set
+`MLFLOW_TRACKING_URI` (or pass tracking_uri) to use a server. Registered models are
+`clm-<model>`. A new version gets the alias `challenger`; it becomes `champion` only
+through `decide_promotion` (better on the same latest window by a margin, and sane) or by
+hand (`promote`). Every change of champion is recorded in the registered model's tag
+`champion_history`, which `rollback` walks back.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from training.models import BINARY, MULTICLASS, TrainedModel
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion_history"
+# Which figure decides, and which way is better, per task.
+GATE_METRIC = {"binary": ("roc_auc", +1), "multiclass": ("macro_f1", +1), "regression": ("mae", -1)}
+DEFAULT_MARGIN = {"roc_auc": 0.002, "macro_f1": 0.005, "mae": 0.0}
+MAX_ECE = 0.05
+
+
+def registered_name(model: str) -> str:
+    return f"clm-{model}"
+
+
+def tracking_uri(workspace: Workspace, explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = (workspace.root / "mlflow").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def connect(workspace: Workspace, explicit_uri: str | None = None) -> MlflowClient:
+    uri = tracking_uri(workspace, explicit_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment(client: MlflowClient, workspace: Workspace, model: str) -> str:
+    name = f"clm-{model}"
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if client.tracking_uri.startswith("sqlite:"):
+        artifacts = (workspace.root / "mlflow" / "artifacts" / model).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+class ClmPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper: predict returns the model's scores as a frame."""
+
+    def __init__(self, model: TrainedModel):
+        self.model = model
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+        scores = self.model.predict(model_input)
+        if self.model.spec.task == MULTICLASS:
+            return pd.DataFrame(scores, columns=self.model.classes, index=model_input.index)
+        return pd.DataFrame({"score": scores}, index=model_input.index)
+
+
+def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> str:
+    """Log and register a version (in the active run); returns the version number."""
+    signature = mlflow.models.infer_signature(example, ClmPyfunc(model).predict(None, example))
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=ClmPyfunc(model), signature=signature, input_example=example,
+        registered_model_name=registered_name(model_name),
+    )
+    return str(info.registered_model_version)
+
+
+def load_version(client: MlflowClient, model: str, version: str) -> TrainedModel:
+    uri = f"models:/{registered_name(model)}/{version}"
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+
+
+def alias_version(client: MlflowClient, model: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(registered_name(model), alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def load_champion(client: MlflowClient, model: str) -> TrainedModel | None:
+    version = alias_version(client, model, CHAMPION)
+    return None if version is None else load_version(client, model, version)
+
+
+def _history(client: MlflowClient, model: str) -> list[str]:
+    tags = client.get_registered_model(registered_name(model)).tags
+    return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
+
+
+def set_champion(client: MlflowClient, model: str, version: str) -> None:
+    name = registered_name(model)
+    client.get_model_version(name, version)  # raises if it does not exist
+    client.set_registered_model_alias(name, CHAMPION, version)
+    history = _history(client, model) + [version]
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    challenger_score: float
+    champion_score: float | None
+
+
+def decide_promotion(
+    challenger: TrainedModel, champion: TrainedModel | None, test: pd.DataFrame, margin: float | None = None
+) -> GateDecision:
+    """Champion/challenger on the same latest window: promote if sane and better by margin."""
+    from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
+
+    task = challenger.spec.task
+    metric, direction = GATE_METRIC[task]
+    margin = DEFAULT_MARGIN[metric] if margin is None else margin
+    y = test[challenger.spec.label].to_numpy()
+
+    def score(m: TrainedModel) -> float:
+        p = m.predict(test)
+        if task == BINARY:
+            return binary_metrics(y, p)[metric]
+        if task == MULTICLASS:
+            return multiclass_metrics(y.astype(str), p, m.classes)[metric]
+        return regression_metrics(y, p)[metric]
+
+    predictions = challenger.predict(test)
+    if not np.all(np.isfinite(predictions)):
+        return GateDecision(False, "challenger predicts NaN or infinite values", float("nan"), None)
+    if task == BINARY:
+        ece = expected_calibration_error(y.astype(float), predictions)
+        if ece > MAX_ECE:
+            return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {MAX_ECE})", score(challenger), None)
+    mine = score(challenger)
+    if champion is None:
+        return GateDecision(True, "first version", mine, None)
+    theirs = score(champion)
+    better = direction * (mine - theirs) > margin
+    verdict = "better" if better else "not better"
+    return GateDecision(better, f"{metric} {mine:.4f} vs champion {theirs:.4f}: {verdict} by margin {margin}", mine, theirs)
+
+
+def rollback(client: MlflowClient, model: str) -> str:
+    """Make the previous champion champion again; returns its version."""
+    name = registered_name(model)
+    history = _history(client, model)
+    if len(history) < 2:
+        raise ClmError(f"{name} has no previous champion to roll back to (champion history: {history or 'empty'}).")
+    previous = history[-2]
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
+    return previous

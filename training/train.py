@@ -1,0 +1,188 @@
+"""Train, evaluate, log and register the models: what `clm train` runs.
+
+For each model: cutoffs whose label window ends by as_of (time travel: nothing after
+as_of is used), a time split with gaps, features from Feast's point-in-time retrieval,
+LightGBM and its baseline, test figures (and the oracle's on simulated data), plots and
+the model in MLflow, the new version as `challenger`, and the promotion gate.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from clm.contracts import require_valid
+from clm.domain import STAGES, Table
+from clm.errors import ClmError
+from clm.stages import current_stage
+from clm.workspace import Workspace
+from features.build import BUILD_STATE, build_features, features_dir
+from features.feast_repo import MODEL_GROUPS
+from features.store import apply as apply_features
+from features.store import historical_features
+from training import evaluate as ev
+from training import plots, registry
+from training.labels import LabelConfig, Split, candidate_cutoffs, outcome_labels, stage_labels, time_split
+from training.models import BINARY, MULTICLASS, SPECS, TrainedModel, fit_baseline, fit_lightgbm
+
+MODELS = tuple(SPECS)
+KEYS = ["customer_id", "event_timestamp"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    models: tuple[str, ...] = MODELS
+    labels: LabelConfig = LabelConfig()
+    as_of: pd.Timestamp | None = None
+    tracking_uri: str | None = None
+    margin: float | None = None
+
+
+@dataclass
+class ModelReport:
+    model: str
+    trained: bool
+    note: str = ""
+    version: str | None = None
+    promoted: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    oracle: dict[str, float] = field(default_factory=dict)
+    split: dict[str, object] = field(default_factory=dict)
+
+
+def _feature_names(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in (*KEYS, "churn", "upsell", "clv", "stage", "current_stage")]
+
+
+def _stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> pd.DataFrame:
+    """The stage rules at each (customer_id, event_timestamp) row, from features then."""
+    feats = historical_features(workspace, rows[KEYS].drop_duplicates(), "stage")
+    return feats[KEYS].assign(stage=current_stage(feats, contractual).to_numpy())
+
+
+def _oracle(workspace: Workspace, model: str, test: pd.DataFrame, horizon: int) -> dict[str, float]:
+    """The simulator's true probabilities scored the same way (simulated data only)."""
+    if model not in ("churn", "upsell") or not workspace.table_path(Table.GROUND_TRUTH).exists():
+        return {}
+    column = f"p_{'churn' if model == 'churn' else 'upgrade'}_{horizon}d"
+    truth = workspace.read_table(Table.GROUND_TRUTH)
+    if column not in truth:
+        return {}
+    truth["event_timestamp"] = pd.to_datetime(truth["snapshot_date"]).dt.tz_localize("UTC") + pd.Timedelta(days=1)
+    rows = test[KEYS + [model]].merge(truth[["customer_id", "event_timestamp", column]], on=KEYS, how="left")
+    rows = rows.dropna(subset=[column])
+    return ev.binary_metrics(rows[model].to_numpy(), rows[column].to_numpy()) if len(rows) else {}
+
+
+def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
+    y = frame[model.spec.label].to_numpy()
+    if model.spec.task == BINARY:
+        return ev.binary_metrics(y, model.predict(frame))
+    if model.spec.task == MULTICLASS:
+        return ev.multiclass_metrics(y.astype(str), model.predict(frame), model.classes)
+    return ev.regression_metrics(y, model.predict(frame))
+
+
+def _data_fingerprint(workspace: Workspace) -> str:
+    state = features_dir(workspace) / BUILD_STATE
+    return json.loads(state.read_text()).get("raw", "") if state.exists() else ""
+
+
+def prepare_frames(workspace: Workspace, model: str, split: Split, config: TrainConfig, contractual: bool) -> pd.DataFrame:
+    labels = outcome_labels(workspace, split.all, config.labels, contractual)
+    if model == "stage":
+        later = labels[KEYS].assign(event_timestamp=labels.event_timestamp + pd.Timedelta(days=config.labels.horizon_days))
+        build_features(workspace, sorted(later.event_timestamp.unique()))
+        apply_features(workspace)
+        labels["stage"] = stage_labels(labels, _stages_at(workspace, later, contractual), config.labels.horizon_days)
+        labels["current_stage"] = _stages_at(workspace, labels, contractual)["stage"].to_numpy()
+    feats = historical_features(workspace, labels[KEYS], model)
+    return feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
+
+
+def train_model(
+    workspace: Workspace, model: str, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
+    client: mlflow.tracking.MlflowClient,
+) -> ModelReport:
+    spec = SPECS[model]
+    if model == "upsell" and not contractual:
+        return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained")
+    window = config.labels.clv_days if model == "clv" else config.labels.horizon_days
+    split = time_split(candidate_cutoffs(workspace.read_manifest(), as_of, window), window)
+    build_features(workspace, split.all)
+    apply_features(workspace)
+    frame = prepare_frames(workspace, model, split, config, contractual)
+    parts = {
+        "train": frame[frame.event_timestamp.isin(split.train)],
+        "valid": frame[frame.event_timestamp == split.valid],
+        "test": frame[frame.event_timestamp == split.test],
+    }
+    features = _feature_names(frame)
+    lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
+    base = fit_baseline(spec, parts["train"], features)
+    report = ModelReport(model, True, metrics=_metrics(lgbm, parts["test"]), baseline=_metrics(base, parts["test"]))
+    report.oracle = _oracle(workspace, model, parts["test"], window)
+    if model == "stage":
+        test = parts["test"]
+        report.metrics["stays_the_same_macro_f1"] = ev.stays_the_same_f1(
+            test.stage.to_numpy(), test.current_stage.to_numpy(), list(STAGES)
+        )
+    report.split = {
+        "train_cutoffs": f"{split.train[0]:%Y-%m-%d}..{split.train[-1]:%Y-%m-%d} ({len(split.train)})",
+        "valid_cutoff": f"{split.valid:%Y-%m-%d}", "test_cutoff": f"{split.test:%Y-%m-%d}",
+        "rows": {k: len(v) for k, v in parts.items()},
+    }
+
+    mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, model))
+    with mlflow.start_run(run_name=f"{model} as of {as_of:%Y-%m-%d}"):
+        mlflow.log_params({
+            "task": spec.task, "horizon_days": window, "num_leaves": spec.num_leaves,
+            "learning_rate": spec.learning_rate, "trees": getattr(lgbm.estimator, "best_iteration_", None),
+            "as_of": f"{as_of:%Y-%m-%d}", "features": len(features), **{k: str(v) for k, v in report.split.items()},
+        })
+        mlflow.set_tags({
+            "feature_service": f"{model}_features", "feature_groups": ",".join(MODEL_GROUPS[model]),
+            "data_fingerprint": _data_fingerprint(workspace), "workspace": str(workspace.root.resolve()),
+        })
+        mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"oracle_{k}": v for k, v in report.oracle.items() if np.isfinite(v)})
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in plots.model_plots(lgbm, parts["test"], Path(tmp)):
+                mlflow.log_artifact(str(path), artifact_path="plots")
+        report.version = registry.log_model(lgbm, parts["test"][features].head(5), model)
+        name = registry.registered_name(model)
+        client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
+        decision = registry.decide_promotion(lgbm, registry.load_champion(client, model), parts["test"], config.margin)
+        mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept champion", "gate_reason": decision.reason})
+        if decision.promote:
+            registry.set_champion(client, model, report.version)
+        report.promoted, report.note = decision.promote, decision.reason
+    return report
+
+
+def train(
+    workspace: Workspace, config: TrainConfig, progress: Callable[[str], None] | None = None
+) -> list[ModelReport]:
+    manifest = require_valid(workspace)
+    unknown = [m for m in config.models if m not in SPECS]
+    if unknown:
+        raise ClmError(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}.")
+    as_of = config.as_of or manifest.end
+    if as_of > manifest.end:
+        raise ClmError(f"--as-of {as_of:%Y-%m-%d} is after the data's end ({manifest.data_end[:10]}).")
+    contractual = manifest.business == "contractual"
+    client = registry.connect(workspace, config.tracking_uri)
+    reports = []
+    for model in config.models:
+        if progress:
+            progress(model)
+        reports.append(train_model(workspace, model, config, contractual, as_of, client))
+    return reports
