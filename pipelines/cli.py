@@ -51,6 +51,16 @@ features_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(features_app, name="features")
+models_app = typer.Typer(
+    help="Manage registered models and their champion/challenger aliases.\n\n"
+    "Example:  clm models list && clm models promote churn 3 && clm models rollback churn",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI (default: SQLite in WORKSPACE/mlflow, or $MLFLOW_TRACKING_URI)."),
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,6 +77,17 @@ EndOpt = Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-
 DEFAULT_CUSTOMERS, DEFAULT_SEED, DEFAULT_START, DEFAULT_END = 5000, 42, "2024-01-01", "2025-12-31"
 
 F = TypeVar("F", bound=Callable[..., object])
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep the libraries' deprecation chatter and MLflow's notices off the user's screen."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*noload.*")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def user_errors(func: F) -> F:
@@ -337,6 +358,170 @@ def features_materialize(as_of: AsOfOpt = None, workspace: WorkspaceOpt = None) 
     _materialize(Workspace.at(workspace), as_of)
 
 
+# ------------------------------------------------------------------- train
+def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tracking_uri: str | None) -> None:
+    from features.build import parse_as_of
+    from training.labels import LabelConfig
+    from training.train import TrainConfig, train
+
+    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    if horizon_days < 7:
+        raise ClmError(f"--horizon-days must be at least 7 (got {horizon_days}).")
+    when = parse_as_of(as_of, ws.read_manifest()) if as_of else None
+    config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when, tracking_uri=tracking_uri)
+    with _progress() as bar:
+        task = bar.add_task("Training", total=len(chosen))
+        reports = train(ws, config, progress=lambda m: bar.update(task, description=f"Training {m}", advance=0))
+        bar.update(task, completed=len(chosen), description="Trained")
+    table = RichTable(title="Test window figures (LightGBM | baseline | oracle)", title_justify="left")
+    for col in ("model", "version", "champion?", "figures"):
+        table.add_column(col)
+    for r in reports:
+        if not r.trained:
+            table.add_row(r.model, "-", "-", r.note)
+            continue
+        key = {"churn": "roc_auc", "upsell": "roc_auc", "stage": "macro_f1", "clv": "spearman"}[r.model]
+        parts = [f"{key} {r.metrics[key]:.3f} | {r.baseline[key]:.3f}"]
+        if r.oracle:
+            parts[0] += f" | {r.oracle[key]:.3f} ({r.metrics[key] / r.oracle[key]:.2f} of oracle)"
+        if "ece" in r.metrics:
+            parts.append(f"ece {r.metrics['ece']:.3f}")
+        if "stays_the_same_macro_f1" in r.metrics:
+            parts.append(f"stays-the-same {r.metrics['stays_the_same_macro_f1']:.3f}")
+        if "mae" in r.metrics:
+            parts.append(f"mae {r.metrics['mae']:.1f} | {r.baseline['mae']:.1f}")
+        table.add_row(r.model, r.version or "-", "yes" if r.promoted else "no", "; ".join(parts) + f" ({r.note})")
+    console.print(table)
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    models: Annotated[str, typer.Option(help="Comma-separated: churn,upsell,stage,clv.")] = "churn,upsell,stage,clv",
+    horizon_days: Annotated[int, typer.Option(help="Label horizon H in days (churn, upsell, stage).")] = 90,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Train as if today were this date (YYYY-MM-DD).")] = None,
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Train, evaluate and register models; a better new version becomes champion.
+
+    Examples:
+
+      clm train                                   # all models, as of the data's end
+
+      clm train --models churn --as-of 2025-06-01 --horizon-days 60
+    """
+    _train(Workspace.at(workspace), models, horizon_days, as_of, tracking_uri)
+
+
+# ------------------------------------------------------------------- models
+@models_app.command("list")
+@user_errors
+def models_list(tracking_uri: TrackingOpt = None, workspace: WorkspaceOpt = None) -> None:
+    """Each model's versions, aliases and key test figures.
+
+    Example:  clm models list -w demo
+    """
+    from training import registry
+
+    client = registry.connect(Workspace.at(workspace), tracking_uri)
+    table = RichTable(title="Registered models", title_justify="left")
+    for col in ("model", "version", "aliases", "created", "test figures"):
+        table.add_column(col)
+    for rm in client.search_registered_models(order_by=["name"]):
+        aliases_by_version: dict[str, list[str]] = {}
+        for alias, version in (rm.aliases or {}).items():
+            aliases_by_version.setdefault(str(version), []).append(alias)
+        for mv in sorted(client.search_model_versions(f"name='{rm.name}'"), key=lambda v: int(v.version)):
+            metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            shown = ", ".join(f"{k[5:]} {v:.3f}" for k, v in sorted(metrics.items())
+                              if k in ("test_roc_auc", "test_ece", "test_macro_f1", "test_spearman", "test_mae"))
+            created = pd_timestamp(mv.creation_timestamp)
+            table.add_row(rm.name, str(mv.version), ", ".join(aliases_by_version.get(str(mv.version), [])), created, shown)
+    console.print(table)
+
+
+def pd_timestamp(millis: int) -> str:
+    import pandas as pd
+
+    return f"{pd.Timestamp(millis, unit='ms', tz='UTC'):%Y-%m-%d %H:%M}"
+
+
+@models_app.command("promote")
+@user_errors
+def models_promote(
+    model: Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")],
+    version: Annotated[str, typer.Argument(help="Version number to make champion.")],
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Make a version the champion by hand (recorded, so rollback can undo it).
+
+    Example:  clm models promote churn 3
+    """
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+
+    client = registry.connect(Workspace.at(workspace), tracking_uri)
+    try:
+        registry.set_champion(client, model, version)
+    except MlflowException:
+        raise ClmError(f"{registry.registered_name(model)} has no version {version}; see `clm models list`.") from None
+    console.print(f"{registry.registered_name(model)}: version {version} is now champion.")
+
+
+@models_app.command("rollback")
+@user_errors
+def models_rollback(
+    model: Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")],
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Restore the previous champion.
+
+    Example:  clm models rollback churn
+    """
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+
+    client = registry.connect(Workspace.at(workspace), tracking_uri)
+    try:
+        version = registry.rollback(client, model)
+    except MlflowException:
+        raise ClmError(f"No registered model {registry.registered_name(model)}; run `clm train` first.") from None
+    console.print(f"{registry.registered_name(model)}: version {version} is champion again.")
+
+
+# ------------------------------------------------------------------- score
+@app.command("score")
+@user_errors
+def score_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    as_of: AsOfOpt = None,
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Score every customer known at --as-of with the champion models.
+
+    Writes customer_id, churn_probability, upsell_probability, stage (current, by the
+    stage rules), predicted_stage, stage_probabilities (JSON), clv, as_of.
+
+    Example:  clm score --as-of 2025-12-01 --out scores.parquet
+    """
+    from features.build import parse_as_of
+    from pipelines.score import score
+
+    ws = Workspace.at(workspace)
+    manifest = ws.read_manifest()
+    when = parse_as_of(as_of, manifest) if as_of else manifest.end
+    with console.status(f"Scoring customers as of {when:%Y-%m-%d}"):
+        result = score(ws, when, out, tracking_uri)
+    used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
+    console.print(f"Scored {result.customers:,} customers into {result.path} (champions: {used}).")
+
+
 # ------------------------------------------------------------------- run
 @app.command()
 @user_errors
@@ -348,20 +533,23 @@ def run(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job, end to end on embedded defaults: simulate, validate, build
-    features, register them in Feast and load the online store, then summarise.
+    features, register them in Feast and load the online store, train and register the
+    models, then summarise.
 
     Example:  clm run -n 20000 -w demo
     """
     ws = Workspace.at(workspace)
-    console.rule("[bold]1/4 Simulate")
+    console.rule("[bold]1/5 Simulate")
     _simulate(ws, customers, seed, start, end)
-    console.rule("[bold]2/4 Validate")
+    console.rule("[bold]2/5 Validate")
     _validate(ws)
-    console.rule("[bold]3/4 Features")
+    console.rule("[bold]3/5 Features")
     _build_features(ws, None, "monthly")
     _apply_features(ws, "sqlite", "")
-    console.rule("[bold]4/4 Online store")
+    console.rule("[bold]4/5 Online store")
     _materialize(ws, None)
+    console.rule("[bold]5/5 Train")
+    _train(ws, "churn,upsell,stage,clv", 90, None, None)
     console.rule("[bold]Summary")
     _print_summary(ws)
 

@@ -58,7 +58,8 @@ class TrainedModel:
         out = pd.DataFrame(index=frame.index)
         for name in self.features:
             if name in self.categories:
-                out[name] = pd.Categorical(frame[name] if name in frame else None, categories=self.categories[name])
+                values = frame[name] if name in frame else [None] * len(frame)
+                out[name] = pd.Categorical(values, categories=self.categories[name])
             else:
                 out[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame else np.nan
         return out
@@ -104,7 +105,7 @@ def fit_lightgbm(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, feat
         est = lgb.LGBMRegressor(objective="tweedie", **params)
     else:
         est = lgb.LGBMClassifier(**params)
-    est.fit(x_train, y_train, eval_set=[(x_valid, y_valid)], callbacks=[lgb.early_stopping(50, verbose=False)])
+    est.fit(x_train, y_train, eval_X=(x_valid,), eval_y=(y_valid,), callbacks=[lgb.early_stopping(50, verbose=False)])
     model = TrainedModel(spec, features, categories, est, classes=[str(c) for c in getattr(est, "classes_", [])])
     if spec.task == BINARY:
         model.calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(

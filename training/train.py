@@ -104,7 +104,9 @@ def prepare_frames(workspace: Workspace, model: str, split: Split, config: Train
         labels["stage"] = stage_labels(labels, _stages_at(workspace, later, contractual), config.labels.horizon_days)
         labels["current_stage"] = _stages_at(workspace, labels, contractual)["stage"].to_numpy()
     feats = historical_features(workspace, labels[KEYS], model)
-    return feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
+    frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
+    # Feast returns rows in no fixed order; a fixed order makes training reproducible.
+    return frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
 
 
 def train_model(

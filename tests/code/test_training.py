@@ -1,0 +1,162 @@
+"""Labels by hand, the time split, the promotion gate, rollback, and time travel."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clm.domain import Table
+from clm.workspace import Workspace
+from tests.handmade import t, write_hand_made
+from training import registry
+from training.labels import LabelConfig, candidate_cutoffs, outcome_labels, time_split
+from training.models import SPECS, fit_lightgbm
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture
+def hand_made(tmp_path: Path) -> Workspace:
+    return write_hand_made(tmp_path / "ws")
+
+
+def labels_at(ws: Workspace, cutoff: str, horizon: int, clv_days: int, contractual: bool = True) -> dict:
+    frame = outcome_labels(ws, [t(cutoff)], LabelConfig(horizon, clv_days), contractual)
+    return {r.customer_id: (r.churn, r.upsell, r.clv) for r in frame.itertuples()}
+
+
+def test_contractual_labels_by_hand(hand_made):
+    # At 02-01 only A is live. Window [02-01, 03-02): A cancels at 03-02 00:00, just
+    # outside; upgrades on 02-20; pays 29 on 02-04 and 29 on 03-01 (02-01 failed).
+    assert labels_at(hand_made, "2024-02-01", 30, 30) == {"A": (0, 1, 58.0)}
+    # One more day and the cancellation is inside the window.
+    assert labels_at(hand_made, "2024-02-01", 31, 30)["A"][0] == 1
+    # At 03-01 A and B are live; A cancels on 03-02; 03-01's bill is at the cutoff, so in
+    # the window; B pays nothing after 02-15.
+    assert labels_at(hand_made, "2024-03-01", 30, 30) == {"A": (1, 0, 29.0), "B": (0, 0, 0.0)}
+
+
+def test_non_contractual_labels_by_hand(hand_made):
+    # Population: anyone with a paid purchase before the cutoff. Churn: no paid purchase
+    # in the window; no plans, so no upsell label.
+    got = labels_at(hand_made, "2024-03-01", 30, 30, contractual=False)
+    assert {k: v[0] for k, v in got.items()} == {"A": 0, "B": 1}
+    assert all(pd.isna(v[1]) for v in got.values())
+
+
+def test_time_split_leaves_no_overlap():
+    cutoffs = list(pd.date_range("2024-02-01", "2025-10-01", freq="MS", tz="UTC"))
+    split = time_split(cutoffs, 90)
+    assert split.test == t("2025-10-01")
+    assert split.valid == t("2025-07-01")  # Jul 1 + 90 days = Sep 29; Aug 1 + 90 = Oct 30
+    assert split.train[-1] == t("2025-04-01") and split.train[0] == t("2024-02-01")
+    window = pd.Timedelta(days=90)
+    assert max(split.train) + window <= split.valid and split.valid + window <= split.test
+
+
+def test_cutoffs_never_need_data_after_as_of(small_workspace):
+    manifest = small_workspace.read_manifest()  # 2024-01-01 .. 2024-05-01
+    assert candidate_cutoffs(manifest, t("2024-05-01"), 30) == [t("2024-02-01"), t("2024-03-01"), t("2024-04-01")]
+    assert candidate_cutoffs(manifest, t("2024-04-15"), 30) == [t("2024-02-01"), t("2024-03-01")]
+
+
+# ------------------------------------------------------------------ gate and registry
+def synthetic(n: int, seed: int) -> pd.DataFrame:
+    """A known signal: churn depends on x only."""
+    rng = np.random.default_rng(seed)
+    x, noise = rng.normal(size=n), rng.normal(size=n)
+    churn = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * x - 1.5)))).astype(int)
+    return pd.DataFrame({"x": x, "noise": noise, "churn": churn})
+
+
+@pytest.fixture(scope="module")
+def good_and_bad():
+    spec = SPECS["churn"]
+    train, valid = synthetic(4000, 1), synthetic(2000, 2)
+    good = fit_lightgbm(spec, train, valid, ["x", "noise"])
+    bad = fit_lightgbm(spec, train, valid, ["noise"])
+    return good, bad, synthetic(3000, 3)
+
+
+def test_gate_promotes_a_better_model_and_refuses_a_worse(good_and_bad):
+    good, bad, test = good_and_bad
+    assert registry.decide_promotion(good, bad, test).promote
+    refused = registry.decide_promotion(bad, good, test)
+    assert not refused.promote and "not better" in refused.reason
+    assert registry.decide_promotion(bad, None, test).promote  # the first version
+
+
+def test_gate_refuses_nan_predictions(good_and_bad):
+    good, _, test = good_and_bad
+    broken = test.assign(x=np.nan)  # all-missing inputs still predict; poison the calibrator instead
+    poisoned = type(good)(**{**vars(good)})
+    poisoned.calibrator = None
+    poisoned.estimator = type("NaNModel", (), {"predict_proba": lambda self, x: np.full((len(x), 2), np.nan)})()
+    decision = registry.decide_promotion(poisoned, good, broken)
+    assert not decision.promote and "NaN" in decision.reason
+
+
+def test_registry_aliases_promotion_and_rollback(good_and_bad, tmp_path):
+    import mlflow
+
+    good, bad, test = good_and_bad
+    ws = Workspace(tmp_path / "ws")
+    client = registry.connect(ws)
+    mlflow.set_experiment(experiment_id=registry.experiment(client, ws, "churn"))
+    versions = []
+    for model in (bad, good, bad):
+        with mlflow.start_run():
+            version = registry.log_model(model, test[model.features].head(3), "churn")
+        client.set_registered_model_alias(registry.registered_name("churn"), registry.CHALLENGER, version)
+        if registry.decide_promotion(model, registry.load_champion(client, "churn"), test).promote:
+            registry.set_champion(client, "churn", version)
+        versions.append(version)
+    assert versions == ["1", "2", "3"]
+    # v1 was first, v2 beat it, v3 (worse) stays challenger.
+    assert registry.alias_version(client, "churn", registry.CHAMPION) == "2"
+    assert registry.alias_version(client, "churn", registry.CHALLENGER) == "3"
+    # The champion loaded back from the registry predicts as the model we logged.
+    loaded = registry.load_champion(client, "churn")
+    assert np.allclose(loaded.predict(test), good.predict(test))
+    registry.set_champion(client, "churn", "3")  # by hand
+    assert registry.rollback(client, "churn") == "2"
+    assert registry.rollback(client, "churn") == "1"
+    with pytest.raises(Exception, match="no previous champion"):
+        registry.rollback(client, "churn")
+
+
+# ------------------------------------------------------------------ time travel
+@pytest.mark.slow
+def test_train_as_of_ignores_data_after_it(tmp_path):
+    """Appending data after D changes nothing that `train --as-of D` produces."""
+    from tests.conftest import simulate
+    from training.train import TrainConfig, train
+
+    ws = simulate(tmp_path / "a", 1500, 3, "2024-01-01", "2025-06-30")
+    later = Workspace(tmp_path / "b")
+    shutil.copytree(ws.root, later.root)
+    as_of = t("2025-03-01")
+    # The second workspace gets extra, different data after D: more usage, failed bills.
+    for table in (Table.USAGE, Table.TRANSACTIONS):
+        frame = later.read_table(table)
+        extra = frame[frame.event_time < as_of].tail(500).copy()
+        extra["event_time"] = extra["event_time"] + pd.Timedelta(days=200)
+        extra = extra[extra.event_time < later.read_manifest().end]
+        if table is Table.TRANSACTIONS:
+            extra["transaction_id"] = frame.transaction_id.max() + 1 + np.arange(len(extra))
+            extra["status"] = "failed"
+        pd.concat([frame, extra], ignore_index=True).drop_duplicates(
+            ["customer_id", "event_time"] if table is Table.USAGE else ["transaction_id"]
+        ).to_parquet(later.table_path(table), index=False)
+
+    config = TrainConfig(models=("churn",), labels=LabelConfig(horizon_days=30), as_of=as_of)
+    first, second = train(ws, config)[0], train(later, config)[0]
+    assert first.split == second.split
+    assert first.metrics == second.metrics and first.baseline == second.baseline
+    a = registry.load_champion(registry.connect(ws), "churn")
+    b = registry.load_champion(registry.connect(later), "churn")
+    probe = pd.DataFrame({f: np.linspace(0, 50, 20) for f in a.features if f not in a.categories})
+    assert np.array_equal(a.predict(probe), b.predict(probe))
