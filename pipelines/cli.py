@@ -82,12 +82,12 @@ F = TypeVar("F", bound=Callable[..., object])
 @app.callback()
 def _quiet_libraries() -> None:
     """Keep the libraries' deprecation chatter and MLflow's notices off the user's screen."""
-    import logging
+    import os
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*noload.*")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
 
 
 def user_errors(func: F) -> F:
@@ -392,6 +392,8 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
             parts.append(f"mae {r.metrics['mae']:.1f} | {r.baseline['mae']:.1f}")
         table.add_row(r.model, r.version or "-", "yes" if r.promoted else "no", "; ".join(parts) + f" ({r.note})")
     console.print(table)
+    if not any(r.trained for r in reports):
+        raise ClmError("No model was trained: " + " ".join(f"{r.model}: {r.note}" for r in reports))
 
 
 @app.command("train")

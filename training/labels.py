@@ -24,6 +24,10 @@ from clm.workspace import RawManifest, Workspace
 MIN_HISTORY_DAYS = 30  # a cutoff needs this much data before it
 
 
+class NotEnoughHistory(ClmError):
+    """Too few complete label windows before the as-of date to train a model."""
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     horizon_days: int = 90
@@ -56,9 +60,9 @@ def time_split(cutoffs: list[pd.Timestamp], window_days: int, min_train: int = 3
     too short for such gaps (long windows, e.g. CLV), the parts are consecutive cutoffs:
     still strictly later in time, but their label windows overlap."""
     if len(cutoffs) < min_train + 2:
-        raise ClmError(
+        raise NotEnoughHistory(
             f"Not enough history to train: {len(cutoffs)} cutoff(s) with a complete {window_days}-day label "
-            f"window; need at least {min_train + 2}. Use a longer period or a shorter --horizon-days."
+            f"window; need at least {min_train + 2}. Use a longer period of data or a shorter label window."
         )
     window = pd.Timedelta(days=window_days)
     test = cutoffs[-1]

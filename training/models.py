@@ -101,12 +101,21 @@ def fit_lightgbm(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, feat
         random_state=SEED, n_jobs=2, verbose=-1, deterministic=True, force_row_wise=True,
     )
     y_train, y_valid = train[spec.label], valid[spec.label]
+    classes: list[str] = []
+    if spec.task == MULTICLASS:  # integer codes: LightGBM encodes string labels for fit, not for eval
+        classes = sorted(y_train.astype(str).unique())
+        known = y_valid.astype(str).isin(classes)
+        x_valid, y_valid = x_valid[known.to_numpy()], y_valid[known]
+        y_train = pd.Categorical(y_train.astype(str), categories=classes).codes
+        y_valid = pd.Categorical(y_valid.astype(str), categories=classes).codes
     if spec.task == REGRESSION:
         est = lgb.LGBMRegressor(objective="tweedie", **params)
     else:
         est = lgb.LGBMClassifier(**params)
     est.fit(x_train, y_train, eval_X=(x_valid,), eval_y=(y_valid,), callbacks=[lgb.early_stopping(50, verbose=False)])
-    model = TrainedModel(spec, features, categories, est, classes=[str(c) for c in getattr(est, "classes_", [])])
+    if spec.task == BINARY:
+        classes = [str(c) for c in est.classes_]
+    model = TrainedModel(spec, features, categories, est, classes=classes)
     if spec.task == BINARY:
         model.calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
             model.raw_scores(valid), y_valid.astype(float)

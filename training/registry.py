@@ -3,8 +3,9 @@
 Embedded default: a SQLite backend and local artifacts in WORKSPACE/mlflow; set
 `MLFLOW_TRACKING_URI` (or pass tracking_uri) to use a server. Registered models are
 `clm-<model>`. A new version gets the alias `challenger`; it becomes `champion` only
-through `decide_promotion` (better on the same latest window by a margin, and sane) or by
-hand (`promote`). Every change of champion is recorded in the registered model's tag
+through `decide_promotion` (better on the same latest window by a margin, and sane: finite
+predictions, calibrated) or by hand (`promote`). The first version becomes champion if its
+predictions are finite. Every change of champion is recorded in the registered model's tag
 `champion_history`, which `rollback` walks back.
 """
 from __future__ import annotations
@@ -144,17 +145,24 @@ def decide_promotion(
     predictions = challenger.predict(test)
     if not np.all(np.isfinite(predictions)):
         return GateDecision(False, "challenger predicts NaN or infinite values", float("nan"), None)
-    if task == BINARY:
-        ece = expected_calibration_error(y.astype(float), predictions)
-        if ece > MAX_ECE:
-            return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {MAX_ECE})", score(challenger), None)
     mine = score(challenger)
     if champion is None:
         return GateDecision(True, "first version", mine, None)
+    if task == BINARY:
+        ece, bound = expected_calibration_error(y.astype(float), predictions), ece_bound(predictions)
+        if ece > bound:
+            return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", mine, None)
     theirs = score(champion)
     better = direction * (mine - theirs) > margin
     verdict = "better" if better else "not better"
     return GateDecision(better, f"{metric} {mine:.4f} vs champion {theirs:.4f}: {verdict} by margin {margin}", mine, theirs)
+
+
+def ece_bound(p: np.ndarray, bins: int = 10) -> float:
+    """MAX_ECE, or on small windows twice the ECE a perfectly calibrated model shows by
+    chance (binomial noise of a bin's observed rate), whichever is larger."""
+    noise = float(np.sqrt(np.mean(p * (1 - p)) / max(len(p) / bins, 1)))
+    return max(MAX_ECE, 2 * noise)
 
 
 def rollback(client: MlflowClient, model: str) -> str:

@@ -28,7 +28,7 @@ from features.store import apply as apply_features
 from features.store import historical_features
 from training import evaluate as ev
 from training import plots, registry
-from training.labels import LabelConfig, Split, candidate_cutoffs, outcome_labels, stage_labels, time_split
+from training.labels import LabelConfig, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, stage_labels, time_split
 from training.models import BINARY, MULTICLASS, SPECS, TrainedModel, fit_baseline, fit_lightgbm
 
 MODELS = tuple(SPECS)
@@ -117,7 +117,10 @@ def train_model(
     if model == "upsell" and not contractual:
         return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained")
     window = config.labels.clv_days if model == "clv" else config.labels.horizon_days
-    split = time_split(candidate_cutoffs(workspace.read_manifest(), as_of, window), window)
+    try:
+        split = time_split(candidate_cutoffs(workspace.read_manifest(), as_of, window), window)
+    except NotEnoughHistory as err:
+        return ModelReport(model, False, str(err))
     build_features(workspace, split.all)
     apply_features(workspace)
     frame = prepare_frames(workspace, model, split, config, contractual)

@@ -103,10 +103,38 @@ def test_ingest_of_a_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_run_is_the_main_job_end_to_end(tmp_path):
-    result = invoke("run", "-n", "300", "--end", "2024-06-30", "-w", str(tmp_path / "ws"))
+    ws = tmp_path / "ws"
+    result = invoke("run", "-n", "400", "--end", "2025-03-31", "-w", str(ws))
     assert result.exit_code == 0, result.output
-    for expected in ("Simulate", "Validate", "Valid:", "True stages on 2024-06-30", "Logged decisions"):
+    for expected in (
+        "Simulate", "Validate", "Valid:", "Feast registry: 8 views", "Online store loaded", "Test window figures",
+        "True stages on 2025-03-31", "Logged decisions",
+    ):
         assert expected in result.output
+    # 15 months hold complete 90-day windows for churn, upsell and stage, not 365-day CLV ones.
+    assert "clv - - Not enough history to train: 3 cutoff(s) with a complete 365-day label window" in result.output
+    listing = invoke("models", "list", "-w", str(ws))
+    assert listing.exit_code == 0
+    for name in ("clm-churn", "clm-upsell", "clm-stage", "roc_auc", "macro_f1", "champion"):
+        assert name in listing.output
+    assert "clm-clv" not in listing.output
+    missing = invoke("models", "promote", "churn", "9", "-w", str(ws))
+    assert missing.exit_code == 2 and "has no version 9" in missing.output
+    nothing_before = invoke("models", "rollback", "churn", "-w", str(ws))
+    assert nothing_before.exit_code == 2 and "no previous champion" in nothing_before.output
+
+    scores = tmp_path / "scores.parquet"
+    result = invoke("score", "--out", str(scores), "-w", str(ws))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(scores)
+    assert list(frame.columns) == [
+        "customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
+        "stage_probabilities", "clv", "as_of",
+    ]
+    assert len(frame) == 400 and frame.clv.isna().all()  # no CLV champion: null, as promised
+    live = frame[frame.stage != "churned"]
+    assert live.churn_probability.between(0, 1).all() and live.predicted_stage.notna().all()
+    assert frame[frame.stage == "churned"].churn_probability.isna().all()
 
 
 def test_features_commands(tmp_path):
