@@ -390,6 +390,8 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
             parts.append(f"stays-the-same {r.metrics['stays_the_same_macro_f1']:.3f}")
         if "mae" in r.metrics:
             parts.append(f"mae {r.metrics['mae']:.1f} | {r.baseline['mae']:.1f}")
+        if r.btyd:
+            parts.append("buy-till-you-die: " + ", ".join(f"{k} {v:.3f}" for k, v in r.btyd.items()))
         table.add_row(r.model, r.version or "-", "yes" if r.promoted else "no", "; ".join(parts) + f" ({r.note})")
     console.print(table)
     if not any(r.trained for r in reports):

@@ -26,6 +26,7 @@ from features.build import BUILD_STATE, build_features, features_dir
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
 from features.store import historical_features
+from training import btyd
 from training import evaluate as ev
 from training import plots, registry
 from training.labels import LabelConfig, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, stage_labels, time_split
@@ -54,6 +55,7 @@ class ModelReport:
     metrics: dict[str, float] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
     oracle: dict[str, float] = field(default_factory=dict)
+    btyd: dict[str, float] = field(default_factory=dict)  # non-contractual: buy-till-you-die baselines
     split: dict[str, object] = field(default_factory=dict)
 
 
@@ -129,11 +131,16 @@ def train_model(
         "valid": frame[frame.event_timestamp == split.valid],
         "test": frame[frame.event_timestamp == split.test],
     }
-    features = _feature_names(frame)
+    # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.
+    features = [f for f in _feature_names(frame) if parts["train"][f].notna().any()]
     lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
     base = fit_baseline(spec, parts["train"], features)
     report = ModelReport(model, True, metrics=_metrics(lgbm, parts["test"]), baseline=_metrics(base, parts["test"]))
     report.oracle = _oracle(workspace, model, parts["test"], window)
+    if not contractual and model in ("churn", "clv"):
+        transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
+        compare = btyd.churn_comparison if model == "churn" else btyd.clv_comparison
+        report.btyd = compare(transactions, parts["test"], split.test, window)
     if model == "stage":
         test = parts["test"]
         report.metrics["stays_the_same_macro_f1"] = ev.stays_the_same_f1(
@@ -159,6 +166,7 @@ def train_model(
         mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in report.oracle.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"btyd_{k}": v for k, v in report.btyd.items() if np.isfinite(v)})
         with tempfile.TemporaryDirectory() as tmp:
             for path in plots.model_plots(lgbm, parts["test"], Path(tmp)):
                 mlflow.log_artifact(str(path), artifact_path="plots")

@@ -160,3 +160,32 @@ def test_train_as_of_ignores_data_after_it(tmp_path):
     b = registry.load_champion(registry.connect(later), "churn")
     probe = pd.DataFrame({f: np.linspace(0, 50, 20) for f in a.features if f not in a.categories})
     assert np.array_equal(a.predict(probe), b.predict(probe))
+
+
+@pytest.mark.slow
+def test_transactions_only_workspace_is_compared_with_buy_till_you_die(tmp_path):
+    """A simulated base exported as transactions only: churn (no purchase within H) and
+    CLV train, and BG/NBD, Pareto/NBD and Gamma-Gamma are scored on the same test rows."""
+    import mlflow
+
+    from pipelines.ingest import TransactionsSource, ingest_transactions
+    from tests.conftest import simulate
+    from training.train import TrainConfig, train
+
+    sim = simulate(tmp_path / "sim", 1500, 4, "2024-01-01", "2025-12-31")
+    tx = sim.read_table(Table.TRANSACTIONS)
+    export = tmp_path / "export.csv"
+    tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
+    ws = Workspace(tmp_path / "shop")
+    ingest_transactions(TransactionsSource(export, "customer_id", "event_time", "amount"), ws)
+
+    reports = {r.model: r for r in train(ws, TrainConfig(models=("churn", "upsell", "clv")))}
+    assert not reports["upsell"].trained and "no plans" in reports["upsell"].note
+    churn, clv = reports["churn"], reports["clv"]
+    # Recency says a lot about 'no purchase in 90 days': every ranking is far from random.
+    assert churn.btyd["bgnbd_roc_auc"] > 0.8 and churn.btyd["pareto_nbd_roc_auc"] > 0.8
+    assert churn.metrics["roc_auc"] > 0.8
+    assert clv.btyd["bgnbd_gg_spearman"] > 0.3 and clv.btyd["bgnbd_gg_mae"] > 0
+    registry.connect(ws)
+    run = mlflow.search_runs(experiment_names=["clm-churn"]).iloc[0]
+    assert run["metrics.btyd_pareto_nbd_roc_auc"] == pytest.approx(churn.btyd["pareto_nbd_roc_auc"])
