@@ -6,7 +6,6 @@ success and non-zero with a one-paragraph error on a user's mistake (no tracebac
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -558,9 +557,5 @@ def run(
     _print_summary(ws)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+if __name__ == "__main__":  # pragma: no cover - `python -m pipelines.cli`
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -186,7 +185,3 @@ def write_all(out: SimulationOutput, raw_dir: Path) -> dict[str, int]:
         if table is Table.TICKETS:
             out.tables.release("ticket_resolutions")
     return rows
-
-
-def to_pandas(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas()

@@ -152,6 +152,17 @@ def train_model(
         "rows": {k: len(v) for k, v in parts.items()},
     }
 
+    _log_and_register(workspace, client, lgbm, features, parts, report, config, window, as_of)
+    return report
+
+
+def _log_and_register(
+    workspace: Workspace, client: mlflow.tracking.MlflowClient, lgbm: TrainedModel, features: list[str],
+    parts: dict[str, pd.DataFrame], report: ModelReport, config: TrainConfig, window: int, as_of: pd.Timestamp,
+) -> None:
+    """One MLflow run: parameters, lineage, figures, plots, the model as `challenger`, and
+    the promotion gate's decision (the report records version and outcome)."""
+    model, spec = report.model, lgbm.spec
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, model))
     with mlflow.start_run(run_name=f"{model} as of {as_of:%Y-%m-%d}"):
         mlflow.log_params({
@@ -178,7 +189,6 @@ def train_model(
         if decision.promote:
             registry.set_champion(client, model, report.version)
         report.promoted, report.note = decision.promote, decision.reason
-    return report
 
 
 def train(
