@@ -118,12 +118,14 @@ def build_features(
     dates: list[pd.Timestamp] | None = None,
     frequency: str = "monthly",
     progress: Callable[[int, int], None] | None = None,
+    raw_checked: bool = False,
 ) -> BuildResult:
     """Build the snapshots that are missing; returns what was built.
 
-    dates: as-of instants to build (default: every snapshot of `frequency` in the data).
+    dates: as-of instants to build (default: every snapshot of `frequency` in the data);
+    raw_checked: the caller has already validated the raw data in this command.
     """
-    manifest = require_valid(workspace)
+    manifest = workspace.read_manifest() if raw_checked else require_valid(workspace)
     dates = sorted(dates if dates is not None else snapshot_dates(manifest, frequency))
     state_path = features_dir(workspace) / BUILD_STATE
     fingerprint = _raw_fingerprint(workspace)

@@ -39,7 +39,7 @@ class ScoreResult:
 
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None) -> ScoreResult:
     manifest = require_valid(workspace)
-    build_features(workspace, [as_of])
+    build_features(workspace, [as_of], raw_checked=True)
     apply_features(workspace)
     client = registry.connect(workspace, tracking_uri)
     champions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "upsell", "stage", "clv")}

@@ -34,11 +34,16 @@ def registered_name(model: str) -> str:
     return f"clm-{model}"
 
 
+# The user's setting, read once: mlflow.set_tracking_uri() itself writes this variable, so
+# reading it later would carry one workspace's store over to the next in the same process.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(workspace: Workspace, explicit: str | None = None) -> str:
     if explicit:
         return explicit
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    if USER_TRACKING_URI:
+        return USER_TRACKING_URI
     folder = (workspace.root / "mlflow").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"

@@ -97,23 +97,40 @@ def _data_fingerprint(workspace: Workspace) -> str:
     return json.loads(state.read_text()).get("raw", "") if state.exists() else ""
 
 
-def prepare_frames(workspace: Workspace, model: str, split: Split, config: TrainConfig, contractual: bool) -> pd.DataFrame:
-    labels = outcome_labels(workspace, split.all, config.labels, contractual)
+def prepare_frames(
+    workspace: Workspace, model: str, split: Split, config: TrainConfig, contractual: bool,
+    shared: dict[tuple, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Features (Feast, point in time) and labels for every cutoff of the split.
+
+    shared: frames already retrieved in this training session, by (feature groups,
+    cutoffs); models whose services have the same groups reuse one retrieval.
+    """
+    key = (MODEL_GROUPS[model], tuple(split.all))
+    if shared is not None and key in shared:
+        frame = shared[key]
+    else:
+        labels = outcome_labels(workspace, split.all, config.labels, contractual)
+        feats = historical_features(workspace, labels[KEYS], model)
+        frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
+        # Feast returns rows in no fixed order; a fixed order makes training reproducible.
+        frame = frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
+        if shared is not None:
+            shared[key] = frame
     if model == "stage":
-        later = labels[KEYS].assign(event_timestamp=labels.event_timestamp + pd.Timedelta(days=config.labels.horizon_days))
-        build_features(workspace, sorted(later.event_timestamp.unique()))
+        frame = frame.copy()
+        horizon = pd.Timedelta(days=config.labels.horizon_days)
+        later = frame[KEYS].assign(event_timestamp=frame.event_timestamp + horizon)
+        build_features(workspace, sorted(later.event_timestamp.unique()), raw_checked=True)
         apply_features(workspace)
-        labels["stage"] = stage_labels(labels, _stages_at(workspace, later, contractual), config.labels.horizon_days)
-        labels["current_stage"] = _stages_at(workspace, labels, contractual)["stage"].to_numpy()
-    feats = historical_features(workspace, labels[KEYS], model)
-    frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
-    # Feast returns rows in no fixed order; a fixed order makes training reproducible.
-    return frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
+        frame["stage"] = stage_labels(frame, _stages_at(workspace, later, contractual), config.labels.horizon_days)
+        frame["current_stage"] = current_stage(frame, contractual).to_numpy()
+    return frame
 
 
 def train_model(
     workspace: Workspace, model: str, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
-    client: mlflow.tracking.MlflowClient,
+    client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None,
 ) -> ModelReport:
     spec = SPECS[model]
     if model == "upsell" and not contractual:
@@ -123,9 +140,9 @@ def train_model(
         split = time_split(candidate_cutoffs(workspace.read_manifest(), as_of, window), window)
     except NotEnoughHistory as err:
         return ModelReport(model, False, str(err))
-    build_features(workspace, split.all)
+    build_features(workspace, split.all, raw_checked=True)
     apply_features(workspace)
-    frame = prepare_frames(workspace, model, split, config, contractual)
+    frame = prepare_frames(workspace, model, split, config, contractual, shared)
     parts = {
         "train": frame[frame.event_timestamp.isin(split.train)],
         "valid": frame[frame.event_timestamp == split.valid],
@@ -203,9 +220,9 @@ def train(
         raise ClmError(f"--as-of {as_of:%Y-%m-%d} is after the data's end ({manifest.data_end[:10]}).")
     contractual = manifest.business == "contractual"
     client = registry.connect(workspace, config.tracking_uri)
-    reports = []
+    reports, shared = [], {}
     for model in config.models:
         if progress:
             progress(model)
-        reports.append(train_model(workspace, model, config, contractual, as_of, client))
+        reports.append(train_model(workspace, model, config, contractual, as_of, client, shared))
     return reports
