@@ -56,6 +56,7 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+ModelArg = Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")]
 TrackingOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI (default: SQLite in WORKSPACE/mlflow, or $MLFLOW_TRACKING_URI)."),
@@ -453,7 +454,7 @@ def pd_timestamp(millis: int) -> str:
 @models_app.command("promote")
 @user_errors
 def models_promote(
-    model: Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")],
+    model: ModelArg,
     version: Annotated[str, typer.Argument(help="Version number to make champion.")],
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
@@ -477,7 +478,7 @@ def models_promote(
 @models_app.command("rollback")
 @user_errors
 def models_rollback(
-    model: Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")],
+    model: ModelArg,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
