@@ -262,7 +262,8 @@ class ClmSqliteOnlineStore(_OneTripReads):
         data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
         progress: Callable[[int], Any] | None,
     ) -> None:
-        self._ensure(config, [table])
+        if table.name not in self._layouts:  # Feast's update() set it up at apply time
+            self._ensure(config, [table])
         layout = self._layouts[table.name]
         v, t = _q(f"v_{table.name}"), _q(f"t_{table.name}")
         rows = [(entity_id(k), layout.encode_values(vals), _to_micros(ts)) for k, vals, ts, _ in data]
@@ -414,7 +415,8 @@ class ClmRedisOnlineStore(_OneTripReads):
         return self._layouts[view_name]
 
     def online_write_batch(self, config, table, data, progress) -> None:  # type: ignore[no-untyped-def]
-        self._ensure(config, [table])
+        if table.name not in self._layouts:  # Feast's update() set it up at apply time
+            self._ensure(config, [table])
         layout = self._layouts[table.name]
         client = self._redis(config)
         ids = [entity_id(k) for k, _, _, _ in data]

@@ -463,7 +463,6 @@ class Simulation:
         c, p = self.c, self.p
         H = self.horizon
         state = SnapshotState(
-            day=day,
             day_of_year_ahead=self.doy[day + 1: day + 1 + H],
             risk=self.x[idx], disengage=self.g[idx], appetite=self.y[idx],
             risk_shape=c["risk_shape"][idx], disengage_shape=c["disengage_shape"][idx],

@@ -85,7 +85,6 @@ class SnapshotState:
     tier: plan index (0 = lowest).
     """
 
-    day: int
     day_of_year_ahead: np.ndarray  # (horizon,) day of year of days t+1..t+H
     risk: np.ndarray
     disengage: np.ndarray
@@ -116,9 +115,8 @@ class SnapshotTruth:
         H = model.horizon
         k = np.arange(1, H + 1)
         n = s.risk.size
-        self.model, self.params = model, params
+        self.params = params
         self.top_tier = len(params.plans) - 1
-        self.tier = s.tier
 
         season_cum = np.cumsum(season(s.day_of_year_ahead, params))
         decay = np.exp(-1.0 / params.churn_early_life_days)
