@@ -153,6 +153,13 @@ ENGAGEMENT = FeatureGroup(
         Feature("sessions_trend_12w", FLOAT, "Least-squares slope of weekly sessions over the last 12 weeks (sessions/week per week)."),
         Feature("recent_past_ratio", FLOAT, "Sessions in the last 30 days over the monthly mean of days 31-90 (null if none then)."),
         Feature("days_since_last_activity", FLOAT, "Days since the end of the last day with a session (null if never)."),
+        Feature(
+            "sessions_decayed_30d", FLOAT,
+            "Sessions in the last 90 days, each day's weighted by exp(-age / 30 days): recent use counts most.",
+        ),
+        Feature("features_per_active_day_30d", FLOAT, "Mean product features used per day with use, last 30 days (null if none)."),
+        Feature("features_per_active_day_90d", FLOAT, "Mean product features used per day with use, last 90 days (null if none)."),
+        Feature("minutes_per_session_90d", FLOAT, "Active minutes per session over the last 90 days (null if no session)."),
     ),
     sql=f"""
 WITH {SPINE},
@@ -175,7 +182,11 @@ w AS (
            max(CASE WHEN age_days <= 30 THEN features_used ELSE 0 END) AS feature_breadth_30d,
            sum(CASE WHEN age_days <= 84 THEN (11 - floor((age_days - 1) / 7)) * sessions ELSE 0 END) AS sxy,
            sum(CASE WHEN age_days <= 84 THEN sessions ELSE 0 END) AS sy,
-           sum(CASE WHEN age_days > 30 THEN sessions ELSE 0 END) AS sessions_31_90
+           sum(CASE WHEN age_days > 30 THEN sessions ELSE 0 END) AS sessions_31_90,
+           sum(sessions * exp(-age_days / 30.0)) AS sessions_decayed_30d,
+           avg(CASE WHEN age_days <= 30 THEN features_used END) AS features_per_active_day_30d,
+           avg(features_used) AS features_per_active_day_90d,
+           sum(active_minutes) / nullif(sum(sessions), 0) AS minutes_per_session_90d
     FROM u GROUP BY customer_id, as_of
 ),
 marks AS (
@@ -204,7 +215,11 @@ SELECT s.customer_id, s.as_of AS event_timestamp,
        CAST((12 * coalesce(w.sxy, 0) - 66 * coalesce(w.sy, 0)) / 1716.0 AS DOUBLE) AS sessions_trend_12w,
        CASE WHEN coalesce(w.sessions_31_90, 0) > 0
             THEN CAST(w.sessions_30d AS DOUBLE) / (w.sessions_31_90 / 2.0) END AS recent_past_ratio,
-       {_days_between('s.as_of', "l.last_day + INTERVAL 1 DAY")} AS days_since_last_activity
+       {_days_between('s.as_of', "l.last_day + INTERVAL 1 DAY")} AS days_since_last_activity,
+       CAST(coalesce(w.sessions_decayed_30d, 0) AS DOUBLE) AS sessions_decayed_30d,
+       CAST(w.features_per_active_day_30d AS DOUBLE) AS features_per_active_day_30d,
+       CAST(w.features_per_active_day_90d AS DOUBLE) AS features_per_active_day_90d,
+       CAST(w.minutes_per_session_90d AS DOUBLE) AS minutes_per_session_90d
 FROM spine s
 LEFT JOIN w ON w.customer_id = s.customer_id AND w.as_of = s.as_of
 LEFT JOIN last_use l ON l.customer_id = s.customer_id AND l.as_of = s.as_of
@@ -225,6 +240,9 @@ SUPPORT = FeatureGroup(
         Feature("mean_resolution_days_90d", FLOAT, "Mean days to resolve tickets resolved in the last 90 days (null if none)."),
         Feature("last_csat", FLOAT, "CSAT (1-5) of the latest rated ticket resolved before as_of (null if none)."),
         Feature("days_since_last_ticket", FLOAT, "Days since the latest ticket was opened (null if never)."),
+        Feature("tickets_decayed_60d", FLOAT, "Tickets opened before as_of, each weighted by exp(-age / 60 days)."),
+        Feature("tickets_per_year", FLOAT, "Tickets opened before as_of per 365 days of tenure."),
+        Feature("mean_csat_365d", FLOAT, "Mean CSAT (1-5) of tickets resolved in the 365 days before as_of (null if none rated)."),
     ),
     sql=f"""
 WITH {SPINE},
@@ -243,7 +261,10 @@ agg AS (
            sum(CASE WHEN age_days <= 90 AND severity IN ('high', 'urgent') THEN 1 ELSE 0 END) AS high_severity_90d,
            avg(CASE WHEN resolved_time >= as_of - INTERVAL 90 DAY
                     THEN {_days_between('resolved_time', 'event_time')} END) AS mean_resolution_days_90d,
-           min(age_days) AS days_since_last_ticket
+           min(age_days) AS days_since_last_ticket,
+           sum(exp(-age_days / 60.0)) AS tickets_decayed_60d,
+           count(*) AS tickets_ever,
+           avg(CASE WHEN resolved_time >= as_of - INTERVAL 365 DAY THEN csat END) AS mean_csat_365d
     FROM t GROUP BY customer_id, as_of
 ),
 csat AS (
@@ -261,7 +282,10 @@ SELECT s.customer_id, s.as_of AS event_timestamp,
        CAST(coalesce(a.high_severity_90d, 0) AS DOUBLE) AS high_severity_90d,
        a.mean_resolution_days_90d,
        CAST(c.last_csat AS DOUBLE) AS last_csat,
-       a.days_since_last_ticket
+       a.days_since_last_ticket,
+       CAST(coalesce(a.tickets_decayed_60d, 0) AS DOUBLE) AS tickets_decayed_60d,
+       CAST(coalesce(a.tickets_ever, 0) * 365.0 / {_days_between('s.as_of', 's.signup_time')} AS DOUBLE) AS tickets_per_year,
+       CAST(a.mean_csat_365d AS DOUBLE) AS mean_csat_365d
 FROM spine s
 LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
 LEFT JOIN csat c ON c.customer_id = s.customer_id AND c.as_of = s.as_of
@@ -281,6 +305,7 @@ BILLING = FeatureGroup(
         Feature("upgrades_365d", FLOAT, "Upgrades in the 365 days before as_of."),
         Feature("downgrades_365d", FLOAT, "Downgrades in the 365 days before as_of."),
         Feature("days_since_plan_change", FLOAT, "Days since the latest upgrade or downgrade (null if never)."),
+        Feature("failed_payment_share", FLOAT, "Share of all payment attempts before as_of that failed (null if none)."),
     ),
     sql=f"""
 WITH {SPINE},
@@ -289,7 +314,8 @@ pay AS (
            sum(CASE WHEN e.status = 'failed' AND e.event_time >= s.as_of - INTERVAL 30 DAY THEN 1 ELSE 0 END) AS f30,
            sum(CASE WHEN e.status = 'failed' AND e.event_time >= s.as_of - INTERVAL 90 DAY THEN 1 ELSE 0 END) AS f90,
            min(CASE WHEN e.status = 'failed' THEN {_days_between('s.as_of', 'e.event_time')} END) AS since_failed,
-           sum(CASE WHEN e.event_time >= s.as_of - INTERVAL 90 DAY THEN e.discount ELSE 0 END) AS discount_90d
+           sum(CASE WHEN e.event_time >= s.as_of - INTERVAL 90 DAY THEN e.discount ELSE 0 END) AS discount_90d,
+           avg(CASE WHEN e.status = 'failed' THEN 1.0 ELSE 0.0 END) AS failed_share
     FROM spine s JOIN transactions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
     GROUP BY s.customer_id, s.as_of
 ),
@@ -308,7 +334,8 @@ SELECT s.customer_id, s.as_of AS event_timestamp,
        CAST(coalesce(p.discount_90d, 0) AS DOUBLE) AS discount_90d,
        CAST(coalesce(c.up365, 0) AS DOUBLE) AS upgrades_365d,
        CAST(coalesce(c.down365, 0) AS DOUBLE) AS downgrades_365d,
-       c.since_change AS days_since_plan_change
+       c.since_change AS days_since_plan_change,
+       p.failed_share AS failed_payment_share
 FROM spine s
 LEFT JOIN pay p ON p.customer_id = s.customer_id AND p.as_of = s.as_of
 LEFT JOIN plan c ON c.customer_id = s.customer_id AND c.as_of = s.as_of
@@ -325,6 +352,7 @@ VOICE = FeatureGroup(
         Feature("nps_trend", FLOAT, "Latest NPS score minus the one before it (null with fewer than two)."),
         Feature("nps_responses_365d", FLOAT, "NPS answers in the 365 days before as_of."),
         Feature("days_since_last_nps", FLOAT, "Days since the latest NPS answer (null if never)."),
+        Feature("mean_nps", FLOAT, "Mean of all NPS scores before as_of (null if never answered)."),
     ),
     sql=f"""
 WITH {SPINE},
@@ -338,14 +366,16 @@ agg AS (
            max(CASE WHEN rn = 1 THEN score END) AS last_nps,
            max(CASE WHEN rn = 2 THEN score END) AS previous_nps,
            sum(CASE WHEN age_days <= 365 THEN 1 ELSE 0 END) AS responses_365d,
-           min(age_days) AS days_since_last_nps
+           min(age_days) AS days_since_last_nps,
+           avg(score) AS mean_nps
     FROM n GROUP BY customer_id, as_of
 )
 SELECT s.customer_id, s.as_of AS event_timestamp,
        CAST(a.last_nps AS DOUBLE) AS last_nps,
        CAST(a.last_nps - a.previous_nps AS DOUBLE) AS nps_trend,
        CAST(coalesce(a.responses_365d, 0) AS DOUBLE) AS nps_responses_365d,
-       a.days_since_last_nps
+       a.days_since_last_nps,
+       CAST(a.mean_nps AS DOUBLE) AS mean_nps
 FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
 """,
 )
@@ -364,6 +394,7 @@ MARKETING = FeatureGroup(
             "responses_90d", FLOAT,
             "Contacts in the last 90 days followed by product use within 7 days (and before as_of).",
         ),
+        Feature("last_action", STRING, "The latest proactive action before as_of, e.g. retention_offer (null if never)."),
     ),
     sql=f"""
 WITH {SPINE},
@@ -387,14 +418,24 @@ agg AS (
            sum(CASE WHEN r.event_time IS NOT NULL THEN 1 ELSE 0 END) AS responses_90d
     FROM c LEFT JOIN responded r ON r.customer_id = c.customer_id AND r.as_of = c.as_of AND r.event_time = c.event_time
     GROUP BY c.customer_id, c.as_of
+),
+last_contact AS (
+    SELECT customer_id, as_of, action FROM (
+        SELECT customer_id, as_of, action,
+               row_number() OVER (PARTITION BY customer_id, as_of ORDER BY event_time DESC, action) AS rn
+        FROM c
+    ) r WHERE rn = 1
 )
 SELECT s.customer_id, s.as_of AS event_timestamp,
        CAST(coalesce(a.contacts_30d, 0) AS DOUBLE) AS contacts_30d,
        CAST(coalesce(a.contacts_90d, 0) AS DOUBLE) AS contacts_90d,
        a.days_since_last_contact,
        CAST(coalesce(a.offers_90d, 0) AS DOUBLE) AS offers_90d,
-       CAST(coalesce(a.responses_90d, 0) AS DOUBLE) AS responses_90d
-FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+       CAST(coalesce(a.responses_90d, 0) AS DOUBLE) AS responses_90d,
+       l.action AS last_action
+FROM spine s
+LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
+LEFT JOIN last_contact l ON l.customer_id = s.customer_id AND l.as_of = s.as_of
 """,
 )
 

@@ -66,9 +66,16 @@ def test_engagement_by_hand(hand_made):
         "active_days_7d": 2.0, "active_days_30d": 3.0, "active_days_90d": 4.0,
         "minutes_30d": 90.0, "feature_breadth_30d": 6.0,
         "sessions_trend_12w": 396 / 1716, "recent_past_ratio": 9 / (1 / 2), "days_since_last_activity": 0.0,
+        # Sessions 2, 3, 4, 1 at ages 1, 5, 29, 46 days, weighted by exp(-age / 30).
+        "sessions_decayed_30d": 2 * math.exp(-1 / 30) + 3 * math.exp(-5 / 30) + 4 * math.exp(-29 / 30) + math.exp(-46 / 30),
+        # Features used 3, 2, 6 on the days within 30 days, and 1 on 01-15: 11 / 3 and 12 / 4.
+        "features_per_active_day_30d": 11 / 3, "features_per_active_day_90d": 3.0,
+        # Minutes 20 + 30 + 40 + 10 over sessions 2 + 3 + 4 + 1.
+        "minutes_per_session_90d": 10.0,
     })
     assert_values(hand_made, "engagement", "B", {
         "sessions_30d": 0.0, "sessions_trend_12w": 0.0, "recent_past_ratio": None, "days_since_last_activity": None,
+        "sessions_decayed_30d": 0.0, "features_per_active_day_30d": None, "minutes_per_session_90d": None,
     })
 
 
@@ -88,24 +95,35 @@ def test_support_billing_voice_marketing_advocacy_by_hand(hand_made):
     assert_values(hand_made, "support", "A", {
         "tickets_30d": 2.0, "open_tickets": 1.0, "open_high_severity": 0.0, "high_severity_90d": 1.0,
         "mean_resolution_days_90d": 2.0, "last_csat": 2.0, "days_since_last_ticket": 10.0,
+        # Ages 19.5 and 10 days; 2 tickets in 60 days of tenure; only ticket 1's CSAT is known.
+        "tickets_decayed_60d": math.exp(-19.5 / 60) + math.exp(-10 / 60), "tickets_per_year": 2 * 365 / 60,
+        "mean_csat_365d": 2.0,
     })
     assert_values(hand_made, "billing", "A", {
         "failed_payments_30d": 1.0, "failed_payments_90d": 1.0, "days_since_failed_payment": 29.0,
         "discount_90d": 0.0, "upgrades_365d": 1.0, "downgrades_365d": 0.0, "days_since_plan_change": 9.5,
+        "failed_payment_share": 1 / 3,  # 01-01 paid, 02-01 failed, 02-04 paid
     })
     assert_values(hand_made, "voice", "A", {
         "last_nps": 6.0, "nps_trend": -3.0, "nps_responses_365d": 2.0, "days_since_last_nps": 15.0,
+        "mean_nps": 7.5,
     })
     # The 02-01 retention offer was followed by use the same day: one response. The 03-01
     # offer is at as_of, not before it.
     assert_values(hand_made, "marketing", "A", {
         "contacts_30d": 1.0, "contacts_90d": 1.0, "days_since_last_contact": 29.0, "offers_90d": 1.0,
-        "responses_90d": 1.0,
+        "responses_90d": 1.0, "last_action": "retention_offer",
     })
     assert_values(hand_made, "advocacy", "A", {
         "referrals_365d": 1.0, "converted_referrals_365d": 1.0, "days_since_last_referral": 20.0,
     })
-    assert_values(hand_made, "support", "B", {"tickets_90d": 0.0, "last_csat": None, "days_since_last_ticket": None})
+    assert_values(hand_made, "support", "B", {
+        "tickets_90d": 0.0, "last_csat": None, "days_since_last_ticket": None, "tickets_decayed_60d": 0.0,
+        "tickets_per_year": 0.0, "mean_csat_365d": None,
+    })
+    assert_values(hand_made, "billing", "B", {"failed_payment_share": 0.0})
+    assert_values(hand_made, "voice", "B", {"mean_nps": None})
+    assert_values(hand_made, "marketing", "B", {"last_action": None})
 
 
 def test_features_do_not_see_after_the_cutoff(small_workspace, tmp_path):
