@@ -4,7 +4,10 @@
 2. Times `clm train` of churn, upsell, stage and CLV (feature snapshots included), in a
    child process, and prints each model's test figures beside its baseline and the
    simulator's oracle (true probabilities scored the same way).
-3. Exports the same base as transactions only, ingests it (non-contractual: churn = no
+3. Measures the information ceiling of the churn features: LightGBM fitted to the true
+   probabilities themselves (no label noise at all) on the same features and split, scored
+   like the model. No model trained on observed labels can be expected to beat it.
+4. Exports the same base as transactions only, ingests it (non-contractual: churn = no
    purchase within 90 days), trains churn and CLV, and compares them on the same test rows
    with BG/NBD and Pareto/NBD (churn AUC) and BG/NBD + Gamma-Gamma (CLV Spearman, MAE).
 
@@ -45,8 +48,37 @@ def child(workspace: Path, models: str) -> None:
     }, default=str))
 
 
-def run_child(workspace: Path, models: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", str(workspace), "--models", models],
+def ceiling(workspace: Path) -> None:
+    """Churn AUC of a regressor fitted to the true probabilities, as a fraction of the oracle's."""
+    warnings.simplefilter("ignore")
+    import lightgbm as lgb
+    from sklearn.metrics import roc_auc_score
+
+    from clm.workspace import Workspace
+    from training.labels import candidate_cutoffs, time_split
+    from training.models import SPECS, TrainedModel, _categories
+    from training.train import KEYS, TrainConfig, _feature_names, prepare_frames, true_probabilities
+
+    ws = Workspace(workspace)
+    config = TrainConfig()
+    horizon = config.labels.horizon_days
+    manifest = ws.read_manifest()
+    split = time_split(candidate_cutoffs(manifest, manifest.end, horizon), horizon)
+    frame = prepare_frames(ws, "churn", split, config, contractual=True)
+    frame = frame.merge(true_probabilities(ws, "churn", horizon), on=KEYS, how="inner")
+    train = frame[frame.event_timestamp.isin(split.train)]
+    valid, test = frame[frame.event_timestamp == split.valid], frame[frame.event_timestamp == split.test]
+    features = [f for f in _feature_names(frame) if f != "truth" and train[f].notna().any()]
+    shell = TrainedModel(SPECS["churn"], features, _categories(train, features), estimator=None)
+    regressor = lgb.LGBMRegressor(n_estimators=3000, learning_rate=0.05, num_leaves=31, n_jobs=2, verbose=-1)
+    regressor.fit(shell.prepare(train), train.truth, eval_set=[(shell.prepare(valid), valid.truth)],
+                  callbacks=[lgb.early_stopping(50, verbose=False)])
+    auc = roc_auc_score(test.churn, regressor.predict(shell.prepare(test)))
+    print(json.dumps({"ceiling_auc": auc, "oracle_auc": roc_auc_score(test.churn, test.truth)}))
+
+
+def run_child(workspace: Path, models: str, step: str = "--child") -> dict:
+    proc = subprocess.run([sys.executable, __file__, step, str(workspace), "--models", models],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -57,10 +89,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--models", default="churn,upsell,stage,clv", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.models)
+        return
+    if args.ceiling:
+        ceiling(args.ceiling)
         return
     import pandas as pd
 
@@ -78,6 +114,8 @@ def main() -> None:
                                                pd.Timestamp("2025-12-31", tz="UTC")), ws)
         print("training all models ...", flush=True)
         sim = run_child(ws.root, "churn,upsell,stage,clv")
+        print("measuring the churn features' information ceiling ...", flush=True)
+        top = run_child(ws.root, "churn", step="--ceiling")
 
         tx = ws.read_table(Table.TRANSACTIONS)
         export = tmp / "transactions.csv"
@@ -96,6 +134,8 @@ def main() -> None:
         print(f"  {name:6s} AUC {m:.4f} (baseline {r['baseline'][key]:.4f}), oracle {o:.4f}: "
               f"{m / o:.3f} of oracle (target >= {target}); ECE {r['metrics']['ece']:.4f}; "
               f"lift@10% {r['metrics']['lift_top_decile']:.2f}")
+    print(f"  churn information ceiling: LightGBM fitted to the true probabilities on the same features "
+          f"reaches AUC {top['ceiling_auc']:.4f}, {top['ceiling_auc'] / top['oracle_auc']:.3f} of oracle")
     r = by["stage"]
     gain = r["metrics"]["macro_f1"] - r["metrics"]["stays_the_same_macro_f1"]
     print(f"  stage  macro-F1 {r['metrics']['macro_f1']:.4f} (baseline {r['baseline']['macro_f1']:.4f}), stays-the-same "

@@ -69,18 +69,27 @@ def _stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> p
     return feats[KEYS].assign(stage=current_stage(feats, contractual).to_numpy())
 
 
-def _oracle(workspace: Workspace, model: str, test: pd.DataFrame, horizon: int) -> dict[str, float]:
-    """The simulator's true probabilities scored the same way (simulated data only)."""
+def true_probabilities(workspace: Workspace, model: str, horizon: int) -> pd.DataFrame | None:
+    """The simulator's true probability of the model's label for every (customer_id,
+    event_timestamp) cutoff: column `truth`; None on data without a ground truth."""
     if model not in ("churn", "upsell") or not workspace.table_path(Table.GROUND_TRUTH).exists():
-        return {}
+        return None
     column = f"p_{'churn' if model == 'churn' else 'upgrade'}_{horizon}d"
     truth = workspace.read_table(Table.GROUND_TRUTH)
     if column not in truth:
-        return {}
+        return None
+    # A snapshot describes the end of its day: the cutoff is the next midnight.
     truth["event_timestamp"] = pd.to_datetime(truth["snapshot_date"]).dt.tz_localize("UTC") + pd.Timedelta(days=1)
-    rows = test[KEYS + [model]].merge(truth[["customer_id", "event_timestamp", column]], on=KEYS, how="left")
-    rows = rows.dropna(subset=[column])
-    return ev.binary_metrics(rows[model].to_numpy(), rows[column].to_numpy()) if len(rows) else {}
+    return truth[["customer_id", "event_timestamp", column]].rename(columns={column: "truth"})
+
+
+def _oracle(workspace: Workspace, model: str, test: pd.DataFrame, horizon: int) -> dict[str, float]:
+    """The simulator's true probabilities scored the same way (simulated data only)."""
+    truth = true_probabilities(workspace, model, horizon)
+    if truth is None:
+        return {}
+    rows = test[KEYS + [model]].merge(truth, on=KEYS, how="left").dropna(subset=["truth"])
+    return ev.binary_metrics(rows[model].to_numpy(), rows["truth"].to_numpy()) if len(rows) else {}
 
 
 def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
