@@ -241,7 +241,7 @@ SUPPORT = FeatureGroup(
         Feature("last_csat", FLOAT, "CSAT (1-5) of the latest rated ticket resolved before as_of (null if none)."),
         Feature("days_since_last_ticket", FLOAT, "Days since the latest ticket was opened (null if never)."),
         Feature("tickets_decayed_60d", FLOAT, "Tickets opened before as_of, each weighted by exp(-age / 60 days)."),
-        Feature("tickets_per_year", FLOAT, "Tickets opened before as_of per 365 days of tenure."),
+        Feature("tickets_per_year", FLOAT, "Tickets opened before as_of per 365 days of tenure (counted as at least 30 days)."),
         Feature("mean_csat_365d", FLOAT, "Mean CSAT (1-5) of tickets resolved in the 365 days before as_of (null if none rated)."),
     ),
     sql=f"""
@@ -284,7 +284,7 @@ SELECT s.customer_id, s.as_of AS event_timestamp,
        CAST(c.last_csat AS DOUBLE) AS last_csat,
        a.days_since_last_ticket,
        CAST(coalesce(a.tickets_decayed_60d, 0) AS DOUBLE) AS tickets_decayed_60d,
-       CAST(coalesce(a.tickets_ever, 0) * 365.0 / {_days_between('s.as_of', 's.signup_time')} AS DOUBLE) AS tickets_per_year,
+       CAST(coalesce(a.tickets_ever, 0) * 365.0 / greatest({_days_between('s.as_of', 's.signup_time')}, 30.0) AS DOUBLE) AS tickets_per_year,
        CAST(a.mean_csat_365d AS DOUBLE) AS mean_csat_365d
 FROM spine s
 LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of

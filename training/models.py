@@ -62,6 +62,10 @@ class PlattCalibrator:
         return np.log(p / (1.0 - p))
 
     def fit(self, scores: np.ndarray, y: np.ndarray) -> "PlattCalibrator":
+        """Fit on (score, outcome) pairs; with one outcome only there is nothing to fit: identity."""
+        if np.unique(np.asarray(y, dtype=int)).size < 2:
+            self.slope, self.intercept = 1.0, 0.0
+            return self
         head = LogisticRegression(C=1e6, max_iter=1000).fit(self._logit(scores)[:, None], np.asarray(y, dtype=int))
         self.slope, self.intercept = float(head.coef_[0, 0]), float(head.intercept_[0])
         return self

@@ -93,6 +93,9 @@ def test_platt_calibration_recovers_a_known_miscalibration_and_keeps_the_ranking
     out = calibrator.predict(np.sort(scores))
     assert np.all(np.diff(out) >= 0) and len(np.unique(out)) == len(np.unique(scores))
     assert abs(calibrator.predict(np.array([0.5]))[0] - 1 / (1 + np.exp(1.0))) < 0.02
+    # A window with one outcome only (a tiny base) leaves the scores as they are.
+    identity = PlattCalibrator().fit(scores[:100], np.zeros(100))
+    assert np.allclose(identity.predict(np.array([0.1, 0.7])), [0.1, 0.7])
 
 
 def test_gate_promotes_a_better_model_and_refuses_a_worse(good_and_bad):
