@@ -53,14 +53,10 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     contractual = manifest.business == "contractual"
     result["stage"] = current_stage(frame, contractual).to_numpy()
 
-    def predict(model: str) -> np.ndarray | None:
-        version = champions[model]
-        return None if version is None else registry.load_version(client, model, version).predict(frame)
-
-    churn, upsell, clv = predict("churn"), predict("upsell"), predict("clv")
-    result["churn_probability"] = churn if churn is not None else np.nan
-    result["upsell_probability"] = upsell if upsell is not None else np.nan
-    stage_model = None if champions["stage"] is None else registry.load_version(client, "stage", champions["stage"])
+    models = {m: registry.load_version(client, m, v) for m, v in champions.items() if v is not None}
+    for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability"), ("clv", "clv")):
+        result[column] = models[model].predict(frame) if model in models else np.nan
+    stage_model = models.get("stage")
     if stage_model is not None:
         proba = stage_model.predict(frame)
         result["predicted_stage"] = np.asarray(stage_model.classes)[np.argmax(proba, axis=1)]
@@ -68,7 +64,6 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     else:
         result["predicted_stage"] = None
         result["stage_probabilities"] = None
-    result["clv"] = clv if clv is not None else np.nan
     # Models score live customers; a churned one keeps its stage and gets no scores.
     gone = result["stage"] == Stage.CHURNED.value
     result.loc[gone, ["churn_probability", "upsell_probability", "clv"]] = np.nan

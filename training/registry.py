@@ -57,7 +57,7 @@ def connect(workspace: Workspace, explicit_uri: str | None = None) -> MlflowClie
 
 
 def experiment(client: MlflowClient, workspace: Workspace, model: str) -> str:
-    name = f"clm-{model}"
+    name = registered_name(model)  # one experiment per model, named like its registered model
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -139,8 +139,7 @@ def decide_promotion(
     margin = DEFAULT_MARGIN[metric] if margin is None else margin
     y = test[challenger.spec.label].to_numpy()
 
-    def score(m: TrainedModel) -> float:
-        p = m.predict(test)
+    def score(m: TrainedModel, p: np.ndarray) -> float:
         if task == BINARY:
             return binary_metrics(y, p)[metric]
         if task == MULTICLASS:
@@ -150,14 +149,14 @@ def decide_promotion(
     predictions = challenger.predict(test)
     if not np.all(np.isfinite(predictions)):
         return GateDecision(False, "challenger predicts NaN or infinite values", float("nan"), None)
-    mine = score(challenger)
+    mine = score(challenger, predictions)
     if champion is None:
         return GateDecision(True, "first version", mine, None)
     if task == BINARY:
         ece, bound = expected_calibration_error(y.astype(float), predictions), ece_bound(predictions)
         if ece > bound:
             return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", mine, None)
-    theirs = score(champion)
+    theirs = score(champion, champion.predict(test))
     better = direction * (mine - theirs) > margin
     verdict = "better" if better else "not better"
     return GateDecision(better, f"{metric} {mine:.4f} vs champion {theirs:.4f}: {verdict} by margin {margin}", mine, theirs)
