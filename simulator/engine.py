@@ -494,7 +494,9 @@ class Simulation:
         )
         self.out["ground_truth"].add(cust=everyone, day=np.full(n, day), stage=stage, **cols)
 
-        ls = self._latent_state(idx, day)
+        # Actions are decided at the next midnight (the cutoff): price them with the state
+        # the engine will act on then, a day more of tenure (`_campaign`).
+        ls = self._latent_state(idx, day + 1)
         h = p.effect_horizon
         for action in self.effect_actions:
             p_churn, p_upgrade = truth.with_state(*apply_action(action, ls), h)
