@@ -4,8 +4,8 @@ Embedded default: a SQLite backend and local artifacts in WORKSPACE/mlflow; set
 `MLFLOW_TRACKING_URI` (or pass tracking_uri) to use a server. Registered models are
 `clm-<model>`. A new version gets the alias `challenger`; it becomes `champion` only
 through `decide_promotion` (better on the same latest window by a margin, and sane: finite
-predictions, calibrated) or by hand (`promote`). The first version becomes champion if its
-predictions are finite. Every change of champion is recorded in the registered model's tag
+predictions, a positive calibration slope, calibrated) or by hand (`promote`). The first
+version becomes champion if it is sane. Every change of champion is recorded in the registered model's tag
 `champion_history`, which `rollback` walks back.
 """
 from __future__ import annotations
@@ -61,10 +61,14 @@ def experiment(client: MlflowClient, workspace: Workspace, model: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    artifacts = None
+    return client.create_experiment(name, artifact_location=artifact_location(client, workspace, model))
+
+
+def artifact_location(client: MlflowClient, workspace: Workspace, name: str) -> str | None:
+    """Local artifacts beside the embedded SQLite store; a server keeps its own."""
     if client.tracking_uri.startswith("sqlite:"):
-        artifacts = (workspace.root / "mlflow" / "artifacts" / model).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+        return (workspace.root / "mlflow" / "artifacts" / name).resolve().as_uri()
+    return None
 
 
 class ClmPyfunc(mlflow.pyfunc.PythonModel):
@@ -150,12 +154,16 @@ def decide_promotion(
     if not np.all(np.isfinite(predictions)):
         return GateDecision(False, "challenger predicts NaN or infinite values", float("nan"), None)
     mine = score(challenger, predictions)
-    if champion is None:
-        return GateDecision(True, "first version", mine, None)
-    if task == BINARY:
+    if task == BINARY:  # sanity holds for the first version too
+        slope = challenger.calibrator.slope if challenger.calibrator is not None else 1.0
+        if not slope > 0:
+            return GateDecision(False, f"calibration slope {slope:.3f} is not positive: it would invert the "
+                                "model's ranking (the validation window contradicts the training data)", mine, None)
         ece, bound = expected_calibration_error(y.astype(float), predictions), ece_bound(predictions)
         if ece > bound:
             return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", mine, None)
+    if champion is None:
+        return GateDecision(True, "first version", mine, None)
     theirs = score(champion, champion.predict(test))
     better = direction * (mine - theirs) > margin
     verdict = "better" if better else "not better"
