@@ -98,6 +98,15 @@ RFM = FeatureGroup(
         Feature("recency_score", FLOAT, "Percentile (0-1) of recency across customers at as_of; 1 = most recent."),
         Feature("frequency_score", FLOAT, "Percentile (0-1) of 365-day frequency across customers at as_of."),
         Feature("monetary_score", FLOAT, "Percentile (0-1) of 365-day amount across customers at as_of."),
+        Feature("frequency_total", FLOAT, "Paid transactions over all history before as_of."),
+        Feature("first_purchase_days", FLOAT, "Days since the first paid transaction (null if none)."),
+        Feature("mean_gap_days", FLOAT, "Mean days between consecutive paid transactions (null with fewer than 2)."),
+        Feature("gap_std_days", FLOAT, "Standard deviation of those gaps: purchase regularity (null with fewer than 3)."),
+        Feature("last_gap_days", FLOAT, "Days between the last two paid transactions (null with fewer than 2)."),
+        Feature("max_gap_180d", FLOAT, "Longest gap ending in the last 180 days (a missed bill shows here; null if none)."),
+        Feature("recency_over_mean_gap", FLOAT, "Days since the last purchase over the customer's own mean gap: "
+                "above 1 means later than usual (null without a gap)."),
+        Feature("last_amount_ratio", FLOAT, "Last paid amount over the customer's mean paid amount (null if none)."),
     ),
     sql=f"""
 WITH {SPINE},
@@ -106,6 +115,13 @@ t AS (
     FROM spine s JOIN transactions e ON e.customer_id = s.customer_id
      AND e.event_time < s.as_of AND e.status = 'paid'
 ),
+gaps AS (
+    -- k = 1 is the latest purchase; gap = days from the purchase before it.
+    SELECT customer_id, as_of, amount, age_days,
+           lead(age_days) OVER (PARTITION BY customer_id, as_of ORDER BY age_days, amount DESC) - age_days AS gap,
+           row_number() OVER (PARTITION BY customer_id, as_of ORDER BY age_days, amount DESC) AS k
+    FROM t
+),
 agg AS (
     SELECT customer_id, as_of,
            min(age_days) AS recency_days,
@@ -113,14 +129,22 @@ agg AS (
            sum(CASE WHEN age_days <= 365 THEN 1 ELSE 0 END) AS frequency_365d,
            sum(CASE WHEN age_days <= 90 THEN amount ELSE 0 END) AS monetary_90d,
            sum(CASE WHEN age_days <= 365 THEN amount ELSE 0 END) AS monetary_365d,
-           avg(amount) AS avg_transaction_value
-    FROM t GROUP BY customer_id, as_of
+           avg(amount) AS avg_transaction_value,
+           count(*) AS frequency_total,
+           max(age_days) AS first_purchase_days,
+           avg(gap) AS mean_gap_days,
+           stddev_samp(gap) AS gap_std_days,
+           max(CASE WHEN k = 1 THEN gap END) AS last_gap_days,
+           max(CASE WHEN age_days <= 180 THEN gap END) AS max_gap_180d,
+           max(CASE WHEN k = 1 THEN amount END) AS last_amount
+    FROM gaps GROUP BY customer_id, as_of
 ),
 base AS (
     SELECT s.customer_id, s.as_of, a.recency_days,
            coalesce(a.frequency_90d, 0) AS frequency_90d, coalesce(a.frequency_365d, 0) AS frequency_365d,
            coalesce(a.monetary_90d, 0) AS monetary_90d, coalesce(a.monetary_365d, 0) AS monetary_365d,
-           a.avg_transaction_value
+           a.avg_transaction_value, coalesce(a.frequency_total, 0) AS frequency_total, a.first_purchase_days,
+           a.mean_gap_days, a.gap_std_days, a.last_gap_days, a.max_gap_180d, a.last_amount
     FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
 )
 SELECT customer_id, as_of AS event_timestamp,
@@ -129,7 +153,11 @@ SELECT customer_id, as_of AS event_timestamp,
        avg_transaction_value,
        percent_rank() OVER (PARTITION BY as_of ORDER BY coalesce(recency_days, 1e9) DESC) AS recency_score,
        percent_rank() OVER (PARTITION BY as_of ORDER BY frequency_365d) AS frequency_score,
-       percent_rank() OVER (PARTITION BY as_of ORDER BY monetary_365d) AS monetary_score
+       percent_rank() OVER (PARTITION BY as_of ORDER BY monetary_365d) AS monetary_score,
+       CAST(frequency_total AS DOUBLE) AS frequency_total, first_purchase_days,
+       mean_gap_days, gap_std_days, last_gap_days, max_gap_180d,
+       recency_days / nullif(mean_gap_days, 0) AS recency_over_mean_gap,
+       last_amount / nullif(avg_transaction_value, 0) AS last_amount_ratio
 FROM base
 """,
 )
