@@ -88,6 +88,44 @@ def test_rfm_by_hand(hand_made):
         "recency_score": 0.0, "frequency_score": 1.0, "monetary_score": 1.0,
     })
     assert_values(hand_made, "rfm", "B", {"recency_days": 15.0, "recency_score": 1.0, "frequency_score": 0.0})
+    # Purchase gaps: A bought 60 and 26 days before as_of, one gap of 34 days; B once.
+    assert_values(hand_made, "rfm", "A", {
+        "frequency_total": 2.0, "first_purchase_days": 60.0, "mean_gap_days": 34.0, "gap_std_days": None,
+        "last_gap_days": 34.0, "max_gap_180d": 34.0, "recency_over_mean_gap": 26 / 34, "last_amount_ratio": 1.0,
+    })
+    assert_values(hand_made, "rfm", "B", {
+        "frequency_total": 1.0, "first_purchase_days": 15.0, "mean_gap_days": None, "last_gap_days": None,
+        "recency_over_mean_gap": None, "last_amount_ratio": 1.0,
+    })
+
+
+def test_purchase_gaps_by_hand(tmp_path):
+    """Z buys 10, 20, 30 and 60 on 01-01, 01-11, 01-31 and 03-01; as of 04-01 those are 91,
+    81, 61 and 31 days old (2024 is a leap year). W first buys after as_of."""
+    from pipelines.ingest import TransactionsSource, ingest_transactions
+
+    export = tmp_path / "orders.csv"
+    pd.DataFrame({
+        "customer": ["Z", "Z", "Z", "Z", "W"],
+        "date": ["2024-01-01", "2024-01-11", "2024-01-31", "2024-03-01", "2024-04-10"],
+        "total": [10.0, 20.0, 30.0, 60.0, 5.0],
+    }).to_csv(export, index=False)
+    ws = Workspace(tmp_path / "shop")
+    ingest_transactions(TransactionsSource(export, "customer", "date", "total"), ws)
+    as_of = pd.Timestamp("2024-04-01", tz="UTC")
+    build_features(ws, [as_of])
+    frame = read_snapshot(ws, "rfm", as_of).set_index("customer_id")
+    assert list(frame.index) == ["Z"]
+    z = frame.loc["Z"]
+    expected = {
+        "recency_days": 31.0, "frequency_total": 4.0, "first_purchase_days": 91.0,
+        "frequency_90d": 3.0,  # the purchase 91 days old is outside
+        "mean_gap_days": 20.0, "gap_std_days": 10.0,  # gaps 10, 20, 30
+        "last_gap_days": 30.0, "max_gap_180d": 30.0, "recency_over_mean_gap": 31 / 20,
+        "last_amount_ratio": 60 / 30,  # the last amount over the mean of 10, 20, 30, 60
+    }
+    for name, value in expected.items():
+        assert close(z[name], value), f"rfm.{name}: got {z[name]!r}, expected {value!r}"
 
 
 def test_support_billing_voice_marketing_advocacy_by_hand(hand_made):
