@@ -1,9 +1,18 @@
 """Batch scoring with the champion models: what `clm score` runs.
 
-Scores every customer known at the as-of date (signed up before it), from features as of
-that date (built on demand), and writes one Parquet file, atomically. Customers whose
-current stage is churned keep that stage and get null scores. A column is null
-where its model has no champion for the workspace (e.g. upsell without subscriptions).
+Every customer known at the as-of date (signed up before it) gets a row, with the stage
+the rules give them then. Churn, upsell and CLV scores, and the predicted stage, are given
+to the customers in the model population at that date (`training.population`), the same
+rule the models were trained on:
+
+- non-contractual (transactions only): everyone with a paid purchase before the date,
+  however long ago; a customer the rules call `churned` or `dormant` is still scored,
+  since churn there is an estimate (no purchase within the horizon), not a fact;
+- contractual: customers whose contract is live. A cancelled customer keeps null
+  churn/upsell/CLV scores (the contract has ended) and the predicted stage `churned`.
+
+A column is null where its model has no champion for the workspace (e.g. upsell without
+subscriptions). The file is written atomically.
 """
 from __future__ import annotations
 
@@ -15,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from clm.contracts import require_valid
-from clm.domain import Stage
 from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
@@ -23,57 +31,80 @@ from features.build import build_features, read_snapshot
 from features.store import apply as apply_features
 from features.store import historical_features
 from training import registry
+from training.models import TrainedModel
+from training.population import population
 
 SCORE_COLUMNS = (
     "customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
     "stage_probabilities", "clv", "as_of",
 )
+SCALAR_SCORES = {"churn": "churn_probability", "upsell": "upsell_probability", "clv": "clv"}
+MODELS = ("churn", "upsell", "stage", "clv")
 
 
 @dataclass
 class ScoreResult:
     path: Path
     customers: int
+    scored: int  # customers in the model population, who got scores
     models: dict[str, str | None]  # model -> champion version used
+
+
+def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every group's features for every customer known at as_of (point in time), and a
+    mask of the rows in the model population then."""
+    build_features(workspace, [as_of], raw_checked=True)
+    apply_features(workspace)
+    customers = read_snapshot(workspace, "profile", as_of)[["customer_id"]]
+    frame = historical_features(workspace, customers.assign(event_timestamp=as_of), "churn")  # every group
+    frame = frame.sort_values("customer_id").reset_index(drop=True)
+    live = set(population(workspace, [as_of], contractual)["customer_id"])
+    return frame, frame["customer_id"].isin(live).to_numpy()
+
+
+def score_frame(
+    models: dict[str, TrainedModel], frame: pd.DataFrame, in_population: np.ndarray, contractual: bool,
+) -> pd.DataFrame:
+    """The scores of every row of `frame` (features of customers at one date): scores for
+    rows in the population, nulls elsewhere (see the module's docstring)."""
+    result = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy()})
+    result["stage"] = current_stage(frame, contractual).to_numpy()
+    live = frame[in_population]
+    for model, column in SCALAR_SCORES.items():
+        result[column] = np.nan
+        if model in models and len(live):
+            result.loc[in_population, column] = models[model].predict(live)
+    # Outside the population no model speaks: the stage stays what the rules say.
+    result["predicted_stage"] = result["stage"].astype(object)
+    result["stage_probabilities"] = None
+    stage_model = models.get("stage")
+    if stage_model is None:
+        result.loc[in_population, "predicted_stage"] = None
+    elif len(live):
+        proba = stage_model.predict(live)
+        classes = np.asarray(stage_model.classes)
+        result.loc[in_population, "predicted_stage"] = classes[np.argmax(proba, axis=1)]
+        result.loc[in_population, "stage_probabilities"] = [
+            json.dumps(dict(zip(stage_model.classes, np.round(row, 6).tolist()))) for row in proba
+        ]
+    return result
 
 
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None) -> ScoreResult:
     manifest = require_valid(workspace)
-    build_features(workspace, [as_of], raw_checked=True)
-    apply_features(workspace)
     client = registry.connect(workspace, tracking_uri)
-    champions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "upsell", "stage", "clv")}
+    champions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in MODELS}
     if not any(champions.values()):
         raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
-
-    customers = read_snapshot(workspace, "profile", as_of)[["customer_id"]]
-    entities = customers.assign(event_timestamp=as_of)
-    frame = historical_features(workspace, entities, "churn")  # every group the workspace has
-    result = pd.DataFrame({"customer_id": frame["customer_id"]})
     contractual = manifest.business == "contractual"
-    result["stage"] = current_stage(frame, contractual).to_numpy()
-
+    frame, in_population = features_at(workspace, as_of, contractual)
     models = {m: registry.load_version(client, m, v) for m, v in champions.items() if v is not None}
-    for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability"), ("clv", "clv")):
-        result[column] = models[model].predict(frame) if model in models else np.nan
-    stage_model = models.get("stage")
-    if stage_model is not None:
-        proba = stage_model.predict(frame)
-        result["predicted_stage"] = np.asarray(stage_model.classes)[np.argmax(proba, axis=1)]
-        result["stage_probabilities"] = [json.dumps(dict(zip(stage_model.classes, np.round(row, 6).tolist()))) for row in proba]
-    else:
-        result["predicted_stage"] = None
-        result["stage_probabilities"] = None
-    # Models score live customers; a churned one keeps its stage and gets no scores.
-    gone = result["stage"] == Stage.CHURNED.value
-    result.loc[gone, ["churn_probability", "upsell_probability", "clv"]] = np.nan
-    result.loc[gone, "predicted_stage"] = Stage.CHURNED.value
-    result.loc[gone, "stage_probabilities"] = None
+    result = score_frame(models, frame, in_population, contractual)
     result["as_of"] = as_of
-    result = result[list(SCORE_COLUMNS)].sort_values("customer_id").reset_index(drop=True)
+    result = result[list(SCORE_COLUMNS)]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     result.to_parquet(tmp, index=False)
     tmp.replace(out)
-    return ScoreResult(out, len(result), champions)
+    return ScoreResult(out, len(result), int(in_population.sum()), champions)

@@ -17,14 +17,20 @@ from sklearn.metrics import (
 ECE_BINS = 10
 
 
+def reliability_table(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> pd.DataFrame:
+    """Equal-count bins of the predictions, lowest first: customers, mean prediction and
+    observed rate per bin."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    order = np.argsort(p, kind="stable")
+    rows = [(c.size, float(p[c].mean()), float(y[c].mean())) for c in np.array_split(order, bins) if c.size]
+    return pd.DataFrame(rows, columns=["customers", "mean_predicted", "observed_rate"])
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |observed rate - mean prediction| over equal-count bins, weighted by size."""
-    order = np.argsort(p)
-    total = 0.0
-    for chunk in np.array_split(order, bins):
-        if chunk.size:
-            total += chunk.size * abs(y[chunk].mean() - p[chunk].mean())
-    return float(total / len(p))
+    table = reliability_table(y, p, bins)
+    gaps = (table.observed_rate - table.mean_predicted).abs()
+    return float((table.customers * gaps).sum() / table.customers.sum())
 
 
 def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:

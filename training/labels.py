@@ -1,9 +1,8 @@
 """Outcome labels, from data strictly after each cutoff, and the time-based split.
 
 For a cutoff T (00:00 UTC of a month's first day) and horizon H, the label window is
-[T, T + H). The population at T is every customer live then: a subscription whose latest
-event before T is not a cancellation (contractual), or at least one paid purchase before T
-(non-contractual).
+[T, T + H). Labels exist for the population at T (`training.population`: a live contract,
+or any paid purchase before T), the same rows that scoring scores.
 
   churn    contractual: a cancellation in the window; non-contractual: no paid purchase in it
   upsell   an upgrade in the window (contractual only: there are no plans otherwise)
@@ -15,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from clm.errors import ClmError
 from clm.rawdb import connect_raw
 from clm.workspace import RawManifest, Workspace
+from training.population import population_ctes, register_cutoffs
 
 MIN_HISTORY_DAYS = 30  # a cutoff needs this much data before it
 
@@ -32,6 +33,7 @@ class NotEnoughHistory(ClmError):
 class LabelConfig:
     horizon_days: int = 90
     clv_days: int = 365
+    shortest_clv_days: int = 90  # CLV's window may be shortened to this where history is short
 
 
 @dataclass(frozen=True)
@@ -55,43 +57,49 @@ def candidate_cutoffs(manifest: RawManifest, as_of: pd.Timestamp, window_days: i
 
 
 def time_split(cutoffs: list[pd.Timestamp], window_days: int, min_train: int = 3) -> Split:
-    """Test = the latest cutoff; validation = the latest whose window ends by the test
-    cutoff; training = those whose windows end by the validation cutoff. Where the data is
-    too short for such gaps (long windows, e.g. CLV), the parts are consecutive cutoffs:
-    still strictly later in time, but their label windows overlap."""
-    if len(cutoffs) < min_train + 2:
-        raise NotEnoughHistory(
-            f"Not enough history to train: {len(cutoffs)} cutoff(s) with a complete {window_days}-day label "
-            f"window; need at least {min_train + 2}. Use a longer period of data or a shorter label window."
-        )
+    """Test = the latest cutoff; validation = the latest whose label window ends by the
+    test cutoff; training = those whose windows end by the validation cutoff. No label
+    window of training or validation reaches the test cutoff; where the history is too
+    short for that, NotEnoughHistory says how much is needed (never a silent overlap)."""
     window = pd.Timedelta(days=window_days)
-    test = cutoffs[-1]
-    valid_options = [c for c in cutoffs if c + window <= test]
-    if valid_options:
-        valid = valid_options[-1]
-        train = [c for c in cutoffs if c + window <= valid]
-        if len(train) >= min_train:
-            return Split(train, valid, test)
-    return Split(cutoffs[:-2], cutoffs[-2], cutoffs[-1])
+    if cutoffs:
+        test = cutoffs[-1]
+        valid_options = [c for c in cutoffs if c + window <= test]
+        if valid_options:
+            valid = valid_options[-1]
+            train = [c for c in cutoffs if c + window <= valid]
+            if len(train) >= min_train:
+                return Split(train, valid, test)
+    months = min_train + 1 + 2 * int(np.ceil(window_days / 30.4))
+    raise NotEnoughHistory(
+        f"Not enough history for a {window_days}-day label window: a time split without overlap needs "
+        f"{min_train} training cutoffs, then a validation and a test cutoff each a full window later, and the "
+        f"test window complete: about {months} months of cutoffs plus {window_days} days "
+        f"(found {len(cutoffs)} usable cutoff(s)). Use a longer period of data or a shorter label window."
+    )
+
+
+def split_with_longest_window(
+    manifest: RawManifest, as_of: pd.Timestamp, wanted_days: int, shortest_days: int, step_days: int = 30
+) -> tuple[Split, int]:
+    """The split for the longest label window that the history allows without overlap:
+    wanted_days, else the multiples of step_days below it down to shortest_days; and that
+    window's length. For labels whose length is a convention rather than the user's
+    question (CLV's year). Raises NotEnoughHistory (for wanted_days) if none fits."""
+    candidates = [wanted_days] + [d for d in range(wanted_days // step_days * step_days, shortest_days - 1, -step_days)
+                                  if d < wanted_days]
+    refusal: NotEnoughHistory | None = None
+    for days in candidates:
+        try:
+            return time_split(candidate_cutoffs(manifest, as_of, days), days), days
+        except NotEnoughHistory as err:
+            refusal = refusal or err  # the wanted window's: it says what history that needs
+    assert refusal is not None
+    raise refusal
 
 
 LABEL_SQL = """
-WITH last_sub AS (
-    SELECT customer_id, as_of, event FROM (
-        SELECT c.as_of, e.customer_id, e.event,
-               row_number() OVER (PARTITION BY e.customer_id, c.as_of ORDER BY e.event_time DESC) AS rn
-        FROM cutoffs c JOIN subscriptions e ON e.event_time < c.as_of
-    ) t WHERE rn = 1
-),
-buyers AS (
-    SELECT DISTINCT e.customer_id, c.as_of
-    FROM cutoffs c JOIN transactions e ON e.event_time < c.as_of AND e.status = 'paid'
-),
-population AS (
-    SELECT customer_id, as_of FROM last_sub WHERE {contractual} AND event <> 'cancel'
-    UNION ALL
-    SELECT customer_id, as_of FROM buyers WHERE NOT {contractual}
-),
+WITH {population},
 window_subs AS (
     SELECT p.customer_id, p.as_of,
            max(CASE WHEN e.event = 'cancel' THEN 1 ELSE 0 END) AS cancelled,
@@ -103,9 +111,9 @@ window_subs AS (
 window_paid AS (
     SELECT p.customer_id, p.as_of,
            sum(CASE WHEN e.event_time < p.as_of + INTERVAL {horizon} DAY THEN 1 ELSE 0 END) AS purchases,
-           sum(e.amount) AS revenue
+           sum(CASE WHEN e.event_time < p.as_of + INTERVAL {clv_days} DAY THEN e.amount ELSE 0 END) AS revenue
     FROM population p JOIN transactions e ON e.customer_id = p.customer_id AND e.status = 'paid'
-     AND e.event_time >= p.as_of AND e.event_time < p.as_of + INTERVAL {clv_days} DAY
+     AND e.event_time >= p.as_of AND e.event_time < p.as_of + INTERVAL {longest} DAY
     GROUP BY p.customer_id, p.as_of
 )
 SELECT p.customer_id, p.as_of AS event_timestamp,
@@ -125,12 +133,16 @@ def outcome_labels(
 ) -> pd.DataFrame:
     """churn, upsell and clv for the population at each cutoff (stage: see stage_labels)."""
     con = connect_raw(workspace)
-    con.register("cutoffs", pd.DataFrame({"as_of": pd.DatetimeIndex(cutoffs).astype("datetime64[us, UTC]")}))
-    sql = LABEL_SQL.format(
-        contractual="true" if contractual else "false", horizon=int(config.horizon_days), clv_days=int(config.clv_days)
-    )
-    frame = con.sql(sql).df()
-    con.close()
+    try:
+        register_cutoffs(con, cutoffs)
+        sql = LABEL_SQL.format(
+            population=population_ctes(contractual), contractual="true" if contractual else "false",
+            horizon=int(config.horizon_days), clv_days=int(config.clv_days),
+            longest=max(int(config.horizon_days), int(config.clv_days)),
+        )
+        frame = con.sql(sql).df()
+    finally:
+        con.close()
     frame["churn"] = frame["churn"].astype("int64")
     frame["upsell"] = frame["upsell"].astype("Int64")
     return frame

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -29,7 +29,11 @@ from features.store import historical_features
 from training import btyd
 from training import evaluate as ev
 from training import plots, registry
-from training.labels import LabelConfig, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, stage_labels, time_split
+from training.labels import (
+    LabelConfig, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, split_with_longest_window, stage_labels,
+    time_split,
+)
+from training.oracle import oracle_probabilities
 from training.models import BINARY, MULTICLASS, SPECS, TrainedModel, fit_baseline, fit_lightgbm
 
 MODELS = tuple(SPECS)
@@ -69,27 +73,21 @@ def _stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> p
     return feats[KEYS].assign(stage=current_stage(feats, contractual).to_numpy())
 
 
-def true_probabilities(workspace: Workspace, model: str, horizon: int) -> pd.DataFrame | None:
-    """The simulator's true probability of the model's label for every (customer_id,
-    event_timestamp) cutoff: column `truth`; None on data without a ground truth."""
-    if model not in ("churn", "upsell") or not workspace.table_path(Table.GROUND_TRUTH).exists():
-        return None
-    column = f"p_{'churn' if model == 'churn' else 'upgrade'}_{horizon}d"
-    truth = workspace.read_table(Table.GROUND_TRUTH)
-    if column not in truth:
-        return None
-    # A snapshot describes the end of its day: the cutoff is the next midnight.
-    truth["event_timestamp"] = pd.to_datetime(truth["snapshot_date"]).dt.tz_localize("UTC") + pd.Timedelta(days=1)
-    return truth[["customer_id", "event_timestamp", column]].rename(columns={column: "truth"})
-
-
-def _oracle(workspace: Workspace, model: str, test: pd.DataFrame, horizon: int) -> dict[str, float]:
-    """The simulator's true probabilities scored the same way (simulated data only)."""
-    truth = true_probabilities(workspace, model, horizon)
+def _oracle(workspace: Workspace, model: TrainedModel, test: pd.DataFrame, horizon: int) -> dict[str, float]:
+    """The simulator's oracle on the test rows where it is the probability of what
+    happened (`training.oracle`), and the model on those same rows (simulated data only)."""
+    label = model.spec.label
+    truth = oracle_probabilities(workspace, label, horizon, test)
     if truth is None:
         return {}
-    rows = test[KEYS + [model]].merge(truth, on=KEYS, how="left").dropna(subset=["truth"])
-    return ev.binary_metrics(rows[model].to_numpy(), rows["truth"].to_numpy()) if len(rows) else {}
+    rows = test.merge(truth, on=KEYS, how="inner")
+    if rows[label].nunique() < 2:
+        return {}
+    y = rows[label].to_numpy()
+    figures = ev.binary_metrics(y, rows["truth"].to_numpy())
+    figures["model_roc_auc"] = ev.binary_metrics(y, model.predict(rows))["roc_auc"]
+    figures["rows"] = float(len(rows))
+    return figures
 
 
 def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
@@ -113,9 +111,9 @@ def prepare_frames(
     """Features (Feast, point in time) and labels for every cutoff of the split.
 
     shared: frames already retrieved in this training session, by (feature groups,
-    cutoffs); models whose services have the same groups reuse one retrieval.
+    cutoffs, label settings); models whose services have the same groups reuse one retrieval.
     """
-    key = (MODEL_GROUPS[model], tuple(split.all))
+    key = (MODEL_GROUPS[model], tuple(split.all), config.labels)
     if shared is not None and key in shared:
         frame = shared[key]
     else:
@@ -137,18 +135,50 @@ def prepare_frames(
     return frame
 
 
-def train_model(
+@dataclass
+class FittedModel:
+    """A model fitted as of a date, with everything its evaluation needs."""
+
+    model: str
+    lgbm: TrainedModel
+    baseline: TrainedModel
+    features: list[str]
+    parts: dict[str, pd.DataFrame]  # train, valid, test rows with features and labels
+    split: Split
+    window_days: int  # label window: the horizon, or CLV's (possibly shortened) window
+
+    def split_summary(self) -> dict[str, object]:
+        s = self.split
+        return {
+            "label_days": self.window_days,
+            "train_cutoffs": f"{s.train[0]:%Y-%m-%d}..{s.train[-1]:%Y-%m-%d} ({len(s.train)})",
+            "valid_cutoff": f"{s.valid:%Y-%m-%d}", "test_cutoff": f"{s.test:%Y-%m-%d}",
+            "rows": {k: len(v) for k, v in self.parts.items()},
+            "gaps": "every training and validation label window ends by the next part's cutoff",
+        }
+
+
+def model_window(workspace: Workspace, model: str, config: TrainConfig, as_of: pd.Timestamp) -> tuple[Split, int]:
+    """The time split and label window for a model trained as of as_of. The churn, upsell
+    and stage horizon is the user's question and is never changed; CLV's year is a
+    convention, shortened (down to LabelConfig.shortest_clv_days) where the history is too
+    short for a split without overlap. Raises NotEnoughHistory otherwise."""
+    manifest = workspace.read_manifest()
+    if model == "clv":
+        return split_with_longest_window(manifest, as_of, config.labels.clv_days, config.labels.shortest_clv_days)
+    window = config.labels.horizon_days
+    return time_split(candidate_cutoffs(manifest, as_of, window), window), window
+
+
+def fit_model(
     workspace: Workspace, model: str, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
-    client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None,
-) -> ModelReport:
-    spec = SPECS[model]
-    if model == "upsell" and not contractual:
-        return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained")
-    window = config.labels.clv_days if model == "clv" else config.labels.horizon_days
-    try:
-        split = time_split(candidate_cutoffs(workspace.read_manifest(), as_of, window), window)
-    except NotEnoughHistory as err:
-        return ModelReport(model, False, str(err))
+    shared: dict[tuple, pd.DataFrame] | None = None,
+) -> FittedModel:
+    """LightGBM and its baseline for one model, fitted on data before as_of only.
+    Raises NotEnoughHistory when the history allows no honest split."""
+    split, window = model_window(workspace, model, config, as_of)
+    if model == "clv":
+        config = replace(config, labels=replace(config.labels, clv_days=window))
     build_features(workspace, split.all, raw_checked=True)
     apply_features(workspace)
     frame = prepare_frames(workspace, model, split, config, contractual, shared)
@@ -159,26 +189,41 @@ def train_model(
     }
     # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.
     features = [f for f in _feature_names(frame) if parts["train"][f].notna().any()]
+    spec = SPECS[model]
     lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
     base = fit_baseline(spec, parts["train"], features)
-    report = ModelReport(model, True, metrics=_metrics(lgbm, parts["test"]), baseline=_metrics(base, parts["test"]))
-    report.oracle = _oracle(workspace, model, parts["test"], window)
+    return FittedModel(model, lgbm, base, features, parts, split, window)
+
+
+def train_model(
+    workspace: Workspace, model: str, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
+    client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None,
+) -> ModelReport:
+    if model == "upsell" and not contractual:
+        return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained")
+    try:
+        fitted = fit_model(workspace, model, config, contractual, as_of, shared)
+    except NotEnoughHistory as err:
+        return ModelReport(model, False, str(err))
+    lgbm, parts, window = fitted.lgbm, fitted.parts, fitted.window_days
+    report = ModelReport(model, True, metrics=_metrics(lgbm, parts["test"]), baseline=_metrics(fitted.baseline, parts["test"]))
+    if lgbm.spec.task == BINARY:
+        report.oracle = _oracle(workspace, lgbm, parts["test"], window)
     if not contractual and model in ("churn", "clv"):
         transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
         compare = btyd.churn_comparison if model == "churn" else btyd.clv_comparison
-        report.btyd = compare(transactions, parts["test"], split.test, window)
+        report.btyd = compare(transactions, parts["test"], fitted.split.test, window)
     if model == "stage":
         test = parts["test"]
         report.metrics["stays_the_same_macro_f1"] = ev.stays_the_same_f1(
             test.stage.to_numpy(), test.current_stage.to_numpy(), list(STAGES)
         )
-    report.split = {
-        "train_cutoffs": f"{split.train[0]:%Y-%m-%d}..{split.train[-1]:%Y-%m-%d} ({len(split.train)})",
-        "valid_cutoff": f"{split.valid:%Y-%m-%d}", "test_cutoff": f"{split.test:%Y-%m-%d}",
-        "rows": {k: len(v) for k, v in parts.items()},
-    }
+    report.split = fitted.split_summary()
+    if model == "clv" and window < config.labels.clv_days:
+        report.split["note"] = (f"CLV over {window} days: the history is too short for a {config.labels.clv_days}-day "
+                                "window without overlap")
 
-    _log_and_register(workspace, client, lgbm, features, parts, report, config, window, as_of)
+    _log_and_register(workspace, client, lgbm, fitted.features, parts, report, config, window, as_of)
     return report
 
 

@@ -12,7 +12,9 @@ from clm.domain import Table
 from clm.workspace import Workspace
 from tests.handmade import t, write_hand_made
 from training import registry
-from training.labels import LabelConfig, candidate_cutoffs, outcome_labels, time_split
+from training.labels import (
+    LabelConfig, NotEnoughHistory, candidate_cutoffs, outcome_labels, split_with_longest_window, time_split,
+)
 from training.models import SPECS, PlattCalibrator, fit_lightgbm
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -206,3 +208,94 @@ def test_transactions_only_workspace_is_compared_with_buy_till_you_die(tmp_path)
     registry.connect(ws)
     run = mlflow.search_runs(experiment_names=["clm-churn"]).iloc[0]
     assert run["metrics.btyd_pareto_nbd_roc_auc"] == pytest.approx(churn.btyd["pareto_nbd_roc_auc"])
+
+
+# ------------------------------------------------------------------ honest splits
+def test_time_split_refuses_an_overlap_and_says_what_history_it_needs():
+    # 365-day windows over two years of cutoffs: a validation window ending by the test
+    # cutoff leaves no training cutoff whose window ends by the validation cutoff.
+    cutoffs = list(pd.date_range("2024-02-01", "2025-01-01", freq="MS", tz="UTC"))
+    with pytest.raises(NotEnoughHistory, match="365-day label window.*found 12 usable cutoff"):
+        time_split(cutoffs, 365)
+
+
+def test_clv_window_is_shortened_to_the_longest_that_fits_without_overlap():
+    from clm.workspace import RawManifest
+
+    manifest = RawManifest("hand-made", "contractual", t("2024-01-01").isoformat(), t("2026-01-01").isoformat(), [])
+    split, days = split_with_longest_window(manifest, t("2026-01-01"), 365, 90)
+    # By hand, cutoffs are month starts from 2024-02-01. 240 days: test <= 2026-01-01 - 240 d
+    # = 2025-05-06 -> 05-01; valid <= 2024-09-03 -> 09-01; train <= 2024-01-05: none. 210 days:
+    # test <= 2025-06-05 -> 06-01; valid <= 2024-11-03 -> 11-01; train <= 2024-04-05: 3 cutoffs.
+    assert days == 210
+    assert split.test == t("2025-06-01") and split.valid == t("2024-11-01")
+    assert split.train == [t("2024-02-01"), t("2024-03-01"), t("2024-04-01")]
+    window = pd.Timedelta(days=days)
+    assert max(split.train) + window <= split.valid and split.valid + window <= split.test
+    with pytest.raises(NotEnoughHistory, match="365-day"):
+        split_with_longest_window(manifest, t("2024-09-01"), 365, 90)
+
+
+# ------------------------------------------------------------------ the oracle
+def test_oracle_is_the_probability_of_what_happened(tmp_path):
+    """At the cutoff 2024-03-01 (snapshot 2024-02-29), by hand:
+    P no contact                            truth 0.10
+    Q retention offer at the cutoff         truth 0.30 + its effect -0.12 = 0.18
+    R success call 20 days into the window  left out: no truth describes that
+    S randomised control ('none')           truth 0.05
+    U contacted before the cutoff           truth 0.20 (priced in the snapshot's state)"""
+    import datetime
+
+    from training import evaluate as ev
+    from training.oracle import oracle_probabilities
+
+    ws = Workspace(tmp_path / "ws")
+    ws.raw_dir.mkdir(parents=True)
+    ids = ["P", "Q", "R", "S", "U"]
+    snapshot = datetime.date(2024, 2, 29)
+    pd.DataFrame({
+        "customer_id": ids, "snapshot_date": [snapshot] * 5, "p_churn_30d": [0.01] * 5,
+        "p_churn_90d": [0.10, 0.30, 0.40, 0.05, 0.20], "p_upgrade_30d": [0.0] * 5, "p_upgrade_90d": [0.0] * 5,
+        "stage": ["engaged"] * 5,
+    }).to_parquet(ws.table_path(Table.GROUND_TRUTH))
+    pd.DataFrame({
+        "customer_id": ["Q", "Q", "R"], "snapshot_date": [snapshot] * 3,
+        "action": ["retention_offer", "success_call", "success_call"],
+        "effect_churn_90d": [-0.12, -0.03, -0.2], "effect_upgrade_90d": [0.0, 0.0, 0.0],
+    }).to_parquet(ws.table_path(Table.GROUND_TRUTH_EFFECTS))
+    cutoff = t("2024-03-01")
+    pd.DataFrame({
+        "decision_id": [1, 2, 3, 4], "customer_id": ["Q", "R", "S", "U"],
+        "event_time": [cutoff, cutoff + pd.Timedelta(days=20), cutoff, cutoff - pd.Timedelta(days=10)],
+        "action": ["retention_offer", "success_call", "none", "win_back"],
+        "channel": ["email", "phone", None, "email"], "propensity": [0.2] * 4, "is_control": [False, False, True, False],
+    }).to_parquet(ws.table_path(Table.ACTIONS))
+    rows = pd.DataFrame({"customer_id": ids, "event_timestamp": [cutoff] * 5})
+
+    got = oracle_probabilities(ws, "churn", 90, rows).set_index("customer_id")["truth"].sort_index()
+    assert got.to_dict() == pytest.approx({"P": 0.10, "Q": 0.18, "S": 0.05, "U": 0.20})
+    # Outcomes P 1, Q 0, S 0, U 1: pairs (P,Q) wrong, (P,S) (U,Q) (U,S) right: AUC 3/4.
+    # The no-action truth alone (Q 0.30) would get (U,Q) wrong too: 2/4.
+    y = pd.Series({"P": 1, "Q": 0, "S": 0, "U": 1}).sort_index()
+    assert ev.binary_metrics(y.to_numpy(), got.to_numpy())["roc_auc"] == pytest.approx(0.75)
+    # Effects are priced for 90 days only: at 30 days a contact at the cutoff is left out.
+    assert set(oracle_probabilities(ws, "churn", 30, rows).customer_id) == {"P", "S", "U"}
+
+
+# ------------------------------------------------------------------ the gate's sanity
+def test_gate_refuses_a_negative_calibration_slope(good_and_bad):
+    good, _, test = good_and_bad
+    inverted = type(good)(**{**vars(good)})
+    inverted.calibrator = PlattCalibrator(slope=-1.0, intercept=0.0)
+    for champion in (None, good):  # the first version is checked too
+        decision = registry.decide_promotion(inverted, champion, test)
+        assert not decision.promote and "slope" in decision.reason
+
+
+def test_gate_checks_the_first_versions_calibration(good_and_bad):
+    good, _, test = good_and_bad
+    shifted = type(good)(**{**vars(good)})
+    shifted.calibrator = PlattCalibrator(slope=good.calibrator.slope, intercept=good.calibrator.intercept + 3.0)
+    decision = registry.decide_promotion(shifted, None, test)
+    assert not decision.promote and "badly calibrated" in decision.reason
+    assert registry.decide_promotion(good, None, test).promote

@@ -1,0 +1,60 @@
+"""Who a model scores at an instant T: the one rule shared by training labels and scoring.
+
+A customer is *in the population* at T (and so gets churn, upsell and CLV scores) when:
+
+  contractual      their latest subscription event before T is not a cancellation: the
+                   contract is live. A cancelled customer's contract has ended; there is
+                   nothing left to churn or upsell, so their scores are null.
+  non-contractual  they made at least one paid purchase before T. Churn is only ever an
+                   estimate here (no purchase within the horizon), so a customer quiet for
+                   a long time is still scored: lapsed customers are who a win-back targets.
+
+Training labels are computed for exactly these (customer, cutoff) rows
+(`training.labels.outcome_labels`), and `clm score` / `clm backtest` score exactly these
+rows at the as-of date: a model is never asked to score a row it was not trained on.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from clm.rawdb import connect_raw
+from clm.workspace import Workspace
+
+# CTEs over a `cutoffs(as_of)` table and the raw views; the last one, `population`, holds
+# one (customer_id, as_of) row per customer in the population at each cutoff.
+POPULATION_CTES = """
+last_sub AS (
+    SELECT customer_id, as_of, event FROM (
+        SELECT c.as_of, e.customer_id, e.event,
+               row_number() OVER (PARTITION BY e.customer_id, c.as_of ORDER BY e.event_time DESC) AS rn
+        FROM cutoffs c JOIN subscriptions e ON e.event_time < c.as_of
+    ) t WHERE rn = 1
+),
+buyers AS (
+    SELECT DISTINCT e.customer_id, c.as_of
+    FROM cutoffs c JOIN transactions e ON e.event_time < c.as_of AND e.status = 'paid'
+),
+population AS (
+    SELECT customer_id, as_of FROM last_sub WHERE {contractual} AND event <> 'cancel'
+    UNION ALL
+    SELECT customer_id, as_of FROM buyers WHERE NOT {contractual}
+)"""
+
+
+def population_ctes(contractual: bool) -> str:
+    return POPULATION_CTES.format(contractual="true" if contractual else "false")
+
+
+def register_cutoffs(con, cutoffs: list[pd.Timestamp]) -> None:  # type: ignore[no-untyped-def]
+    con.register("cutoffs", pd.DataFrame({"as_of": pd.DatetimeIndex(cutoffs).astype("datetime64[us, UTC]")}))
+
+
+def population(workspace: Workspace, cutoffs: list[pd.Timestamp], contractual: bool) -> pd.DataFrame:
+    """(customer_id, event_timestamp) for every customer in the population at each cutoff."""
+    con = connect_raw(workspace)
+    try:
+        register_cutoffs(con, cutoffs)
+        sql = f"WITH {population_ctes(contractual)} SELECT customer_id, as_of AS event_timestamp FROM population"
+        return con.sql(sql + " ORDER BY event_timestamp, customer_id").df()
+    finally:
+        con.close()
