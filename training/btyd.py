@@ -1,10 +1,10 @@
 """Buy-till-you-die baselines for non-contractual workspaces (lifetimes).
 
-Fitted on every paid purchase before the test cutoff, scored on the same test rows as
-our models: churn by expected purchases in the horizon (fewer = likelier to churn; BG/NBD's
-'probability alive' is 1 for every one-time buyer, so it ranks badly:
-../shared/STACK-NOTES.md), CLV by BG/NBD expected purchases over the CLV window times
-Gamma-Gamma's expected spend per purchase.
+Fitted on every paid purchase before the cutoff, scored on the same rows as our models:
+churn by each model's probability of no purchase within the horizon (exactly the
+non-contractual churn label; BG/NBD's 'probability alive' alone is 1 for every one-time
+buyer and ranks badly: ../shared/STACK-NOTES.md), CLV by BG/NBD expected purchases over
+the CLV window times Gamma-Gamma's expected spend per purchase.
 """
 from __future__ import annotations
 
@@ -13,11 +13,22 @@ import warnings
 import numpy as np
 import pandas as pd
 from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
-from lifetimes.utils import summary_data_from_transaction_data
+from lifetimes.utils import ConvergenceError, summary_data_from_transaction_data
 
 from training import evaluate as ev
 
-PENALIZER = 0.001
+PENALIZERS = (0.001, 0.01, 0.1)  # tried in turn: small bases may not converge with the first
+
+
+def fit_btyd(fitter_class: type, summary: pd.DataFrame) -> object:
+    """Fit BG/NBD or Pareto/NBD on (frequency, recency, T), with a stronger penalizer
+    where the fit does not converge (few customers, e.g. early in a history)."""
+    for penalizer in PENALIZERS:
+        try:
+            return fitter_class(penalizer_coef=penalizer).fit(summary["frequency"], summary["recency"], summary["T"])
+        except ConvergenceError:
+            continue
+    raise ConvergenceError(f"{fitter_class.__name__} did not converge with penalizers {PENALIZERS}")
 
 
 def rfm_summary(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
@@ -43,37 +54,56 @@ def expected_purchases(fitter: object, summary: pd.DataFrame, days: int) -> pd.S
     return pd.Series(np.asarray(values, dtype=float), index=summary.index)
 
 
-def churn_comparison(transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, horizon: int) -> dict[str, float]:
-    """ROC AUC of BG/NBD and Pareto/NBD (score: minus expected purchases in the horizon)."""
+def bgnbd_probability_no_purchase(fitter: BetaGeoFitter, summary: pd.DataFrame, days: int) -> np.ndarray:
+    """BG/NBD: P(no purchase in the next `days` | history). A customer can only drop out
+    right after a purchase, so no purchase happens if they are gone, or if they are alive
+    and their Poisson rate (posterior Gamma(r + x, alpha + T)) gives none:
+    1 - P(alive) (1 - ((alpha + T) / (alpha + T + t)) ** (r + x))."""
+    r, alpha = fitter.params_["r"], fitter.params_["alpha"]
+    x, T = summary["frequency"].to_numpy(float), summary["T"].to_numpy(float)
+    alive = np.asarray(fitter.conditional_probability_alive(summary["frequency"], summary["recency"], summary["T"]), float)
+    none_if_alive = ((alpha + T) / (alpha + T + days)) ** (r + x)
+    return 1.0 - alive * (1.0 - none_if_alive)
+
+
+def churn_probabilities(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizon: int) -> dict[str, pd.Series]:
+    """Each BTYD model's P(no paid purchase in [cutoff, cutoff + horizon)), fitted on the
+    purchases before cutoff, per customer_id: the non-contractual churn label's probability."""
     summary = rfm_summary(transactions, cutoff)
-    y = test["churn"].to_numpy()
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, fitter in (("bgnbd", BetaGeoFitter(penalizer_coef=PENALIZER)),
-                             ("pareto_nbd", ParetoNBDFitter(penalizer_coef=PENALIZER))):
-            fitter.fit(summary["frequency"], summary["recency"], summary["T"])
-            expected = expected_purchases(fitter, summary, horizon).reindex(test["customer_id"]).to_numpy()
-            out[f"{name}_roc_auc"] = ev.binary_metrics(y, _rank_score(-expected))["roc_auc"]
-    return out
+        out["bgnbd"] = bgnbd_probability_no_purchase(fit_btyd(BetaGeoFitter, summary), summary, horizon)
+        pnbd = fit_btyd(ParetoNBDFitter, summary)
+        out["pareto_nbd"] = np.asarray(pnbd.conditional_probability_of_n_purchases_up_to_time(
+            0, horizon, summary["frequency"].to_numpy(float), summary["recency"].to_numpy(float),
+            summary["T"].to_numpy(float)), float)
+    return {name: pd.Series(np.clip(p, 0.0, 1.0), index=summary.index) for name, p in out.items()}
+
+
+def churn_comparison(transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, horizon: int) -> dict[str, float]:
+    """ROC AUC of BG/NBD and Pareto/NBD on the test rows (their P(no purchase in the horizon))."""
+    y = test["churn"].to_numpy()
+    return {
+        f"{name}_roc_auc": ev.binary_metrics(y, p.reindex(test["customer_id"]).to_numpy())["roc_auc"]
+        for name, p in churn_probabilities(transactions, cutoff, horizon).items()
+    }
+
+
+def clv_values(transactions: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> pd.Series:
+    """BG/NBD expected purchases over `days` times Gamma-Gamma's expected spend, per customer_id."""
+    summary = rfm_summary(transactions, cutoff)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bgf = fit_btyd(BetaGeoFitter, summary)
+        repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+        ggf = GammaGammaFitter(penalizer_coef=PENALIZERS[0]).fit(repeat["frequency"], repeat["monetary_value"])
+        spend = ggf.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])
+    return expected_purchases(bgf, summary, days) * pd.Series(np.asarray(spend, dtype=float), index=summary.index)
 
 
 def clv_comparison(transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> dict[str, float]:
     """Spearman and MAE of BG/NBD + Gamma-Gamma expected revenue over `days`."""
-    summary = rfm_summary(transactions, cutoff)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bgf = BetaGeoFitter(penalizer_coef=PENALIZER).fit(summary["frequency"], summary["recency"], summary["T"])
-        repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-        ggf = GammaGammaFitter(penalizer_coef=PENALIZER).fit(repeat["frequency"], repeat["monetary_value"])
-        spend = ggf.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])
-    value = (expected_purchases(bgf, summary, days) * pd.Series(np.asarray(spend, dtype=float), index=summary.index))
-    predicted = value.reindex(test["customer_id"]).fillna(0.0).to_numpy()
+    predicted = clv_values(transactions, cutoff, days).reindex(test["customer_id"]).fillna(0.0).to_numpy()
     metrics = ev.regression_metrics(test["clv"].to_numpy(), predicted)
     return {"bgnbd_gg_spearman": metrics["spearman"], "bgnbd_gg_mae": metrics["mae"]}
-
-
-def _rank_score(values: np.ndarray) -> np.ndarray:
-    """Map any score to (0, 1) by rank, so it can be scored like a probability (AUC only)."""
-    ranks = pd.Series(values).rank(method="average").to_numpy()
-    return ranks / (len(ranks) + 1)

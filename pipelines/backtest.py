@@ -1,0 +1,202 @@
+"""How good were the scores, on the whole base, at a date: what `clm backtest` runs.
+
+As of D: fit each model on data before D only (the same fitting as `clm train`, nothing
+registered and no champion moved), score every customer in the model population at D
+(`pipelines.score.score_frame`, as `clm score` would), and compare with what those
+customers did in the label window [D, D + H) (`training.labels.outcome_labels`, the same
+labels the models learn). Beside clm ("clm": the model `clm train` would register;
+"baseline": its scikit-learn baseline), on the same customers:
+
+- transactions-only workspaces: BG/NBD and Pareto/NBD fitted on the purchases before D
+  (their probability of no purchase within H for churn; BG/NBD + Gamma-Gamma for CLV);
+- simulated workspaces: the oracle, the true probability of what happened
+  (`training.oracle`), on the rows where one exists, with clm on the same rows.
+
+The report (and its JSON) holds, per target and per model name, roc_auc, pr_auc, ece,
+lift and capture in the top decile, a reliability table and the number of customers
+(Spearman and MAE for CLV). The figures are logged to MLflow (experiment `clm-backtest`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from clm.contracts import require_valid
+from clm.domain import Table
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from pipelines.score import SCALAR_SCORES, features_at, score_frame
+from training import btyd, registry
+from training import evaluate as ev
+from training.labels import LabelConfig, NotEnoughHistory, outcome_labels
+from training.oracle import oracle_probabilities
+from training.train import FittedModel, TrainConfig, fit_model, model_window
+
+EXPERIMENT = "clm-backtest"
+TARGETS = ("churn", "upsell", "clv")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    as_of: pd.Timestamp
+    horizon_days: int = 90
+    targets: tuple[str, ...] = TARGETS
+    tracking_uri: str | None = None
+
+
+def binary_report(y: np.ndarray, p: np.ndarray) -> dict[str, object]:
+    figures = ev.binary_metrics(y, p)
+    keep = ("roc_auc", "pr_auc", "ece", "lift_top_decile", "capture_top_decile", "positive_rate", "log_loss", "brier")
+    out: dict[str, object] = {k: figures[k] for k in keep}
+    out["customers"] = int(len(y))
+    out["reliability"] = ev.reliability_table(y, p).round(6).to_dict(orient="records")
+    return out
+
+
+def regression_report(y: np.ndarray, v: np.ndarray) -> dict[str, object]:
+    figures = ev.regression_metrics(y, v)
+    return {**{k: figures[k] for k in ("spearman", "mae", "gini", "mean_actual", "mean_predicted")}, "customers": int(len(y))}
+
+
+def _check_window(as_of: pd.Timestamp, days: int, end: pd.Timestamp, what: str) -> str | None:
+    if as_of + pd.Timedelta(days=days) > end:
+        last = end - pd.Timedelta(days=days)
+        return (f"{what}: the {days}-day outcome window after {as_of:%Y-%m-%d} runs past the data's end "
+                f"({end:%Y-%m-%d}); choose --as-of {last:%Y-%m-%d} or earlier")
+    return None
+
+
+def _peers(
+    workspace: Workspace, target: str, rows: pd.DataFrame, y: np.ndarray, as_of: pd.Timestamp, days: int,
+    contractual: bool, clm_scores: np.ndarray,
+) -> dict[str, dict[str, object]]:
+    """BTYD models (transactions only) and the oracle (simulated data), on the same customers."""
+    out: dict[str, dict[str, object]] = {}
+    if not contractual and target in ("churn", "clv"):
+        transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
+        if target == "churn":
+            for name, p in btyd.churn_probabilities(transactions, as_of, days).items():
+                out[name] = binary_report(y, p.reindex(rows["customer_id"]).to_numpy())
+        else:
+            value = btyd.clv_values(transactions, as_of, days).reindex(rows["customer_id"]).fillna(0.0).to_numpy()
+            out["bgnbd_gg"] = regression_report(y, value)
+    if target in ("churn", "upsell"):
+        truth = oracle_probabilities(workspace, target, days, rows)
+        if truth is not None and len(truth):
+            on = rows[["customer_id", "event_timestamp"]].assign(_y=y, _clm=clm_scores).merge(
+                truth, on=["customer_id", "event_timestamp"], how="inner")
+            if on["_y"].nunique() == 2:
+                out["oracle"] = binary_report(on["_y"].to_numpy(), on["truth"].to_numpy())
+                out["oracle"]["clm_roc_auc_same_customers"] = ev.binary_metrics(on["_y"].to_numpy(), on["_clm"].to_numpy())["roc_auc"]
+    return out
+
+
+def backtest(
+    workspace: Workspace, config: BacktestConfig, progress: Callable[[str], None] | None = None,
+) -> dict[str, object]:
+    """Fit as of D, score the base at D, compare with what happened; see the module's docstring."""
+    manifest = require_valid(workspace)
+    contractual = manifest.business == "contractual"
+    as_of, horizon = config.as_of, config.horizon_days
+    refused = _check_window(as_of, horizon, manifest.end, "churn and upsell")
+    if refused:
+        raise ClmError(f"Cannot backtest as of {as_of:%Y-%m-%d}: {refused}.")
+    unknown = [t for t in config.targets if t not in TARGETS]
+    if unknown:
+        raise ClmError(f"Unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}.")
+
+    train_config = TrainConfig(labels=LabelConfig(horizon_days=horizon), as_of=as_of)
+    report: dict[str, object] = {
+        "as_of": f"{as_of:%Y-%m-%d}", "horizon_days": horizon, "business": manifest.business,
+        "source": manifest.source, "targets": {}, "notes": [],
+    }
+    fitted: dict[str, FittedModel] = {}
+    shared: dict[tuple, pd.DataFrame] = {}
+    for target in config.targets:
+        if target == "upsell" and not contractual:
+            report["notes"].append("upsell: no plans in a transactions-only workspace")
+            continue
+        try:
+            _, days = model_window(workspace, target, train_config, as_of)
+        except NotEnoughHistory as err:
+            report["notes"].append(f"{target}: {err}")
+            continue
+        refused = _check_window(as_of, days, manifest.end, target)
+        if refused:
+            report["notes"].append(refused)
+            continue
+        if progress:
+            progress(f"Fitting {target} as of {as_of:%Y-%m-%d}")
+        fitted[target] = fit_model(workspace, target, train_config, contractual, as_of, shared)
+    if not fitted:
+        raise ClmError(f"Nothing to backtest as of {as_of:%Y-%m-%d}: " + "; ".join(report["notes"]))
+
+    if progress:
+        progress(f"Scoring the base as of {as_of:%Y-%m-%d}")
+    frame, in_population = features_at(workspace, as_of, contractual)
+    live = frame[in_population].reset_index(drop=True)
+    report["customers_known"] = int(len(frame))
+    report["customers_scored"] = int(len(live))
+    for target, fit in fitted.items():
+        if progress:
+            progress(f"Comparing {target} with what happened")
+        labels = outcome_labels(workspace, [as_of], LabelConfig(horizon, clv_days=fit.window_days), contractual)
+        rows = live[["customer_id"]].assign(event_timestamp=as_of).merge(
+            labels[["customer_id", target]], on="customer_id", how="left", validate="one_to_one")
+        if rows[target].isna().any():  # the population rule is shared: this cannot happen
+            raise ClmError(f"{target}: {int(rows[target].isna().sum())} scored customers have no outcome label.")
+        y = rows[target].to_numpy(dtype=float)
+        column = SCALAR_SCORES[target]
+        scores = {name: score_frame({target: model}, live, np.ones(len(live), bool), contractual)[column].to_numpy()
+                  for name, model in (("clm", fit.lgbm), ("baseline", fit.baseline))}
+        make = regression_report if target == "clv" else binary_report
+        if target != "clv" and len(np.unique(y)) < 2:
+            report["notes"].append(f"{target}: every customer had the same outcome; no ranking to judge")
+            continue
+        results = {name: make(y, s) for name, s in scores.items()}
+        results.update(_peers(workspace, target, rows, y, as_of, fit.window_days, contractual, scores["clm"]))
+        report["targets"][target] = {"window_days": fit.window_days, "train_cutoffs": fit.split_summary()["train_cutoffs"],
+                                     "models": results}
+    _log(workspace, config, report)
+    return report
+
+
+def flat_metrics(report: dict[str, object]) -> dict[str, float]:
+    """target_model_figure -> value, for every finite number in the report."""
+    out = {}
+    for target, block in report["targets"].items():
+        for name, figures in block["models"].items():
+            for key, value in figures.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    out[f"{target}_{name}_{key}"] = float(value)
+    return out
+
+
+def _log(workspace: Workspace, config: BacktestConfig, report: dict[str, object]) -> None:
+    client = registry.connect(workspace, config.tracking_uri)
+    found = client.get_experiment_by_name(EXPERIMENT)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        EXPERIMENT, artifact_location=registry.artifact_location(client, workspace, "backtest"))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest as of {report['as_of']}"):
+        mlflow.log_params({"as_of": report["as_of"], "horizon_days": report["horizon_days"],
+                           "business": report["business"], "customers_scored": report["customers_scored"]})
+        mlflow.log_metrics(flat_metrics(report))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "backtest.json"
+            path.write_text(json.dumps(report, indent=2))
+            mlflow.log_artifact(str(path))
+
+
+def write_json(report: dict[str, object], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
