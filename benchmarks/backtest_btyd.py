@@ -35,9 +35,8 @@ def make_shop(root: Path, customers: int, seed: int) -> Path:
     """A simulated business exported as paid transactions only, ingested: the shop's workspace."""
     import pandas as pd
 
-    from clm.domain import Table
     from clm.workspace import Workspace
-    from pipelines.ingest import TransactionsSource, ingest_transactions
+    from pipelines.ingest import ingest_exported_transactions
     from simulator.engine import SimulationConfig
     from simulator.run import simulate_to_workspace
 
@@ -47,10 +46,7 @@ def make_shop(root: Path, customers: int, seed: int) -> Path:
     sim = Workspace(root / f"sim-{seed}")
     config = SimulationConfig(customers, seed, pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2025-12-31", tz="UTC"))
     simulate_to_workspace(config, sim)
-    tx = sim.read_table(Table.TRANSACTIONS)
-    export = root / f"export-{seed}.csv"
-    tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
-    ingest_transactions(TransactionsSource(export, "customer_id", "event_time", "amount"), shop)
+    ingest_exported_transactions(sim, root / f"export-{seed}.csv", shop)
     return shop.root
 
 

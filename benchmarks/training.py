@@ -108,9 +108,8 @@ def main() -> None:
         return
     import pandas as pd
 
-    from clm.domain import Table
     from clm.workspace import Workspace
-    from pipelines.ingest import TransactionsSource, ingest_transactions
+    from pipelines.ingest import ingest_exported_transactions
     from simulator.engine import SimulationConfig
     from simulator.run import simulate_to_workspace
 
@@ -125,11 +124,8 @@ def main() -> None:
         print("measuring the churn features' information ceiling ...", flush=True)
         top = run_child(ws.root, "churn", step="--ceiling")
 
-        tx = ws.read_table(Table.TRANSACTIONS)
-        export = tmp / "transactions.csv"
-        tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
         shop = Workspace(tmp / "shop")
-        ingest_transactions(TransactionsSource(export, "customer_id", "event_time", "amount"), shop)
+        ingest_exported_transactions(ws, tmp / "transactions.csv", shop)
         print("training on the transactions-only export ...", flush=True)
         nc = run_child(shop.root, "churn,clv")
 

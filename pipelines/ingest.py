@@ -229,3 +229,12 @@ def ingest_transactions(src: TransactionsSource, workspace: Workspace) -> Ingest
         write_manifest(staging, manifest)
         validate_raw_dir(staging, manifest).raise_if_invalid()
     return summary
+
+
+def ingest_exported_transactions(simulated: Workspace, export: Path, workspace: Workspace) -> IngestSummary:
+    """Export a simulated business's paid transactions to the CSV `export` and ingest it as
+    a user would: a transactions-only (non-contractual) workspace whose truth lives on in
+    `simulated`. For tests and benchmarks of the real-data path."""
+    tx = simulated.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
+    tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
+    return ingest_transactions(TransactionsSource(export, "customer_id", "event_time", "amount"), workspace)

@@ -12,7 +12,7 @@ from clm.domain import Table
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from pipelines.backtest import BacktestConfig, backtest, binary_report
-from pipelines.ingest import TransactionsSource, ingest_transactions
+from pipelines.ingest import ingest_exported_transactions
 from tests.handmade import t
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -40,11 +40,8 @@ def shop_and_sim(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("backtest")
     sim = simulate(root / "sim", 1500, 8, "2024-01-01", "2025-12-31")
-    tx = sim.read_table(Table.TRANSACTIONS)
-    export = root / "export.csv"
-    tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
     shop = Workspace(root / "shop")
-    ingest_transactions(TransactionsSource(export, "customer_id", "event_time", "amount"), shop)
+    ingest_exported_transactions(sim, root / "export.csv", shop)
     return shop, sim
 
 

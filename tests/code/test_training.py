@@ -187,16 +187,13 @@ def test_transactions_only_workspace_is_compared_with_buy_till_you_die(tmp_path)
     CLV train, and BG/NBD, Pareto/NBD and Gamma-Gamma are scored on the same test rows."""
     import mlflow
 
-    from pipelines.ingest import TransactionsSource, ingest_transactions
+    from pipelines.ingest import ingest_exported_transactions
     from tests.conftest import simulate
     from training.train import TrainConfig, train
 
     sim = simulate(tmp_path / "sim", 1500, 4, "2024-01-01", "2025-12-31")
-    tx = sim.read_table(Table.TRANSACTIONS)
-    export = tmp_path / "export.csv"
-    tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
     ws = Workspace(tmp_path / "shop")
-    ingest_transactions(TransactionsSource(export, "customer_id", "event_time", "amount"), ws)
+    ingest_exported_transactions(sim, tmp_path / "export.csv", ws)
 
     reports = {r.model: r for r in train(ws, TrainConfig(models=("churn", "upsell", "clv")))}
     assert not reports["upsell"].trained and "no plans" in reports["upsell"].note
