@@ -76,7 +76,7 @@ def _check_window(as_of: pd.Timestamp, days: int, end: pd.Timestamp, what: str) 
 
 def _peers(
     workspace: Workspace, target: str, rows: pd.DataFrame, y: np.ndarray, as_of: pd.Timestamp, days: int,
-    contractual: bool, clm_scores: np.ndarray,
+    contractual: bool, clm_scores: np.ndarray, notes: list[str],
 ) -> dict[str, dict[str, object]]:
     """BTYD models (transactions only) and the oracle (simulated data), on the same customers."""
     out: dict[str, dict[str, object]] = {}
@@ -90,6 +90,9 @@ def _peers(
             out["bgnbd_gg"] = regression_report(y, value)
     if target in ("churn", "upsell"):
         truth = oracle_probabilities(workspace, target, days, rows)
+        if truth is not None and not len(truth):
+            notes.append(f"{target}: no oracle at {as_of:%Y-%m-%d}: the simulator keeps its truth at month ends, "
+                         "so choose a month's first day")
         if truth is not None and len(truth):
             on = rows[["customer_id", "event_timestamp"]].assign(_y=y, _clm=clm_scores).merge(
                 truth, on=["customer_id", "event_timestamp"], how="inner")
@@ -162,7 +165,8 @@ def backtest(
             report["notes"].append(f"{target}: every customer had the same outcome; no ranking to judge")
             continue
         results = {name: make(y, s) for name, s in scores.items()}
-        results.update(_peers(workspace, target, rows, y, as_of, fit.window_days, contractual, scores["clm"]))
+        results.update(_peers(workspace, target, rows, y, as_of, fit.window_days, contractual, scores["clm"],
+                              report["notes"]))
         report["targets"][target] = {"window_days": fit.window_days, "train_cutoffs": fit.split_summary()["train_cutoffs"],
                                      "models": results}
     _log(workspace, config, report)

@@ -88,6 +88,15 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*noload.*")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
+    # Feast puts its own DeprecationWarning filter in front of ours when it is imported, so
+    # filters alone do not hold: drop deprecation notices where they would be shown.
+    show = warnings.showwarning
+
+    def show_unless_deprecation(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not issubclass(category, DeprecationWarning | PendingDeprecationWarning):
+            show(message, category, *args, **kwargs)
+
+    warnings.showwarning = show_unless_deprecation
 
 
 def user_errors(func: F) -> F:
