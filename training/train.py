@@ -33,8 +33,8 @@ from training.labels import (
     LabelConfig, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, split_with_longest_window, stage_labels,
     time_split,
 )
-from training.oracle import oracle_probabilities
 from training.models import BINARY, MULTICLASS, SPECS, TrainedModel, fit_baseline, fit_lightgbm
+from training.oracle import oracle_probabilities
 
 MODELS = tuple(SPECS)
 KEYS = ["customer_id", "event_timestamp"]
