@@ -391,8 +391,9 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
             continue
         key = {"churn": "roc_auc", "upsell": "roc_auc", "stage": "macro_f1", "clv": "spearman"}[r.model]
         parts = [f"{key} {r.metrics[key]:.3f} | {r.baseline[key]:.3f}"]
-        if r.oracle:
-            parts[0] += f" | {r.oracle[key]:.3f} ({r.metrics[key] / r.oracle[key]:.2f} of oracle)"
+        if r.oracle:  # on the rows where the oracle is the probability of what happened
+            mine, best = r.oracle["model_roc_auc"], r.oracle[key]
+            parts[0] += f" | {best:.3f} (on the oracle's {int(r.oracle['rows']):,} rows {mine:.3f}: {mine / best:.2f} of oracle)"
         if "ece" in r.metrics:
             parts.append(f"ece {r.metrics['ece']:.3f}")
         if "stays_the_same_macro_f1" in r.metrics:
