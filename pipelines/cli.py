@@ -29,12 +29,13 @@ from clm.workspace import WORKSPACE_ENV, Workspace
 app = typer.Typer(
     name="clm",
     help=(
-        "Customer lifecycle management: simulate or ingest customer data, validate it, and "
-        "(in later releases) build features, train models, score and serve.\n\n"
+        "Customer lifecycle management: simulate or ingest customer data, validate it, build "
+        "features (Feast), train and register models (MLflow), score the whole base, and "
+        "backtest the scores against what happened.\n\n"
         "Quick start:  clm run            (simulate a small business end to end)\n\n"
         "Everything is written under --workspace (default ./workspace, or $CLM_WORKSPACE)."
     ),
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -80,6 +81,21 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 @app.callback()
+def _main(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print clm's version and exit.")] = False,
+) -> None:
+    _quiet_libraries()
+    if version:
+        from importlib.metadata import version as installed_version
+
+        console.print(f"clm {installed_version('clm')}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:  # bare `clm`: the help, and success
+        console.print(ctx.get_help())
+        raise typer.Exit()
+
+
 def _quiet_libraries() -> None:
     """Keep the libraries' deprecation chatter and MLflow's notices off the user's screen."""
     import os
@@ -481,10 +497,13 @@ def models_promote(
 
     client = registry.connect(Workspace.at(workspace), tracking_uri)
     try:
-        registry.set_champion(client, model, version)
+        changed = registry.set_champion(client, model, version)
     except MlflowException:
         raise ClmError(f"{registry.registered_name(model)} has no version {version}; see `clm models list`.") from None
-    console.print(f"{registry.registered_name(model)}: version {version} is now champion.")
+    if changed:
+        console.print(f"{registry.registered_name(model)}: version {version} is now champion.")
+    else:
+        console.print(f"{registry.registered_name(model)}: version {version} is already champion; nothing changed.")
 
 
 @models_app.command("rollback")

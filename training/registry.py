@@ -116,12 +116,16 @@ def _history(client: MlflowClient, model: str) -> list[str]:
     return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
 
 
-def set_champion(client: MlflowClient, model: str, version: str) -> None:
+def set_champion(client: MlflowClient, model: str, version: str) -> bool:
+    """Make `version` champion and record it; False (and nothing recorded) if it already is."""
     name = registered_name(model)
     client.get_model_version(name, version)  # raises if it does not exist
+    if alias_version(client, model, CHAMPION) == str(version):
+        return False
     client.set_registered_model_alias(name, CHAMPION, version)
-    history = _history(client, model) + [version]
+    history = _history(client, model) + [str(version)]
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    return True
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,22 @@ def test_console_script_lists_the_commands():
         assert command in out
 
 
+def test_bare_clm_shows_the_help_and_succeeds():
+    result = invoke()
+    assert result.exit_code == 0 and "Quick start" in result.output and "backtest" in result.output
+    assert "later releases" not in result.output  # the help describes what exists
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output == f"clm {version('clm')}"
+
+
 def test_every_command_has_help_with_an_example():
-    for args in (["simulate"], ["validate"], ["run"], ["ingest", "transactions"]):
+    for args in (["simulate"], ["validate"], ["run"], ["ingest", "transactions"], ["train"], ["score"], ["backtest"],
+                 ["features", "build"], ["models", "promote"]):
         result = invoke(*args, "--help")
         assert result.exit_code == 0 and "Example" in result.output, args
 
@@ -149,6 +163,8 @@ def test_run_is_the_main_job_end_to_end(tmp_path):
         assert name in listing.output
     missing = invoke("models", "promote", "churn", "9", "-w", str(ws))
     assert missing.exit_code == 2 and "has no version 9" in missing.output
+    again = invoke("models", "promote", "churn", "1", "-w", str(ws))  # already the champion: a no-op, said so
+    assert again.exit_code == 0 and "version 1 is already champion; nothing changed" in again.output
     nothing_before = invoke("models", "rollback", "churn", "-w", str(ws))
     assert nothing_before.exit_code == 2 and "no previous champion" in nothing_before.output
 

@@ -141,6 +141,8 @@ def test_registry_aliases_promotion_and_rollback(good_and_bad, tmp_path):
     loaded = registry.load_champion(client, "churn")
     assert np.allclose(loaded.predict(test), good.predict(test))
     registry.set_champion(client, "churn", "3")  # by hand
+    # Promoting the champion again changes nothing, so rollback still goes to the one before.
+    assert registry.set_champion(client, "churn", "3") is False
     assert registry.rollback(client, "churn") == "2"
     assert registry.rollback(client, "churn") == "1"
     with pytest.raises(Exception, match="no previous champion"):
