@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow.parquet as pq
@@ -63,6 +64,18 @@ def text(values: tuple[str, ...] | None = None, nullable: bool = False) -> pa.Co
 
 def non_negative(dtype: object = float, nullable: bool = False, what: str = "negative values") -> pa.Column:
     return pa.Column(dtype, pa.Check.ge(0, error=what), nullable=nullable)
+
+
+# Amounts of money at or above this are taken for a mistake (a sum over a base must stay finite).
+MAX_AMOUNT = 1e12
+
+
+def money(what: str) -> pa.Column:
+    """A non-negative, finite amount of money below MAX_AMOUNT."""
+    return pa.Column(float, [
+        pa.Check.ge(0, error=what),
+        pa.Check(lambda s: np.isfinite(s) & (s < MAX_AMOUNT), error=f"infinite or implausibly large (>= {MAX_AMOUNT:.0e}) values"),
+    ])
 
 
 def in_range(lo: float, hi: float, dtype: object = float, nullable: bool = False) -> pa.Column:
@@ -139,8 +152,8 @@ CONTRACTS: dict[Table, TableContract] = {
                 "customer_id": key(),
                 "event_time": utc_time(),
                 "kind": text(TRANSACTION_KINDS),
-                "amount": non_negative(what="negative amounts"),
-                "discount": non_negative(what="negative discounts"),
+                "amount": money("negative amounts"),
+                "discount": money("negative discounts"),
                 "status": text(TRANSACTION_STATUSES),
                 "plan": text(nullable=True),
             }),

@@ -245,12 +245,21 @@ def ingest_transactions_cmd(
     skip_bad_rows: Annotated[
         bool, typer.Option("--skip-bad-rows", help="Leave out unusable rows (and count them) instead of stopping.")
     ] = False,
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of the file, e.g. latin-1 or cp1252 (default UTF-8).")
+    ] = "utf-8-sig",
+    drop_duplicates: Annotated[
+        bool, typer.Option("--drop-duplicates", help="Leave out rows identical in customer, date and amount "
+                                                     "(by default they are kept and counted).")
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Ingest a transactions export (one row per purchase) as a non-contractual workspace.
 
     Customers are inferred from their first purchase; churn is then 'no purchase within
     the horizon'. The previous raw data is replaced only if the whole ingest succeeds.
+    Compressed files (.gz, .bz2, .xz, .zip) are read as they are; times with UTC offsets are
+    converted to UTC; day/month order is read from the file itself, or from --date-format.
 
     Examples:
 
@@ -264,7 +273,8 @@ def ingest_transactions_cmd(
     if decimal not in (".", ","):
         raise ClmError(f"--decimal must be '.' or ',' (got '{decimal}').")
     ws = Workspace.at(workspace)
-    src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows)
+    src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows,
+                             encoding, drop_duplicates)
     with console.status(f"Reading {file}"):
         s = ingest_transactions(src, ws)
     console.print(
@@ -273,6 +283,10 @@ def ingest_transactions_cmd(
     )
     for problem, n in s.skipped.items():
         console.print(f"[yellow]Skipped {n:,} row(s): {problem}.[/yellow]")
+    if s.duplicates:
+        fate = "left out" if s.duplicates_dropped else "kept (pass --drop-duplicates to leave them out)"
+        console.print(f"[yellow]{s.duplicates:,} row(s) repeat an earlier row exactly (customer, date, amount): "
+                      f"{fate}.[/yellow]")
 
 
 # ------------------------------------------------------------------- validate

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clm.contracts import validate_raw_dir
+from clm.contracts import MAX_AMOUNT, validate_raw_dir
 from clm.domain import Table
 from clm.errors import ClmError
 from clm.workspace import RawManifest, Workspace, write_manifest
@@ -39,6 +39,8 @@ class TransactionsSource:
     sep: str | None = None  # ",", ";", "tab" or "whitespace"; detected if None
     decimal: str = "."
     skip_bad_rows: bool = False
+    encoding: str = "utf-8-sig"  # of text files; e.g. "latin-1" for older spreadsheet exports
+    drop_duplicates: bool = False  # leave out rows identical in customer, time and amount
 
 
 @dataclass
@@ -50,6 +52,12 @@ class IngestSummary:
     last_event: pd.Timestamp
     separator: str | None
     skipped: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # rows identical in customer, time and amount to an earlier one
+    duplicates_dropped: bool = False
+
+
+# Day/month/year or month/day/year with '/', '.' or '-': the first two fields tell which.
+DAY_MONTH = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}"
 
 
 def detect_separator(sample: str) -> str:
@@ -70,10 +78,35 @@ def detect_separator(sample: str) -> str:
     )
 
 
+def _sample_lines(path: Path, encoding: str) -> str:
+    """The first lines of a text file, compressed (.gz, .bz2, .xz, .zip) or not."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    suffix = path.suffix.lower()
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    try:
+        if suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if len(names) != 1:
+                    raise ClmError(f"{path} holds {len(names)} files; a zip to ingest must hold exactly one.")
+                raw = archive.open(names[0]).read(1 << 16)
+            return raw.decode(encoding, errors="replace")
+        with openers.get(suffix, open)(path, "rt", encoding=encoding, errors="replace") as fh:
+            return "".join(fh.readline() for _ in range(SNIFF_LINES))
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as err:
+        raise ClmError(f"Could not read {path}: {err}") from err
+
+
 def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
     path = src.path
     if not path.exists():
         raise ClmError(f"Input file not found: {path}")
+    if path.is_dir():
+        raise ClmError(f"{path} is a folder; give the export file itself, e.g. {path / 'orders.csv'}.")
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
             return pd.read_parquet(path), None
@@ -81,38 +114,62 @@ def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
             raise ClmError(f"Could not read {path} as Parquet: {err}") from err
     if src.sep is not None and src.sep not in SEPARATORS:
         raise ClmError(f"--sep '{src.sep}' is not supported; use one of: ',', ';', 'tab', 'whitespace'.")
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        sample = "".join(fh.readline() for _ in range(SNIFF_LINES))
-    sep = SEPARATORS[src.sep] if src.sep else detect_separator(sample)
+    try:
+        "".encode(src.encoding)
+    except LookupError:
+        raise ClmError(f"--encoding '{src.encoding}' is not a known text encoding (e.g. utf-8, latin-1, cp1252).") from None
+    sep = SEPARATORS[src.sep] if src.sep else detect_separator(_sample_lines(path, src.encoding))
     try:
         frame = pd.read_csv(
-            path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+            path, sep=sep, dtype=str, keep_default_na=False, encoding=src.encoding,
             engine="python" if sep == r"\s+" else "c", skipinitialspace=True,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+    except UnicodeDecodeError as err:
+        raise ClmError(
+            f"{path} is not {src.encoding} text ({err.reason} at byte {err.start}). "
+            "Pass its encoding, e.g. --encoding latin-1 (or cp1252 for Windows exports)."
+        ) from err
+    except (pd.errors.ParserError, ValueError, OSError, EOFError) as err:
         raise ClmError(f"Could not parse {path} as delimited text (separator {sep!r}): {err}") from err
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame, sep
 
 
-def _parse_dates(values: pd.Series, date_format: str | None) -> pd.Series:
+def _parse_dates(values: pd.Series, date_format: str | None, column: str) -> pd.Series:
+    """UTC instants. Times with a UTC offset are converted (offsets may differ within a file,
+    e.g. summer and winter time); times without one are taken as UTC. Without a format,
+    day/month and month/day are told apart by the file itself (a first field above 12 is a
+    day, a second above 12 is a month); a file that does not say is refused."""
     text = values.astype("string").str.strip()
     if date_format:
-        parsed = pd.to_datetime(text, format=date_format, errors="coerce")
-    else:
-        parsed = pd.to_datetime(text, format="mixed", errors="coerce")
-    if getattr(parsed.dt, "tz", None) is None:
-        return parsed.dt.tz_localize("UTC")
-    return parsed.dt.tz_convert("UTC")
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
+        return parsed
+    month_first = pd.to_datetime(text, format="mixed", errors="coerce", utc=True, dayfirst=False)
+    day_first = pd.to_datetime(text, format="mixed", errors="coerce", utc=True, dayfirst=True)
+    differ = month_first.notna() & day_first.notna() & (month_first != day_first)
+    if not differ.any():
+        return month_first
+    fields = text.str.extract(DAY_MONTH).astype(float)
+    says_day_first = bool((fields[0] > 12).any())
+    says_month_first = bool((fields[1] > 12).any())
+    if says_day_first != says_month_first:
+        return day_first if says_day_first else month_first
+    examples = ", ".join(repr(v) for v in text[differ].head(MAX_EXAMPLES))
+    raise ClmError(
+        f"Dates in column '{column}' are ambiguous: {int(differ.sum())} row(s) read differently as day/month and "
+        f"as month/day (e.g. {examples}), and the file "
+        + ("uses both orders" if says_day_first else "does not show which it uses")
+        + ". Pass --date-format, e.g. --date-format '%d/%m/%Y' or '%m/%d/%Y'."
+    )
 
 
-def _parse_dates_any(values: pd.Series, date_format: str | None) -> pd.Series:
+def _parse_dates_any(values: pd.Series, date_format: str | None, column: str) -> pd.Series:
     """Dates from text, or already-typed datetimes (Parquet), as UTC."""
     if pd.api.types.is_datetime64_any_dtype(values):
         s = pd.to_datetime(values)
         return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
     try:
-        return _parse_dates(values, date_format)
+        return _parse_dates(values, date_format, column)
     except (ValueError, TypeError) as err:
         raise ClmError(f"--date-format '{date_format}' is not a valid format: {err}") from err
 
@@ -147,8 +204,9 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
         )
     raw = raw.reset_index(drop=True)
     customer = raw[src.customer_col].astype("string").str.strip()
-    when = _parse_dates_any(raw[src.date_col], src.date_format)
+    when = _parse_dates_any(raw[src.date_col], src.date_format, src.date_col)
     amount = _parse_amounts(raw[src.amount_col], src.decimal)
+    now = pd.Timestamp.now(tz="UTC")
 
     problems = {
         f"empty customer id in column '{src.customer_col}'": raw[src.customer_col][customer.isna() | (customer == "")],
@@ -156,6 +214,9 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
         + (f" with format '{src.date_format}'" if src.date_format else ""): raw[src.date_col][when.isna()],
         f"amount that is not a number in column '{src.amount_col}'": raw[src.amount_col][amount.isna()],
         f"negative amount in column '{src.amount_col}'": raw[src.amount_col][amount < 0],
+        f"amount that is infinite or implausibly large (>= {MAX_AMOUNT:.0e}) in column '{src.amount_col}'":
+            raw[src.amount_col][amount.abs() >= MAX_AMOUNT],
+        f"date after today ({now:%Y-%m-%d}) in column '{src.date_col}'": raw[src.date_col][when > now],
     }
     problems = {k: v for k, v in problems.items() if len(v)}
     bad = np.zeros(len(raw), dtype=bool)
@@ -173,6 +234,9 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
         "amount": amount[good].round(2).to_numpy(),
     })
     transactions["event_time"] = pd.to_datetime(transactions["event_time"], utc=True).astype("datetime64[us, UTC]")
+    duplicated = transactions.duplicated(["customer_id", "event_time", "amount"])
+    if src.drop_duplicates:
+        transactions = transactions[~duplicated]
     transactions = transactions.sort_values(["event_time", "customer_id"], kind="stable").reset_index(drop=True)
     transactions.insert(0, "transaction_id", np.arange(len(transactions), dtype=np.int64))
     transactions["kind"] = "purchase"
@@ -199,6 +263,8 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
         last_event=transactions["event_time"].max(),
         separator=sep,
         skipped={k: len(v) for k, v in problems.items()},
+        duplicates=int(duplicated.sum()),
+        duplicates_dropped=src.drop_duplicates,
     )
     return customers, transactions, summary
 

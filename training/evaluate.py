@@ -60,12 +60,17 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Macro-F1, log loss and accuracy. A class in y that the model never saw in training
+    (a rare stage in a small base) counts: it gets probability 0 (clipped), and its F1 is 0."""
     predicted = np.asarray(classes)[np.argmax(proba, axis=1)]
-    clipped = np.clip(proba, 1e-9, 1.0)
+    unseen = sorted(set(np.asarray(y, dtype=str)) - set(classes))
+    labels = list(classes) + unseen
+    full = np.hstack([proba, np.zeros((len(proba), len(unseen)))])
+    clipped = np.clip(full, 1e-9, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     return {
-        "macro_f1": float(f1_score(y, predicted, average="macro", labels=classes)),
-        "log_loss": float(log_loss(y, clipped, labels=classes)),
+        "macro_f1": float(f1_score(y, predicted, average="macro", labels=labels, zero_division=0.0)),
+        "log_loss": float(log_loss(y, clipped, labels=labels)),
         "accuracy": float((predicted == y).mean()),
     }
 

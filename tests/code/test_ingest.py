@@ -148,3 +148,85 @@ def test_separator_detection(sample, expected):
 def test_undetectable_separator_asks_for_sep():
     with pytest.raises(ClmError, match="--sep"):
         detect_separator("just-one-column\nvalue\nvalue value value\n")
+
+
+# ------------------------------------------------------------------ real files, real mistakes
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+@pytest.mark.parametrize("date_format", [None, "%Y-%m-%dT%H:%M:%S%z"])
+def test_utc_offsets_that_change_within_a_file_ingest(tmp_path, date_format):
+    # Summer and winter time in one export: 10:00 at +01:00 is 09:00 UTC, at +02:00 08:00 UTC.
+    path = write(tmp_path, "o.csv", "c,d,a\nA,2024-03-30T10:00:00+01:00,5\nA,2024-04-01T10:00:00+02:00,6\n")
+    ws = Workspace(tmp_path / "ws")
+    ingest_transactions(TransactionsSource(path, "c", "d", "a", date_format=date_format), ws)
+    assert ws.read_table(Table.TRANSACTIONS).event_time.tolist() == [utc("2024-03-30 09:00"), utc("2024-04-01 08:00")]
+
+
+def test_a_folder_is_not_an_export(tmp_path):
+    with pytest.raises(ClmError, match="is a folder"):
+        ingest_transactions(TransactionsSource(tmp_path, "c", "d", "a"), Workspace(tmp_path / "ws"))
+
+
+def test_latin1_files_need_their_encoding_named(tmp_path):
+    path = tmp_path / "o.csv"
+    path.write_bytes("kunde,datum,betrag\nMüller,2024-01-05,3\n".encode("latin-1"))
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(ClmError, match="--encoding latin-1"):
+        ingest_transactions(TransactionsSource(path, "kunde", "datum", "betrag"), ws)
+    assert not ws.has_raw()
+    ingest_transactions(TransactionsSource(path, "kunde", "datum", "betrag", encoding="latin-1"), ws)
+    assert ws.read_table(Table.TRANSACTIONS).customer_id.tolist() == ["Müller"]
+
+
+def test_compressed_csv_is_read_as_users_expect(tmp_path):
+    import gzip
+
+    path = tmp_path / "o.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("c;d;a\nA;2024-01-05;3\nB;2024-01-06;4\n")
+    summary = ingest_transactions(TransactionsSource(path, "c", "d", "a"), Workspace(tmp_path / "ws"))
+    assert summary.separator == ";" and summary.rows_written == 2
+
+
+def test_ambiguous_day_month_dates_are_refused_not_guessed(tmp_path):
+    path = write(tmp_path, "o.csv", "c,d,a\nA,01/02/2024,3\nB,03/04/2024,4\n")
+    with pytest.raises(ClmError, match=r"column 'd' are ambiguous.*--date-format"):
+        ingest_transactions(TransactionsSource(path, "c", "d", "a"), Workspace(tmp_path / "ws"))
+    # One date with a first field above 12 shows the file is day/month: every row reads so.
+    path = write(tmp_path, "p.csv", "c,d,a\nA,01/02/2024,3\nB,13/04/2024,4\nC,03/04/2024,5\n")
+    ws = Workspace(tmp_path / "ws")
+    ingest_transactions(TransactionsSource(path, "c", "d", "a"), ws)
+    got = ws.read_table(Table.TRANSACTIONS).set_index("customer_id").event_time.to_dict()
+    assert got == {"A": utc("2024-02-01"), "C": utc("2024-04-03"), "B": utc("2024-04-13")}
+
+
+@pytest.mark.parametrize("amount", ["inf", "1e308"])
+def test_infinite_or_absurd_amounts_are_refused(tmp_path, amount):
+    path = write(tmp_path, "o.csv", f"c,d,a\nA,2024-01-05,3\nB,2024-01-06,{amount}\n")
+    with pytest.raises(ClmError, match=r"infinite or implausibly large .* column 'a'.*row 3"):
+        ingest_transactions(TransactionsSource(path, "c", "d", "a"), Workspace(tmp_path / "ws"))
+
+
+def test_the_contract_refuses_an_infinite_amount(workspace_copy):
+    tx = workspace_copy.read_table(Table.TRANSACTIONS)
+    tx.loc[0, "amount"] = float("inf")
+    tx.to_parquet(workspace_copy.table_path(Table.TRANSACTIONS), index=False)
+    report = validate_workspace(workspace_copy)
+    assert not report.ok and "transactions.amount: infinite or implausibly large" in report.text()
+
+
+def test_dates_in_the_future_are_refused(tmp_path):
+    later = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=400)).strftime("%Y-%m-%d")
+    path = write(tmp_path, "o.csv", f"c,d,a\nA,2024-01-05,3\nB,{later},4\n")
+    with pytest.raises(ClmError, match=rf"date after today .* column 'd'.*'{later}'"):
+        ingest_transactions(TransactionsSource(path, "c", "d", "a"), Workspace(tmp_path / "ws"))
+
+
+def test_exact_duplicates_are_counted_and_dropped_on_request(tmp_path):
+    path = write(tmp_path, "o.csv", "c,d,a\nA,2024-01-05,3\nA,2024-01-05,3\nA,2024-01-05,4\nB,2024-01-06,4\n")
+    kept = ingest_transactions(TransactionsSource(path, "c", "d", "a"), Workspace(tmp_path / "kept"))
+    assert kept.duplicates == 1 and kept.rows_written == 4
+    dropped = ingest_transactions(TransactionsSource(path, "c", "d", "a", drop_duplicates=True), Workspace(tmp_path / "d"))
+    assert dropped.duplicates == 1 and dropped.rows_written == 3

@@ -298,3 +298,14 @@ def test_gate_checks_the_first_versions_calibration(good_and_bad):
     decision = registry.decide_promotion(shifted, None, test)
     assert not decision.promote and "badly calibrated" in decision.reason
     assert registry.decide_promotion(good, None, test).promote
+
+
+def test_stage_metrics_count_a_stage_the_model_never_saw():
+    """A small base may have no 'advocate' in training but one in the test window."""
+    from training.evaluate import multiclass_metrics
+
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # predicts a, b, a
+    got = multiclass_metrics(np.array(["a", "b", "c"]), proba, ["a", "b"])
+    # F1: a 2/3 (one right, one c taken for a), b 1, c 0 -> macro 5/9; accuracy 2/3.
+    assert got["macro_f1"] == pytest.approx(5 / 9) and got["accuracy"] == pytest.approx(2 / 3)
+    assert np.isfinite(got["log_loss"]) and got["log_loss"] > -np.log(0.9)
