@@ -66,7 +66,10 @@ class Workspace:
 
     @classmethod
     def at(cls, path: str | os.PathLike[str] | None) -> "Workspace":
-        return cls(resolve_workspace(path))
+        root = resolve_workspace(path)
+        if root.exists() and not root.is_dir():
+            raise ClmError(f"Workspace '{root}' is a file, not a folder: choose another --workspace.")
+        return cls(root)
 
     @property
     def raw_dir(self) -> Path:

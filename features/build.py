@@ -59,12 +59,15 @@ def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
     try:
         as_of = pd.Timestamp(text)
     except ValueError:
-        raise ClmError(f"--as-of '{text}' is not a date; write it as YYYY-MM-DD.") from None
+        as_of = pd.NaT
+    if pd.isna(as_of):  # pd.Timestamp("") is NaT, not an error
+        raise ClmError(f"--as-of '{text}' is not a date; write it as YYYY-MM-DD.")
     as_of = (as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")).normalize()
     if not manifest.start < as_of <= manifest.end:
+        first = manifest.start.normalize() + pd.Timedelta(days=1)
         raise ClmError(
-            f"--as-of {as_of:%Y-%m-%d} is outside the data ({manifest.data_start[:10]} to "
-            f"{manifest.data_end[:10]}): features need data before the as-of date, and none exists after the end."
+            f"--as-of {as_of:%Y-%m-%d} is outside the data: choose a date from {first:%Y-%m-%d} to "
+            f"{manifest.data_end[:10]} (features need data before the as-of date, and none exists after the end)."
         )
     return as_of
 

@@ -145,9 +145,12 @@ def _parse_day(value: str, option: str):  # -> pd.Timestamp
     import pandas as pd
 
     try:
-        return pd.Timestamp(value).tz_localize("UTC").normalize()
+        day = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise ClmError(f"{option} '{value}' is not a date; write it as YYYY-MM-DD, e.g. 2024-01-31.") from None
+        day = pd.NaT
+    if pd.isna(day):  # pd.Timestamp("") is NaT, not an error
+        raise ClmError(f"{option} '{value}' is not a date; write it as YYYY-MM-DD, e.g. 2024-01-31.")
+    return (day.tz_localize("UTC") if day.tzinfo is None else day.tz_convert("UTC")).normalize()
 
 
 # ------------------------------------------------------------------- simulate
@@ -321,7 +324,7 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM
 def _build_features(ws: Workspace, as_of: str | None, frequency: str) -> None:
     from features.build import build_features, parse_as_of
 
-    dates = [parse_as_of(as_of, ws.read_manifest())] if as_of else None
+    dates = [parse_as_of(as_of, ws.read_manifest())] if as_of is not None else None
     with _progress() as bar:
         task = bar.add_task("Building feature snapshots", total=None)
         result = build_features(ws, dates, frequency, lambda done, total: bar.update(task, completed=done, total=total))
@@ -347,7 +350,7 @@ def _materialize(ws: Workspace, as_of: str | None) -> None:
     from features.store import materialize
 
     manifest = ws.read_manifest()
-    when = parse_as_of(as_of, manifest) if as_of else manifest.end
+    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
     with console.status(f"Materialising features as of {when:%Y-%m-%d} into the online store"):
         materialize(ws, when)
     console.print(f"Online store loaded with the latest snapshot at or before {when:%Y-%m-%d}.")
@@ -404,9 +407,11 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     from training.train import TrainConfig, train
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
+    if not chosen:
+        raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv (comma-separated).")
     if horizon_days < 7:
         raise ClmError(f"--horizon-days must be at least 7 (got {horizon_days}).")
-    when = parse_as_of(as_of, ws.read_manifest()) if as_of else None
+    when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else None
     config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when, tracking_uri=tracking_uri)
     with _progress() as bar:
         task = bar.add_task("Training", total=len(chosen))
@@ -566,11 +571,12 @@ def score_cmd(
     Example:  clm score --as-of 2025-12-01 --out scores.parquet
     """
     from features.build import parse_as_of
-    from pipelines.score import score
+    from pipelines.score import check_output_path, score
 
+    check_output_path(out)  # before any work
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
-    when = parse_as_of(as_of, manifest) if as_of else manifest.end
+    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
     with console.status(f"Scoring customers as of {when:%Y-%m-%d}"):
         result = score(ws, when, out, tracking_uri)
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
@@ -611,6 +617,8 @@ def backtest_cmd(
     ws = Workspace.at(workspace)
     when = parse_as_of(as_of, ws.read_manifest())
     chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
+    if not chosen:
+        raise ClmError("--targets names no target; give one or more of churn,upsell,clv (comma-separated).")
     config = BacktestConfig(when, horizon_days, chosen, tracking_uri)
     with console.status("Backtesting") as status:
         report = backtest(ws, config, progress=status.update)

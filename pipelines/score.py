@@ -17,6 +17,7 @@ subscriptions). The file is written atomically.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,31 @@ def score_frame(
     return result
 
 
+def check_output_path(out: Path) -> None:
+    """Refuse, before any work, an output path that cannot become a file."""
+    if out.is_dir():
+        raise ClmError(f"--out {out} is a folder; name a file in it, e.g. {out / 'scores.parquet'}.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ClmError(f"Cannot create the folder of --out {out}: {err.strerror}.") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ClmError(f"Cannot write --out {out}: its folder {out.parent} is not writable.")
+
+
+def write_parquet_atomically(frame: pd.DataFrame, out: Path) -> None:
+    """Write beside the target, then rename: a reader never sees half a file."""
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ClmError(f"Cannot write --out {out}: {err.strerror or err}.") from None
+
+
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None) -> ScoreResult:
+    check_output_path(out)
     manifest = require_valid(workspace)
     client = registry.connect(workspace, tracking_uri)
     champions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in MODELS}
@@ -103,8 +128,5 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     result["as_of"] = as_of
     result = result[list(SCORE_COLUMNS)]
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    result.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    write_parquet_atomically(result, out)
     return ScoreResult(out, len(result), int(in_population.sum()), champions)

@@ -56,7 +56,10 @@ def candidate_cutoffs(manifest: RawManifest, as_of: pd.Timestamp, window_days: i
     return [d for d in dates if d + pd.Timedelta(days=window_days) <= as_of]
 
 
-def time_split(cutoffs: list[pd.Timestamp], window_days: int, min_train: int = 3) -> Split:
+def time_split(
+    cutoffs: list[pd.Timestamp], window_days: int, min_train: int = 3,
+    advice: str = "Use a longer period of data or a shorter --horizon-days.",
+) -> Split:
     """Test = the latest cutoff; validation = the latest whose label window ends by the
     test cutoff; training = those whose windows end by the validation cutoff. No label
     window of training or validation reaches the test cutoff; where the history is too
@@ -75,7 +78,7 @@ def time_split(cutoffs: list[pd.Timestamp], window_days: int, min_train: int = 3
         f"Not enough history for a {window_days}-day label window: a time split without overlap needs "
         f"{min_train} training cutoffs, then a validation and a test cutoff each a full window later, and the "
         f"test window complete: about {months} months of cutoffs plus {window_days} days "
-        f"(found {len(cutoffs)} usable cutoff(s)). Use a longer period of data or a shorter label window."
+        f"(found {len(cutoffs)} usable cutoff(s)). {advice}"
     )
 
 
@@ -85,17 +88,18 @@ def split_with_longest_window(
     """The split for the longest label window that the history allows without overlap:
     wanted_days, else the multiples of step_days below it down to shortest_days; and that
     window's length. For labels whose length is a convention rather than the user's
-    question (CLV's year). Raises NotEnoughHistory (for wanted_days) if none fits."""
+    question (CLV's year). Raises NotEnoughHistory (saying what the shortest needs) if none fits."""
     candidates = [wanted_days] + [d for d in range(wanted_days // step_days * step_days, shortest_days - 1, -step_days)
                                   if d < wanted_days]
-    refusal: NotEnoughHistory | None = None
-    for days in candidates:
+    for days in candidates[:-1]:
         try:
             return time_split(candidate_cutoffs(manifest, as_of, days), days), days
-        except NotEnoughHistory as err:
-            refusal = refusal or err  # the wanted window's: it says what history that needs
-    assert refusal is not None
-    raise refusal
+        except NotEnoughHistory:
+            continue
+    shortest = candidates[-1]
+    advice = (f"The window is already shortened from {wanted_days} to {shortest} days, the least that says "
+              "something about value: use a longer period of data.")
+    return time_split(candidate_cutoffs(manifest, as_of, shortest), shortest, advice=advice), shortest
 
 
 LABEL_SQL = """

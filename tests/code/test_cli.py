@@ -78,6 +78,26 @@ def test_bad_date_is_a_clear_error(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+def test_ordinary_mistakes_are_clear_errors_that_change_nothing(tmp_path):
+    result = invoke("simulate", "--start", "", "-w", str(tmp_path / "ws"))
+    assert result.exit_code == 2 and "--start '' is not a date" in result.output
+    assert not (tmp_path / "ws").exists()
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    result = invoke("simulate", "-n", "10", "-w", str(a_file))
+    assert result.exit_code == 2 and f"Workspace '{a_file}' is a file" in result.output
+    assert a_file.read_text() == "mine"
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = invoke("score", "--out", str(folder), "-w", str(tmp_path / "ws"))
+    assert result.exit_code == 2 and f"--out {folder} is a folder" in result.output and not any(folder.iterdir())
+
+    result = invoke("train", "--models", "", "-w", str(tmp_path / "ws"))
+    assert result.exit_code == 2 and "--models names no model" in result.output and "Traceback" not in result.output
+
+
 def test_validate_without_data_says_what_to_do(tmp_path):
     result = invoke("validate", "-w", str(tmp_path / "empty"))
     assert result.exit_code == 2
@@ -198,7 +218,10 @@ def test_features_commands(tmp_path):
     assert result.exit_code == 0 and "Built 1 snapshot date(s)" in result.output
     assert (ws / "features" / "engagement" / "2024-03-15.parquet").exists()
     result = invoke("features", "build", "--as-of", "2030-01-01", "-w", str(ws))
-    assert result.exit_code == 2 and "outside the data" in result.output
+    assert result.exit_code == 2 and "outside the data: choose a date from 2024-01-02 to 2024-05-01" in result.output
+    assert invoke("features", "build", "--as-of", "2024-01-02", "-w", str(ws)).exit_code == 0  # the first it offers
+    result = invoke("features", "build", "--as-of", "", "-w", str(ws))  # empty is a mistake, not the default
+    assert result.exit_code == 2 and "--as-of '' is not a date" in result.output
     result = invoke("features", "materialize", "-w", str(ws))
     assert result.exit_code == 2 and "clm features apply" in result.output
     assert invoke("features", "apply", "-w", str(ws)).exit_code == 0
