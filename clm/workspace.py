@@ -100,6 +100,13 @@ class Workspace:
             raise ClmError(f"Table '{Table(table).value}' is missing from {self.raw_dir}.")
         return pd.read_parquet(path, columns=columns)
 
+    def _remove_abandoned_staging(self) -> None:
+        """Folders left by a writer that was killed (its process is gone): removed."""
+        for folder in [*self.root.glob(".raw-staging-*"), *self.root.glob(".raw-retired-*")]:
+            pid = folder.name.split("-")[2]
+            if not pid.isdigit() or not _process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+
     @contextmanager
     def writing_raw(self) -> Iterator[Path]:
         """Yield a fresh staging folder; on success it replaces raw/ in one rename.
@@ -107,18 +114,29 @@ class Workspace:
         On any error the staging folder is removed and the existing raw/ is untouched.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".raw-staging-{uuid.uuid4().hex[:8]}"
+        self._remove_abandoned_staging()
+        staging = self.root / f".raw-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
             yield staging
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        retired = self.root / f".raw-retired-{uuid.uuid4().hex[:8]}"
+        retired = self.root / f".raw-retired-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if self.raw_dir.exists():
             self.raw_dir.rename(retired)
         staging.rename(self.raw_dir)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def write_manifest(raw_dir: Path, manifest: RawManifest) -> None:

@@ -35,3 +35,26 @@ def test_failed_write_keeps_the_old_raw(tmp_path):
             raise RuntimeError("boom")
     assert (ws.raw_dir / "a.txt").read_text() == "kept"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_a_killed_writers_staging_folder_is_removed_by_the_next(tmp_path):
+    """A killed ingest or simulate leaves its staging folder; the next writer removes it,
+    and leaves alone one whose writer is still running."""
+    import os
+    import subprocess
+
+    from clm.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ws.root.mkdir()
+    gone = subprocess.Popen(["true"])  # a process that has ended: its pid names no writer
+    gone.wait()
+    abandoned = ws.root / f".raw-staging-{gone.pid}-deadbeef"
+    old_style = ws.root / ".raw-staging-1a2b3c4d"  # made before pids were in the name
+    running = ws.root / f".raw-staging-{os.getpid()}-cafe0000"
+    for folder in (abandoned, old_style, running):
+        folder.mkdir()
+    with ws.writing_raw() as staging:
+        (staging / "marker").write_text("new")
+    assert not abandoned.exists() and not old_style.exists() and running.exists()
+    assert (ws.raw_dir / "marker").read_text() == "new"
