@@ -63,9 +63,9 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> 
     """Macro-F1, log loss and accuracy. A class in y that the model never saw in training
     (a rare stage in a small base) counts: it gets probability 0 (clipped), and its F1 is 0."""
     predicted = np.asarray(classes)[np.argmax(proba, axis=1)]
-    unseen = sorted(set(np.asarray(y, dtype=str)) - set(classes))
-    labels = list(classes) + unseen
-    full = np.hstack([proba, np.zeros((len(proba), len(unseen)))])
+    labels = sorted(set(classes) | set(np.asarray(y, dtype=str)))  # log_loss reads columns in sorted order
+    full = np.zeros((len(proba), len(labels)))
+    full[:, [labels.index(c) for c in classes]] = proba
     clipped = np.clip(full, 1e-9, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     return {

@@ -86,11 +86,17 @@ class ClmPyfunc(mlflow.pyfunc.PythonModel):
 
 def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> str:
     """Log and register a version (in the active run); returns the version number."""
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
     signature = mlflow.models.infer_signature(example, ClmPyfunc(model).predict(None, example))
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=ClmPyfunc(model), signature=signature, input_example=example,
-        registered_model_name=registered_name(model_name),
-    )
+    disable_logging()  # MLflow's "Successfully registered" notices: clm reports the version itself
+    try:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=ClmPyfunc(model), signature=signature, input_example=example,
+            registered_model_name=registered_name(model_name),
+        )
+    finally:
+        enable_logging()
     return str(info.registered_model_version)
 
 

@@ -309,3 +309,15 @@ def test_stage_metrics_count_a_stage_the_model_never_saw():
     # F1: a 2/3 (one right, one c taken for a), b 1, c 0 -> macro 5/9; accuracy 2/3.
     assert got["macro_f1"] == pytest.approx(5 / 9) and got["accuracy"] == pytest.approx(2 / 3)
     assert np.isfinite(got["log_loss"]) and got["log_loss"] > -np.log(0.9)
+
+
+def test_stage_log_loss_reads_each_class_from_its_own_column():
+    """By hand: the true class's probability is 0.8 for every row -> log loss -ln 0.8,
+    whatever the order of the model's classes and a stage it never saw ('a' here)."""
+    from training.evaluate import multiclass_metrics
+
+    proba = np.array([[0.8, 0.2], [0.2, 0.8]])
+    got = multiclass_metrics(np.array(["c", "b"]), proba, ["c", "b"])  # classes not in sorted order
+    assert got["log_loss"] == pytest.approx(-np.log(0.8))
+    unseen = multiclass_metrics(np.array(["c", "b", "a"]), np.vstack([proba, [0.5, 0.5]]), ["c", "b"])
+    assert unseen["log_loss"] == pytest.approx((-2 * np.log(0.8) - np.log(1e-9 / (1 + 1e-9))) / 3, rel=1e-6)
