@@ -107,6 +107,8 @@ def _quiet_libraries() -> None:
     # Feast puts its own DeprecationWarning filter in front of ours when it is imported, so
     # filters alone do not hold: drop deprecation notices where they would be shown.
     show = warnings.showwarning
+    if getattr(show, "__name__", "") == "show_unless_deprecation":
+        return  # already installed in this process (several commands in one, e.g. tests)
 
     def show_unless_deprecation(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
         if not issubclass(category, DeprecationWarning | PendingDeprecationWarning):
@@ -139,6 +141,11 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def check_horizon(horizon_days: int) -> None:
+    if horizon_days < 7:
+        raise ClmError(f"--horizon-days must be at least 7 (got {horizon_days}).")
 
 
 def _parse_day(value: str, option: str):  # -> pd.Timestamp
@@ -409,8 +416,7 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     if not chosen:
         raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv (comma-separated).")
-    if horizon_days < 7:
-        raise ClmError(f"--horizon-days must be at least 7 (got {horizon_days}).")
+    check_horizon(horizon_days)
     when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else None
     config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when, tracking_uri=tracking_uri)
     with _progress() as bar:
@@ -612,8 +618,7 @@ def backtest_cmd(
     from features.build import parse_as_of
     from pipelines.backtest import BacktestConfig, backtest, write_json
 
-    if horizon_days < 7:
-        raise ClmError(f"--horizon-days must be at least 7 (got {horizon_days}).")
+    check_horizon(horizon_days)
     ws = Workspace.at(workspace)
     when = parse_as_of(as_of, ws.read_manifest())
     chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
