@@ -91,9 +91,16 @@ def open_store(workspace: Workspace) -> FeatureStore:
 
 def definitions(workspace: Workspace) -> list[object]:
     """Entity, sources, views and services for the groups this workspace has."""
-    groups = [g for g in available_groups(raw_tables(workspace)) if any(group_dir(workspace, g).glob("*.parquet"))]
+    expected = available_groups(raw_tables(workspace))
+    groups = [g for g in expected if any(group_dir(workspace, g).glob("*.parquet"))]
     if not groups:
         raise ClmError(f"No feature snapshots in {workspace.root}: run `clm features build` first.")
+    missing = [g.name for g in expected if g not in groups]
+    if missing:
+        raise ClmError(
+            f"Feature group(s) {', '.join(missing)} have no snapshots in {workspace.root} while the others do "
+            "(was a build interrupted?): run `clm features build` first."
+        )
     views = {}
     for g in groups:
         source = snapshot_source(g, str((group_dir(workspace, g) / "*.parquet").resolve()))

