@@ -49,8 +49,27 @@ def tracking_uri(workspace: Workspace, explicit: str | None = None) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+SERVER_TIMEOUT_SECONDS = 10
+
+
+def check_server(uri: str) -> None:
+    """A tracking server must answer its health check, within seconds: MLflow itself retries
+    an unreachable one for minutes without a word."""
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_SECONDS).raise_for_status()
+    except requests.RequestException as err:
+        raise ClmError(
+            f"Cannot reach the MLflow tracking server at {uri} ({type(err).__name__}). Check --tracking-uri or "
+            "$MLFLOW_TRACKING_URI, or leave both unset to use the workspace's own store."
+        ) from None
+
+
 def connect(workspace: Workspace, explicit_uri: str | None = None) -> MlflowClient:
     uri = tracking_uri(workspace, explicit_uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

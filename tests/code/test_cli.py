@@ -229,3 +229,51 @@ def test_features_commands(tmp_path):
     assert result.exit_code == 0 and "2024-04-01" in result.output
     result = invoke("features", "apply", "--online-store", "memcached", "-w", str(ws))
     assert result.exit_code == 2 and "not one of" in result.output
+
+
+def test_an_unreachable_tracking_server_is_a_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    result = invoke("models", "list", "--tracking-uri", uri, "-w", str(tmp_path / "ws"))
+    assert result.exit_code == 2 and f"Cannot reach the MLflow tracking server at {uri}" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_real_tracking_server_by_uri(tmp_path):
+    """`mlflow server` (from the dev install) on loopback: clm passes its health check and
+    reads the registry through it."""
+    import socket
+    import time
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--default-artifact-root", str(tmp_path / "art")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or not answering yet
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        result = invoke("models", "list", "--tracking-uri", uri, "-w", str(tmp_path / "ws"))
+        assert result.exit_code == 0 and "Registered models" in result.output, result.output
+        assert not (tmp_path / "ws" / "mlflow").exists()  # the server's store, not the workspace's
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
