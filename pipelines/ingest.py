@@ -142,8 +142,7 @@ def _parse_dates(values: pd.Series, date_format: str | None, column: str) -> pd.
     day, a second above 12 is a month); a file that does not say is refused."""
     text = values.astype("string").str.strip()
     if date_format:
-        parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
-        return parsed
+        return pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
     month_first = pd.to_datetime(text, format="mixed", errors="coerce", utc=True, dayfirst=False)
     day_first = pd.to_datetime(text, format="mixed", errors="coerce", utc=True, dayfirst=True)
     differ = month_first.notna() & day_first.notna() & (month_first != day_first)

@@ -37,9 +37,9 @@ def true_probabilities(workspace: Workspace, model: str, horizon: int) -> pd.Dat
     if model not in OUTCOME or not workspace.table_path(Table.GROUND_TRUTH).exists():
         return None
     column = f"p_{OUTCOME[model]}_{horizon}d"
-    truth = workspace.read_table(Table.GROUND_TRUTH)
-    if column not in truth:
+    if column not in pq.read_schema(workspace.table_path(Table.GROUND_TRUTH)).names:
         return None
+    truth = workspace.read_table(Table.GROUND_TRUTH, columns=["customer_id", "snapshot_date", column])
     truth["event_timestamp"] = _cutoff(truth["snapshot_date"])
     return truth[["customer_id", "event_timestamp", column]].rename(columns={column: "truth"}).dropna(subset=["truth"])
 
@@ -52,6 +52,8 @@ def oracle_probabilities(workspace: Workspace, model: str, horizon: int, rows: p
     if truth is None:
         return None
     frame = rows[KEYS].drop_duplicates().merge(truth, on=KEYS, how="inner")
+    if frame.empty:  # e.g. a date that is not a month start: the truth is kept at month ends
+        return frame
     actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action"])
     contacts = actions[actions.action != Action.NONE.value]
     window = pd.Timedelta(days=horizon)
@@ -63,7 +65,10 @@ def oracle_probabilities(workspace: Workspace, model: str, horizon: int, rows: p
     effect_column = f"effect_{OUTCOME[model]}_{horizon}d"
     effects_path = workspace.table_path(Table.GROUND_TRUTH_EFFECTS)
     if effects_path.exists() and effect_column in pq.read_schema(effects_path).names:
-        effects = pd.read_parquet(effects_path, columns=["customer_id", "snapshot_date", "action", effect_column])
+        # Only the snapshots the rows were cut at (the table has every action for every day).
+        days = sorted({(t - pd.Timedelta(days=1)).date() for t in frame["event_timestamp"].unique()})
+        effects = pd.read_parquet(effects_path, columns=["customer_id", "snapshot_date", "action", effect_column],
+                                  filters=[("snapshot_date", "in", days)])
         effects["event_timestamp"] = _cutoff(effects["snapshot_date"])
         treated = at_cutoff[KEYS + ["action"]].merge(
             effects[KEYS + ["action", effect_column]], on=KEYS + ["action"], how="left", validate="one_to_one"
