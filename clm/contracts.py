@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 import pyarrow.parquet as pq
 
 from clm.domain import (
@@ -450,7 +451,12 @@ def validate_raw_dir(
             continue
         if progress is not None:
             progress(table.value)
-        found, rows = check_columns(contract, path)
+        try:
+            found, rows = check_columns(contract, path)
+        except (pyarrow.ArrowException, OSError) as err:  # truncated or damaged: no rule can be checked
+            found, rows = [Violation(table.value, "", f"unreadable Parquet file {path.name} (damaged or "
+                                     f"truncated: {str(err).splitlines()[0][:120]}); recreate the raw data "
+                                     "with --replace", 0)], 0
         report.rows[table.value] = rows
         report.violations.extend(found)
         column_ok[table] = not found

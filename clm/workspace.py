@@ -6,6 +6,7 @@ Writers never leave a half-written folder: they build it beside the target and r
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -23,6 +24,9 @@ from clm.errors import ClmError
 DEFAULT_WORKSPACE = "workspace"
 WORKSPACE_ENV = "CLM_WORKSPACE"
 MANIFEST_NAME = "_manifest.json"
+# One business's data and everything made from it, in the order a replacement retires them.
+BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow")
+LOCK_NAME = ".clm.lock"  # held by the command writing to the workspace; says who it is
 
 
 def resolve_workspace(path: str | os.PathLike[str] | None) -> Path:
@@ -92,7 +96,14 @@ class Workspace:
                 "Create it with `clm simulate --workspace "
                 f"{self.root}` or `clm ingest transactions FILE --workspace {self.root} ...`."
             )
-        return RawManifest(**json.loads(self.manifest_path.read_text()))
+        try:
+            return RawManifest(**json.loads(self.manifest_path.read_text()))
+        except (ValueError, TypeError) as err:  # truncated or edited by hand
+            raise ClmError(
+                f"The raw data's manifest {self.manifest_path} is damaged ({type(err).__name__}: "
+                f"{str(err)[:120]}): the workspace cannot say what it holds. Recreate its raw data with "
+                "`clm simulate --replace` or `clm ingest transactions FILE --replace ...`."
+            ) from None
 
     def read_table(self, table: Table | str, columns: list[str] | None = None) -> pd.DataFrame:
         path = self.table_path(table)
@@ -100,19 +111,83 @@ class Workspace:
             raise ClmError(f"Table '{Table(table).value}' is missing from {self.raw_dir}.")
         return pd.read_parquet(path, columns=columns)
 
+    @contextmanager
+    def exclusive(self, command: str) -> Iterator[None]:
+        """Hold the workspace for one writing command: a second one (two `clm train` at
+        once, a `clm score` during an ingest) is refused at once, naming the first.
+
+        An OS file lock (flock): released when the holder ends, however it ends, so a
+        killed command never leaves the workspace locked. A workspace folder this call
+        created is removed again if the command left nothing in it.
+        """
+        created = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_NAME
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another clm command"
+                raise ClmError(
+                    f"Workspace '{self.root}' is busy: {holder} is writing to it. Wait for it to finish, "
+                    "or use another --workspace."
+                ) from None
+            handle.truncate(0)
+            handle.write(f"`{command}` (pid {os.getpid()}, started {pd.Timestamp.now():%Y-%m-%d %H:%M:%S})")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                if created and [p.name for p in self.root.iterdir()] == [LOCK_NAME]:
+                    path.unlink()
+                    self.root.rmdir()
+
+    def business_folders(self) -> list[Path]:
+        """The folders holding one business's data and what was made from it, non-empty ones:
+        raw data, feature snapshots, the Feast repo and the MLflow store."""
+        return [f for f in (self.root / name for name in BUSINESS_FOLDERS) if f.is_dir() and any(f.iterdir())]
+
+    def check_new_business(self, replace: bool) -> None:
+        """A workspace holds one business. Writing another into it would mix the two (the
+        old features and models would score the new customers): refused unless replace."""
+        held = self.business_folders()
+        if replace or not held:
+            return
+        raise ClmError(
+            f"Workspace '{self.root}' already holds {self.describe()} ({', '.join(f.name for f in held)}). "
+            "Writing another business into it would mix the two. Pass --replace to start it over (its raw "
+            "data, features, Feast repo and MLflow models are removed once the new data is complete), or "
+            "choose another --workspace."
+        )
+
+    def describe(self) -> str:
+        """What the workspace holds, in words, even when its manifest is unreadable."""
+        try:
+            m = self.read_manifest()
+        except ClmError:
+            return "data"
+        return f"{m.source} data ({m.business}, {m.data_start[:10]} to {m.data_end[:10]})"
+
     def _remove_abandoned_staging(self) -> None:
         """Folders left by a writer that was killed (its process is gone): removed."""
         for folder in [*self.root.glob(".raw-staging-*"), *self.root.glob(".raw-retired-*")]:
             pid = folder.name.split("-")[2]
-            if not pid.isdigit() or not _process_alive(int(pid)):
+            if not pid.isdigit() or not process_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
-    def writing_raw(self) -> Iterator[Path]:
-        """Yield a fresh staging folder; on success it replaces raw/ in one rename.
+    def writing_raw(self, replace: bool = False) -> Iterator[Path]:
+        """Yield a fresh staging folder; on success it becomes raw/ by a rename.
 
-        On any error the staging folder is removed and the existing raw/ is untouched.
+        A workspace already holding a business is refused unless replace (see
+        `check_new_business`); with it, the old business's folders are retired only once
+        the new raw data is complete, raw/ first, so that no command ever reads the new raw
+        data beside old features or models. On any error the staging folder is removed and
+        the workspace is untouched.
         """
+        self.check_new_business(replace)
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_abandoned_staging()
         staging = self.root / f".raw-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -123,13 +198,15 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         retired = self.root / f".raw-retired-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        if self.raw_dir.exists():
-            self.raw_dir.rename(retired)
+        retired.mkdir()
+        for name in BUSINESS_FOLDERS:  # raw first: without it every command stops at "no raw data"
+            if (self.root / name).exists():
+                (self.root / name).rename(retired / name)
         staging.rename(self.raw_dir)
         shutil.rmtree(retired, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

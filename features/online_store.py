@@ -223,6 +223,8 @@ class ClmSqliteOnlineStore(_OneTripReads):
     def _connect(self, config: RepoConfig) -> sqlite3.Connection:
         if self._conn is None:
             path = Path(config.online_store.path)
+            if not path.is_absolute() and config.repo_path is not None:  # relative to the repo, like Feast's
+                path = Path(config.repo_path) / path
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")

@@ -7,6 +7,7 @@ the file registry and the SQLite online database. Training frames come from Feas
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
-from feast import FeatureStore
+from feast import FeatureStore, FileSource
 
 from clm.errors import ClmError
 from clm.rawdb import raw_tables
 from clm.workspace import Workspace
-from features.build import group_dir, snapshot_path
+from features.build import features_dir, group_dir, snapshot_path
 from features.feast_repo import (
     SNAPSHOT_TTL,
     customer,
@@ -40,6 +41,9 @@ PROJECT = "clm"
 ONLINE_STORES = ("sqlite", "redis", "feast-sqlite", "feast-redis")
 FAST_STORES = {"sqlite": ClmSqliteOnlineStore, "redis": ClmRedisOnlineStore}
 LOAD_BATCH_ROWS = 100_000
+CONFIG_NAME = "feature_store.yaml"
+REGISTRY_DB = "registry.db"  # relative to the repo folder
+ONLINE_DB = "online.db"
 
 
 @dataclass(frozen=True)
@@ -56,37 +60,91 @@ def repo_dir(workspace: Workspace) -> Path:
 
 
 def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStoreSettings()) -> Path:
-    """Write WORKSPACE/feature_repo/feature_store.yaml; returns the repo folder."""
+    """Write WORKSPACE/feature_repo/feature_store.yaml; returns the repo folder.
+
+    Paths in it are relative to the repo folder, so a copied or moved workspace uses its
+    own registry and online database, never the original's. Written to a temporary file
+    and renamed: a failure leaves the previous config whole.
+    """
     if online.kind not in ONLINE_STORES:
         raise ClmError(f"Online store '{online.kind}' is not one of: {', '.join(ONLINE_STORES)}.")
+    if online.kind in ("redis", "feast-redis"):
+        check_redis(online.redis_url)
     repo = repo_dir(workspace)
     repo.mkdir(parents=True, exist_ok=True)
-    db_path = str((repo / "online.db").resolve())
     online_cfg: dict[str, object] = {
-        "sqlite": {"type": "features.online_store.ClmSqliteOnlineStore", "path": db_path},
+        "sqlite": {"type": "features.online_store.ClmSqliteOnlineStore", "path": ONLINE_DB},
         "redis": {"type": "features.online_store.ClmRedisOnlineStore", "connection_string": online.redis_url},
-        "feast-sqlite": {"type": "sqlite", "path": db_path},
+        "feast-sqlite": {"type": "sqlite", "path": ONLINE_DB},
         "feast-redis": {"type": "redis", "connection_string": online.redis_url},
     }[online.kind]
     config = {
         "project": PROJECT,
         "provider": "local",
-        "registry": {"registry_type": "file", "path": str((repo / "registry.db").resolve())},
+        "registry": {"registry_type": "file", "path": REGISTRY_DB},
         "offline_store": {"type": "duckdb"},
         "online_store": online_cfg,
         "entity_key_serialization_version": 3,
     }
-    (repo / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    target = repo / CONFIG_NAME
+    temporary = target.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
+    temporary.write_text(yaml.safe_dump(config, sort_keys=False))
+    temporary.replace(target)
     return repo
 
 
+def check_redis(url: str, timeout_seconds: float = 5.0) -> None:
+    """Redis at host:port[,db=N] must answer a ping before any config names it."""
+    import redis
+
+    host_port, *params = url.split(",")
+    host, _, port = host_port.partition(":")
+    try:
+        options = dict(p.split("=", 1) for p in params)
+        client = redis.Redis(host=host or "localhost", port=int(port or 6379), db=int(options.get("db", 0)),
+                             socket_connect_timeout=timeout_seconds, socket_timeout=timeout_seconds)
+        client.ping()
+    except ValueError:
+        raise ClmError(f"--redis-url '{url}' is not host:port[,db=N] (for example localhost:6379,db=0).") from None
+    except redis.RedisError as err:
+        raise ClmError(
+            f"Cannot reach Redis at {url} ({err}). Start it, or check --redis-url; the feature store "
+            "keeps its current online store until then."
+        ) from None
+
+
+def _relocate_config(repo: Path) -> None:
+    """A config written by an older clm holds absolute paths (possibly another folder's):
+    rewritten relative, keeping its online store."""
+    config = yaml.safe_load((repo / CONFIG_NAME).read_text())
+    online = config.get("online_store", {})
+    stale = Path(config["registry"]["path"]).is_absolute() or Path(str(online.get("path", ""))).is_absolute()
+    if not stale:
+        return
+    config["registry"]["path"] = REGISTRY_DB
+    if "path" in online:
+        online["path"] = ONLINE_DB
+    temporary = repo / f".{CONFIG_NAME}.{os.getpid()}.tmp"
+    temporary.write_text(yaml.safe_dump(config, sort_keys=False))
+    temporary.replace(repo / CONFIG_NAME)
+
+
 def open_store(workspace: Workspace) -> FeatureStore:
+    """The workspace's store. Its registry names snapshot files by absolute path (DuckDB
+    reads them as given): in a copied or moved workspace the definitions are applied again,
+    so that it reads its own snapshots, never the original's."""
     repo = repo_dir(workspace)
-    if not (repo / "feature_store.yaml").exists():
+    if not (repo / CONFIG_NAME).exists():
         raise ClmError(
             f"No feature store in {workspace.root}: run `clm features apply -w {workspace.root}` first."
         )
-    return FeatureStore(repo_path=str(repo))
+    _relocate_config(repo)
+    store = FeatureStore(repo_path=str(repo))
+    here = str(features_dir(workspace).resolve())
+    sources = [s for s in store.list_data_sources() if isinstance(s, FileSource)]
+    if any(not s.path.startswith(here + os.sep) for s in sources):
+        store.apply(definitions(workspace))
+    return store
 
 
 def definitions(workspace: Workspace) -> list[object]:
@@ -115,7 +173,7 @@ def apply(workspace: Workspace, online: OnlineStoreSettings | None = None) -> Fe
     (SQLite for a new repo).
     """
     objects = definitions(workspace)  # fails before anything is written if nothing is built
-    if online is not None or not (repo_dir(workspace) / "feature_store.yaml").exists():
+    if online is not None or not (repo_dir(workspace) / CONFIG_NAME).exists():
         write_config(workspace, online or OnlineStoreSettings())
     store = open_store(workspace)
     store.apply(objects)

@@ -6,6 +6,7 @@ success and non-zero with a one-paragraph error on a user's mistake (no tracebac
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -76,6 +77,11 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed: the same arguments give
 StartOpt = Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")]
 EndOpt = Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")]
 DEFAULT_CUSTOMERS, DEFAULT_SEED, DEFAULT_START, DEFAULT_END = 5000, 42, "2024-01-01", "2025-12-31"
+ReplaceOpt = Annotated[
+    bool,
+    typer.Option("--replace", help="Start over a workspace that already holds a business: its raw data, features, "
+                                   "Feast repo and MLflow models are removed once the new data is complete."),
+]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -86,6 +92,7 @@ def _main(
     version: Annotated[bool, typer.Option("--version", help="Print clm's version and exit.")] = False,
 ) -> None:
     _quiet_libraries()
+    _exit_cleanly_on_sigterm()
     if version:
         from importlib.metadata import version as installed_version
 
@@ -94,6 +101,17 @@ def _main(
     if ctx.invoked_subcommand is None:  # bare `clm`: the help, and success
         console.print(ctx.get_help())
         raise typer.Exit()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """`kill` (SIGTERM) ends clm as Ctrl-C does: staging folders are removed, the MLflow run
+    is marked failed, the workspace lock released. (A SIGKILL cannot be caught: the next
+    writer cleans up after it.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _quiet_libraries() -> None:
@@ -161,21 +179,26 @@ def _parse_day(value: str, option: str):  # -> pd.Timestamp
 
 
 # ------------------------------------------------------------------- simulate
-def _simulate(workspace: Workspace, customers: int, seed: int, start: str, end: str) -> dict[str, int]:
+def _simulation_config(customers: int, seed: int, start: str, end: str):  # -> SimulationConfig
     import pandas as pd
 
     from simulator.engine import SimulationConfig
-    from simulator.run import simulate_to_workspace
 
     if customers < 1:
         raise ClmError(f"--customers must be at least 1 (got {customers}).")
     start_ts, end_ts = _parse_day(start, "--start"), _parse_day(end, "--end")
     if end_ts < start_ts + pd.Timedelta(days=30):
         raise ClmError(f"--end ({end}) must be at least 30 days after --start ({start}).")
-    config = SimulationConfig(n_customers=customers, seed=seed, start=start_ts, end=end_ts)
+    return SimulationConfig(n_customers=customers, seed=seed, start=start_ts, end=end_ts)
+
+
+def _simulate(workspace: Workspace, config, replace: bool) -> dict[str, int]:  # config: SimulationConfig
+    from simulator.run import simulate_to_workspace
+
+    workspace.check_new_business(replace)  # before the progress bar
     with _progress() as bar:
-        task = bar.add_task(f"Simulating {customers:,} customers", total=config.n_days)
-        rows = simulate_to_workspace(config, workspace, lambda done, total: bar.update(task, completed=done))
+        task = bar.add_task(f"Simulating {config.n_customers:,} customers", total=config.n_days)
+        rows = simulate_to_workspace(config, workspace, lambda done, total: bar.update(task, completed=done), replace)
     return rows
 
 
@@ -218,6 +241,7 @@ def simulate(
     seed: SeedOpt = DEFAULT_SEED,
     start: StartOpt = DEFAULT_START,
     end: EndOpt = DEFAULT_END,
+    replace: ReplaceOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Simulate a subscription business, with its ground truth, into WORKSPACE/raw.
@@ -231,9 +255,12 @@ def simulate(
       clm simulate                                   # 5,000 customers, 2024-2025
 
       clm simulate -n 100000 --seed 7 --start 2023-01-01 --end 2024-12-31 -w big
+
+      clm simulate --seed 8 --replace -w big        # start the workspace over
     """
-    ws = Workspace.at(workspace)
-    rows = _simulate(ws, customers, seed, start, end)
+    ws, config = Workspace.at(workspace), _simulation_config(customers, seed, start, end)
+    with ws.exclusive("clm simulate"):
+        rows = _simulate(ws, config, replace)
     _print_rows(f"Wrote {ws.raw_dir}", rows)
 
 
@@ -262,12 +289,14 @@ def ingest_transactions_cmd(
         bool, typer.Option("--drop-duplicates", help="Leave out rows identical in customer, date and amount "
                                                      "(by default they are kept and counted).")
     ] = False,
+    replace: ReplaceOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Ingest a transactions export (one row per purchase) as a non-contractual workspace.
 
     Customers are inferred from their first purchase; churn is then 'no purchase within
-    the horizon'. The previous raw data is replaced only if the whole ingest succeeds.
+    the horizon'. A workspace holds one business: one that already holds data is refused
+    unless --replace, which starts it over only if the whole ingest succeeds.
     Compressed files (.gz, .bz2, .xz, .zip) are read as they are; times with UTC offsets are
     converted to UTC; day/month order is read from the file itself, or from --date-format.
 
@@ -285,8 +314,8 @@ def ingest_transactions_cmd(
     ws = Workspace.at(workspace)
     src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows,
                              encoding, drop_duplicates)
-    with console.status(f"Reading {file}"):
-        s = ingest_transactions(src, ws)
+    with ws.exclusive("clm ingest transactions"), console.status(f"Reading {file}"):
+        s = ingest_transactions(src, ws, replace)
     console.print(
         f"Ingested {s.rows_written:,} of {s.rows_read:,} rows: {s.customers:,} customers, "
         f"{s.first_event:%Y-%m-%d} to {s.last_event:%Y-%m-%d}, into {ws.raw_dir}."
@@ -378,7 +407,9 @@ def features_build(
 
       clm features build --as-of 2025-06-15    # one extra date, on demand
     """
-    _build_features(Workspace.at(workspace), as_of, frequency)
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm features build"):
+        _build_features(ws, as_of, frequency)
 
 
 @features_app.command("apply")
@@ -394,7 +425,9 @@ def features_apply(
 
     Example:  clm features apply --online-store redis --redis-url localhost:6379
     """
-    _apply_features(Workspace.at(workspace), online_store, redis_url)
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm features apply"):
+        _apply_features(ws, online_store, redis_url)
 
 
 @features_app.command("materialize")
@@ -404,7 +437,9 @@ def features_materialize(as_of: AsOfOpt = None, workspace: WorkspaceOpt = None) 
 
     Example:  clm features materialize --as-of 2025-12-01
     """
-    _materialize(Workspace.at(workspace), as_of)
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm features materialize"):
+        _materialize(ws, as_of)
 
 
 # ------------------------------------------------------------------- train
@@ -449,6 +484,20 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     console.print(table)
     if not any(r.trained for r in reports):
         raise ClmError("No model was trained: " + " ".join(f"{r.model}: {r.note}" for r in reports))
+    _say_what_was_left_out(reports)
+
+
+def _say_what_was_left_out(reports: list) -> None:  # list[ModelReport]
+    """A partly trained set is said in words: what is champion now, what was not trained or
+    not promoted, and what scores will lack."""
+    untrained = [r.model for r in reports if not r.trained]
+    held_back = [f"{r.model} v{r.version}" for r in reports if r.trained and not r.promoted]
+    if untrained:
+        console.print(f"[yellow]Not trained: {', '.join(untrained)} (reasons above). Their earlier champions, if "
+                      "any, stay in place; without one, `clm score` leaves their columns empty.[/yellow]")
+    if held_back:
+        console.print(f"[yellow]Registered as challenger only: {', '.join(held_back)} (the gate's reasons above); "
+                      "the champions are unchanged.[/yellow]")
 
 
 @app.command("train")
@@ -468,7 +517,9 @@ def train_cmd(
 
       clm train --models churn --as-of 2025-06-01 --horizon-days 60
     """
-    _train(Workspace.at(workspace), models, horizon_days, as_of, tracking_uri)
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm train"):
+        _train(ws, models, horizon_days, as_of, tracking_uri)
 
 
 # ------------------------------------------------------------------- models
@@ -520,11 +571,13 @@ def models_promote(
 
     from training import registry
 
-    client = registry.connect(Workspace.at(workspace), tracking_uri)
-    try:
-        changed = registry.set_champion(client, model, version)
-    except MlflowException:
-        raise ClmError(f"{registry.registered_name(model)} has no version {version}; see `clm models list`.") from None
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm models promote"):
+        client = registry.connect(ws, tracking_uri)
+        try:
+            changed = registry.set_champion(client, model, version)
+        except MlflowException:
+            raise ClmError(f"{registry.registered_name(model)} has no version {version}; see `clm models list`.") from None
     if changed:
         console.print(f"{registry.registered_name(model)}: version {version} is now champion.")
     else:
@@ -546,11 +599,13 @@ def models_rollback(
 
     from training import registry
 
-    client = registry.connect(Workspace.at(workspace), tracking_uri)
-    try:
-        version = registry.rollback(client, model)
-    except MlflowException:
-        raise ClmError(f"No registered model {registry.registered_name(model)}; run `clm train` first.") from None
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm models rollback"):
+        client = registry.connect(ws, tracking_uri)
+        try:
+            version = registry.rollback(client, model)
+        except MlflowException:
+            raise ClmError(f"No registered model {registry.registered_name(model)}; run `clm train` first.") from None
     console.print(f"{registry.registered_name(model)}: version {version} is champion again.")
 
 
@@ -583,7 +638,7 @@ def score_cmd(
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-    with console.status(f"Scoring customers as of {when:%Y-%m-%d}"):
+    with ws.exclusive("clm score"), console.status(f"Scoring customers as of {when:%Y-%m-%d}"):
         result = score(ws, when, out, tracking_uri)
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
     console.print(f"Wrote {result.customers:,} customers into {result.path}: {result.scored:,} scored, "
@@ -625,7 +680,7 @@ def backtest_cmd(
     if not chosen:
         raise ClmError("--targets names no target; give one or more of churn,upsell,clv (comma-separated).")
     config = BacktestConfig(when, horizon_days, chosen, tracking_uri)
-    with console.status("Backtesting") as status:
+    with ws.exclusive("clm backtest"), console.status("Backtesting") as status:
         report = backtest(ws, config, progress=status.update)
     _print_backtest(report)
     if json_out:
@@ -654,6 +709,14 @@ def _print_backtest(report: dict) -> None:
 
 
 # ------------------------------------------------------------------- run
+def _holds_a_simulation(ws: Workspace) -> bool:
+    """An earlier simulation can be made again from its arguments: `clm run` starts over."""
+    try:
+        return ws.read_manifest().source == "simulator"
+    except ClmError:  # no manifest, or a damaged one: not ours to remove
+        return False
+
+
 @app.command()
 @user_errors
 def run(
@@ -661,28 +724,33 @@ def run(
     seed: SeedOpt = DEFAULT_SEED,
     start: StartOpt = DEFAULT_START,
     end: EndOpt = DEFAULT_END,
+    replace: ReplaceOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job, end to end on embedded defaults: simulate, validate, build
     features, register them in Feast and load the online store, train and register the
     models, then summarise.
 
+    A workspace holding an earlier simulation is started over; one holding ingested data
+    only with --replace.
+
     Example:  clm run -n 20000 -w demo
     """
-    ws = Workspace.at(workspace)
-    console.rule("[bold]1/5 Simulate")
-    _simulate(ws, customers, seed, start, end)
-    console.rule("[bold]2/5 Validate")
-    _validate(ws)
-    console.rule("[bold]3/5 Features")
-    _build_features(ws, None, "monthly")
-    _apply_features(ws, "sqlite", "")
-    console.rule("[bold]4/5 Online store")
-    _materialize(ws, None)
-    console.rule("[bold]5/5 Train")
-    _train(ws, "churn,upsell,stage,clv", 90, None, None)
-    console.rule("[bold]Summary")
-    _print_summary(ws)
+    ws, config = Workspace.at(workspace), _simulation_config(customers, seed, start, end)
+    with ws.exclusive("clm run"):
+        console.rule("[bold]1/5 Simulate")
+        _simulate(ws, config, replace or _holds_a_simulation(ws))
+        console.rule("[bold]2/5 Validate")
+        _validate(ws)
+        console.rule("[bold]3/5 Features")
+        _build_features(ws, None, "monthly")
+        _apply_features(ws, "sqlite", "")
+        console.rule("[bold]4/5 Online store")
+        _materialize(ws, None)
+        console.rule("[bold]5/5 Train")
+        _train(ws, "churn,upsell,stage,clv", 90, None, None)
+        console.rule("[bold]Summary")
+        _print_summary(ws)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m pipelines.cli`

@@ -268,8 +268,12 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
     return customers, transactions, summary
 
 
-def ingest_transactions(src: TransactionsSource, workspace: Workspace) -> IngestSummary:
-    """Write a non-contractual raw workspace from a transactions export, atomically."""
+def ingest_transactions(src: TransactionsSource, workspace: Workspace, replace: bool = False) -> IngestSummary:
+    """Write a non-contractual raw workspace from a transactions export, atomically.
+
+    A workspace already holding a business is refused unless replace, which starts it over
+    (see `Workspace.writing_raw`)."""
+    workspace.check_new_business(replace)  # before reading the file: say it at once
     customers, transactions, summary = build_tables(src)
     start = summary.first_event.normalize()
     end_exclusive = summary.last_event.normalize() + pd.Timedelta(days=1)
@@ -288,7 +292,7 @@ def ingest_transactions(src: TransactionsSource, workspace: Workspace) -> Ingest
             "rows_skipped": summary.skipped,
         },
     )
-    with workspace.writing_raw() as staging:
+    with workspace.writing_raw(replace) as staging:
         customers.to_parquet(staging / f"{Table.CUSTOMERS.value}.parquet", index=False)
         transactions.to_parquet(staging / f"{Table.TRANSACTIONS.value}.parquet", index=False)
         write_manifest(staging, manifest)

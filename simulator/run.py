@@ -16,11 +16,16 @@ def simulate_to_workspace(
     config: SimulationConfig,
     workspace: Workspace,
     progress: Callable[[int, int], None] | None = None,
+    replace: bool = False,
 ) -> dict[str, int]:
-    """Run the simulation and replace WORKSPACE/raw atomically; returns rows per table."""
+    """Run the simulation and write WORKSPACE/raw atomically; returns rows per table.
+
+    A workspace already holding a business is refused unless replace, which starts it over
+    (see `Workspace.writing_raw`)."""
+    workspace.check_new_business(replace)  # before the simulation: say it at once
     output = Simulation(config).run(progress)
     end_exclusive = config.end + pd.Timedelta(days=1)
-    with workspace.writing_raw() as staging:
+    with workspace.writing_raw(replace) as staging:
         rows = write_all(output, staging)
         write_manifest(
             staging,

@@ -81,15 +81,24 @@ def churn_probabilities(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizo
     return {name: pd.Series(np.clip(p, 0.0, 1.0), index=summary.index) for name, p in out.items()}
 
 
-def churn_comparison(transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, horizon: int) -> dict[str, float]:
-    """ROC AUC of BG/NBD and Pareto/NBD on the test rows (their P(no purchase in the horizon))."""
-    y = test["churn"].to_numpy()
-    return {
-        f"{name}_roc_auc": ev.binary_metrics(y, p.reindex(test["customer_id"]).to_numpy())["roc_auc"]
-        for name, p in churn_probabilities(transactions, cutoff, horizon).items()
-    }
-
-
+def churn_comparison(
+    transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, horizon: int,
+) -> tuple[dict[str, float], str]:
+    """ROC AUC of BG/NBD and Pareto/NBD on the test rows (their P(no purchase in the horizon)),
+    and a note naming any that could not be fitted or gave no usable probabilities (small
+    or odd bases): a peer that fails is left out and said so, never a crash."""
+    try:
+        probabilities = churn_probabilities(transactions, cutoff, horizon)
+    except (ConvergenceError, ValueError, ZeroDivisionError, np.linalg.LinAlgError) as err:
+        return {}, f"buy-till-you-die peers not fitted ({type(err).__name__})"
+    y, figures, unusable = test["churn"].to_numpy(), {}, []
+    for name, p in probabilities.items():
+        values = p.reindex(test["customer_id"]).to_numpy()
+        if np.isfinite(values).all():
+            figures[f"{name}_roc_auc"] = ev.binary_metrics(y, values)["roc_auc"]
+        else:
+            unusable.append(name)
+    return figures, (f"{', '.join(unusable)} gave no finite probabilities: left out" if unusable else "")
 def clv_values(transactions: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> pd.Series:
     """BG/NBD expected purchases over `days` times Gamma-Gamma's expected spend, per customer_id."""
     summary = rfm_summary(transactions, cutoff)
@@ -102,8 +111,16 @@ def clv_values(transactions: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> p
     return expected_purchases(bgf, summary, days) * pd.Series(np.asarray(spend, dtype=float), index=summary.index)
 
 
-def clv_comparison(transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> dict[str, float]:
-    """Spearman and MAE of BG/NBD + Gamma-Gamma expected revenue over `days`."""
-    predicted = clv_values(transactions, cutoff, days).reindex(test["customer_id"]).fillna(0.0).to_numpy()
+def clv_comparison(
+    transactions: pd.DataFrame, test: pd.DataFrame, cutoff: pd.Timestamp, days: int,
+) -> tuple[dict[str, float], str]:
+    """Spearman and MAE of BG/NBD + Gamma-Gamma expected revenue over `days`, and a note if
+    it could not be fitted or gave no finite values (left out, never a crash)."""
+    try:
+        predicted = clv_values(transactions, cutoff, days).reindex(test["customer_id"]).fillna(0.0).to_numpy()
+    except (ConvergenceError, ValueError, ZeroDivisionError, np.linalg.LinAlgError) as err:
+        return {}, f"BG/NBD + Gamma-Gamma not fitted ({type(err).__name__})"
+    if not np.isfinite(predicted).all():
+        return {}, "BG/NBD + Gamma-Gamma gave no finite values: left out"
     metrics = ev.regression_metrics(test["clv"].to_numpy(), predicted)
-    return {"bgnbd_gg_spearman": metrics["spearman"], "bgnbd_gg_mae": metrics["mae"]}
+    return {"bgnbd_gg_spearman": metrics["spearman"], "bgnbd_gg_mae": metrics["mae"]}, ""

@@ -29,6 +29,11 @@ class NotEnoughHistory(ClmError):
     """Too few complete label windows before the as-of date to train a model."""
 
 
+class NotEnoughExamples(ClmError):
+    """The label windows exist, but hold too few examples of some outcome to learn or judge
+    a model (a small or skewed base)."""
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     horizon_days: int = 90

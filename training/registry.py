@@ -11,7 +11,11 @@ version becomes champion if it is sane. Every change of champion is recorded in 
 from __future__ import annotations
 
 import os
+import socket
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -19,7 +23,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from clm.errors import ClmError
-from clm.workspace import Workspace
+from clm.workspace import Workspace, process_alive
 from training.models import BINARY, MULTICLASS, TrainedModel
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -44,9 +48,59 @@ def tracking_uri(workspace: Workspace, explicit: str | None = None) -> str:
         return explicit
     if USER_TRACKING_URI:
         return USER_TRACKING_URI
-    folder = (workspace.root / "mlflow").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    (workspace.root / "mlflow").mkdir(parents=True, exist_ok=True)
+    return embedded_uri(workspace)
+
+
+def embedded_uri(workspace: Workspace) -> str:
+    """The workspace's own store: SQLite beside its artifacts."""
+    return f"sqlite:///{(workspace.root / 'mlflow').resolve() / 'mlflow.db'}"
+
+
+def artifacts_root(workspace: Workspace) -> Path:
+    return (workspace.root / "mlflow" / "artifacts").resolve()
+
+
+# Where the embedded store writes absolute artifact URIs: (table, column).
+ARTIFACT_URI_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
+
+
+def rebase_artifacts(workspace: Workspace) -> int:
+    """Point the embedded store's artifact URIs at this workspace's artifacts folder.
+
+    MLflow records absolute artifact URIs. In a copied or moved workspace they still name
+    the original folder: runs would write there, and a moved workspace could not load its
+    models. Rewrites every URI under another folder's `mlflow/artifacts` to this one's, in
+    one transaction; returns how many experiments were rebased (0 when already here).
+    """
+    db = workspace.root.resolve() / "mlflow" / "mlflow.db"
+    if not db.exists():
+        return 0
+    here = artifacts_root(workspace).as_uri()
+    marker = "/mlflow/artifacts/"
+    with closing(sqlite3.connect(db, timeout=30)) as conn, conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return 0
+        locations = [loc for (loc,) in conn.execute("SELECT artifact_location FROM experiments") if loc]
+        elsewhere = {loc[: loc.rindex(marker) + len(marker) - 1] for loc in locations if marker in loc} - {here}
+        for old in elsewhere:
+            for table, column in ARTIFACT_URI_COLUMNS:
+                if table in tables:
+                    conn.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE substr({column}, 1, ?) = ?",
+                        (here, len(old) + 1, len(old) + 1, old + "/"),
+                    )
+        # MLflow's own Default experiment points at ./mlruns of whichever folder created it.
+        conn.execute("UPDATE experiments SET artifact_location = ? WHERE name = 'Default' "
+                     "AND substr(artifact_location, 1, ?) != ?", (f"{here}/0", len(here), here))
+    return len(elsewhere)
 
 
 SERVER_TIMEOUT_SECONDS = 10
@@ -70,6 +124,8 @@ def connect(workspace: Workspace, explicit_uri: str | None = None) -> MlflowClie
     uri = tracking_uri(workspace, explicit_uri)
     if uri.startswith(("http://", "https://")):
         check_server(uri)
+    elif uri == embedded_uri(workspace):
+        rebase_artifacts(workspace)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -86,8 +142,32 @@ def experiment(client: MlflowClient, workspace: Workspace, model: str) -> str:
 def artifact_location(client: MlflowClient, workspace: Workspace, name: str) -> str | None:
     """Local artifacts beside the embedded SQLite store; a server keeps its own."""
     if client.tracking_uri.startswith("sqlite:"):
-        return (workspace.root / "mlflow" / "artifacts" / name).resolve().as_uri()
+        return (artifacts_root(workspace) / name).as_uri()
     return None
+
+
+def run_owner_tags(workspace: Workspace) -> dict[str, str]:
+    """Who is running a training run: the workspace, host and process."""
+    return {"workspace": str(workspace.root.resolve()), "clm.host": socket.gethostname(), "clm.pid": str(os.getpid())}
+
+
+def fail_abandoned_runs(client: MlflowClient, workspace: Workspace) -> list[str]:
+    """Runs of this workspace still RUNNING whose process on this host has ended (a killed
+    `clm train`): marked FAILED, with the reason in the tag `clm.failure`. Returns their ids."""
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("clm-")]
+    if not experiments:
+        return []
+    runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    ended = []
+    for run in runs:
+        tags = run.data.tags
+        mine = tags.get("workspace") == str(workspace.root.resolve()) and tags.get("clm.host") == socket.gethostname()
+        pid = tags.get("clm.pid", "")
+        if mine and pid.isdigit() and not process_alive(int(pid)):
+            client.set_tag(run.info.run_id, "clm.failure", "its process ended before the run finished (killed?)")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 class ClmPyfunc(mlflow.pyfunc.PythonModel):
@@ -162,9 +242,11 @@ class GateDecision:
 
 
 def decide_promotion(
-    challenger: TrainedModel, champion: TrainedModel | None, test: pd.DataFrame, margin: float | None = None
+    challenger: TrainedModel, champion: TrainedModel | None, test: pd.DataFrame, margin: float | None = None,
+    baseline: TrainedModel | None = None,
 ) -> GateDecision:
-    """Champion/challenger on the same latest window: promote if sane and better by margin."""
+    """Champion/challenger on the same latest window: promote if sane (and, given its
+    baseline, better than it: a first version too) and better than the champion by margin."""
     from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
 
     task = challenger.spec.task
@@ -191,6 +273,12 @@ def decide_promotion(
         ece, bound = expected_calibration_error(y.astype(float), predictions), ece_bound(predictions)
         if ece > bound:
             return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", mine, None)
+    if baseline is not None:
+        simple = score(baseline, baseline.predict(test))
+        if not direction * (mine - simple) > 0:
+            return GateDecision(False, f"{metric} {mine:.4f} is no better than its scikit-learn baseline's "
+                                f"{simple:.4f} on the test window: kept as challenger (promote it by hand "
+                                "with `clm models promote` if you still want it)", mine, None)
     if champion is None:
         return GateDecision(True, "first version", mine, None)
     theirs = score(champion, champion.predict(test))

@@ -30,10 +30,10 @@ from training import btyd
 from training import evaluate as ev
 from training import plots, registry
 from training.labels import (
-    LabelConfig, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, split_with_longest_window, stage_labels,
+    LabelConfig, NotEnoughExamples, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, split_with_longest_window, stage_labels,
     time_split,
 )
-from training.models import BINARY, MULTICLASS, SPECS, TrainedModel, fit_baseline, fit_lightgbm
+from training.models import BINARY, MULTICLASS, SPECS, ModelSpec, TrainedModel, fit_baseline, fit_lightgbm
 from training.oracle import oracle_probabilities
 
 MODELS = tuple(SPECS)
@@ -187,12 +187,43 @@ def fit_model(
         "valid": frame[frame.event_timestamp == split.valid],
         "test": frame[frame.event_timestamp == split.test],
     }
+    spec = SPECS[model]
+    check_enough_examples(spec, parts)
     # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.
     features = [f for f in _feature_names(frame) if parts["train"][f].notna().any()]
-    spec = SPECS[model]
     lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
     base = fit_baseline(spec, parts["train"], features)
     return FittedModel(model, lgbm, base, features, parts, split, window)
+
+
+MIN_TRAIN_EXAMPLES = 20  # of each outcome of a binary label, or rows of a regression target
+
+
+def check_enough_examples(spec: ModelSpec, parts: dict[str, pd.DataFrame]) -> None:
+    """Enough examples to learn and to judge: a binary label needs MIN_TRAIN_EXAMPLES of each
+    outcome in training and both outcomes in the validation (calibration) and test windows;
+    the stage model two stages in training; CLV MIN_TRAIN_EXAMPLES rows and a label that varies.
+    Raises NotEnoughExamples saying what was found and what would help."""
+    label, train = spec.label, parts["train"]
+    advice = "More customers or a longer history would help."
+    if spec.task == BINARY:
+        positives, negatives = int(train[label].sum()), int((1 - train[label]).sum())
+        if min(positives, negatives) < MIN_TRAIN_EXAMPLES:
+            raise NotEnoughExamples(
+                f"the training windows hold {positives:,} customer(s) with {label} and {negatives:,} without: "
+                f"at least {MIN_TRAIN_EXAMPLES} of each are needed. {advice}")
+        for part in ("valid", "test"):
+            if parts[part][label].nunique() < 2:
+                raise NotEnoughExamples(
+                    f"the {part} window ({len(parts[part]):,} customers) holds only one outcome of {label}, so "
+                    f"the model cannot be {'calibrated' if part == 'valid' else 'judged'}. {advice}")
+    elif spec.task == MULTICLASS:
+        if train[label].nunique() < 2:
+            raise NotEnoughExamples(f"every training example has the same {label}: nothing to tell apart. {advice}")
+    elif len(train) < MIN_TRAIN_EXAMPLES or train[label].nunique() < 2:
+        raise NotEnoughExamples(
+            f"the training windows hold {len(train):,} row(s) with {train[label].nunique()} distinct {label} "
+            f"value(s): at least {MIN_TRAIN_EXAMPLES} varied rows are needed. {advice}")
 
 
 def train_model(
@@ -203,36 +234,41 @@ def train_model(
         return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained")
     try:
         fitted = fit_model(workspace, model, config, contractual, as_of, shared)
-    except NotEnoughHistory as err:
+    except (NotEnoughHistory, NotEnoughExamples) as err:
         return ModelReport(model, False, str(err))
     lgbm, parts, window = fitted.lgbm, fitted.parts, fitted.window_days
+    btyd_note = ""
     report = ModelReport(model, True, metrics=_metrics(lgbm, parts["test"]), baseline=_metrics(fitted.baseline, parts["test"]))
     if lgbm.spec.task == BINARY:
         report.oracle = _oracle(workspace, lgbm, parts["test"], window)
     if not contractual and model in ("churn", "clv"):
         transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
         compare = btyd.churn_comparison if model == "churn" else btyd.clv_comparison
-        report.btyd = compare(transactions, parts["test"], fitted.split.test, window)
+        report.btyd, btyd_note = compare(transactions, parts["test"], fitted.split.test, window)
     if model == "stage":
         test = parts["test"]
         report.metrics["stays_the_same_macro_f1"] = ev.stays_the_same_f1(
             test.stage.to_numpy(), test.current_stage.to_numpy(), list(STAGES)
         )
     report.split = fitted.split_summary()
+    notes = [btyd_note] if btyd_note else []
     if model == "clv" and window < config.labels.clv_days:
-        report.split["note"] = (f"CLV over {window} days: the history is too short for a {config.labels.clv_days}-day "
-                                "window without overlap")
+        notes.append(f"CLV over {window} days: the history is too short for a {config.labels.clv_days}-day "
+                     "window without overlap")
+    if notes:
+        report.split["note"] = "; ".join(notes)
 
-    _log_and_register(workspace, client, lgbm, fitted.features, parts, report, config, window, as_of)
+    _log_and_register(workspace, client, fitted, report, config, as_of)
     return report
 
 
 def _log_and_register(
-    workspace: Workspace, client: mlflow.tracking.MlflowClient, lgbm: TrainedModel, features: list[str],
-    parts: dict[str, pd.DataFrame], report: ModelReport, config: TrainConfig, window: int, as_of: pd.Timestamp,
+    workspace: Workspace, client: mlflow.tracking.MlflowClient, fitted: FittedModel, report: ModelReport,
+    config: TrainConfig, as_of: pd.Timestamp,
 ) -> None:
     """One MLflow run: parameters, lineage, figures, plots, the model as `challenger`, and
     the promotion gate's decision (the report records version and outcome)."""
+    lgbm, features, parts, window = fitted.lgbm, fitted.features, fitted.parts, fitted.window_days
     model, spec = report.model, lgbm.spec
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, model))
     with mlflow.start_run(run_name=f"{model} as of {as_of:%Y-%m-%d}"):
@@ -243,7 +279,7 @@ def _log_and_register(
         })
         mlflow.set_tags({
             "feature_service": f"{model}_features", "feature_groups": ",".join(MODEL_GROUPS[model]),
-            "data_fingerprint": _data_fingerprint(workspace), "workspace": str(workspace.root.resolve()),
+            "data_fingerprint": _data_fingerprint(workspace), **registry.run_owner_tags(workspace),
         })
         mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
@@ -255,7 +291,8 @@ def _log_and_register(
         report.version = registry.log_model(lgbm, parts["test"][features].head(5), model)
         name = registry.registered_name(model)
         client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
-        decision = registry.decide_promotion(lgbm, registry.load_champion(client, model), parts["test"], config.margin)
+        decision = registry.decide_promotion(lgbm, registry.load_champion(client, model), parts["test"], config.margin,
+                                             baseline=fitted.baseline)
         mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept champion", "gate_reason": decision.reason})
         if decision.promote:
             registry.set_champion(client, model, report.version)
@@ -274,6 +311,7 @@ def train(
         raise ClmError(f"--as-of {as_of:%Y-%m-%d} is after the data's end ({manifest.data_end[:10]}).")
     contractual = manifest.business == "contractual"
     client = registry.connect(workspace, config.tracking_uri)
+    registry.fail_abandoned_runs(client, workspace)
     reports, shared = [], {}
     for model in config.models:
         if progress:

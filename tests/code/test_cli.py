@@ -7,25 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from clm.domain import Table
 from clm.workspace import Workspace
-from pipelines.cli import app
-
-runner = CliRunner()
-
-
-class Outcome:
-    """A CLI run: exit code, and its output with panel borders and line wrapping removed."""
-
-    def __init__(self, result):
-        self.exit_code = result.exit_code
-        self.output = " ".join(result.output.translate(str.maketrans("", "", "│╭╮╰╯─")).split())
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Outcome:
-    return Outcome(runner.invoke(app, list(args), env=env))
+from tests.clirun import Outcome, invoke, tree_digest
 
 
 def test_console_script_lists_the_commands():
@@ -151,10 +136,16 @@ def main_job_figures(ws: Path) -> dict[str, dict[str, float]]:
     return figures
 
 
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory) -> tuple[Path, Outcome]:
+    """The README's main job, at 2,000 customers: a trained workspace and what `clm run` said."""
+    ws = tmp_path_factory.mktemp("main") / "ws"
+    return ws, invoke("run", "-n", "2000", "-w", str(ws))
+
+
 @pytest.mark.slow
-def test_run_is_the_main_job_end_to_end(tmp_path):
-    ws = tmp_path / "ws"
-    result = invoke("run", "-n", "2000", "-w", str(ws))  # the README's main job, at 2,000 customers
+def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
+    ws, result = main_job
     assert result.exit_code == 0, result.output
     for expected in (
         "Simulate", "Validate", "Valid:", "Feast registry: 8 views", "Online store loaded", "Test window figures",
@@ -204,6 +195,48 @@ def test_run_is_the_main_job_end_to_end(tmp_path):
     assert live.churn_probability.between(0, 1).all() and live.predicted_stage.notna().all()
     assert frame[cancelled][["churn_probability", "upsell_probability", "clv"]].isna().all().all()
     assert (frame[cancelled].predicted_stage == "churned").all()
+
+
+@pytest.mark.slow
+def test_a_trained_workspace_can_be_copied_and_moved(main_job, tmp_path):
+    """Copy a trained workspace and work in the copy (score, train); then move the copy and
+    work there. The original is byte-for-byte untouched, and the moved copy needs nothing
+    of where it was."""
+    import shutil
+
+    original, made = main_job
+    assert made.exit_code == 0, made.output
+    before = tree_digest(original)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    scored = invoke("score", "--out", str(tmp_path / "copy-scores.parquet"), "-w", str(copy))
+    assert scored.exit_code == 0, scored.output
+    trained = invoke("train", "--models", "churn", "-w", str(copy))
+    assert trained.exit_code == 0, trained.output
+    assert tree_digest(original) == before  # so the copy's new version 2 lives in the copy alone
+    assert _versions(copy, "churn") == ["1", "2"]
+
+    moved = tmp_path / "moved"
+    copy.rename(moved)
+    promoted = invoke("models", "promote", "churn", "2", "-w", str(moved))  # load v2, made before the move
+    assert promoted.exit_code == 0, promoted.output
+    scored = invoke("score", "--out", str(tmp_path / "moved-scores.parquet"), "-w", str(moved))
+    assert scored.exit_code == 0 and "churn v2" in scored.output, scored.output
+    assert invoke("features", "materialize", "-w", str(moved)).exit_code == 0
+    frame = pd.read_parquet(tmp_path / "moved-scores.parquet")
+    assert len(frame) == 2000 and frame.churn_probability.notna().any()
+    assert tree_digest(original) == before
+    config = (moved / "feature_repo" / "feature_store.yaml").read_text()
+    assert str(tmp_path) not in config and str(original) not in config
+
+
+def _versions(ws: Path, model: str) -> list[str]:
+    """The registered versions of a model in a workspace's own MLflow store."""
+    from training import registry
+
+    client = registry.connect(Workspace(ws))
+    return sorted(str(v.version) for v in client.search_model_versions(f"name = '{registry.registered_name(model)}'"))
 
 
 def test_features_commands(tmp_path):

@@ -106,6 +106,10 @@ def test_gate_promotes_a_better_model_and_refuses_a_worse(good_and_bad):
     refused = registry.decide_promotion(bad, good, test)
     assert not refused.promote and "not better" in refused.reason
     assert registry.decide_promotion(bad, None, test).promote  # the first version
+    # ...unless it is no better than its baseline (here the good model plays the baseline).
+    behind = registry.decide_promotion(bad, None, test, baseline=good)
+    assert not behind.promote and "no better than its scikit-learn baseline" in behind.reason
+    assert registry.decide_promotion(good, None, test, baseline=bad).promote
 
 
 def test_gate_refuses_nan_predictions(good_and_bad):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from clm.errors import ClmError
 from clm.workspace import Workspace, resolve_workspace
 
 
@@ -14,27 +15,56 @@ def test_workspace_resolution_order(monkeypatch, tmp_path):
     assert resolve_workspace(tmp_path / "explicit") == tmp_path / "explicit"
 
 
-def test_writing_raw_replaces_in_one_step(tmp_path):
+def test_a_second_business_is_refused_and_replace_starts_over(tmp_path):
     ws = Workspace(tmp_path)
     with ws.writing_raw() as staging:
         (staging / "a.txt").write_text("first")
-    with ws.writing_raw() as staging:
+    for derived in ("features/rfm", "feature_repo", "mlflow/artifacts"):  # made from the first business
+        (tmp_path / derived).mkdir(parents=True)
+        (tmp_path / derived / "x").write_text("old")
+
+    with pytest.raises(ClmError, match="already holds data .raw, features, feature_repo, mlflow.*--replace"):
+        with ws.writing_raw() as staging:
+            pytest.fail("the refusal comes before any staging")
+    assert (ws.raw_dir / "a.txt").read_text() == "first" and (tmp_path / "mlflow/artifacts/x").exists()
+
+    with ws.writing_raw(replace=True) as staging:
         assert not (staging / "a.txt").exists()
         (staging / "b.txt").write_text("second")
     assert sorted(p.name for p in ws.raw_dir.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # nothing of the first business is left
 
 
-def test_failed_write_keeps_the_old_raw(tmp_path):
+def test_empty_leftover_folders_are_no_business(tmp_path):
+    ws = Workspace(tmp_path)
+    (tmp_path / "mlflow").mkdir()  # e.g. made by a command that then stopped at "no raw data"
+    with ws.writing_raw() as staging:
+        (staging / "a.txt").write_text("first")
+    assert (ws.raw_dir / "a.txt").exists()
+
+
+def test_failed_replacement_keeps_the_old_business(tmp_path):
     ws = Workspace(tmp_path)
     with ws.writing_raw() as staging:
         (staging / "a.txt").write_text("kept")
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "x").write_text("kept too")
     with pytest.raises(RuntimeError):
-        with ws.writing_raw() as staging:
+        with ws.writing_raw(replace=True) as staging:
             (staging / "half.txt").write_text("half")
             raise RuntimeError("boom")
     assert (ws.raw_dir / "a.txt").read_text() == "kept"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    assert (tmp_path / "features" / "x").read_text() == "kept too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "raw"]
+
+
+def test_a_damaged_manifest_is_a_clear_error(tmp_path):
+    ws = Workspace(tmp_path)
+    with ws.writing_raw() as staging:
+        (staging / "_manifest.json").write_text('{"source": "ingest", "busin')  # cut short
+    with pytest.raises(ClmError, match=r"manifest .*_manifest.json is damaged .*--replace"):
+        ws.read_manifest()
+    assert ws.describe() == "data"
 
 
 def test_a_killed_writers_staging_folder_is_removed_by_the_next(tmp_path):
@@ -54,7 +84,7 @@ def test_a_killed_writers_staging_folder_is_removed_by_the_next(tmp_path):
     running = ws.root / f".raw-staging-{os.getpid()}-cafe0000"
     for folder in (abandoned, old_style, running):
         folder.mkdir()
-    with ws.writing_raw() as staging:
+    with ws.writing_raw(replace=True) as staging:
         (staging / "marker").write_text("new")
     assert not abandoned.exists() and not old_style.exists() and running.exists()
     assert (ws.raw_dir / "marker").read_text() == "new"
