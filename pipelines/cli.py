@@ -43,21 +43,32 @@ app = typer.Typer(
 ingest_app = typer.Typer(
     help="Bring real exports into a workspace.\n\nExample:  clm ingest transactions sales.csv "
     "--customer-col 'Customer ID' --date-col 'Order Date' --amount-col Total",
-    no_args_is_help=True,
+    invoke_without_command=True,
 )
 app.add_typer(ingest_app, name="ingest")
 features_app = typer.Typer(
     help="Build behavioural features, register them in Feast, and load them into the online store.\n\n"
     "Example:  clm features build && clm features apply && clm features materialize",
-    no_args_is_help=True,
+    invoke_without_command=True,
 )
 app.add_typer(features_app, name="features")
 models_app = typer.Typer(
     help="Manage registered models and their champion/challenger aliases.\n\n"
     "Example:  clm models list && clm models promote churn 3 && clm models rollback churn",
-    no_args_is_help=True,
+    invoke_without_command=True,
 )
 app.add_typer(models_app, name="models")
+
+
+def _help_when_bare(ctx: typer.Context) -> None:
+    """`clm features` (no subcommand): its help, and success."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
+for _group in (ingest_app, features_app, models_app):
+    _group.callback()(_help_when_bare)
 ModelArg = Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")]
 TrackingOpt = Annotated[
     str | None,
@@ -490,14 +501,14 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
 def _say_what_was_left_out(reports: list) -> None:  # list[ModelReport]
     """A partly trained set is said in words: what is champion now, what was not trained or
     not promoted, and what scores will lack."""
-    untrained = [r.model for r in reports if not r.trained]
+    untrained = [r.model for r in reports if not r.trained and r.applies]
     held_back = [f"{r.model} v{r.version}" for r in reports if r.trained and not r.promoted]
     if untrained:
         console.print(f"[yellow]Not trained: {', '.join(untrained)} (reasons above). Their earlier champions, if "
                       "any, stay in place; without one, `clm score` leaves their columns empty.[/yellow]")
     if held_back:
         console.print(f"[yellow]Registered as challenger only: {', '.join(held_back)} (the gate's reasons above); "
-                      "the champions are unchanged.[/yellow]")
+                      "their champions, if any, are unchanged.[/yellow]")
 
 
 @app.command("train")

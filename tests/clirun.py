@@ -19,6 +19,10 @@ class Outcome:
         self.exit_code = result.exit_code
         self.output = " ".join(result.output.translate(str.maketrans("", "", "│╭╮╰╯─")).split())
 
+    def mentions(self, text: str) -> bool:
+        """Whether the output says `text`, even where the panel wrapped it mid-word (long paths)."""
+        return "".join(text.split()) in "".join(self.output.split())
+
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Outcome:
     return Outcome(runner.invoke(app, list(args), env=env))

@@ -77,7 +77,7 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> 
 
 def stays_the_same_f1(y: np.ndarray, current: np.ndarray, classes: list[str]) -> float:
     """Macro-F1 of the baseline 'the stage stays what it is now'."""
-    return float(f1_score(y, current, average="macro", labels=classes))
+    return float(f1_score(y, current, average="macro", labels=classes, zero_division=0.0))
 
 
 def stage_confusion(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -99,7 +99,8 @@ def regression_metrics(y: np.ndarray, v: np.ndarray) -> dict[str, float]:
     y, v = np.asarray(y, dtype=float), np.asarray(v, dtype=float)
     return {
         "mae": float(mean_absolute_error(y, v)),
-        "spearman": float(spearmanr(y, v).statistic),
+        # Undefined (NaN) when either side is constant, e.g. a model that predicts one value.
+        "spearman": float(spearmanr(y, v).statistic) if np.ptp(y) > 0 and np.ptp(v) > 0 else float("nan"),
         "gini": gini(y, v),
         "mean_actual": float(y.mean()),
         "mean_predicted": float(v.mean()),

@@ -264,6 +264,9 @@ def decide_promotion(
     predictions = challenger.predict(test)
     if not np.all(np.isfinite(predictions)):
         return GateDecision(False, "challenger predicts NaN or infinite values", float("nan"), None)
+    if np.ptp(predictions, axis=0).max() <= 0:
+        return GateDecision(False, "challenger predicts the same value for every customer: it ranks nobody "
+                            "(too little data to learn from?)", float("nan"), None)
     mine = score(challenger, predictions)
     if task == BINARY:  # sanity holds for the first version too
         slope = challenger.calibrator.slope if challenger.calibrator is not None else 1.0

@@ -61,6 +61,7 @@ class ModelReport:
     oracle: dict[str, float] = field(default_factory=dict)
     btyd: dict[str, float] = field(default_factory=dict)  # non-contractual: buy-till-you-die baselines
     split: dict[str, object] = field(default_factory=dict)
+    applies: bool = True  # False: the model has no meaning for this business (upsell without plans)
 
 
 def _feature_names(frame: pd.DataFrame) -> list[str]:
@@ -231,7 +232,8 @@ def train_model(
     client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None,
 ) -> ModelReport:
     if model == "upsell" and not contractual:
-        return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained")
+        return ModelReport(model, False, "no plans in a transactions-only workspace: upsell is not trained",
+                           applies=False)
     try:
         fitted = fit_model(workspace, model, config, contractual, as_of, shared)
     except (NotEnoughHistory, NotEnoughExamples) as err:

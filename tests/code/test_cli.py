@@ -239,6 +239,53 @@ def _versions(ws: Path, model: str) -> list[str]:
     return sorted(str(v.version) for v in client.search_model_versions(f"name = '{registry.registered_name(model)}'"))
 
 
+def assert_registrations_are_said(ws: Path, output: str, models: tuple[str, ...]) -> None:
+    """What MLflow holds after a training is what the output says: a model without a version
+    is named under "Not trained", a version that is not champion under "Registered as
+    challenger only"; nothing registered in silence."""
+    import re
+
+    from training import registry
+
+    client = registry.connect(Workspace(ws))
+    not_trained = re.search(r"Not trained: ([a-z, ]+) \(", output)
+    held_back = re.search(r"Registered as challenger only: ([a-z0-9, ]+) \(", output)
+    for model in models:
+        versions = [str(v.version) for v in client.search_model_versions(f"name = '{registry.registered_name(model)}'")]
+        champion = registry.alias_version(client, model, registry.CHAMPION)
+        if not versions:
+            assert not_trained and model in not_trained.group(1).split(", "), (model, output)
+        elif champion is None:
+            assert held_back and f"{model} v{versions[0]}" in held_back.group(1).split(", "), (model, output)
+
+
+@pytest.mark.slow
+def test_a_small_one_year_business_trains_what_it_can_and_says_the_rest(tmp_path):
+    """The command that once failed in the stage model and left half the models registered."""
+    ws = tmp_path / "ws"
+    result = invoke("run", "-n", "800", "--start", "2024-01-01", "--end", "2024-12-31", "-w", str(ws))
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "CLV over 90 days" in result.output  # one year: the shortest honest CLV window
+    assert_registrations_are_said(ws, result.output, ("churn", "upsell", "stage", "clv"))
+
+
+@pytest.mark.slow
+def test_a_sixty_customer_shop_trains_what_it_can_and_says_the_rest(tmp_path):
+    """A tiny transactions export: no traceback from buy-till-you-die peers or the gate."""
+    from pipelines.ingest import ingest_exported_transactions
+    from tests.conftest import simulate
+
+    sim = simulate(tmp_path / "sim", 60, 5, "2024-01-01", "2025-12-31")
+    shop = tmp_path / "shop"
+    ingest_exported_transactions(sim, tmp_path / "export.csv", Workspace(shop))
+    result = invoke("train", "-w", str(shop))
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "upsell is not trained" in result.output and "Not trained: upsell" not in result.output  # no plans
+    assert_registrations_are_said(shop, result.output, ("churn", "stage", "clv"))
+    scores = invoke("score", "--out", str(tmp_path / "s.parquet"), "-w", str(shop))
+    assert scores.exit_code == 0, scores.output
+
+
 def test_features_commands(tmp_path):
     ws = tmp_path / "ws"
     assert invoke("simulate", "-n", "150", "--end", "2024-04-30", "-w", str(ws)).exit_code == 0

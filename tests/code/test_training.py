@@ -11,6 +11,7 @@ import pytest
 from clm.domain import Table
 from clm.workspace import Workspace
 from tests.handmade import t, write_hand_made
+from training import evaluate as ev
 from training import registry
 from training.labels import (
     LabelConfig, NotEnoughHistory, candidate_cutoffs, outcome_labels, split_with_longest_window, time_split,
@@ -120,6 +121,24 @@ def test_gate_refuses_nan_predictions(good_and_bad):
     poisoned.estimator = type("NaNModel", (), {"predict_proba": lambda self, x: np.full((len(x), 2), np.nan)})()
     decision = registry.decide_promotion(poisoned, good, broken)
     assert not decision.promote and "NaN" in decision.reason
+
+
+def test_gate_refuses_a_model_that_predicts_one_value_for_everyone(good_and_bad):
+    good, _, test = good_and_bad
+    constant = type(good)(**{**vars(good)})
+    constant.calibrator = None
+    constant.estimator = type("Constant", (), {"predict_proba": lambda self, x: np.tile([0.7, 0.3], (len(x), 1))})()
+    decision = registry.decide_promotion(constant, None, test)  # even as the first version
+    assert not decision.promote and "same value for every customer" in decision.reason
+
+
+def test_spearman_of_a_constant_prediction_is_undefined_not_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures = ev.regression_metrics(np.array([1.0, 5.0, 3.0]), np.array([2.0, 2.0, 2.0]))
+    assert np.isnan(figures["spearman"]) and figures["mae"] == pytest.approx(5 / 3)
 
 
 def test_registry_aliases_promotion_and_rollback(good_and_bad, tmp_path):
@@ -252,7 +271,6 @@ def test_oracle_is_the_probability_of_what_happened(tmp_path):
     U contacted before the cutoff           truth 0.20 (priced in the snapshot's state)"""
     import datetime
 
-    from training import evaluate as ev
     from training.oracle import oracle_probabilities
 
     ws = Workspace(tmp_path / "ws")
