@@ -11,6 +11,7 @@ pass their contracts, so a failed ingest leaves the previous data untouched.
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def detect_separator(sample: str) -> str:
         return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t").delimiter
     except csv.Error:
         pass
+    # The sniffer wants the same count on every line; a ragged export (a row with a missing
+    # trailing field) still has one candidate that the header and every line contain.
+    present = [c for c in ",;\t" if all(c in ln for ln in lines)]
+    if present:
+        return max(present, key=lambda c: lines[0].count(c))
     counts = {len(ln.split()) for ln in lines}
     if len(counts) == 1 and counts.pop() >= 2:
         return r"\s+"
@@ -120,10 +126,18 @@ def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
         raise ClmError(f"--encoding '{src.encoding}' is not a known text encoding (e.g. utf-8, latin-1, cp1252).") from None
     sep = SEPARATORS[src.sep] if src.sep else detect_separator(_sample_lines(path, src.encoding))
     try:
-        frame = pd.read_csv(
-            path, sep=sep, dtype=str, keep_default_na=False, encoding=src.encoding,
-            engine="python" if sep == r"\s+" else "c", skipinitialspace=True,
-        )
+        with warnings.catch_warnings():
+            # A row longer than the header would silently become an index or lose its tail.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path, sep=sep, dtype=str, keep_default_na=False, encoding=src.encoding, index_col=False,
+                engine="python" if sep == r"\s+" else "c", skipinitialspace=True,
+            )
+    except pd.errors.ParserWarning:
+        raise ClmError(
+            f"{path}: a row has more fields than the header line (separator {sep!r}). Check --sep, or quote "
+            "values that contain the separator."
+        ) from None
     except UnicodeDecodeError as err:
         raise ClmError(
             f"{path} is not {src.encoding} text ({err.reason} at byte {err.start}). "
