@@ -78,6 +78,10 @@ def test_ordinary_mistakes_are_clear_errors_that_change_nothing(tmp_path):
     folder.mkdir()
     result = invoke("score", "--out", str(folder), "-w", str(tmp_path / "ws"))
     assert result.exit_code == 2 and f"--out {folder} is a folder" in result.output and not any(folder.iterdir())
+    under_a_file = a_file / "scores.parquet"  # its folder can never exist
+    result = invoke("score", "--out", str(under_a_file), "-w", str(tmp_path / "ws"))
+    assert result.exit_code == 2 and result.mentions(f"Cannot create the folder of --out {under_a_file}")
+    assert a_file.read_text() == "mine"
 
     result = invoke("train", "--models", "", "-w", str(tmp_path / "ws"))
     assert result.exit_code == 2 and "--models names no model" in result.output and "Traceback" not in result.output

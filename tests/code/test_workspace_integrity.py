@@ -4,6 +4,7 @@ or option, and nothing already in the workspace changed."""
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import socket
 import subprocess
@@ -176,7 +177,10 @@ def test_a_killed_training_run_is_marked_failed_by_the_next(tmp_path):
     from training import registry
 
     ws = Workspace(tmp_path / "ws")
-    died = subprocess.run([sys.executable, "-c", START_A_RUN_AND_DIE, str(ws.root)], capture_output=True, text=True)
+    # mlflow.set_tracking_uri() in this process exports MLFLOW_TRACKING_URI: not for the child.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    died = subprocess.run([sys.executable, "-c", START_A_RUN_AND_DIE, str(ws.root)], capture_output=True, text=True,
+                          env=env)
     assert died.returncode == -signal.SIGKILL
     abandoned = died.stdout.strip()
     client = registry.connect(ws)
