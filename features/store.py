@@ -86,11 +86,15 @@ def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStore
         "online_store": online_cfg,
         "entity_key_serialization_version": 3,
     }
-    target = repo / CONFIG_NAME
-    temporary = target.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
-    temporary.write_text(yaml.safe_dump(config, sort_keys=False))
-    temporary.replace(target)
+    _write_config_file(repo, config)
     return repo
+
+
+def _write_config_file(repo: Path, config: dict[str, object]) -> None:
+    """feature_store.yaml, written beside and renamed: never half a config."""
+    temporary = repo / f".{CONFIG_NAME}.{os.getpid()}.tmp"
+    temporary.write_text(yaml.safe_dump(config, sort_keys=False))
+    temporary.replace(repo / CONFIG_NAME)
 
 
 def check_redis(url: str, timeout_seconds: float = 5.0) -> None:
@@ -124,9 +128,7 @@ def _relocate_config(repo: Path) -> None:
     config["registry"]["path"] = REGISTRY_DB
     if "path" in online:
         online["path"] = ONLINE_DB
-    temporary = repo / f".{CONFIG_NAME}.{os.getpid()}.tmp"
-    temporary.write_text(yaml.safe_dump(config, sort_keys=False))
-    temporary.replace(repo / CONFIG_NAME)
+    _write_config_file(repo, config)
 
 
 def open_store(workspace: Workspace) -> FeatureStore:

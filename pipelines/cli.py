@@ -69,6 +69,7 @@ def _help_when_bare(ctx: typer.Context) -> None:
 
 for _group in (ingest_app, features_app, models_app):
     _group.callback()(_help_when_bare)
+
 ModelArg = Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")]
 TrackingOpt = Annotated[
     str | None,

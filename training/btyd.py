@@ -99,6 +99,8 @@ def churn_comparison(
         else:
             unusable.append(name)
     return figures, (f"{', '.join(unusable)} gave no finite probabilities: left out" if unusable else "")
+
+
 def clv_values(transactions: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> pd.Series:
     """BG/NBD expected purchases over `days` times Gamma-Gamma's expected spend, per customer_id."""
     summary = rfm_summary(transactions, cutoff)
