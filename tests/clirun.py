@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -15,9 +18,9 @@ runner = CliRunner()
 class Outcome:
     """A CLI run: exit code, and its output with panel borders and line wrapping removed."""
 
-    def __init__(self, result):
-        self.exit_code = result.exit_code
-        self.output = " ".join(result.output.translate(str.maketrans("", "", "│╭╮╰╯─")).split())
+    def __init__(self, exit_code: int, text: str):
+        self.exit_code = exit_code
+        self.output = " ".join(text.translate(str.maketrans("", "", "│╭╮╰╯─")).split())
 
     def mentions(self, text: str) -> bool:
         """Whether the output says `text`, even where the panel wrapped it mid-word (long paths)."""
@@ -25,7 +28,18 @@ class Outcome:
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Outcome:
-    return Outcome(runner.invoke(app, list(args), env=env))
+    """`clm ARGS` in this process (fast; pytest records library warnings, so they cannot show)."""
+    result = runner.invoke(app, list(args), env=env)
+    return Outcome(result.exit_code, result.output)
+
+
+def run_clm(*args: str) -> Outcome:
+    """`clm ARGS` as a user runs it: the installed console script in a fresh process, where
+    any warning a library prints would reach the output."""
+    clm = Path(sys.executable).parent / "clm"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # set by in-process tests
+    done = subprocess.run([str(clm), *args], capture_output=True, text=True, env=env)
+    return Outcome(done.returncode, done.stdout + done.stderr)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
