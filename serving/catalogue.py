@@ -1,0 +1,147 @@
+"""The action catalogue: which actions exist, to whom they may go, how often, at what cost.
+
+Loaded from YAML (`serving/catalogue.yaml` by default, `--catalogue FILE` otherwise) and
+validated on load: an error names the entry and the field. Action ids are
+`clm.domain.Action` values, the one list the data, the simulator and the catalogue share.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clm.domain import Action, Stage
+from clm.errors import ClmError
+
+DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """Inclusive bounds; a bound left out does not restrict."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+class Eligibility(_Strict):
+    """Who may get an action; a field left out does not restrict."""
+
+    stages: list[Stage] | None = None
+    segments: list[str] | None = None
+    tenure_days: Range | None = None
+    churn_probability: Range | None = None
+    upsell_probability: Range | None = None
+
+
+class Discount(_Strict):
+    """share off the next `bills` bills: costs share x bills x the monthly price."""
+
+    share: float = Field(gt=0, le=1)
+    bills: int = Field(ge=1)
+
+
+class ActionEntry(_Strict):
+    """One action of the catalogue (fields: see catalogue.yaml's header)."""
+
+    id: Action
+    description: str = Field(min_length=1)
+    channel: Literal["email", "phone", "in_app", "none"]
+    unit_cost: float = Field(ge=0)
+    discount: Discount | None = None
+    target: Literal["retain", "upgrade", "activate", "refer", "win_back", "none"]
+    eligibility: Eligibility = Eligibility()
+    cooldown_days: int = Field(ge=0)
+    daily_capacity: int | None = Field(default=None, ge=0)
+    weight: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _nothing_is_free_of_rules(self) -> "ActionEntry":
+        if (self.id is Action.NONE) != (self.channel == "none"):
+            raise ValueError("the channel is 'none' for the action none, and only for it")
+        return self
+
+    def cost(self, monthly_price: float) -> float:
+        """What one contact costs: the unit cost and any discount granted."""
+        discount = self.discount.share * self.discount.bills * monthly_price if self.discount else 0.0
+        return self.unit_cost + discount
+
+
+class ContactPolicy(_Strict):
+    """At most max_contacts contacts (any action but none) per customer within window_days."""
+
+    max_contacts: int = Field(ge=0)
+    window_days: int = Field(ge=1)
+
+
+class Catalogue(_Strict):
+    contact_policy: ContactPolicy
+    actions: list[ActionEntry]
+
+    @model_validator(mode="after")
+    def _one_entry_per_action_and_none_present(self) -> "Catalogue":
+        ids = [a.id for a in self.actions]
+        repeated = sorted({a.value for a in ids if ids.count(a) > 1})
+        if repeated:
+            raise ValueError(f"action(s) {', '.join(repeated)} appear more than once")
+        if Action.NONE not in ids:
+            raise ValueError("the action 'none' (do nothing) must be in the catalogue")
+        return self
+
+    def entry(self, action: Action | str) -> ActionEntry:
+        return next(a for a in self.actions if a.id == Action(action))
+
+    @property
+    def contact_actions(self) -> list[ActionEntry]:
+        return [a for a in self.actions if a.id is not Action.NONE]
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    """The catalogue at `path` (default: the one shipped with clm), validated; a ClmError
+    names the file, the entry and the field of every problem."""
+    path = Path(path) if path is not None else DEFAULT_CATALOGUE
+    if not path.is_file():
+        raise ClmError(f"Catalogue {path} not found: pass --catalogue with a YAML file (see {DEFAULT_CATALOGUE}).")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ClmError(f"Catalogue {path} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
+    if not isinstance(raw, dict):
+        raise ClmError(f"Catalogue {path} must be a mapping with 'contact_policy' and 'actions'.")
+    try:
+        return Catalogue.model_validate(raw)
+    except ValidationError as err:
+        problems = [f"  - {_where(raw, e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ClmError(f"Catalogue {path} has {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+
+
+def _where(raw: dict, loc: tuple) -> str:
+    """A readable location: actions[2] (success_call).unit_cost."""
+    parts: list[str] = []
+    node: object = raw
+    for key in loc:
+        if isinstance(key, int):
+            entry = node[key] if isinstance(node, list) and key < len(node) else None
+            name = entry.get("id") if isinstance(entry, dict) else None
+            parts[-1] += f"[{key}]" + (f" ({name})" if name else "")
+            node = entry
+        else:
+            parts.append(str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(parts) or "catalogue"
