@@ -470,7 +470,7 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
         task = bar.add_task("Training", total=len(chosen))
         reports = train(ws, config, progress=lambda m: bar.update(task, description=f"Training {m}", advance=0))
         bar.update(task, completed=len(chosen), description="Trained")
-    table = RichTable(title="Test window figures (LightGBM | baseline | oracle)", title_justify="left")
+    table = RichTable(title="Test window figures (registered model | baseline | oracle)", title_justify="left")
     for col in ("model", "version", "champion?", "figures"):
         table.add_column(col)
     for r in reports:
@@ -492,6 +492,8 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
             parts.append("buy-till-you-die: " + ", ".join(f"{k} {v:.3f}" for k, v in r.btyd.items()))
         if "note" in r.split:
             parts.append(str(r.split["note"]))
+        if r.registered_kind == "baseline":
+            parts.append("registered: the scikit-learn baseline (better than LightGBM on the validation window)")
         table.add_row(r.model, r.version or "-", "yes" if r.promoted else "no", "; ".join(parts) + f" ({r.note})")
     console.print(table)
     if not any(r.trained for r in reports):

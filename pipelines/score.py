@@ -120,6 +120,15 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     client = registry.connect(workspace, tracking_uri)
     champions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in MODELS}
     if not any(champions.values()):
+        held = {m: registry.alias_version(client, m, registry.CHALLENGER) for m in MODELS}
+        if any(held.values()):
+            versions = ", ".join(f"{m} v{v}" for m, v in held.items() if v)
+            raise ClmError(
+                f"No champion models in {workspace.root}: training registered {versions}, but none passed the "
+                "promotion gate (reasons: `clm models list` and the training output). Promote one by hand, e.g. "
+                f"`clm models promote {next(m for m, v in held.items() if v)} {next(v for v in held.values() if v)}`, "
+                "or train on more data."
+            )
         raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
     contractual = manifest.business == "contractual"
     frame, in_population = features_at(workspace, as_of, contractual)

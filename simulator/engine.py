@@ -193,6 +193,8 @@ class Simulation:
         self.referral_boost_until = np.full(n, NEVER)
         self.last_decision_day = np.full(n, NEVER)
         self.days_inactive = np.zeros(n, dtype=np.int64)
+        self.decided = np.zeros(n, dtype=bool)  # decided to leave (params.exit_decision_rate)
+        self.exit_rate = -np.expm1(-np.asarray(self.p.exit_decision_rate)[self.c["segment"]])  # daily probability
         self.active_days = np.zeros(n, dtype=np.int64)
         self.sessions_ewm = np.zeros(n)
         self.last_nps = np.full(n, -1)
@@ -335,6 +337,7 @@ class Simulation:
             + p.churn_per_disengage * self.g[idx]
             + self.open_counts[idx] @ self.ticket_hazard
             + p.failed_payment_hazard * ((day > self.last_fail_day[idx]) & (day <= self.last_fail_day[idx] + p.failed_payment_days))
+            + p.exit_hazard * self.decided[idx]
         )
         churn = self.rng.random(idx.size) < -np.expm1(-hazard)
         gone = idx[churn]
@@ -342,6 +345,8 @@ class Simulation:
             self.active[gone] = False
             self._sub_event(gone, day, self._seconds(gone.size), "cancel")
         stay = idx[~churn]
+        # Deciding to leave (effective from tomorrow's hazard).
+        self.decided[stay] |= self.rng.random(stay.size) < self.exit_rate[stay]
         # Downgrade, then upgrade.
         can_down = stay[self.tier[stay] > 0]
         down = can_down[self.rng.random(can_down.size) < -np.expm1(-p.downgrade_per_risk * self.x[can_down])]
@@ -387,6 +392,7 @@ class Simulation:
         x, g, y = self.x[idx], self.g[idx], self.y[idx]
         weekday = self.dates[day].dayofweek < 5
         rate = p.max_daily_sessions * np.exp(-g) * (1.0 + 0.25 * y) / (1.0 + 0.3 * x) * (1.0 if weekday else WEEKEND_USE)
+        rate *= np.where(self.decided[idx], p.exit_usage, 1.0)
         sessions = rng.poisson(rate)
         used = sessions > 0
         u_idx, u_sessions = idx[used], sessions[used]
@@ -475,6 +481,8 @@ class Simulation:
             tier=self.tier[idx],
             upgrade_start=np.maximum(1, self.upgrade_block_until[idx] - day),
             upgrade_base=np.asarray(p.segment_upgrade_base)[c["segment"][idx]],
+            decided=self.decided[idx],
+            exit_rate=self.exit_rate[idx],
         )
         truth = SnapshotTruth(self.truth_model, p, state)
         base = truth.baseline()

@@ -70,6 +70,15 @@ class SimulationParams:
     failed_payment_hazard: float = 0.008
     failed_payment_days: int = 14
     failed_payment_retry_days: int = 3
+    # Decided to leave, for a cause no action reaches (the business closes, the budget is
+    # cut, a competitor's contract is signed). A live customer decides at a daily rate by
+    # segment (smb, mid_market, enterprise); from the next day on, exit_hazard adds to the
+    # churn hazard and usage falls to exit_usage of what it was. No action changes either:
+    # these are the lost causes (high risk, ~no effect), and the fall in usage is their
+    # only trace in the data.
+    exit_decision_rate: tuple[float, ...] = (0.0010, 0.0006, 0.0003)
+    exit_hazard: float = 0.03
+    exit_usage: float = 0.35
 
     # Plan changes. Downgrade hazard = per_risk * risk (not on the lowest plan);
     # upgrade hazard = segment base + per_appetite * appetite (not on the top plan, and not

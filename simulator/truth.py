@@ -10,6 +10,7 @@ upgrade block), and assuming no proactive action in (t, t+H]:
                               * prod_open tickets psi_sev(k)            tickets open now
                               * prod_bills(1 - p_f + p_f e^{-kappa n_b(k)})  future failures
                               * exp(-kappa min(r, k))                   past failure's dunning
+                              * S_exit(k)                               decided to leave (`exit_log_survival`)
 
 Each factor is exact because the latent processes are ARG(1) (exponential-affine Laplace
 transform, `simulator.latent`), ticket arrivals are Poisson given risk, resolution is
@@ -100,12 +101,36 @@ class SnapshotState:
     tier: np.ndarray
     upgrade_start: np.ndarray
     upgrade_base: np.ndarray
+    decided: np.ndarray  # decided to leave (exit hazard from the next day)
+    exit_rate: np.ndarray  # daily probability of deciding to leave
 
 
 @dataclass(frozen=True)
 class Probabilities:
     p_churn: dict[int, np.ndarray]
     p_upgrade: dict[int, np.ndarray]
+
+
+def exit_log_survival(decided: np.ndarray, rate: np.ndarray, hazard: float, horizon: int) -> np.ndarray:
+    """(n, horizon) log P(no exit-driven churn through day k), k = 1..horizon.
+
+    Decided now: the hazard applies every day, exp(-hazard k). Not yet: a decision at the
+    end of day j (probability q (1-q)^(j-1), q the daily rate) applies from day j+1, so
+    S(k) = (1-q)^(k-1) + q sum_{j<k} (1-q)^(j-1) exp(-hazard (k-j)); the sum T(k) obeys
+    T(1) = 0, T(k+1) = exp(-hazard) (T(k) + (1-q)^(k-1)). The decision is independent of
+    every other cause, so the factor multiplies the rest exactly. No action changes it.
+    """
+    k = np.arange(1, horizon + 1)
+    out = np.empty((decided.size, horizon))
+    out[decided] = -hazard * k
+    undecided = ~decided
+    for q in np.unique(rate[undecided]):
+        stay = (1.0 - q) ** (k - 1)  # (1-q)^(k-1)
+        tail = np.zeros(horizon)
+        for i in range(1, horizon):
+            tail[i] = np.exp(-hazard) * (tail[i - 1] + stay[i - 1])
+        out[undecided & (rate == q)] = np.log(stay + q * tail)
+    return out
 
 
 class SnapshotTruth:
@@ -130,6 +155,7 @@ class SnapshotTruth:
         log_static -= s.disengage_shape[:, None] * model.churn_disengage.G[k]
         log_static += s.open_tickets @ model.log_ticket_escape[:, 1:]
         log_static += self._failed_payment_log_factor(s, k)
+        log_static += exit_log_survival(s.decided, s.exit_rate, params.exit_hazard, H)
 
         risk_c, down_c = model.churn_risk, model.churn_down_risk
         self.log_churn_static = log_static - s.risk_shape[:, None] * risk_c.G[k] - risk_c.L[k]

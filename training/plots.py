@@ -34,7 +34,8 @@ def importance(model: TrainedModel, folder: Path) -> Path:
 def model_plots(model: TrainedModel, test: pd.DataFrame, folder: Path) -> list[Path]:
     y = test[model.spec.label].to_numpy()
     scores = model.predict(test)
-    paths = [importance(model, folder)]
+    # Gain importance is LightGBM's; a registered scikit-learn baseline has none.
+    paths = [importance(model, folder)] if hasattr(model.estimator, "booster_") else []
     if model.spec.task == BINARY:
         fpr, tpr, _ = roc_curve(y, scores)
         fig, ax = plt.subplots(figsize=(5, 5))

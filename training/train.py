@@ -61,6 +61,7 @@ class ModelReport:
     oracle: dict[str, float] = field(default_factory=dict)
     btyd: dict[str, float] = field(default_factory=dict)  # non-contractual: buy-till-you-die baselines
     split: dict[str, object] = field(default_factory=dict)
+    registered_kind: str = "lightgbm"  # or "baseline": the better of the two on the validation window
     applies: bool = True  # False: the model has no meaning for this business (upsell without plans)
 
 
@@ -147,6 +148,10 @@ class FittedModel:
     parts: dict[str, pd.DataFrame]  # train, valid, test rows with features and labels
     split: Split
     window_days: int  # label window: the horizon, or CLV's (possibly shortened) window
+
+    def registered(self, kind: str) -> TrainedModel:
+        """The model registered for `kind` ("lightgbm" or "baseline")."""
+        return self.lgbm if kind == "lightgbm" else self.baseline
 
     def split_summary(self) -> dict[str, object]:
         s = self.split
@@ -238,11 +243,14 @@ def train_model(
         fitted = fit_model(workspace, model, config, contractual, as_of, shared)
     except (NotEnoughHistory, NotEnoughExamples) as err:
         return ModelReport(model, False, str(err))
-    lgbm, parts, window = fitted.lgbm, fitted.parts, fitted.window_days
+    parts, window = fitted.parts, fitted.window_days
     btyd_note = ""
-    report = ModelReport(model, True, metrics=_metrics(lgbm, parts["test"]), baseline=_metrics(fitted.baseline, parts["test"]))
-    if lgbm.spec.task == BINARY:
-        report.oracle = _oracle(workspace, lgbm, parts["test"], window)
+    kind = better_on_validation(fitted)
+    candidate = fitted.registered(kind)
+    report = ModelReport(model, True, metrics=_metrics(candidate, parts["test"]),
+                         baseline=_metrics(fitted.baseline, parts["test"]), registered_kind=kind)
+    if candidate.spec.task == BINARY:
+        report.oracle = _oracle(workspace, candidate, parts["test"], window)
     if not contractual and model in ("churn", "clv"):
         transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
         compare = btyd.churn_comparison if model == "churn" else btyd.clv_comparison
@@ -272,12 +280,14 @@ def _log_and_register(
     the promotion gate's decision (the report records version and outcome)."""
     lgbm, features, parts, window = fitted.lgbm, fitted.features, fitted.parts, fitted.window_days
     model, spec = report.model, lgbm.spec
+    candidate = fitted.registered(report.registered_kind)
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, model))
     with mlflow.start_run(run_name=f"{model} as of {as_of:%Y-%m-%d}"):
         mlflow.log_params({
             "task": spec.task, "horizon_days": window, "num_leaves": spec.num_leaves,
             "learning_rate": spec.learning_rate, "trees": getattr(lgbm.estimator, "best_iteration_", None),
-            "as_of": f"{as_of:%Y-%m-%d}", "features": len(features), **{k: str(v) for k, v in report.split.items()},
+            "as_of": f"{as_of:%Y-%m-%d}", "features": len(features), "registered": report.registered_kind,
+            **{k: str(v) for k, v in report.split.items()},
         })
         mlflow.set_tags({
             "feature_service": f"{model}_features", "feature_groups": ",".join(MODEL_GROUPS[model]),
@@ -288,17 +298,29 @@ def _log_and_register(
         mlflow.log_metrics({f"oracle_{k}": v for k, v in report.oracle.items() if np.isfinite(v)})
         mlflow.log_metrics({f"btyd_{k}": v for k, v in report.btyd.items() if np.isfinite(v)})
         with tempfile.TemporaryDirectory() as tmp:
-            for path in plots.model_plots(lgbm, parts["test"], Path(tmp)):
+            for path in plots.model_plots(candidate, parts["test"], Path(tmp)):
                 mlflow.log_artifact(str(path), artifact_path="plots")
-        report.version = registry.log_model(lgbm, parts["test"][features].head(5), model)
+        report.version = registry.log_model(candidate, parts["test"][features].head(5), model)
         name = registry.registered_name(model)
         client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
-        decision = registry.decide_promotion(lgbm, registry.load_champion(client, model), parts["test"], config.margin,
-                                             baseline=fitted.baseline)
+        decision = registry.decide_promotion(
+            candidate, registry.load_champion(client, model), parts["test"], config.margin,
+            baseline=fitted.baseline if candidate is lgbm else None,
+        )
         mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept champion", "gate_reason": decision.reason})
         if decision.promote:
             registry.set_champion(client, model, report.version)
         report.promoted, report.note = decision.promote, decision.reason
+
+
+def better_on_validation(fitted: FittedModel) -> str:
+    """"lightgbm", or "baseline" where the scikit-learn baseline scores better on the
+    validation window by the gate's metric (small bases, where LightGBM overfits): the
+    model registered is the better one, chosen before the test window judges it."""
+    metric, direction = registry.GATE_METRIC[fitted.lgbm.spec.task]
+    valid = fitted.parts["valid"]
+    lgbm, base = _metrics(fitted.lgbm, valid)[metric], _metrics(fitted.baseline, valid)[metric]
+    return "baseline" if np.isfinite(base) and (not np.isfinite(lgbm) or direction * (base - lgbm) > 0) else "lightgbm"
 
 
 def train(

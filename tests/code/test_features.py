@@ -195,7 +195,8 @@ def test_features_do_not_see_after_the_cutoff(small_workspace, tmp_path):
             if key in extra:
                 extra[key] = frame[key].max() + 1 + np.arange(len(extra))
         if table is Table.SUBSCRIPTIONS:
-            extra = extra[extra.event != "start"].assign(event="downgrade")
+            # A cancellation at the cutoff: the profile shows it after the cutoff, never at it.
+            extra = extra.assign(event="cancel")
         if table is Table.TICKETS:
             extra["resolved_time"] = pd.NaT
         both = pd.concat([frame, extra], ignore_index=True)
