@@ -34,9 +34,6 @@ class Range(_Strict):
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
 
-    def holds(self, value: float) -> bool:
-        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
-
 
 class Eligibility(_Strict):
     """Who may get an action; a field left out does not restrict."""
