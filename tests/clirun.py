@@ -37,8 +37,7 @@ def run_clm(*args: str) -> Outcome:
     """`clm ARGS` as a user runs it: the installed console script in a fresh process, where
     any warning a library prints would reach the output."""
     clm = Path(sys.executable).parent / "clm"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # set by in-process tests
-    done = subprocess.run([str(clm), *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([str(clm), *args], capture_output=True, text=True, env=child_environment())
     return Outcome(done.returncode, done.stdout + done.stderr)
 
 
@@ -50,3 +49,9 @@ def tree_digest(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME
     }
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment for a child, less MLFLOW_TRACKING_URI: in-process tests'
+    mlflow.set_tracking_uri() exports it, and a child would write to that store."""
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

@@ -4,7 +4,6 @@ or option, and nothing already in the workspace changed."""
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import Workspace
-from tests.clirun import invoke, tree_digest
+from tests.clirun import child_environment, invoke, tree_digest
 
 
 def write_sales(path: Path) -> Path:
@@ -177,10 +176,8 @@ def test_a_killed_training_run_is_marked_failed_by_the_next(tmp_path):
     from training import registry
 
     ws = Workspace(tmp_path / "ws")
-    # mlflow.set_tracking_uri() in this process exports MLFLOW_TRACKING_URI: not for the child.
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     died = subprocess.run([sys.executable, "-c", START_A_RUN_AND_DIE, str(ws.root)], capture_output=True, text=True,
-                          env=env)
+                          env=child_environment())
     assert died.returncode == -signal.SIGKILL
     abandoned = died.stdout.strip()
     client = registry.connect(ws)
