@@ -94,40 +94,68 @@ def _exact(value: np.ndarray, cost: np.ndarray, candidate: np.ndarray, budget: f
 def _greedy(value: np.ndarray, cost: np.ndarray, candidate: np.ndarray, budget: float) -> tuple[np.ndarray, float]:
     """The multiple-choice knapsack greedy (no capacities): (choice, LP upper bound)."""
     n, k = value.shape
-    v = np.where(candidate, value, -np.inf)
-    # Per customer, options by cost; walk the upper convex hull from none at (0, 0).
-    order = np.argsort(np.where(candidate, cost, np.inf), axis=1, kind="stable")
-    increments = []  # (efficiency, customer, option, d_value, d_cost, step)
-    for i in np.flatnonzero(candidate.any(axis=1)):
-        hull = [(-1, 0.0, 0.0)]  # (option, cost, value)
-        for a in order[i]:
-            if not candidate[i, a] or v[i, a] <= hull[-1][2]:
-                continue  # not an option, or no more value than a cheaper one: dominated
-            point = (a, cost[i, a], v[i, a])
-            while len(hull) >= 2 and _below(hull[-2], hull[-1], point):
-                hull.pop()
-            hull.append(point)
-        for step, (prev, cur) in enumerate(zip(hull, hull[1:])):
-            dv, dc = cur[2] - prev[2], cur[1] - prev[1]
-            increments.append((dv / dc if dc > 0 else np.inf, i, cur[0], dv, dc, step))
-    increments.sort(key=lambda t: (-t[0], t[1], t[5]))
-    choice, spent, bound, taken, broken = np.full(n, -1), 0.0, 0.0, np.zeros(n, dtype=np.int64), False
-    for efficiency, i, a, dv, dc, step in increments:
-        if step != taken[i]:
-            continue  # an earlier increment of this customer was left out: later ones cannot follow
-        if spent + dc <= budget + 1e-12:
-            choice[i], spent, taken[i] = a, spent + dc, taken[i] + 1
-            if not broken:
-                bound += dv
-        elif not broken:  # the LP takes this increment's fraction and stops there
-            bound += dv * (budget - spent) / dc
-            broken = True
+    hull_option, hull_cost, hull_value, size = _upper_hulls(value, cost, candidate)
+    # Increments along each hull: (customer, step, option it moves to, d_value, d_cost).
+    customers, steps = np.nonzero(np.arange(k)[None, :] < size[:, None] - 1)
+    options = hull_option[customers, steps + 1]
+    d_value = hull_value[customers, steps + 1] - hull_value[customers, steps]
+    d_cost = hull_cost[customers, steps + 1] - hull_cost[customers, steps]
+    with np.errstate(divide="ignore"):
+        efficiency = np.where(d_cost > 0, d_value / np.where(d_cost > 0, d_cost, 1.0), np.inf)
+    order = np.lexsort((steps, customers, -efficiency))
+    customers, steps, options, d_value, d_cost = (a[order] for a in (customers, steps, options, d_value, d_cost))
+    # Everything before the first increment that does not fit is taken (hull efficiencies fall
+    # along each customer's hull, so a customer's steps come in order); the LP takes a fraction
+    # of that one and stops.
+    spent = np.cumsum(d_cost)
+    fits = spent <= budget + 1e-12
+    cut = int(np.argmin(fits)) if not fits.all() else fits.size
+    choice = np.full(n, -1)
+    taken = np.zeros(n, dtype=np.int64)
+    np.maximum.at(taken, customers[:cut], steps[:cut] + 1)
+    last = np.flatnonzero(taken)
+    choice[last] = hull_option[last, taken[last]]
+    bound = float(d_value[:cut].sum())
+    left = budget - (float(spent[cut - 1]) if cut else 0.0)
+    if cut < fits.size:
+        bound += float(d_value[cut]) * left / float(d_cost[cut])
+        # Then whole increments that still fit, in the same order, each after its predecessor
+        # (the budget left only shrinks: one too dear now never fits later).
+        rest = cut + np.flatnonzero(d_cost[cut:] <= left + 1e-12)
+        for i, step, option, dc in zip(customers[rest], steps[rest], options[rest], d_cost[rest]):
+            if dc <= left + 1e-12 and step == taken[i]:
+                choice[i], taken[i], left = option, step + 1, left - dc
     return choice, bound
 
 
-def _below(a: tuple, b: tuple, c: tuple) -> bool:
-    """Whether hull point b lies on or below the segment from a to c (not on the upper hull)."""
-    return (b[2] - a[2]) * (c[1] - a[1]) <= (c[2] - a[2]) * (b[1] - a[1])
+def _upper_hulls(value: np.ndarray, cost: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each customer's upper convex hull of (cost, value) over its candidate options, from
+    "none" at (0, 0): (option, cost, value) per hull point, (n, k + 1) each, and the number
+    of points. Built for all customers at once, one option (by cost) at a time."""
+    n, k = value.shape
+    by_cost = np.argsort(np.where(candidate, cost, np.inf), axis=1, kind="stable")
+    option, c, v = np.full((n, k + 1), -1), np.zeros((n, k + 1)), np.zeros((n, k + 1))
+    size = np.ones(n, dtype=np.int64)
+    rows = np.arange(n)
+    for j in range(k):
+        a = by_cost[:, j]
+        pc, pv = cost[rows, a], value[rows, a]
+        # An option adds to the hull only if it is worth more than every cheaper one kept.
+        adds = candidate[rows, a] & (pv > v[rows, size - 1])
+        for _ in range(k):  # pop points that fall on or below the segment to the new one
+            top, below = size - 1, size - 2
+            safe = np.maximum(below, 0)
+            under = (
+                adds & (size >= 2)
+                & ((v[rows, top] - v[rows, safe]) * (pc - c[rows, safe]) <= (pv - v[rows, safe]) * (c[rows, top] - c[rows, safe]))
+            )
+            if not under.any():
+                break
+            size -= under
+        at = np.flatnonzero(adds)
+        option[at, size[at]], c[at, size[at]], v[at, size[at]] = a[at], pc[at], pv[at]
+        size[at] += 1
+    return option, c, v, size
 
 
 def _greedy_with_prices(value: np.ndarray, cost: np.ndarray, candidate: np.ndarray, budget: float,
