@@ -9,7 +9,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +26,10 @@ from rich.table import Table as RichTable
 
 from clm.errors import ClmError
 from clm.workspace import WORKSPACE_ENV, Workspace
+
+if TYPE_CHECKING:  # imported lazily at run time: `clm --help` stays fast
+    from simulator.engine import SimulationConfig
+    from training.train import ModelReport
 
 app = typer.Typer(
     name="clm",
@@ -191,7 +195,7 @@ def _parse_day(value: str, option: str):  # -> pd.Timestamp
 
 
 # ------------------------------------------------------------------- simulate
-def _simulation_config(customers: int, seed: int, start: str, end: str):  # -> SimulationConfig
+def _simulation_config(customers: int, seed: int, start: str, end: str) -> SimulationConfig:
     import pandas as pd
 
     from simulator.engine import SimulationConfig
@@ -204,7 +208,7 @@ def _simulation_config(customers: int, seed: int, start: str, end: str):  # -> S
     return SimulationConfig(n_customers=customers, seed=seed, start=start_ts, end=end_ts)
 
 
-def _simulate(workspace: Workspace, config, replace: bool) -> dict[str, int]:  # config: SimulationConfig
+def _simulate(workspace: Workspace, config: SimulationConfig, replace: bool) -> dict[str, int]:
     from simulator.run import simulate_to_workspace
 
     workspace.check_new_business(replace)  # before the progress bar
@@ -501,7 +505,7 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     _say_what_was_left_out(reports)
 
 
-def _say_what_was_left_out(reports: list) -> None:  # list[ModelReport]
+def _say_what_was_left_out(reports: list[ModelReport]) -> None:
     """A partly trained set is said in words: what is champion now, what was not trained or
     not promoted, and what scores will lack."""
     untrained = [r.model for r in reports if not r.trained and r.applies]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import CHANNEL_CONSENT_COLUMN, Action
+from clm.errors import ClmError
 from serving.catalogue import ActionEntry, Catalogue, Range
 
 # What the funnel reads about each customer (one row per customer).
@@ -81,6 +82,11 @@ def days_since(history: pd.DataFrame, customers: pd.Series, action: str, now: pd
 def allowed_actions(catalogue: Catalogue, customers: pd.DataFrame, history: pd.DataFrame,
                     now: pd.Timestamp) -> Allowed:
     """Which actions each customer may get at `now`, and what each step dropped."""
+    for name, frame, needed in (("customers", customers, CUSTOMER_COLUMNS), ("history", history, HISTORY_COLUMNS)):
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise ClmError(f"The {name} given to the decision funnel lack column(s) {', '.join(missing)} "
+                           f"(needed: {', '.join(needed)}).")
     ids = customers["customer_id"]
     policy = catalogue.contact_policy
     under_limit = contact_counts(history, ids, now, policy.window_days) < policy.max_contacts

@@ -145,3 +145,14 @@ def test_the_default_catalogue_by_hand():
         "risky": ["none", "success_call", "win_back"],  # retention offer 40 days ago: 90-day cooldown
         "tired": ["none"],  # two contacts in 30 days
     }
+
+
+def test_missing_columns_are_named():
+    import pytest
+
+    from clm.errors import ClmError
+
+    customers = pd.DataFrame({"customer_id": ["a"], "stage": ["engaged"]})
+    history = pd.DataFrame({"customer_id": [], "action": [], "event_time": []})
+    with pytest.raises(ClmError, match="customers given to the decision funnel lack column.s. segment, tenure_days"):
+        allowed_actions(load_catalogue(), customers, history, NOW)
