@@ -61,7 +61,7 @@ def ceiling(workspace: Path) -> None:
 
     from clm.workspace import Workspace
     from training.labels import candidate_cutoffs, time_split
-    from training.models import SPECS, TrainedModel, _categories
+    from training.models import SPECS, TrainedModel, categories_of
     from training.oracle import oracle_probabilities, true_probabilities
     from training.train import KEYS, TrainConfig, _feature_names, prepare_frames
 
@@ -75,7 +75,7 @@ def ceiling(workspace: Path) -> None:
     train = frame[frame.event_timestamp.isin(split.train)]
     valid, test = frame[frame.event_timestamp == split.valid], frame[frame.event_timestamp == split.test]
     features = [f for f in _feature_names(frame) if f != "truth" and train[f].notna().any()]
-    shell = TrainedModel(SPECS["churn"], features, _categories(train, features), estimator=None)
+    shell = TrainedModel(SPECS["churn"], features, categories_of(train, features), estimator=None)
     regressor = lgb.LGBMRegressor(n_estimators=3000, learning_rate=0.05, num_leaves=31, n_jobs=2, verbose=-1)
     regressor.fit(shell.prepare(train), train.truth, eval_set=[(shell.prepare(valid), valid.truth)],
                   callbacks=[lgb.early_stopping(50, verbose=False)])

@@ -61,6 +61,7 @@ MODEL_GROUPS: dict[str, tuple[str, ...]] = {
     "upsell": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
     "stage": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
     "clv": ("profile", "rfm", "engagement", "support", "billing"),
+    "uplift": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
 }
 
 

@@ -197,10 +197,3 @@ def _log(workspace: Workspace, config: BacktestConfig, report: dict[str, object]
             path = Path(tmp) / "backtest.json"
             path.write_text(json.dumps(report, indent=2))
             mlflow.log_artifact(str(path))
-
-
-def write_json(report: dict[str, object], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)

@@ -466,7 +466,7 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     if not chosen:
-        raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv (comma-separated).")
+        raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv,uplift (comma-separated).")
     check_horizon(horizon_days)
     when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else None
     config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when, tracking_uri=tracking_uri)
@@ -480,6 +480,9 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     for r in reports:
         if not r.trained:
             table.add_row(r.model, "-", "-", r.note)
+            continue
+        if r.model == "uplift":
+            table.add_row(r.model, r.version or "-", "yes" if r.promoted else "no", _uplift_figures(r) + f" ({r.note})")
             continue
         key = {"churn": "roc_auc", "upsell": "roc_auc", "stage": "macro_f1", "clv": "spearman"}[r.model]
         parts = [f"{key} {r.metrics[key]:.3f} | {r.baseline[key]:.3f}"]
@@ -505,6 +508,16 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     _say_what_was_left_out(reports)
 
 
+def _uplift_figures(r: ModelReport) -> str:
+    """The uplift model's line: uplift R2 (registered learner | the other), truth where known."""
+    line = f"{r.registered_kind}: uplift R2 {r.metrics['uplift_r2']:.4f} | other learner {r.baseline['uplift_r2']:.4f}"
+    if r.oracle:
+        o = r.oracle
+        line += (f"; vs true effects: Spearman {o['mean_spearman_value']:.2f}, top 10% / 30% capture "
+                 f"{o['mean_top10_captured']:.2f} / {o['mean_top30_captured']:.2f} of the oracle's")
+    return line
+
+
 def _say_what_was_left_out(reports: list[ModelReport]) -> None:
     """A partly trained set is said in words: what is champion now, what was not trained or
     not promoted, and what scores will lack."""
@@ -521,7 +534,7 @@ def _say_what_was_left_out(reports: list[ModelReport]) -> None:
 @app.command("train")
 @user_errors
 def train_cmd(
-    models: Annotated[str, typer.Option(help="Comma-separated: churn,upsell,stage,clv.")] = "churn,upsell,stage,clv",
+    models: Annotated[str, typer.Option(help="Comma-separated: churn,upsell,stage,clv,uplift.")] = "churn,upsell,stage,clv,uplift",
     horizon_days: Annotated[int, typer.Option(help="Label horizon H in days (churn, upsell, stage).")] = 90,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Train as if today were this date (YYYY-MM-DD).")] = None,
     tracking_uri: TrackingOpt = None,
@@ -663,6 +676,82 @@ def score_cmd(
                   f"{result.customers - result.scored:,} outside the model population (champions: {used}).")
 
 
+# ------------------------------------------------------------------- policy
+CatalogueOpt = Annotated[Path | None, typer.Option(
+    "--catalogue", help="Action catalogue (YAML); default: the one shipped (serving/catalogue.yaml).")]
+
+
+def _evaluate_policy(ws: Workspace, as_of: str | None, budget: float | None, catalogue: Path | None,
+                     json_out: Path | None, tracking_uri: str | None) -> None:
+    from features.build import parse_as_of
+    from pipelines.policy import POLICIES, default_budget, evaluate, load_inputs, report_json
+    from pipelines.score import check_output_path, write_json
+    from serving.catalogue import load_catalogue
+
+    actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
+    if json_out is not None:
+        check_output_path(json_out)
+    if budget is not None and not budget >= 0:
+        raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
+    manifest = ws.read_manifest()
+    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+    with console.status(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
+        inputs = load_inputs(ws, when, tracking_uri)
+        spend = default_budget(len(inputs.customers)) if budget is None else budget
+        results = evaluate(actions, inputs, spend)
+    oracle = results["oracle"].value
+    table = RichTable(title=f"Policies as of {when:%Y-%m-%d}, budget {spend:,.0f} for {len(inputs.customers):,} "
+                      "customers: true incremental value (simulator's effects)", title_justify="left")
+    for col in ("policy", "value per 1,000", "cost per 1,000", "treated", "of oracle"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for name in POLICIES:
+        r, d = results[name], results[name].as_dict()
+        share = f"{r.value / oracle:.0%}" if oracle > 0 else "-"
+        table.add_row(name, f"{d['value_per_1000']:,.0f}", f"{d['cost_per_1000']:,.0f}", f"{r.treated:,}", share)
+    console.print(table)
+    mix = RichTable(title="Actions chosen", title_justify="left")
+    mix.add_column("policy")
+    for action in results["oracle"].actions:
+        mix.add_column(action.replace("_", " "), justify="right")
+    for name in POLICIES[:-1]:
+        mix.add_row(name, *(f"{k:,}" for k in results[name].actions.values()))
+    console.print(mix)
+    if inputs.uplift_note:
+        console.print(f"[yellow]Note: {inputs.uplift_note}.[/yellow]")
+    if json_out is not None:
+        write_json(report_json(results, inputs, spend), json_out)
+        console.print(f"Report written to {json_out}")
+
+
+@app.command("evaluate-policy")
+@user_errors
+def evaluate_policy_cmd(
+    as_of: AsOfOpt = None,
+    budget: Annotated[float | None, typer.Option(
+        help="What this decision run may spend (contacts and discounts); default 0.15 per customer of the base.")] = None,
+    catalogue: CatalogueOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures per policy here.")] = None,
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Judge clm's decisions against the oracle, churn-risk targeting, random and doing
+    nothing, by the simulator's true effects (simulated workspaces only).
+
+    Every policy decides for the same base at --as-of (a month's first day), under the
+    same catalogue, contact rules, budget and capacities; each is credited with the true
+    incremental value of what it chose, by the same value rule.
+
+    Examples:
+
+      clm evaluate-policy --as-of 2025-12-01 --budget 2000
+
+      clm evaluate-policy --as-of 2025-12-01 --catalogue my_actions.yaml --json policy.json
+    """
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm evaluate-policy"):  # it may build the date's feature snapshots
+        _evaluate_policy(ws, as_of, budget, catalogue, json_out, tracking_uri)
+
+
 # ------------------------------------------------------------------- backtest
 @app.command("backtest")
 @user_errors
@@ -689,7 +778,8 @@ def backtest_cmd(
       clm backtest --as-of 2011-09-01 --horizon-days 91 --targets churn --json backtest.json -w shop
     """
     from features.build import parse_as_of
-    from pipelines.backtest import BacktestConfig, backtest, write_json
+    from pipelines.backtest import BacktestConfig, backtest
+    from pipelines.score import write_json
 
     check_horizon(horizon_days)
     ws = Workspace.at(workspace)
@@ -766,7 +856,12 @@ def run(
         console.rule("[bold]4/5 Online store")
         _materialize(ws, None)
         console.rule("[bold]5/5 Train")
-        _train(ws, "churn,upsell,stage,clv", 90, None, None)
+        _train(ws, "churn,upsell,stage,clv,uplift", 90, None, None)
+        console.rule("[bold]Policy")
+        try:
+            _evaluate_policy(ws, None, None, None, None, None)
+        except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
+            console.print(f"[yellow]Policy evaluation skipped: {err}[/yellow]")
         console.rule("[bold]Summary")
         _print_summary(ws)
 

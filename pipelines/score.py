@@ -114,6 +114,14 @@ def write_parquet_atomically(frame: pd.DataFrame, out: Path) -> None:
         raise ClmError(f"Cannot write --out {out}: {err.strerror or err}.") from None
 
 
+def write_json(report: dict[str, object], path: Path) -> None:
+    """A JSON report, written beside the target and renamed in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
+
+
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None) -> ScoreResult:
     check_output_path(out)
     manifest = require_valid(workspace)

@@ -13,7 +13,7 @@ an assignment problem with knapsack constraints (a multiple-choice knapsack).
 
 - Up to EXACT_MAX_CANDIDATES candidate pairs: solved exactly by HiGHS's branch and bound
   (`scipy.optimize.milp`), gap 0.
-- Larger (a whole base: HiGHS needs minutes for 100,000 customers): the multiple-choice
+- Larger (HiGHS needs ~17 s for 15,000 pairs, minutes for a base of 100,000): the multiple-choice
   knapsack's LP relaxation solved by its greedy (Sinha and Zoltners, 1979): each
   customer's options reduced to the upper convex hull of (cost, value) from "none" at
   (0, 0); the hull's increments taken in falling order of value per unit of cost while the
@@ -46,7 +46,7 @@ class Allocation:
     gap: float
 
 
-EXACT_MAX_CANDIDATES = 20_000
+EXACT_MAX_CANDIDATES = 2_000  # HiGHS takes ~17 s at 15,000 pairs; the greedy, milliseconds
 
 
 def allocate(

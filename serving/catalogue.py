@@ -52,6 +52,9 @@ class Discount(_Strict):
     bills: int = Field(ge=1)
 
 
+Target = Literal["retain", "upgrade", "activate", "refer", "win_back", "none"]
+
+
 class ActionEntry(_Strict):
     """One action of the catalogue (fields: see catalogue.yaml's header)."""
 
@@ -60,7 +63,7 @@ class ActionEntry(_Strict):
     channel: Literal["email", "phone", "in_app", "none"]
     unit_cost: float = Field(ge=0)
     discount: Discount | None = None
-    target: Literal["retain", "upgrade", "activate", "refer", "win_back", "none"]
+    target: Target
     eligibility: Eligibility = Eligibility()
     cooldown_days: int = Field(ge=0)
     daily_capacity: int | None = Field(default=None, ge=0)
@@ -85,9 +88,37 @@ class ContactPolicy(_Strict):
     window_days: int = Field(ge=1)
 
 
+class ValueSettings(_Strict):
+    """How outcomes are priced (`serving.value`): keeping a customer is worth keep_months
+    of their monthly revenue; an upgrade, upgrade_months of the price difference."""
+
+    keep_months: float = Field(default=12.0, gt=0)
+    upgrade_months: float = Field(default=12.0, ge=0)
+
+
+class ContextWeights(_Strict):
+    """What the caller says about the moment multiplies an action's weight.
+
+    intent: for an intent the caller names (e.g. `cancelling`), a weight per action target;
+    same_channel: the weight of actions on the channel the customer is on right now."""
+
+    intent: dict[str, dict[Target, float]] = Field(default_factory=dict)
+    same_channel: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "ContextWeights":
+        for intent, weights in self.intent.items():
+            bad = {t: w for t, w in weights.items() if not w > 0}
+            if bad:
+                raise ValueError(f"intent {intent}: weights must be positive, got {bad}")
+        return self
+
+
 class Catalogue(_Strict):
     contact_policy: ContactPolicy
     actions: list[ActionEntry]
+    value: ValueSettings = ValueSettings()
+    context: ContextWeights = ContextWeights()
 
     @model_validator(mode="after")
     def _one_entry_per_action_and_none_present(self) -> "Catalogue":

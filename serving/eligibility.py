@@ -1,9 +1,11 @@
-"""The first two steps of the decision funnel: who may get which action, now.
+"""The first three steps of the decision funnel: who may get which action, now.
 
 1. eligibility: the catalogue's rules about the customer (consent for the action's
-   channel, stage, segment, tenure, score thresholds);
+   channel, stage, segment, tenure);
 2. applicability: the contact history (the action's cooldown, and the contact policy's
-   limit of contacts within a window, across actions).
+   limit of contacts within a window, across actions);
+3. suitability: the models' scores within the action's thresholds (churn and upsell
+   probability ranges).
 
 One vectorised implementation over a frame of customers: the nightly batch passes the
 whole base, the real-time API a frame of one row, so both give the same answer. `none`
@@ -25,16 +27,18 @@ CUSTOMER_COLUMNS = ("customer_id", "stage", "segment", "tenure_days", "consent_e
                     "churn_probability", "upsell_probability")
 # Past contacts: one row per contact (any action but none), with its time.
 HISTORY_COLUMNS = ("customer_id", "action", "event_time")
-STEPS = ("eligibility", "applicability")
+STEPS = ("eligibility", "applicability", "suitability")
 
 
 @dataclass
 class Allowed:
     """allowed: bool frame (customers x action ids, `none` included); dropped[step][action]:
-    how many customers that step removed for that action (of those still in)."""
+    how many customers that step removed for that action (of those still in); survivors[step]:
+    bool frame (customers x contact action ids) of the pairs still in after that step."""
 
     allowed: pd.DataFrame
     dropped: dict[str, dict[str, int]]
+    survivors: dict[str, pd.DataFrame]
 
 
 def _in_range(values: pd.Series, bounds: Range | None) -> np.ndarray:
@@ -51,7 +55,7 @@ def _in_range(values: pd.Series, bounds: Range | None) -> np.ndarray:
 
 
 def eligible(entry: ActionEntry, customers: pd.DataFrame) -> np.ndarray:
-    """The catalogue's rules about the customer, for one action."""
+    """The catalogue's rules about who the customer is, for one action."""
     consent = CHANNEL_CONSENT_COLUMN.get(entry.channel)
     ok = customers[consent].fillna(False).to_numpy(dtype=bool) if consent else np.ones(len(customers), dtype=bool)
     rules = entry.eligibility
@@ -60,9 +64,14 @@ def eligible(entry: ActionEntry, customers: pd.DataFrame) -> np.ndarray:
     if rules.segments is not None:
         ok &= customers["segment"].isin(rules.segments).to_numpy()
     ok &= _in_range(customers["tenure_days"], rules.tenure_days)
-    ok &= _in_range(customers["churn_probability"], rules.churn_probability)
-    ok &= _in_range(customers["upsell_probability"], rules.upsell_probability)
     return ok
+
+
+def suitable(entry: ActionEntry, customers: pd.DataFrame) -> np.ndarray:
+    """The action's score thresholds hold for the customer."""
+    rules = entry.eligibility
+    return (_in_range(customers["churn_probability"], rules.churn_probability)
+            & _in_range(customers["upsell_probability"], rules.upsell_probability))
 
 
 def contact_counts(history: pd.DataFrame, customers: pd.Series, now: pd.Timestamp, days: int) -> np.ndarray:
@@ -91,6 +100,7 @@ def allowed_actions(catalogue: Catalogue, customers: pd.DataFrame, history: pd.D
     policy = catalogue.contact_policy
     under_limit = contact_counts(history, ids, now, policy.window_days) < policy.max_contacts
     allowed, dropped = {}, {step: {} for step in STEPS}
+    survivors: dict[str, dict[str, np.ndarray]] = {step: {} for step in STEPS}
     for entry in catalogue.actions:
         name = entry.id.value
         if entry.id is Action.NONE:
@@ -98,7 +108,14 @@ def allowed_actions(catalogue: Catalogue, customers: pd.DataFrame, history: pd.D
             continue
         ok = eligible(entry, customers)
         dropped["eligibility"][name] = int((~ok).sum())
+        survivors["eligibility"][name] = ok.copy()
         applicable = under_limit & (days_since(history, ids, name, now) >= entry.cooldown_days)
         dropped["applicability"][name] = int((ok & ~applicable).sum())
-        allowed[name] = ok & applicable
-    return Allowed(pd.DataFrame(allowed, index=customers.index), dropped)
+        ok &= applicable
+        survivors["applicability"][name] = ok.copy()
+        fits = suitable(entry, customers)
+        dropped["suitability"][name] = int((ok & ~fits).sum())
+        allowed[name] = ok & fits
+        survivors["suitability"][name] = allowed[name]
+    frames = {step: pd.DataFrame(masks, index=customers.index, dtype=bool) for step, masks in survivors.items()}
+    return Allowed(pd.DataFrame(allowed, index=customers.index), dropped, frames)

@@ -74,6 +74,19 @@ class PlattCalibrator:
         return 1.0 / (1.0 + np.exp(-(self.slope * self._logit(scores) + self.intercept)))
 
 
+def prepare_features(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> pd.DataFrame:
+    """The model's input: its features in order, categories fixed at training time (an
+    unseen value becomes missing), numbers coerced; a feature absent from frame is missing."""
+    out = pd.DataFrame(index=frame.index)
+    for name in features:
+        if name in categories:
+            values = frame[name] if name in frame else [None] * len(frame)
+            out[name] = pd.Categorical(values, categories=categories[name])
+        else:
+            out[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame else np.nan
+    return out
+
+
 @dataclass
 class TrainedModel:
     spec: ModelSpec
@@ -85,14 +98,7 @@ class TrainedModel:
     kind: str = "lightgbm"
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(index=frame.index)
-        for name in self.features:
-            if name in self.categories:
-                values = frame[name] if name in frame else [None] * len(frame)
-                out[name] = pd.Categorical(values, categories=self.categories[name])
-            else:
-                out[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame else np.nan
-        return out
+        return prepare_features(frame, self.features, self.categories)
 
     def raw_scores(self, frame: pd.DataFrame) -> np.ndarray:
         x = self.prepare(frame)
@@ -100,6 +106,13 @@ class TrainedModel:
             return np.asarray(self.estimator.predict(x), dtype=float)
         proba = np.asarray(self.estimator.predict_proba(x), dtype=float)
         return proba[:, 1] if self.spec.task == BINARY else proba
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """predict as a frame: a `score` column, or one column per stage."""
+        scores = self.predict(frame)
+        if self.spec.task == MULTICLASS:
+            return pd.DataFrame(scores, columns=self.classes, index=frame.index)
+        return pd.DataFrame({"score": scores}, index=frame.index)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Binary: calibrated P(label = 1); multiclass: (n, classes); regression: values >= 0."""
@@ -111,7 +124,7 @@ class TrainedModel:
         return scores
 
 
-def _categories(frame: pd.DataFrame, features: list[str]) -> dict[str, list[str]]:
+def categories_of(frame: pd.DataFrame, features: list[str]) -> dict[str, list[str]]:
     return {
         c: sorted(frame[c].dropna().astype(str).unique().tolist())
         for c in features
@@ -122,7 +135,7 @@ def _categories(frame: pd.DataFrame, features: list[str]) -> dict[str, list[str]
 def fit_lightgbm(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, features: list[str]) -> TrainedModel:
     """LightGBM with early stopping on the validation window; binary models are then
     calibrated (Platt, see the module's docstring) on that same, later window."""
-    categories = _categories(train, features)
+    categories = categories_of(train, features)
     shell = TrainedModel(spec, features, categories, estimator=None)
     x_train, x_valid = shell.prepare(train), shell.prepare(valid)
     params = dict(
@@ -154,7 +167,7 @@ def fit_lightgbm(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, feat
 def fit_baseline(spec: ModelSpec, train: pd.DataFrame, features: list[str]) -> TrainedModel:
     """Logistic (binary), multinomial logistic (stage) or ridge (CLV) on imputed, scaled
     numbers and one-hot categories."""
-    categories = _categories(train, features)
+    categories = categories_of(train, features)
     numeric = [f for f in features if f not in categories]
     prep = ColumnTransformer([
         ("num", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), numeric),

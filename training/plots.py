@@ -82,3 +82,29 @@ def model_plots(model: TrainedModel, test: pd.DataFrame, folder: Path) -> list[P
         ax.legend()
         paths.append(_save(fig, folder / "deciles.png"))
     return paths
+
+
+def qini_plots(model, rows: pd.DataFrame, values, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+    """One Qini curve per modelled action on logged decision rows (treated vs control,
+    inverse propensity weights): realised incremental value when targeting the top share
+    by predicted value, beside random targeting."""
+    from clm.domain import CONTACT_ACTIONS, Action
+    from training.uplift import predicted_gross_value, qini_curve, realised_value
+
+    predicted = predicted_gross_value(model.effects(rows), values)
+    outcome = realised_value(rows, values)
+    taken, propensity = rows["action"].to_numpy(), rows["propensity"].to_numpy()
+    control = taken == Action.NONE.value
+    actions = [a for a in CONTACT_ACTIONS if a in model.actions]
+    fig, axes = plt.subplots(1, max(len(actions), 1), figsize=(3.2 * max(len(actions), 1), 3.2), squeeze=False)
+    for ax, action in zip(axes[0], actions):
+        j = CONTACT_ACTIONS.index(action)
+        fractions, gains = qini_curve(predicted[:, j], outcome, taken == action, control, propensity)
+        ax.plot(np.r_[0, fractions], np.r_[0, gains], label="by predicted value")
+        ax.plot([0, 1], [0, gains[-1]], "--", label="random")
+        ax.set_title(action, fontsize=9)
+        ax.set_xlabel("share targeted")
+    axes[0][0].set_ylabel("incremental value (IPW)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"uplift ({model.learner}): Qini curves on the test window", fontsize=10)
+    return _save(fig, folder / "qini.png")

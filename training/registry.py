@@ -171,16 +171,14 @@ def fail_abandoned_runs(client: MlflowClient, workspace: Workspace) -> list[str]
 
 
 class ClmPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper: predict returns the model's scores as a frame."""
+    """MLflow wrapper: predict returns the model's scores as a frame (`predict_frame`: a
+    TrainedModel's scores, or an UpliftModel's effects)."""
 
     def __init__(self, model: TrainedModel):
         self.model = model
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-        scores = self.model.predict(model_input)
-        if self.model.spec.task == MULTICLASS:
-            return pd.DataFrame(scores, columns=self.model.classes, index=model_input.index)
-        return pd.DataFrame({"score": scores}, index=model_input.index)
+        return self.model.predict_frame(model_input)
 
 
 def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> str:

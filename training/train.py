@@ -35,8 +35,9 @@ from training.labels import (
 )
 from training.models import BINARY, MULTICLASS, SPECS, ModelSpec, TrainedModel, fit_baseline, fit_lightgbm
 from training.oracle import oracle_probabilities
+from training.train_uplift import train_uplift
 
-MODELS = tuple(SPECS)
+MODELS = (*SPECS, "uplift")
 KEYS = ["customer_id", "event_timestamp"]
 
 
@@ -327,7 +328,7 @@ def train(
     workspace: Workspace, config: TrainConfig, progress: Callable[[str], None] | None = None
 ) -> list[ModelReport]:
     manifest = require_valid(workspace)
-    unknown = [m for m in config.models if m not in SPECS]
+    unknown = [m for m in config.models if m not in MODELS]
     if unknown:
         raise ClmError(f"Unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}.")
     as_of = config.as_of or manifest.end
@@ -340,5 +341,8 @@ def train(
     for model in config.models:
         if progress:
             progress(model)
-        reports.append(train_model(workspace, model, config, contractual, as_of, client, shared))
+        if model == "uplift":
+            reports.append(train_uplift(workspace, config, contractual, as_of, client, shared))
+        else:
+            reports.append(train_model(workspace, model, config, contractual, as_of, client, shared))
     return reports

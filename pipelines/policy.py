@@ -1,0 +1,195 @@
+"""Policy evaluation against the simulator's truth: what `clm evaluate-policy` runs.
+
+At a decision date D (a month's first day), the base is every customer in the model
+population (`training.population`). Every policy faces the same funnel (eligibility,
+contact history, thresholds: `serving.eligibility`), the same budget and capacities, and
+is judged by the same accounting: the value rule (`serving.value`) applied to the *true*
+effects of what it chose (`ground_truth_effects`, priced at the snapshot of D - 1 day), so
+no policy is judged by its own models.
+
+  clm         the decision funnel on the uplift champion's predicted effects, allocated
+              by the optimiser (`serving.decide`)
+  oracle      the same funnel and optimiser on the true effects: the best any policy can do
+  churn_risk  the highest churn probability first, each given the first allowed retention
+              action of the catalogue, while the budget and capacities last
+  random      customers in random order, each given a random allowed action, likewise
+  nothing     no contact
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clm.contracts import require_valid
+from clm.domain import CONTACT_ACTIONS, Action, Table
+from clm.errors import ClmError
+from clm.stages import current_stage
+from clm.workspace import Workspace
+from pipelines.score import features_at
+from serving.catalogue import Catalogue
+from serving.decide import decide
+from serving.eligibility import allowed_actions
+from serving.value import action_costs, customer_values, expected_value, plan_prices
+from training import registry
+
+POLICIES = ("clm", "oracle", "churn_risk", "random", "nothing")
+SEED = 11
+
+
+@dataclass
+class PolicyResult:
+    """A policy's choices judged by the truth: totals over the base, and per 1,000 customers."""
+
+    name: str
+    customers: int
+    value: float
+    cost: float
+    treated: int
+    actions: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        per = 1000.0 / max(self.customers, 1)
+        return {"value_per_1000": self.value * per, "cost_per_1000": self.cost * per,
+                "customers_treated": self.treated, "actions": self.actions, "value": self.value, "cost": self.cost}
+
+
+@dataclass
+class PolicyInputs:
+    """Everything the policies decide from, for the base at one date."""
+
+    customers: pd.DataFrame  # features, stage, consents, churn and upsell probability
+    history: pd.DataFrame  # contacts before the date
+    true_churn: np.ndarray  # (customers, CONTACT_ACTIONS)
+    true_upgrade: np.ndarray
+    predicted_churn: np.ndarray
+    predicted_upgrade: np.ndarray
+    plan_prices: np.ndarray
+    as_of: pd.Timestamp
+    uplift_version: str
+    uplift_note: str = ""  # set when the uplift model judged is not the champion
+
+
+def _effects_matrix(effects: pd.DataFrame, ids: pd.Series, column: str) -> np.ndarray:
+    table = effects.pivot(index="customer_id", columns="action", values=column).reindex(ids)
+    return table.reindex(columns=list(CONTACT_ACTIONS)).fillna(0.0).to_numpy()
+
+
+def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> PolicyInputs:
+    manifest = require_valid(workspace)
+    effects_path = workspace.table_path(Table.GROUND_TRUTH_EFFECTS)
+    if not effects_path.exists():
+        raise ClmError(f"{workspace.root} holds no true effects (ground_truth_effects): policies can be judged by the "
+                       "truth only on simulated data.")
+    if as_of != as_of.normalize() or as_of.day != 1:
+        raise ClmError(f"--as-of {as_of:%Y-%m-%d} is not a month's first day: decisions, and the truth that "
+                       "judges them, are taken on month starts (e.g. 2025-06-01).")
+    day = (as_of - pd.Timedelta(days=1)).date()
+    effects = pd.read_parquet(effects_path, filters=[("snapshot_date", "==", day)])
+    if effects.empty:
+        raise ClmError(f"No true effects for a decision on {as_of:%Y-%m-%d}: the simulation covers "
+                       f"{manifest.data_start[:10]} to {manifest.data_end[:10]}; choose a month start inside it.")
+    client = registry.connect(workspace, tracking_uri)
+    versions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "upsell", "uplift")}
+    uplift_note = ""
+    if versions["uplift"] is None:
+        held = registry.alias_version(client, "uplift", registry.CHALLENGER)
+        if held is None:
+            raise ClmError(f"No uplift model in {workspace.root}: run `clm train --models uplift` first.")
+        versions["uplift"] = held
+        uplift_note = (f"uplift v{held} is a challenger (the gate kept it back; `clm models list` says why): "
+                       "clm's policy is judged with it anyway")
+    contractual = manifest.business == "contractual"
+    frame, in_population = features_at(workspace, as_of, contractual)
+    base = frame[in_population].reset_index(drop=True)
+    base["stage"] = current_stage(base, contractual).to_numpy()
+    consents = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", "consent_email", "consent_phone"])
+    base = base.merge(consents, on="customer_id", how="left")
+    for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
+        base[column] = registry.load_version(client, model, versions[model]).predict(base) if versions[model] else np.nan
+    uplift = registry.load_version(client, "uplift", versions["uplift"])
+    predicted = uplift.effects(base)
+    actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "action", "event_time"])
+    history = actions[(actions.event_time < as_of) & (actions.action != Action.NONE.value)]
+    ids = base["customer_id"]
+    return PolicyInputs(
+        customers=base, history=history,
+        true_churn=_effects_matrix(effects, ids, "effect_churn_90d"),
+        true_upgrade=_effects_matrix(effects, ids, "effect_upgrade_90d"),
+        predicted_churn=predicted["churn"], predicted_upgrade=predicted["upgrade"],
+        plan_prices=plan_prices(workspace), as_of=as_of, uplift_version=versions["uplift"], uplift_note=uplift_note,
+    )
+
+
+def _in_order(order: np.ndarray, options: list[np.ndarray], cost: np.ndarray, budget: float,
+              capacity: np.ndarray) -> np.ndarray:
+    """First come, first served: customers in `order`, each given the first of their
+    options (action indices, best first) that the remaining budget and capacity allow."""
+    choice = np.full(cost.shape[0], -1)
+    left, used = budget, np.zeros(cost.shape[1])
+    for i in order:
+        for j in options[i]:
+            if cost[i, j] <= left and used[j] < capacity[j]:
+                choice[i], left, used[j] = j, left - cost[i, j], used[j] + 1
+                break
+    return choice
+
+
+def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: int = SEED) -> dict[str, PolicyResult]:
+    """Every policy at one budget, judged by the true effects."""
+    c = inputs.customers
+    entries = catalogue.contact_actions
+    ids = [e.id.value for e in entries]
+    columns = [CONTACT_ACTIONS.index(a) for a in ids]
+    values = customer_values(c, inputs.plan_prices, catalogue.value)
+    cost = action_costs(entries, values.monthly_revenue)
+    true_value = expected_value(inputs.true_churn[:, columns], inputs.true_upgrade[:, columns], values, cost).total
+    allowed = allowed_actions(catalogue, c, inputs.history, inputs.as_of).allowed[ids].to_numpy(dtype=bool)
+    capacity = np.array([np.inf if e.daily_capacity is None else e.daily_capacity for e in entries])
+    n = len(c)
+    choices: dict[str, np.ndarray] = {}
+    for name, churn, upgrade in (("clm", inputs.predicted_churn, inputs.predicted_upgrade),
+                                 ("oracle", inputs.true_churn, inputs.true_upgrade)):
+        decisions = decide(catalogue, c, churn, upgrade, inputs.history, inputs.as_of, inputs.plan_prices,
+                           budget=budget)
+        lookup = {a: j for j, a in enumerate(ids)}
+        choices[name] = np.array([lookup.get(a, -1) for a in decisions.action])
+    retain = [j for j, e in enumerate(entries) if e.target == "retain"]
+    risk = np.nan_to_num(c["churn_probability"].to_numpy(dtype=float), nan=-1.0)
+    choices["churn_risk"] = _in_order(np.argsort(-risk, kind="stable"),
+                                      [[j for j in retain if allowed[i, j]] for i in range(n)], cost, budget, capacity)
+    rng = np.random.default_rng(seed)
+    choices["random"] = _in_order(rng.permutation(n),
+                                  [list(rng.permutation(np.flatnonzero(allowed[i]))) for i in range(n)],
+                                  cost, budget, capacity)
+    choices["nothing"] = np.full(n, -1)
+    results = {}
+    for name in POLICIES:
+        choice = choices[name]
+        chosen = choice >= 0
+        rows, cols = np.flatnonzero(chosen), choice[chosen]
+        counts = pd.Series(np.asarray(ids, dtype=object)[cols]).value_counts()
+        results[name] = PolicyResult(
+            name, n, value=float(true_value[rows, cols].sum()), cost=float(cost[rows, cols].sum()),
+            treated=int(chosen.sum()), actions={a: int(counts.get(a, 0)) for a in ids},
+        )
+    return results
+
+
+def default_budget(customers: int) -> float:
+    """The budget when none is given: DEFAULT_BUDGET_PER_CUSTOMER for each customer of the base."""
+    return DEFAULT_BUDGET_PER_CUSTOMER * customers
+
+
+# About what lets the oracle treat 10% of a simulated base with the default catalogue
+# (cheap upgrade offers and nudges go first): measured on 20,000 and 100,000 customers.
+DEFAULT_BUDGET_PER_CUSTOMER = 0.15
+
+
+def report_json(results: dict[str, PolicyResult], inputs: PolicyInputs, budget: float) -> dict[str, object]:
+    """The JSON report: one entry per policy name, and `run` with the settings."""
+    out: dict[str, object] = {name: r.as_dict() for name, r in results.items()}
+    out["run"] = {"as_of": f"{inputs.as_of:%Y-%m-%d}", "budget": budget, "customers": len(inputs.customers),
+                  "uplift_version": inputs.uplift_version, "note": inputs.uplift_note}
+    return out

@@ -1,0 +1,170 @@
+"""The decision funnel: which action each customer gets, and why. One implementation, called
+by the nightly batch, the real-time API and the policy evaluation.
+
+Named steps, each counting what it dropped per action:
+
+1. eligibility     consent for the channel, stage, segment, tenure (`serving.eligibility`)
+2. applicability   cooldowns and the contact limit, from the contact history
+3. suitability     the models' scores within the action's thresholds
+4. value           the expected incremental value (`serving.value`) must be positive
+5. arbitration     score = value x the action's business weight x the context weight
+6. selection       per customer the highest score (no budget, no capacity), or, for a
+                   batch under a budget and daily capacities, the allocation that
+                   maximises the total score (`serving.allocation`)
+
+"Do nothing" is the answer where no action survives, with the reason: the step at which
+the last contact action fell. Context (what the caller says about the moment) only
+multiplies weights (`context_weights`); levers live in the catalogue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clm.domain import CONTACT_ACTIONS, Action
+from serving.allocation import allocate
+from serving.catalogue import Catalogue
+from serving.eligibility import allowed_actions
+from serving.value import ValueParts, action_costs, customer_values, expected_value
+
+STEPS = ("eligibility", "applicability", "suitability", "value", "selection")
+NONE = Action.NONE.value
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the caller knows about the moment: an intent named in the catalogue's
+    `context.intent` (e.g. `cancelling`), and the channel the customer is on."""
+
+    intent: str | None = None
+    channel: str | None = None
+
+
+def context_weights(catalogue: Catalogue, context: Context | None) -> np.ndarray:
+    """Per contact action (catalogue order): the weight the context adds (1 = none)."""
+    entries = catalogue.contact_actions
+    weights = np.ones(len(entries))
+    if context is None:
+        return weights
+    by_target = catalogue.context.intent.get(context.intent or "", {})
+    for j, entry in enumerate(entries):
+        weights[j] *= by_target.get(entry.target, 1.0)
+        if context.channel is not None and entry.channel == context.channel:
+            weights[j] *= catalogue.context.same_channel
+    return weights
+
+
+@dataclass
+class Decisions:
+    """The funnel's outcome for a frame of customers.
+
+    actions: the contact action ids, in the column order of every (customers, actions) array;
+    action: each customer's action (`none` for no contact); value/retention/upgrade/cost:
+    the chosen action's expected value and its parts (0 for none); score: the arbitration
+    score of every pair (NaN where the pair did not reach arbitration); parts: the value
+    parts of every pair; dropped[step][action]: pairs that step removed; why: for customers
+    left with none, the reason."""
+
+    customer_id: np.ndarray
+    actions: list[str]
+    action: np.ndarray
+    value: np.ndarray
+    retention: np.ndarray
+    upgrade: np.ndarray
+    cost: np.ndarray
+    score: np.ndarray
+    parts: ValueParts
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    why: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    gap: float = 0.0
+
+    def ranked(self, i: int, limit: int) -> list[tuple[str, float]]:
+        """Customer i's actions that reached arbitration, best score first: (action, score)."""
+        row = self.score[i]
+        order = [j for j in np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable") if np.isfinite(row[j])]
+        return [(self.actions[j], float(row[j])) for j in order[:limit]]
+
+    @property
+    def treated(self) -> np.ndarray:
+        return self.action != NONE
+
+
+def _pick(score: np.ndarray, candidate: np.ndarray, cost: np.ndarray, catalogue: Catalogue,
+          budget: float | None) -> tuple[np.ndarray, float]:
+    """Index of each customer's action (-1: none) and the allocation's proven gap."""
+    capacity = np.array([np.inf if e.daily_capacity is None else e.daily_capacity for e in catalogue.contact_actions])
+    if budget is None and np.isinf(capacity).all():
+        masked = np.where(candidate, score, -np.inf)
+        best = masked.argmax(axis=1) if masked.shape[1] else np.zeros(len(masked), dtype=int)
+        return np.where(candidate.any(axis=1), best, -1), 0.0
+    result = allocate(np.where(candidate, score, 0.0), cost, candidate, np.inf if budget is None else budget, capacity)
+    return result.choice, result.gap
+
+
+def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarray, upgrade_change: np.ndarray,
+           history: pd.DataFrame, now: pd.Timestamp, plan_prices: np.ndarray, context: Context | None = None,
+           budget: float | None = None) -> Decisions:
+    """Run the funnel. customers: `serving.eligibility.CUSTOMER_COLUMNS` and the value
+    rule's columns; churn_change, upgrade_change: (customers, CONTACT_ACTIONS) effects of
+    each action on the probabilities (predicted by the uplift model, or true ones)."""
+    entries = catalogue.contact_actions
+    ids = [e.id.value for e in entries]
+    columns = [CONTACT_ACTIONS.index(a) for a in ids]
+    allowed = allowed_actions(catalogue, customers, history, now)
+    passed = allowed.allowed[ids].to_numpy(dtype=bool) if ids else np.zeros((len(customers), 0), dtype=bool)
+    values = customer_values(customers, plan_prices, catalogue.value)
+    cost = action_costs(entries, values.monthly_revenue)
+    parts = expected_value(churn_change[:, columns], upgrade_change[:, columns], values, cost)
+    value = parts.total
+    positive = passed & (value > 0)
+    weight = np.array([e.weight for e in entries]) * context_weights(catalogue, context)
+    score = np.where(positive, value * weight, np.nan)
+    choice, gap = _pick(np.nan_to_num(score, nan=0.0), positive, cost, catalogue, budget)
+
+    n = len(customers)
+    rows = np.arange(n)
+    chosen = choice >= 0
+    pick = np.where(chosen, choice, 0)
+
+    def chosen_of(matrix: np.ndarray) -> np.ndarray:
+        return np.where(chosen, matrix[rows, pick], 0.0) if matrix.shape[1] else np.zeros(n)
+
+    dropped = {step: dict(counts) for step, counts in allowed.dropped.items()}
+    dropped["value"] = {a: int((passed[:, j] & ~positive[:, j]).sum()) for j, a in enumerate(ids)}
+    dropped["selection"] = {a: int((positive[:, j] & (choice != j)).sum()) for j, a in enumerate(ids)}
+    action = np.where(chosen, np.asarray(ids + [NONE], dtype=object)[np.where(chosen, choice, len(ids))], NONE)
+    survivors = {step: frame[ids].to_numpy(dtype=bool) for step, frame in allowed.survivors.items()}
+    return Decisions(
+        customer_id=customers["customer_id"].to_numpy(), actions=ids, action=action,
+        value=chosen_of(value), retention=chosen_of(parts.retention), upgrade=chosen_of(parts.upgrade),
+        cost=chosen_of(cost), score=score, parts=parts, dropped=dropped,
+        why=_why_nothing(survivors, value, positive, chosen, ids), gap=gap,
+    )
+
+
+WHY_NOTHING = {
+    "eligibility": "eligible for no action (consent, stage, segment or tenure)",
+    "applicability": "contacted recently: cooldowns or the contact limit",
+    "suitability": "the actions' thresholds on churn or upsell probability exclude them",
+    "selection": "the budget or a capacity went to customers where actions are worth more",
+}
+
+
+def _why_nothing(survivors: dict[str, np.ndarray], value: np.ndarray, positive: np.ndarray, chosen: np.ndarray,
+                 ids: list[str]) -> np.ndarray:
+    """For each customer left with none, the step where their last contact action fell."""
+    why = np.full(chosen.size, "", dtype=object)
+    passed = survivors["suitability"]
+    best_value = np.where(passed, value, -np.inf)
+    for i in np.flatnonzero(~chosen):
+        step = next((s for s in ("eligibility", "applicability", "suitability") if not survivors[s][i].any()), None)
+        if step is not None:
+            why[i] = WHY_NOTHING[step]
+        elif not positive[i].any():
+            j = int(best_value[i].argmax())
+            why[i] = f"no action pays: the best, {ids[j]}, is worth {value[i, j]:.2f} after costs"
+        else:
+            why[i] = WHY_NOTHING["selection"]
+    return why

@@ -1,0 +1,192 @@
+"""Train, evaluate, log and register the uplift model (`clm-uplift`): part of `clm train`.
+
+The split is the churn model's (same horizon, same cutoffs, same gaps); the training frame
+is the same Feast retrieval (shared within a training session), restricted to the rows
+with a logged decision at the cutoff. Both learners of `training.uplift` are fitted; the
+better on the validation window is registered; the test window judges it (value Qini, and
+on simulated data the true effects), and the gate promotes it if it beats random
+targeting and the champion on that window.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from clm.domain import Table
+from clm.workspace import Workspace
+from features.build import build_features
+from features.feast_repo import MODEL_GROUPS
+from features.store import apply as apply_features
+from serving.catalogue import ValueSettings
+from serving.value import CustomerValues, customer_values, plan_prices
+from training import plots, registry
+from training.labels import NotEnoughExamples, NotEnoughHistory, Split
+from training.uplift import (
+    KEYS, OUTCOMES, UpliftModel, decision_rows, fit_dr_learner, fit_t_learner, pseudo_values, truth_quality,
+    uplift_r2, value_qini,
+)
+
+MODEL = "uplift"
+MIN_DECISIONS = 200  # logged decisions in the training windows
+
+
+@dataclass
+class FittedUplift:
+    learners: dict[str, UpliftModel]
+    chosen: str
+    parts: dict[str, pd.DataFrame]  # train, valid, test: decision rows with features and labels
+    population_test: pd.DataFrame  # every customer in the population at the test cutoff
+    values: dict[str, CustomerValues]  # per part, and "population_test"
+    validation: dict[str, float]  # learner -> uplift R2 (DR) on the validation window
+    split: Split
+
+    @property
+    def model(self) -> UpliftModel:
+        return self.learners[self.chosen]
+
+
+def fit_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Timestamp,  # type: ignore[no-untyped-def]
+               shared: dict[tuple, pd.DataFrame] | None = None) -> FittedUplift:
+    """Both learners fitted on the decisions logged before as_of. Raises NotEnoughHistory
+    or NotEnoughExamples (too few logged decisions)."""
+    from training.train import _feature_names, model_window, prepare_frames
+
+    split, _ = model_window(workspace, "churn", config, as_of)
+    build_features(workspace, split.all, raw_checked=True)
+    apply_features(workspace)
+    frame = prepare_frames(workspace, MODEL, split, config, contractual, shared)
+    decided = frame.merge(decision_rows(workspace, split.all), on=KEYS, how="inner")
+    parts = {
+        "train": decided[decided.event_timestamp.isin(split.train)].reset_index(drop=True),
+        "valid": decided[decided.event_timestamp == split.valid].reset_index(drop=True),
+        "test": decided[decided.event_timestamp == split.test].reset_index(drop=True),
+    }
+    if len(parts["train"]) < MIN_DECISIONS or min(len(parts["valid"]), len(parts["test"])) == 0:
+        raise NotEnoughExamples(
+            f"{len(parts['train']):,} logged decisions in the training windows, {len(parts['valid']):,} in the "
+            f"validation and {len(parts['test']):,} in the test window: at least {MIN_DECISIONS} and some in "
+            "each are needed to learn what actions change.")
+    features = [f for f in _feature_names(frame) if parts["train"][f].notna().any()]
+    outcomes = [o for o, label in OUTCOMES.items() if label in frame and frame[label].notna().any()]
+    t_model = fit_t_learner(parts["train"], parts["valid"], features, outcomes, config.labels.horizon_days)
+    if not t_model.actions:
+        raise NotEnoughExamples("no action has enough logged decisions (and outcomes) beside the control group "
+                                "to learn its effect.")
+    dr_model = fit_dr_learner(parts["train"], parts["valid"], features, outcomes, config.labels.horizon_days, t_model)
+    learners = {"t_learner": t_model, "dr_learner": dr_model}
+    population_test = frame[frame.event_timestamp == split.test].reset_index(drop=True)
+    prices, settings = plan_prices(workspace), ValueSettings()
+    values = {name: customer_values(rows, prices, settings)
+              for name, rows in {**parts, "population_test": population_test}.items()}
+    pseudo = pseudo_values(t_model, parts["valid"], values["valid"])
+    validation = {name: uplift_r2(m, parts["valid"], values["valid"], pseudo) for name, m in learners.items()}
+    chosen = max(learners, key=lambda name: validation[name])
+    return FittedUplift(learners, chosen, parts, population_test, values, validation, split)
+
+
+def true_effects(workspace: Workspace, cutoff: pd.Timestamp) -> pd.DataFrame | None:
+    """The simulator's true effects for the decision at `cutoff` (priced at the snapshot of
+    the day before); None on data without them."""
+    path = workspace.table_path(Table.GROUND_TRUTH_EFFECTS)
+    if not path.exists() or "effect_upgrade_90d" not in pq.read_schema(path).names:
+        return None
+    day = (cutoff - pd.Timedelta(days=1)).date()
+    return pd.read_parquet(path, columns=["customer_id", "action", "effect_churn_90d", "effect_upgrade_90d"],
+                           filters=[("snapshot_date", "==", day)])
+
+
+@dataclass(frozen=True)
+class UpliftGate:
+    promote: bool
+    reason: str
+
+
+def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | None, test: pd.DataFrame,
+                            values: CustomerValues, pseudo: np.ndarray) -> UpliftGate:
+    """Promote if sane (finite effects that vary), better than "no action changes
+    anything" on the test window (uplift R2 > 0 against the doubly-robust pseudo-outcomes),
+    and better than the champion there."""
+    stacked = np.concatenate(list(challenger.effects(test).values()), axis=1)
+    if not np.all(np.isfinite(stacked)):
+        return UpliftGate(False, "challenger predicts NaN or infinite effects")
+    if np.ptp(stacked, axis=0).max() <= 0:
+        return UpliftGate(False, "challenger predicts the same effect for every customer: it ranks nobody")
+    mine = uplift_r2(challenger, test, values, pseudo)
+    if not mine > 0:
+        return UpliftGate(False, f"uplift R2 {mine:.4f} on the test window: it tells no more than assuming that "
+                          "no action changes anything")
+    if champion is None:
+        return UpliftGate(True, f"first version (uplift R2 {mine:.4f})")
+    theirs = uplift_r2(champion, test, values, pseudo)
+    better = mine > theirs
+    return UpliftGate(better, f"uplift R2 {mine:.4f} vs champion {theirs:.4f}: {'better' if better else 'not better'}")
+
+
+def train_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Timestamp,  # type: ignore[no-untyped-def]
+                 client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None):
+    from training.train import ModelReport
+
+    if not workspace.table_path(Table.ACTIONS).exists():
+        return ModelReport(MODEL, False, "no logged decisions (actions table) in this workspace: uplift is not "
+                           "trained", applies=False)
+    try:
+        fitted = fit_uplift(workspace, config, contractual, as_of, shared)
+    except (NotEnoughHistory, NotEnoughExamples) as err:
+        return ModelReport(MODEL, False, str(err))
+    test, values = fitted.parts["test"], fitted.values["test"]
+    other = next(name for name in fitted.learners if name != fitted.chosen)
+    pseudo = pseudo_values(fitted.learners["t_learner"], test, values)
+    report = ModelReport(
+        MODEL, True, registered_kind=fitted.chosen,
+        metrics={"uplift_r2": uplift_r2(fitted.model, test, values, pseudo),
+                 **{f"value_qini_{k}": v for k, v in value_qini(fitted.model, test, values).items()}},
+        baseline={"uplift_r2": uplift_r2(fitted.learners[other], test, values, pseudo),
+                  **{f"value_qini_{k}": v for k, v in value_qini(fitted.learners[other], test, values).items()}},
+    )
+    truth = true_effects(workspace, fitted.split.test)
+    if truth is not None:
+        report.oracle = truth_quality(fitted.model, fitted.population_test, truth, fitted.values["population_test"])
+    report.split = {
+        "train_cutoffs": f"{fitted.split.train[0]:%Y-%m-%d}..{fitted.split.train[-1]:%Y-%m-%d} ({len(fitted.split.train)})",
+        "valid_cutoff": f"{fitted.split.valid:%Y-%m-%d}", "test_cutoff": f"{fitted.split.test:%Y-%m-%d}",
+        "decisions": {k: len(v) for k, v in fitted.parts.items()},
+        "validation_uplift_r2": {k: round(v, 5) for k, v in fitted.validation.items()},
+    }
+    _log_and_register(workspace, client, fitted, report, as_of, pseudo)
+    return report
+
+
+def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient, fitted: FittedUplift,
+                      report, as_of: pd.Timestamp, pseudo: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    model, test = fitted.model, fitted.parts["test"]
+    mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, MODEL))
+    with mlflow.start_run(run_name=f"{MODEL} as of {as_of:%Y-%m-%d}"):
+        mlflow.log_params({
+            "learner": fitted.chosen, "horizon_days": model.horizon_days, "as_of": f"{as_of:%Y-%m-%d}",
+            "features": len(model.features), "actions": ",".join(model.actions),
+            **{k: str(v) for k, v in report.split.items()},
+        })
+        mlflow.set_tags({"feature_service": f"{MODEL}_features", "feature_groups": ",".join(MODEL_GROUPS[MODEL]),
+                         **registry.run_owner_tags(workspace)})
+        mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"other_learner_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"truth_{k}": v for k, v in report.oracle.items() if np.isfinite(v)})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plots.qini_plots(model, test, fitted.values["test"], Path(tmp))
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        report.version = registry.log_model(model, test[model.features].head(5), MODEL)
+        client.set_registered_model_alias(registry.registered_name(MODEL), registry.CHALLENGER, report.version)
+        champion_version = registry.alias_version(client, MODEL, registry.CHAMPION)
+        champion = registry.load_version(client, MODEL, champion_version) if champion_version else None
+        decision = decide_uplift_promotion(model, champion, test, fitted.values["test"], pseudo)
+        mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept champion",
+                         "gate_reason": decision.reason})
+        if decision.promote:
+            registry.set_champion(client, MODEL, report.version)
+        report.promoted, report.note = decision.promote, decision.reason

@@ -1,0 +1,348 @@
+"""Uplift: what each action changes, per customer, learned from the logged decisions.
+
+The logged policy decides at cutoffs (a month's first day) with known, randomised
+propensities; `none` is the control group. A decision row is (customer, cutoff T, action,
+propensity) for a decision made in [T, T + 1 day); its features are the Feast features at T
+(the same snapshots and point-in-time retrieval as every model) and its outcomes the churn
+and upsell labels of [T, T + H) (`training.labels`).
+
+Two learners on LightGBM, both using the logged propensities:
+
+- T-learner: one outcome model per arm (each action, and none), fitted with inverse
+  propensity weights 1/e so that each arm's sample stands for the whole base; the effect
+  of action a is mu_a(x) - mu_none(x).
+- DR-learner (Kennedy, 2023): cross-fitted arm models give, on every training row, the
+  doubly-robust pseudo-outcome
+      phi_a = mu_a - mu_none + 1[T=a] (Y - mu_a) / e - 1[T=none] (Y - mu_none) / e
+  (e is the logged propensity of the action taken: only the taken arm's is needed), and a
+  LightGBM regression of phi_a on x is the effect.
+
+The better of the two on the validation window (value Qini: the incremental realised value,
+by `serving.value`, of targeting by predicted value, above random targeting, estimated with
+inverse propensity weights) is registered as `clm-uplift`, one model holding every action.
+An action with too few logged decisions gets no model and a zero effect, so it is never
+recommended (no evidence, no action).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from clm.domain import CONTACT_ACTIONS, Action, Table
+from clm.workspace import Workspace
+from serving.value import CustomerValues, expected_value
+from training.models import SEED, categories_of, prepare_features
+
+# Effect name -> label column (`training.labels`).
+OUTCOMES = {"churn": "churn", "upgrade": "upsell"}
+LEARNERS = ("t_learner", "dr_learner")
+MIN_ARM_ROWS = 50  # logged decisions of an action (and of the control) needed to model it
+MIN_ARM_POSITIVES = 5
+FOLDS = 2
+QINI_POINTS = 20
+KEYS = ["customer_id", "event_timestamp"]
+
+ARM_PARAMS = dict(
+    learning_rate=0.05, num_leaves=15, min_child_samples=40, subsample=0.8, subsample_freq=1,
+    colsample_bytree=0.8, random_state=SEED, n_jobs=2, verbose=-1, deterministic=True, force_row_wise=True,
+)
+ARM_MAX_TREES = 400
+EFFECT_PARAMS = dict(ARM_PARAMS, learning_rate=0.03, num_leaves=7, min_child_samples=200, reg_lambda=10.0)
+EFFECT_MAX_TREES = 300
+
+
+def decision_rows(workspace: Workspace, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    """(customer_id, event_timestamp = the cutoff, action, propensity): the first logged
+    decision of each customer in [T, T + 1 day) for each cutoff T."""
+    actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action", "propensity"])
+    frames = []
+    for cutoff in cutoffs:
+        day = actions[(actions.event_time >= cutoff) & (actions.event_time < cutoff + pd.Timedelta(days=1))]
+        day = day.sort_values(["customer_id", "event_time"], kind="stable").drop_duplicates("customer_id")
+        frames.append(day.assign(event_timestamp=cutoff)[[*KEYS, "action", "propensity"]])
+    if not frames:
+        return pd.DataFrame(columns=[*KEYS, "action", "propensity"])
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass
+class UpliftModel:
+    """Per customer, each contact action's change of the churn and upgrade probabilities
+    within the horizon. `effects(frame)[outcome]` is (customers, len(CONTACT_ACTIONS)),
+    columns in CONTACT_ACTIONS order; an action without a model has a zero effect."""
+
+    learner: str
+    features: list[str]
+    categories: dict[str, list[str]]
+    outcomes: list[str]
+    # T-learner: outcome -> arm -> classifier; DR-learner: outcome -> action -> regressor.
+    estimators: dict[str, dict[str, object]] = field(default_factory=dict)
+    horizon_days: int = 90
+
+    @property
+    def actions(self) -> list[str]:
+        """The contact actions with a model for at least one outcome."""
+        return [a for a in CONTACT_ACTIONS if any(a in self.estimators[o] for o in self.outcomes)]
+
+    def effects(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        x = prepare_features(frame, self.features, self.categories)
+        out = {}
+        for outcome in OUTCOMES:
+            effect = np.zeros((len(frame), len(CONTACT_ACTIONS)))
+            models = self.estimators.get(outcome, {})
+            if self.learner == "t_learner" and Action.NONE.value in models:
+                control = _proba(models[Action.NONE.value], x)
+                for j, action in enumerate(CONTACT_ACTIONS):
+                    if action in models:
+                        effect[:, j] = _proba(models[action], x) - control
+            elif self.learner == "dr_learner":
+                for j, action in enumerate(CONTACT_ACTIONS):
+                    if action in models:
+                        effect[:, j] = np.clip(models[action].predict(x), -1.0, 1.0)
+            out[outcome] = effect
+        return out
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """MLflow's view: one column per (outcome, action), e.g. `churn:retention_offer`."""
+        effects = self.effects(frame)
+        return pd.DataFrame({f"{o}:{a}": effects[o][:, j] for o in OUTCOMES for j, a in enumerate(CONTACT_ACTIONS)},
+                            index=frame.index)
+
+
+def _proba(model: object, x: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict_proba(x), dtype=float)[:, 1]
+
+
+def _arm_rows(frame: pd.DataFrame, arm: str, label: str) -> pd.DataFrame:
+    rows = frame[(frame.action == arm) & frame[label].notna()]
+    return rows
+
+
+def _enough(rows: pd.DataFrame, label: str) -> bool:
+    positives = int(rows[label].sum()) if len(rows) else 0
+    return len(rows) >= MIN_ARM_ROWS and MIN_ARM_POSITIVES <= positives <= len(rows) - MIN_ARM_POSITIVES
+
+
+def _fit_arm(rows: pd.DataFrame, valid: pd.DataFrame | None, label: str, features: list[str],
+             categories: dict[str, list[str]], trees: int | None = None) -> lgb.LGBMClassifier:
+    """An outcome model of one arm, weighted by 1/propensity; early stopping on the arm's
+    validation rows when given, else a fixed number of trees."""
+    model = lgb.LGBMClassifier(n_estimators=trees or ARM_MAX_TREES, **ARM_PARAMS)
+    x = prepare_features(rows, features, categories)
+    y, w = rows[label].astype(int).to_numpy(), 1.0 / rows["propensity"].to_numpy()
+    if valid is not None and trees is None and valid[label].nunique() == 2:
+        xv = prepare_features(valid, features, categories)
+        model.fit(x, y, sample_weight=w, eval_X=(xv,), eval_y=(valid[label].astype(int).to_numpy(),),
+                  eval_sample_weight=[1.0 / valid["propensity"].to_numpy()],
+                  callbacks=[lgb.early_stopping(30, verbose=False)])
+    else:
+        model.fit(x, y, sample_weight=w)
+    return model
+
+
+def _trees(model: lgb.LGBMClassifier) -> int:
+    return int(getattr(model, "best_iteration_", 0) or model.n_estimators)
+
+
+def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
+                  horizon_days: int) -> UpliftModel:
+    categories = categories_of(train, features)
+    estimators: dict[str, dict[str, object]] = {}
+    for outcome in outcomes:
+        label = OUTCOMES[outcome]
+        arms = {}
+        control = _arm_rows(train, Action.NONE.value, label)
+        if _enough(control, label):
+            for arm in (Action.NONE.value, *CONTACT_ACTIONS):
+                rows = _arm_rows(train, arm, label)
+                if _enough(rows, label):
+                    arms[arm] = _fit_arm(rows, _arm_rows(valid, arm, label), label, features, categories)
+        estimators[outcome] = arms
+    return UpliftModel("t_learner", features, categories, outcomes, estimators, horizon_days)
+
+
+def _folds(customers: pd.Series) -> np.ndarray:
+    """A fold per customer (all of a customer's rows in one fold), fixed by the id."""
+    return (pd.util.hash_pandas_object(customers, index=False).to_numpy() % FOLDS).astype(int)
+
+
+def pseudo_outcomes(rows: pd.DataFrame, label: str, action: str, mu_action: np.ndarray,
+                    mu_control: np.ndarray) -> np.ndarray:
+    """The doubly-robust pseudo-outcome of `action` against none on each row."""
+    y = rows[label].astype(float).to_numpy()
+    e = rows["propensity"].to_numpy()
+    taken = rows["action"].to_numpy()
+    phi = mu_action - mu_control
+    phi = phi + np.where(taken == action, (y - mu_action) / e, 0.0)
+    return phi - np.where(taken == Action.NONE.value, (y - mu_control) / e, 0.0)
+
+
+def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
+                   horizon_days: int, t_model: UpliftModel | None = None) -> UpliftModel:
+    """The DR-learner; t_model (the T-learner on all training rows) supplies the arms,
+    the trees per arm, and the nuisance on the validation rows."""
+    t_model = t_model or fit_t_learner(train, valid, features, outcomes, horizon_days)
+    categories = t_model.categories
+    fold = _folds(train["customer_id"])
+    x_train = prepare_features(train, features, categories)
+    x_valid = prepare_features(valid, features, categories)
+    estimators: dict[str, dict[str, object]] = {}
+    for outcome in outcomes:
+        label = OUTCOMES[outcome]
+        arms = t_model.estimators[outcome]
+        estimators[outcome] = {}
+        if Action.NONE.value not in arms:
+            continue
+        # Cross-fitted nuisance: each fold's rows get arm models fitted on the other folds.
+        mu = {arm: np.zeros(len(train)) for arm in arms}
+        for k in range(FOLDS):
+            rest, here = train[fold != k], fold == k
+            for arm, full in arms.items():
+                rows = _arm_rows(rest, arm, label)
+                model = _fit_arm(rows, None, label, features, categories, trees=_trees(full)) if _enough(rows, label) else full
+                mu[arm][here] = _proba(model, x_train[here])
+        mu_valid = {arm: _proba(model, x_valid) for arm, model in arms.items()}
+        labelled = train[label].notna().to_numpy()
+        labelled_valid = valid[label].notna().to_numpy()
+        for action in CONTACT_ACTIONS:
+            if action not in arms:
+                continue
+            phi = pseudo_outcomes(train[labelled], label, action, mu[action][labelled], mu[Action.NONE.value][labelled])
+            phi_valid = pseudo_outcomes(valid[labelled_valid], label, action, mu_valid[action][labelled_valid],
+                                        mu_valid[Action.NONE.value][labelled_valid])
+            model = lgb.LGBMRegressor(n_estimators=EFFECT_MAX_TREES, **EFFECT_PARAMS)
+            model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
+                      callbacks=[lgb.early_stopping(30, verbose=False)])
+            estimators[outcome][action] = model
+    return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days)
+
+
+# ------------------------------------------------------------------ quality
+
+def qini_curve(score: np.ndarray, outcome: np.ndarray, treated: np.ndarray, control: np.ndarray,
+               propensity: np.ndarray, points: int = QINI_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(fractions, gains): targeting the top fraction of the treated-or-control rows by
+    score, the incremental outcome over those rows, estimated as
+    (weighted treated mean - weighted control mean) x rows, weights 1/propensity."""
+    rows = np.flatnonzero(treated | control)
+    order = rows[np.argsort(-score[rows], kind="stable")]
+    w = 1.0 / propensity[order]
+    t, c = treated[order], control[order]
+    wt, wc = np.cumsum(w * t), np.cumsum(w * c)
+    yt, yc = np.cumsum(w * t * outcome[order]), np.cumsum(w * c * outcome[order])
+    fractions = np.linspace(0, 1, points + 1)[1:]
+    gains = np.zeros(points)
+    for i, f in enumerate(fractions):
+        k = max(int(np.ceil(f * order.size)) - 1, 0)
+        if order.size and wt[k] > 0 and wc[k] > 0:
+            gains[i] = (yt[k] / wt[k] - yc[k] / wc[k]) * (k + 1)
+    return fractions, gains
+
+
+def qini_area(fractions: np.ndarray, gains: np.ndarray, rows: int) -> float:
+    """Mean gain above random targeting (the straight line to the full gain), per row;
+    0 = no better than random, negative = worse."""
+    return float(np.mean(gains - fractions * gains[-1]) / max(rows, 1))
+
+
+def realised_value(rows: pd.DataFrame, values: CustomerValues) -> np.ndarray:
+    """What each row's outcome was worth by the value rule: keeping (not churning) and
+    upgrading; the uplift of this between arms is the realised incremental value."""
+    churn = rows[OUTCOMES["churn"]].astype(float).fillna(0.0).to_numpy()
+    upgrade = rows[OUTCOMES["upgrade"]].astype(float).fillna(0.0).to_numpy() if OUTCOMES["upgrade"] in rows else 0.0
+    return -churn * values.keep_value + upgrade * values.upgrade_margin
+
+
+def predicted_gross_value(effects: dict[str, np.ndarray], values: CustomerValues) -> np.ndarray:
+    """(rows, CONTACT_ACTIONS): the value rule's retention and upgrade parts, before costs."""
+    zero = np.zeros((values.keep_value.size, len(CONTACT_ACTIONS)))
+    parts = expected_value(effects.get("churn", zero), effects.get("upgrade", zero), values, zero)
+    return parts.retention + parts.upgrade
+
+
+def value_qini(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -> dict[str, float]:
+    """Per modelled action, the value Qini area on logged decision rows (see qini_curve),
+    and `total`, their sum: what the learners are compared and gated on."""
+    predicted = predicted_gross_value(model.effects(rows), values)
+    outcome = realised_value(rows, values)
+    taken = rows["action"].to_numpy()
+    control = taken == Action.NONE.value
+    propensity = rows["propensity"].to_numpy()
+    out = {}
+    for j, action in enumerate(CONTACT_ACTIONS):
+        if action in model.actions:
+            treated = taken == action
+            fractions, gains = qini_curve(predicted[:, j], outcome, treated, control, propensity)
+            out[action] = qini_area(fractions, gains, int((treated | control).sum()))
+    out["total"] = float(sum(out.values()))
+    return out
+
+
+def pseudo_values(nuisance: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -> np.ndarray:
+    """(rows, CONTACT_ACTIONS): doubly-robust pseudo-outcomes of each action's gross value
+    (value rule of the churn and upgrade pseudo-outcomes), with a T-learner fitted on
+    earlier rows as the nuisance; NaN where an action or outcome has no arm model."""
+    x = prepare_features(rows, nuisance.features, nuisance.categories)
+    phi = {}
+    for outcome in OUTCOMES:
+        label, arms = OUTCOMES[outcome], nuisance.estimators.get(outcome, {})
+        out = np.full((len(rows), len(CONTACT_ACTIONS)), np.nan if outcome == "churn" else 0.0)
+        if Action.NONE.value in arms and label in rows:
+            labelled = rows[label].notna().to_numpy()
+            control = _proba(arms[Action.NONE.value], x[labelled])
+            for j, action in enumerate(CONTACT_ACTIONS):
+                if action in arms:
+                    out[labelled, j] = pseudo_outcomes(rows[labelled], label, action, _proba(arms[action], x[labelled]),
+                                                       control)
+        phi[outcome] = out
+    return predicted_gross_value(phi, values)
+
+
+def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: np.ndarray) -> float:
+    """1 - (squared error of the predicted gross values against the pseudo-outcomes) /
+    (that of predicting no effect), over the actions the pseudo-outcomes cover: above 0,
+    the model tells more than "no action changes anything"; the DR-loss of uplift model
+    selection (Nie and Wager; Kennedy), steadier than a Qini area on one window."""
+    predicted = predicted_gross_value(model.effects(rows), values)
+    known = ~np.isnan(pseudo)
+    zero = float(np.sum(pseudo[known] ** 2))
+    return 1.0 - float(np.sum((pseudo[known] - predicted[known]) ** 2)) / zero if zero > 0 else float("nan")
+
+
+def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFrame,
+                  values: CustomerValues) -> dict[str, float]:
+    """Against the simulator's true effects (`ground_truth_effects`) for every customer of
+    `population` (one cutoff): per action, the Spearman correlation of predicted and true
+    churn effect, and the true gross value captured by the top 10% / 30% by predicted value
+    as a fraction of what the top 10% / 30% by true value hold; means over actions.
+
+    truth: (customer_id, action, effect_churn_90d, effect_upgrade_90d)."""
+    effects = model.effects(population)
+    predicted = predicted_gross_value(effects, values)
+    ids = population["customer_id"]
+    true_churn = truth.pivot(index="customer_id", columns="action", values="effect_churn_90d").reindex(ids)
+    true_up = truth.pivot(index="customer_id", columns="action", values="effect_upgrade_90d").reindex(ids)
+    true_value = predicted_gross_value({"churn": true_churn[list(CONTACT_ACTIONS)].to_numpy(),
+                                        "upgrade": true_up[list(CONTACT_ACTIONS)].to_numpy()}, values)
+    known = ~np.isnan(true_value).any(axis=1)
+    figures: dict[str, float] = {}
+    for j, action in enumerate(CONTACT_ACTIONS):
+        if action not in model.actions:
+            continue
+        p, t = predicted[known, j], true_value[known, j]
+        figures[f"{action}_spearman_churn"] = float(pd.Series(effects["churn"][known, j]).corr(
+            pd.Series(true_churn[action].to_numpy()[known]), method="spearman"))
+        figures[f"{action}_spearman_value"] = float(pd.Series(p).corr(pd.Series(t), method="spearman"))
+        for share in (0.1, 0.3):
+            k = max(int(share * p.size), 1)
+            best = np.sort(t)[::-1][:k].sum()
+            got = t[np.argsort(-p, kind="stable")[:k]].sum()
+            figures[f"{action}_top{int(share * 100)}_captured"] = float(got / best) if best > 0 else float("nan")
+    for name in ("spearman_churn", "spearman_value", "top10_captured", "top30_captured"):
+        per_action = [v for k, v in figures.items() if k.endswith(name) and np.isfinite(v)]
+        figures[f"mean_{name}"] = float(np.mean(per_action)) if per_action else float("nan")
+    figures["customers"] = float(known.sum())
+    return figures
