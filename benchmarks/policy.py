@@ -10,7 +10,8 @@ and uplift quality against the simulator's true effects.
 3. Policy: at the data's end (a month start), every policy of `clm evaluate-policy`
    decides for the base at five budgets: B10 (the budget at which the oracle treats about
    10% of the base, found by bisection) x 0.25, 0.5, 1, 2, 4; each judged by the true
-   effects. Prints value per 1,000 customers, and clm / oracle and clm / churn_risk.
+   effects. Prints value per 1,000 customers, and clm / oracle and clm / churn_risk, for
+   the registered uplift model, and at B10 for each learner fitted in step 2.
 
 Goals (issue 11), at B10 on 100,000 customers: clm >= 0.80 x oracle, >= 1.5 x churn_risk.
 
@@ -41,7 +42,7 @@ def build(workspace: Path, customers: int) -> None:
     print(f"clm run -n {customers:,}: {time.perf_counter() - started:.0f} s")
 
 
-def uplift_quality(workspace: Path) -> None:
+def uplift_quality(workspace: Path):  # type: ignore[no-untyped-def]
     from clm.workspace import Workspace
     from training.train import TrainConfig
     from training.train_uplift import fit_uplift, true_effects
@@ -59,10 +60,12 @@ def uplift_quality(workspace: Path) -> None:
     print(f"{'learner':<12}{'action':<18}{'Spearman':>10}{'top 10%':>10}{'top 30%':>10}")
     for name, model in fitted.learners.items():
         q = truth_quality(model, fitted.population_test, truth, fitted.values["population_test"])
-        for action in [*model.actions, "mean"]:
-            key = "mean_" if action == "mean" else f"{action}_"
-            print(f"{name:<12}{action:<18}{q[key + 'spearman_value']:>10.3f}{q[key + 'top10_captured']:>10.3f}"
-                  f"{q[key + 'top30_captured']:>10.3f}")
+        for action in model.actions:
+            print(f"{name:<12}{action:<18}{q[action + '_spearman_value']:>10.3f}{q[action + '_top10_captured']:>10.3f}"
+                  f"{q[action + '_top30_captured']:>10.3f}")
+        print(f"{name:<12}{'all (pooled)':<18}{q['mean_spearman_value']:>10.3f}{q['all_top10_captured']:>10.3f}"
+              f"{q['all_top30_captured']:>10.3f}")
+    return fitted
 
 
 def budget_treating(evaluate, catalogue, inputs, share: float) -> float:  # type: ignore[no-untyped-def]
@@ -76,31 +79,39 @@ def budget_treating(evaluate, catalogue, inputs, share: float) -> float:  # type
     return high
 
 
-def policy_value(workspace: Path) -> None:
+def policy_value(workspace: Path, fitted) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
     from clm.workspace import Workspace
     from pipelines.policy import POLICIES, evaluate, load_inputs
     from serving.catalogue import load_catalogue
 
     ws = Workspace(workspace)
     as_of = ws.read_manifest().end
-    inputs = load_inputs(ws, as_of)
+    registered = load_inputs(ws, as_of)
     catalogue = load_catalogue()
-    b10 = budget_treating(evaluate, catalogue, inputs, 0.10)
-    n = len(inputs.customers)
-    print(f"\nPolicies as of {as_of:%Y-%m-%d} on {n:,} customers (uplift v{inputs.uplift_version}); "
-          f"B10 = {b10:,.0f} (oracle treats ~10%)")
-    print(f"{'budget':>10}" + "".join(f"{p:>12}" for p in POLICIES) + f"{'clm/oracle':>12}{'clm/risk':>10}{'treated':>9}")
-    for factor in (0.25, 0.5, 1.0, 2.0, 4.0):
-        started = time.perf_counter()
-        results = evaluate(catalogue, inputs, b10 * factor)
-        value = {p: results[p].as_dict()["value_per_1000"] for p in POLICIES}
-        ratio_oracle = value["clm"] / value["oracle"] if value["oracle"] > 0 else float("nan")
-        ratio_risk = value["clm"] / value["churn_risk"] if value["churn_risk"] > 0 else float("inf")
-        print(f"{b10 * factor:>10,.0f}" + "".join(f"{value[p]:>12,.0f}" for p in POLICIES)
-              + f"{ratio_oracle:>12.2f}{ratio_risk:>10.2f}{results['clm'].treated:>9,}"
-              f"  ({time.perf_counter() - started:.1f} s)")
-        if factor == 1.0:
-            print("           actions: " + "; ".join(f"{p}: {results[p].actions}" for p in ("clm", "oracle")))
+    b10 = budget_treating(evaluate, catalogue, registered, 0.10)
+    n = len(registered.customers)
+    print(f"\nPolicies as of {as_of:%Y-%m-%d} on {n:,} customers; B10 = {b10:,.0f} (oracle treats ~10%)")
+    candidates = {f"registered v{registered.uplift_version}": registered}
+    if fitted is not None:
+        for name, model in fitted.learners.items():
+            effects = model.effects(registered.customers)
+            candidates[name] = replace(registered, predicted_churn=effects["churn"], predicted_upgrade=effects["upgrade"])
+    print(f"{'uplift model':<16}{'budget':>10}" + "".join(f"{p:>12}" for p in POLICIES)
+          + f"{'clm/oracle':>12}{'clm/risk':>10}{'treated':>9}")
+    for label, inputs in candidates.items():
+        for factor in (0.25, 0.5, 1.0, 2.0, 4.0) if label.startswith("registered") else (1.0,):
+            started = time.perf_counter()
+            results = evaluate(catalogue, inputs, b10 * factor)
+            value = {p: results[p].as_dict()["value_per_1000"] for p in POLICIES}
+            ratio_oracle = value["clm"] / value["oracle"] if value["oracle"] > 0 else float("nan")
+            ratio_risk = value["clm"] / value["churn_risk"] if value["churn_risk"] > 0 else float("inf")
+            print(f"{label:<16}{b10 * factor:>10,.0f}" + "".join(f"{value[p]:>12,.0f}" for p in POLICIES)
+                  + f"{ratio_oracle:>12.2f}{ratio_risk:>10.2f}{results['clm'].treated:>9,}"
+                  f"  ({time.perf_counter() - started:.1f} s)")
+            if factor == 1.0:
+                print(f"{'':<16}actions at B10: clm {results['clm'].actions}; oracle {results['oracle'].actions}")
 
 
 def main() -> None:
@@ -111,9 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     build(args.workspace, args.customers)
-    if not args.skip_uplift:
-        uplift_quality(args.workspace)
-    policy_value(args.workspace)
+    fitted = None if args.skip_uplift else uplift_quality(args.workspace)
+    policy_value(args.workspace, fitted)
 
 
 if __name__ == "__main__":

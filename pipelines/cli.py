@@ -79,6 +79,8 @@ TrackingOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI (default: SQLite in WORKSPACE/mlflow, or $MLFLOW_TRACKING_URI)."),
 ]
+CatalogueOpt = Annotated[Path | None, typer.Option(
+    "--catalogue", help="Action catalogue (YAML); default: the one shipped (serving/catalogue.yaml).")]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -514,7 +516,7 @@ def _uplift_figures(r: ModelReport) -> str:
     if r.oracle:
         o = r.oracle
         line += (f"; vs true effects: Spearman {o['mean_spearman_value']:.2f}, top 10% / 30% capture "
-                 f"{o['mean_top10_captured']:.2f} / {o['mean_top30_captured']:.2f} of the oracle's")
+                 f"{o['all_top10_captured']:.2f} / {o['all_top30_captured']:.2f} of the oracle's")
     return line
 
 
@@ -646,6 +648,12 @@ def models_rollback(
 def score_cmd(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
     as_of: AsOfOpt = None,
+    budget: Annotated[float | None, typer.Option(
+        help="What the decided actions may cost in all (contacts and discounts); default: no limit but the "
+             "catalogue's daily capacities.")] = None,
+    catalogue: CatalogueOpt = None,
+    exploration: Annotated[float, typer.Option(
+        help="Share of decisions replaced by a random allowed action (or none), logged with its propensity.")] = 0.02,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -660,31 +668,52 @@ def score_cmd(
     contractual workspace, a cancelled customer keeps null churn, upsell and CLV scores
     (the contract has ended) and the predicted stage 'churned'.
 
-    Example:  clm score --as-of 2025-12-01 --out scores.parquet
+    With an uplift champion, each scored customer also gets a decision: action,
+    action_value (expected incremental value), action_cost, reasons (JSON list of
+    sentences), propensity and explored; decisions are logged in WORKSPACE/decisions/.
+
+    Examples:
+
+      clm score --as-of 2025-12-01 --out scores.parquet
+
+      clm score --as-of 2025-12-01 --out plan.parquet --budget 5000 --catalogue my_actions.yaml
     """
     from features.build import parse_as_of
     from pipelines.score import check_output_path, score
+    from serving.catalogue import load_catalogue
 
     check_output_path(out)  # before any work
+    actions = load_catalogue(catalogue)
+    if budget is not None and not budget >= 0:
+        raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
+    if not 0 <= exploration <= 1:
+        raise ClmError(f"--exploration {exploration} must be a share between 0 and 1 (e.g. 0.02).")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
     with ws.exclusive("clm score"), console.status(f"Scoring customers as of {when:%Y-%m-%d}"):
-        result = score(ws, when, out, tracking_uri)
+        result = score(ws, when, out, tracking_uri, actions, budget, exploration)
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
     console.print(f"Wrote {result.customers:,} customers into {result.path}: {result.scored:,} scored, "
                   f"{result.customers - result.scored:,} outside the model population (champions: {used}).")
+    if result.decisions is not None:
+        d = result.decisions
+        counts = d.frame["action"].value_counts()
+        mix = ", ".join(f"{a} {k:,}" for a, k in counts.items())
+        console.print(f"Decisions: {mix}; expected value {d.frame['action_value'].sum():,.0f} for a cost of "
+                      f"{d.spent:,.0f}{'' if d.budget is None else f' (budget {d.budget:,.0f})'}; "
+                      f"{int(d.frame['explored'].sum()):,} explored. Logged in {ws.root / 'decisions'}.")
 
 
 # ------------------------------------------------------------------- policy
-CatalogueOpt = Annotated[Path | None, typer.Option(
-    "--catalogue", help="Action catalogue (YAML); default: the one shipped (serving/catalogue.yaml).")]
 
 
 def _evaluate_policy(ws: Workspace, as_of: str | None, budget: float | None, catalogue: Path | None,
                      json_out: Path | None, tracking_uri: str | None) -> None:
+    from clm.domain import Table
     from features.build import parse_as_of
-    from pipelines.policy import POLICIES, default_budget, evaluate, load_inputs, report_json
+    from pipelines.offpolicy import clm_offpolicy
+    from pipelines.policy import check_decision_date, default_budget, evaluate, load_inputs, report_json
     from pipelines.score import check_output_path, write_json
     from serving.catalogue import load_catalogue
 
@@ -693,14 +722,40 @@ def _evaluate_policy(ws: Workspace, as_of: str | None, budget: float | None, cat
         check_output_path(json_out)
     if budget is not None and not budget >= 0:
         raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
+    if not ws.table_path(Table.ACTIONS).exists():
+        raise ClmError(f"{ws.root} holds no logged decisions (actions table): there is no uplift model to decide "
+                       "with and nothing to evaluate a policy from. A transactions export cannot be evaluated.")
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-    with console.status(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
-        inputs = load_inputs(ws, when, tracking_uri)
-        spend = default_budget(len(inputs.customers)) if budget is None else budget
-        results = evaluate(actions, inputs, spend)
+    check_decision_date(when)
+    report: dict[str, object] = {}
+    if ws.table_path(Table.GROUND_TRUTH_EFFECTS).exists():
+        with console.status(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
+            inputs = load_inputs(ws, when, tracking_uri)
+            spend = default_budget(len(inputs.customers)) if budget is None else budget
+            results = evaluate(actions, inputs, spend)
+        _print_policies(results, inputs, spend)
+        report = report_json(results, inputs, spend)
+    else:
+        console.print("No true effects here (real data): clm's policy is estimated from the logged decisions only.")
+    with console.status("Estimating clm's policy off-policy from the logged decisions"):
+        offpolicy, why = clm_offpolicy(ws, actions, when, tracking_uri)
+    if offpolicy is None:
+        console.print(f"[yellow]Off-policy estimate skipped: {why}.[/yellow]")
+        report["off_policy"] = {"skipped": why}
+    else:
+        _print_offpolicy(offpolicy)
+        report["off_policy"] = offpolicy.as_dict()
+    if json_out is not None:
+        write_json(report, json_out)
+        console.print(f"Report written to {json_out}")
+
+
+def _print_policies(results, inputs, spend: float) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.policy import POLICIES
+
     oracle = results["oracle"].value
-    table = RichTable(title=f"Policies as of {when:%Y-%m-%d}, budget {spend:,.0f} for {len(inputs.customers):,} "
+    table = RichTable(title=f"Policies as of {inputs.as_of:%Y-%m-%d}, budget {spend:,.0f} for {len(inputs.customers):,} "
                       "customers: true incremental value (simulator's effects)", title_justify="left")
     for col in ("policy", "value per 1,000", "cost per 1,000", "treated", "of oracle"):
         table.add_column(col, justify="left" if col == "policy" else "right")
@@ -710,17 +765,38 @@ def _evaluate_policy(ws: Workspace, as_of: str | None, budget: float | None, cat
         table.add_row(name, f"{d['value_per_1000']:,.0f}", f"{d['cost_per_1000']:,.0f}", f"{r.treated:,}", share)
     console.print(table)
     mix = RichTable(title="Actions chosen", title_justify="left")
-    mix.add_column("policy")
+    mix.add_column("policy", no_wrap=True)
     for action in results["oracle"].actions:
         mix.add_column(action.replace("_", " "), justify="right")
     for name in POLICIES[:-1]:
         mix.add_row(name, *(f"{k:,}" for k in results[name].actions.values()))
     console.print(mix)
+    finder = RichTable(title="Value finder (clm): customers left with no action, by the funnel step where their "
+                       "last action fell, and the value that step left (clm's estimate of their best action that "
+                       "reached it)", title_justify="left")
+    for col in ("step", "customers", "of them with a paying action", "value left"):
+        finder.add_column(col, justify="left" if col == "step" else "right")
+    for row in results["clm"].value_finder:
+        finder.add_row(str(row["step"]), f"{row['customers']:,}", f"{row['with_a_paying_action']:,}",
+                       f"{row['value_left']:,.0f}")
+    console.print(finder)
     if inputs.uplift_note:
         console.print(f"[yellow]Note: {inputs.uplift_note}.[/yellow]")
-    if json_out is not None:
-        write_json(report_json(results, inputs, spend), json_out)
-        console.print(f"Report written to {json_out}")
+
+
+def _print_offpolicy(report) -> None:  # type: ignore[no-untyped-def]
+    d = report.as_dict()
+    table = RichTable(title=f"Off-policy estimate of clm's policy (no budget) from the {report.decisions:,} decisions "
+                      f"logged on {report.cutoff:%Y-%m-%d}: incremental value per 1,000 decisions", title_justify="left")
+    for col in ("estimator", "estimate", "95% interval", "truth", "covered"):
+        table.add_column(col, justify="left" if col == "estimator" else "right")
+    truth = d["truth_per_1000"]
+    for name in ("ips", "snips", "dr"):
+        e = d[name]
+        table.add_row(name.upper(), f"{e['value_per_1000']:,.0f}", f"{e['low']:,.0f} .. {e['high']:,.0f}",
+                      "-" if truth is None else f"{truth:,.0f}",
+                      "-" if e["covers_truth"] is None else ("yes" if e["covers_truth"] else "no"))
+    console.print(table)
 
 
 @app.command("evaluate-policy")

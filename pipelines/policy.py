@@ -29,10 +29,11 @@ from clm.stages import current_stage
 from clm.workspace import Workspace
 from pipelines.score import features_at
 from serving.catalogue import Catalogue
-from serving.decide import decide
+from serving.decide import decide, value_finder
 from serving.eligibility import allowed_actions
 from serving.value import action_costs, customer_values, expected_value, plan_prices
 from training import registry
+from training.uplift import UpliftModel
 
 POLICIES = ("clm", "oracle", "churn_risk", "random", "nothing")
 SEED = 11
@@ -48,11 +49,13 @@ class PolicyResult:
     cost: float
     treated: int
     actions: dict[str, int] = field(default_factory=dict)
+    value_finder: list[dict[str, object]] = field(default_factory=list)  # the funnel's policies only
 
     def as_dict(self) -> dict[str, object]:
         per = 1000.0 / max(self.customers, 1)
-        return {"value_per_1000": self.value * per, "cost_per_1000": self.cost * per,
-                "customers_treated": self.treated, "actions": self.actions, "value": self.value, "cost": self.cost}
+        out = {"value_per_1000": self.value * per, "cost_per_1000": self.cost * per,
+               "customers_treated": self.treated, "actions": self.actions, "value": self.value, "cost": self.cost}
+        return out | ({"value_finder": self.value_finder} if self.value_finder else {})
 
 
 @dataclass
@@ -76,20 +79,32 @@ def _effects_matrix(effects: pd.DataFrame, ids: pd.Series, column: str) -> np.nd
     return table.reindex(columns=list(CONTACT_ACTIONS)).fillna(0.0).to_numpy()
 
 
-def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> PolicyInputs:
-    manifest = require_valid(workspace)
-    effects_path = workspace.table_path(Table.GROUND_TRUTH_EFFECTS)
-    if not effects_path.exists():
-        raise ClmError(f"{workspace.root} holds no true effects (ground_truth_effects): policies can be judged by the "
-                       "truth only on simulated data.")
+@dataclass
+class DecisionBase:
+    """The base at one date as the funnel sees it, and the models it decides with."""
+
+    customers: pd.DataFrame  # features, stage, consents, churn and upsell probability
+    history: pd.DataFrame  # contacts before the date
+    uplift: UpliftModel
+    uplift_version: str
+    uplift_note: str  # set when the uplift model is not the champion
+    plan_prices: np.ndarray
+    as_of: pd.Timestamp
+    contractual: bool
+
+
+def check_decision_date(as_of: pd.Timestamp) -> None:
     if as_of != as_of.normalize() or as_of.day != 1:
         raise ClmError(f"--as-of {as_of:%Y-%m-%d} is not a month's first day: decisions, and the truth that "
                        "judges them, are taken on month starts (e.g. 2025-06-01).")
-    day = (as_of - pd.Timedelta(days=1)).date()
-    effects = pd.read_parquet(effects_path, filters=[("snapshot_date", "==", day)])
-    if effects.empty:
-        raise ClmError(f"No true effects for a decision on {as_of:%Y-%m-%d}: the simulation covers "
-                       f"{manifest.data_start[:10]} to {manifest.data_end[:10]}; choose a month start inside it.")
+
+
+def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> DecisionBase:
+    """Every customer in the model population at as_of, with what the funnel reads about
+    them (features point in time, stage by the rules, consents, the churn and upsell
+    champions' scores), the contact history before as_of, and the uplift champion (or,
+    without one, the latest challenger, said in uplift_note)."""
+    manifest = require_valid(workspace)
     client = registry.connect(workspace, tracking_uri)
     versions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "upsell", "uplift")}
     uplift_note = ""
@@ -108,17 +123,37 @@ def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | N
     base = base.merge(consents, on="customer_id", how="left")
     for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
         base[column] = registry.load_version(client, model, versions[model]).predict(base) if versions[model] else np.nan
-    uplift = registry.load_version(client, "uplift", versions["uplift"])
-    predicted = uplift.effects(base)
     actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "action", "event_time"])
     history = actions[(actions.event_time < as_of) & (actions.action != Action.NONE.value)]
-    ids = base["customer_id"]
+    return DecisionBase(base, history, registry.load_version(client, "uplift", versions["uplift"]), versions["uplift"],
+                        uplift_note, plan_prices(workspace), as_of, contractual)
+
+
+def true_effect_matrices(workspace: Workspace, as_of: pd.Timestamp, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's true (churn, upgrade) effects of a decision at as_of, (customers,
+    CONTACT_ACTIONS), priced at the snapshot of the day before."""
+    manifest = workspace.read_manifest()
+    effects_path = workspace.table_path(Table.GROUND_TRUTH_EFFECTS)
+    if not effects_path.exists():
+        raise ClmError(f"{workspace.root} holds no true effects (ground_truth_effects): policies can be judged by the "
+                       "truth only on simulated data.")
+    effects = pd.read_parquet(effects_path, filters=[("snapshot_date", "==", (as_of - pd.Timedelta(days=1)).date())])
+    if effects.empty:
+        raise ClmError(f"No true effects for a decision on {as_of:%Y-%m-%d}: the simulation covers "
+                       f"{manifest.data_start[:10]} to {manifest.data_end[:10]}; choose a month start inside it.")
+    return _effects_matrix(effects, ids, "effect_churn_90d"), _effects_matrix(effects, ids, "effect_upgrade_90d")
+
+
+def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> PolicyInputs:
+    check_decision_date(as_of)
+    true_effect_matrices(workspace, as_of, pd.Series([], dtype=str))  # refuse early: no truth, or none then
+    base = decision_base(workspace, as_of, tracking_uri)
+    true_churn, true_upgrade = true_effect_matrices(workspace, as_of, base.customers["customer_id"])
+    predicted = base.uplift.effects(base.customers)
     return PolicyInputs(
-        customers=base, history=history,
-        true_churn=_effects_matrix(effects, ids, "effect_churn_90d"),
-        true_upgrade=_effects_matrix(effects, ids, "effect_upgrade_90d"),
+        customers=base.customers, history=base.history, true_churn=true_churn, true_upgrade=true_upgrade,
         predicted_churn=predicted["churn"], predicted_upgrade=predicted["upgrade"],
-        plan_prices=plan_prices(workspace), as_of=as_of, uplift_version=versions["uplift"], uplift_note=uplift_note,
+        plan_prices=base.plan_prices, as_of=as_of, uplift_version=base.uplift_version, uplift_note=base.uplift_note,
     )
 
 
@@ -149,12 +184,14 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
     capacity = np.array([np.inf if e.daily_capacity is None else e.daily_capacity for e in entries])
     n = len(c)
     choices: dict[str, np.ndarray] = {}
+    finders = {}
     for name, churn, upgrade in (("clm", inputs.predicted_churn, inputs.predicted_upgrade),
                                  ("oracle", inputs.true_churn, inputs.true_upgrade)):
         decisions = decide(catalogue, c, churn, upgrade, inputs.history, inputs.as_of, inputs.plan_prices,
                            budget=budget)
         lookup = {a: j for j, a in enumerate(ids)}
         choices[name] = np.array([lookup.get(a, -1) for a in decisions.action])
+        finders[name] = value_finder(decisions)
     retain = [j for j, e in enumerate(entries) if e.target == "retain"]
     risk = np.nan_to_num(c["churn_probability"].to_numpy(dtype=float), nan=-1.0)
     choices["churn_risk"] = _in_order(np.argsort(-risk, kind="stable"),
@@ -173,6 +210,7 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
         results[name] = PolicyResult(
             name, n, value=float(true_value[rows, cols].sum()), cost=float(cost[rows, cols].sum()),
             treated=int(chosen.sum()), actions={a: int(counts.get(a, 0)) for a in ids},
+            value_finder=finders.get(name, []),
         )
     return results
 

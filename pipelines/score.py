@@ -12,7 +12,10 @@ rule the models were trained on:
   churn/upsell/CLV scores (the contract has ended) and the predicted stage `churned`.
 
 A column is null where its model has no champion for the workspace (e.g. upsell without
-subscriptions). The file is written atomically.
+subscriptions). With an uplift champion, each customer in the population also gets a
+decision (`pipelines.decisions`: the funnel under the budget and capacities, exploration,
+reasons), logged in the workspace's decision log: action, action_value, action_cost,
+reasons (JSON), propensity, explored. The file is written atomically.
 """
 from __future__ import annotations
 
@@ -31,6 +34,15 @@ from clm.workspace import Workspace
 from features.build import build_features, read_snapshot
 from features.store import apply as apply_features
 from features.store import historical_features
+from pipelines.decisions import (
+    DECISION_COLUMNS,
+    BatchDecisions,
+    decide_batch,
+    with_consents,
+)
+from serving.catalogue import Catalogue, load_catalogue
+from serving.decision_log import DEFAULT_EXPLORATION
+from serving.value import plan_prices
 from training import registry
 from training.models import TrainedModel
 from training.population import population
@@ -49,6 +61,7 @@ class ScoreResult:
     customers: int
     scored: int  # customers in the model population, who got scores
     models: dict[str, str | None]  # model -> champion version used
+    decisions: BatchDecisions | None = None  # with an uplift champion
 
 
 def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, np.ndarray]:
@@ -122,7 +135,9 @@ def write_json(report: dict[str, object], path: Path) -> None:
     tmp.replace(path)
 
 
-def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None) -> ScoreResult:
+def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,
+          catalogue: Catalogue | None = None, budget: float | None = None,
+          exploration: float = DEFAULT_EXPLORATION) -> ScoreResult:
     check_output_path(out)
     manifest = require_valid(workspace)
     client = registry.connect(workspace, tracking_uri)
@@ -144,6 +159,22 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     result = score_frame(models, frame, in_population, contractual)
     result["as_of"] = as_of
     result = result[list(SCORE_COLUMNS)]
+    for column in DECISION_COLUMNS:
+        result[column] = None
+    decided = None
+    uplift_version = registry.alias_version(client, "uplift", registry.CHAMPION)
+    if uplift_version is not None and in_population.any():
+        customers = frame[in_population].reset_index(drop=True)
+        scored = result[in_population].reset_index(drop=True)
+        customers = with_consents(workspace, customers.assign(
+            stage=scored["stage"].to_numpy(), churn_probability=scored["churn_probability"].to_numpy(),
+            upsell_probability=scored["upsell_probability"].to_numpy()))
+        decided = decide_batch(workspace, catalogue or load_catalogue(), customers, as_of,
+                               registry.load_version(client, "uplift", uplift_version),
+                               {m: models[m] for m in ("churn", "upsell") if m in models}, plan_prices(workspace),
+                               budget, exploration)
+        result = result.drop(columns=list(DECISION_COLUMNS)).merge(decided.frame, on="customer_id", how="left")
+        champions["uplift"] = uplift_version
 
     write_parquet_atomically(result, out)
-    return ScoreResult(out, len(result), int(in_population.sum()), champions)
+    return ScoreResult(out, len(result), int(in_population.sum()), champions, decided)

@@ -64,8 +64,8 @@ class Decisions:
     action: each customer's action (`none` for no contact); value/retention/upgrade/cost:
     the chosen action's expected value and its parts (0 for none); score: the arbitration
     score of every pair (NaN where the pair did not reach arbitration); parts: the value
-    parts of every pair; dropped[step][action]: pairs that step removed; why: for customers
-    left with none, the reason."""
+    parts of every pair; dropped[step][action]: pairs that step removed; why and fell_at: for
+    customers left with none, the reason and the step where their last action fell."""
 
     customer_id: np.ndarray
     actions: list[str]
@@ -78,6 +78,8 @@ class Decisions:
     parts: ValueParts
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     why: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    fell_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # the step, for those with none
+    at_stake: np.ndarray = field(default_factory=lambda: np.zeros(0))  # what the step cost them
     gap: float = 0.0
 
     def ranked(self, i: int, limit: int) -> list[tuple[str, float]]:
@@ -136,11 +138,12 @@ def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarr
     dropped["selection"] = {a: int((positive[:, j] & (choice != j)).sum()) for j, a in enumerate(ids)}
     action = np.where(chosen, np.asarray(ids + [NONE], dtype=object)[np.where(chosen, choice, len(ids))], NONE)
     survivors = {step: frame[ids].to_numpy(dtype=bool) for step, frame in allowed.survivors.items()}
+    why, fell_at, at_stake = _why_nothing(survivors, value, positive, chosen, ids)
     return Decisions(
         customer_id=customers["customer_id"].to_numpy(), actions=ids, action=action,
         value=chosen_of(value), retention=chosen_of(parts.retention), upgrade=chosen_of(parts.upgrade),
         cost=chosen_of(cost), score=score, parts=parts, dropped=dropped,
-        why=_why_nothing(survivors, value, positive, chosen, ids), gap=gap,
+        why=why, fell_at=fell_at, at_stake=at_stake, gap=gap,
     )
 
 
@@ -153,9 +156,15 @@ WHY_NOTHING = {
 
 
 def _why_nothing(survivors: dict[str, np.ndarray], value: np.ndarray, positive: np.ndarray, chosen: np.ndarray,
-                 ids: list[str]) -> np.ndarray:
-    """For each customer left with none, the step where their last contact action fell."""
+                 ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each customer left with none: the reason in words, the step where their last
+    contact action fell, and the value at stake there (the best expected value among the
+    actions that reached that step, if positive)."""
     why = np.full(chosen.size, "", dtype=object)
+    fell_at = np.full(chosen.size, "", dtype=object)
+    at_stake = np.zeros(chosen.size)
+    reaching = {"eligibility": np.ones_like(positive), "applicability": survivors["eligibility"],
+                "suitability": survivors["applicability"], "value": survivors["suitability"], "selection": positive}
     passed = survivors["suitability"]
     best_value = np.where(passed, value, -np.inf)
     for i in np.flatnonzero(~chosen):
@@ -163,8 +172,25 @@ def _why_nothing(survivors: dict[str, np.ndarray], value: np.ndarray, positive: 
         if step is not None:
             why[i] = WHY_NOTHING[step]
         elif not positive[i].any():
+            step = "value"
             j = int(best_value[i].argmax())
             why[i] = f"no action pays: the best, {ids[j]}, is worth {value[i, j]:.2f} after costs"
         else:
-            why[i] = WHY_NOTHING["selection"]
-    return why
+            step = "selection"
+            why[i] = WHY_NOTHING[step]
+        fell_at[i] = step
+        at_stake[i] = max(np.where(reaching[step][i], value[i], 0.0).max(initial=0.0), 0.0)
+    return why, fell_at, at_stake
+
+
+def value_finder(decisions: Decisions) -> list[dict[str, object]]:
+    """Of the customers who got no action: how many fell at each funnel step, and the value
+    the step left on the table: each customer's best expected value among the actions
+    that reached that step (positive only). Eligibility and applicability are the rules'
+    cost; selection is the budget's and the capacities'; at the value step nothing pays."""
+    rows = []
+    for step in STEPS:
+        fell = decisions.fell_at == step
+        rows.append({"step": step, "customers": int(fell.sum()), "value_left": float(decisions.at_stake[fell].sum()),
+                     "with_a_paying_action": int((fell & (decisions.at_stake > 0)).sum())})
+    return rows

@@ -3,9 +3,10 @@
 The split is the churn model's (same horizon, same cutoffs, same gaps); the training frame
 is the same Feast retrieval (shared within a training session), restricted to the rows
 with a logged decision at the cutoff. Both learners of `training.uplift` are fitted; the
-better on the validation window is registered; the test window judges it (value Qini, and
-on simulated data the true effects), and the gate promotes it if it beats random
-targeting and the champion on that window.
+DR-learner is registered unless the T-learner is clearly better on the validation window;
+the test window judges it (uplift R2 and value Qini, and on simulated data the true
+effects), and the gate promotes it if it tells more than "no effect" and beats the
+champion on that window.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from serving.value import CustomerValues, customer_values, plan_prices
 from training import plots, registry
 from training.labels import NotEnoughExamples, NotEnoughHistory, Split
 from training.uplift import (
-    KEYS, OUTCOMES, UpliftModel, decision_rows, fit_dr_learner, fit_t_learner, pseudo_values, truth_quality,
-    uplift_r2, value_qini,
+    KEYS, OUTCOMES, UpliftModel, clearly_better, decision_rows, fit_dr_learner, fit_t_learner, pseudo_values,
+    truth_quality, uplift_r2, value_qini,
 )
 
 MODEL = "uplift"
@@ -80,13 +81,15 @@ def fit_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Timest
                                 "to learn its effect.")
     dr_model = fit_dr_learner(parts["train"], parts["valid"], features, outcomes, config.labels.horizon_days, t_model)
     learners = {"t_learner": t_model, "dr_learner": dr_model}
+    for model in learners.values():
+        model.fitted_through = split.valid
     population_test = frame[frame.event_timestamp == split.test].reset_index(drop=True)
     prices, settings = plan_prices(workspace), ValueSettings()
     values = {name: customer_values(rows, prices, settings)
               for name, rows in {**parts, "population_test": population_test}.items()}
-    pseudo = pseudo_values(t_model, parts["valid"], values["valid"])
+    pseudo = pseudo_values(parts["valid"], values["valid"])
     validation = {name: uplift_r2(m, parts["valid"], values["valid"], pseudo) for name, m in learners.items()}
-    chosen = max(learners, key=lambda name: validation[name])
+    chosen = "t_learner" if clearly_better(t_model, dr_model, parts["valid"], values["valid"], pseudo) else "dr_learner"
     return FittedUplift(learners, chosen, parts, population_test, values, validation, split)
 
 
@@ -141,7 +144,7 @@ def train_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Time
         return ModelReport(MODEL, False, str(err))
     test, values = fitted.parts["test"], fitted.values["test"]
     other = next(name for name in fitted.learners if name != fitted.chosen)
-    pseudo = pseudo_values(fitted.learners["t_learner"], test, values)
+    pseudo = pseudo_values(test, values)
     report = ModelReport(
         MODEL, True, registered_kind=fitted.chosen,
         metrics={"uplift_r2": uplift_r2(fitted.model, test, values, pseudo),

@@ -17,9 +17,12 @@ Two learners on LightGBM, both using the logged propensities:
   (e is the logged propensity of the action taken: only the taken arm's is needed), and a
   LightGBM regression of phi_a on x is the effect.
 
-The better of the two on the validation window (value Qini: the incremental realised value,
-by `serving.value`, of targeting by predicted value, above random targeting, estimated with
-inverse propensity weights) is registered as `clm-uplift`, one model holding every action.
+Which one is registered: the DR-learner (its error bound is the better one, Kennedy 2023,
+and it measured better against the true effects: benchmarks/policy.py), unless the
+T-learner is clearly better on the validation window: a lower squared error against the
+inverse-propensity pseudo-outcomes of the value rule, by more than two standard errors
+(`clearly_better`; one window of pseudo-outcomes is noisy, and a small difference is a
+coin toss). The test window judges the registered one (`uplift_r2`, value Qini curves).
 An action with too few logged decisions gets no model and a zero effect, so it is never
 recommended (no evidence, no action).
 """
@@ -56,16 +59,27 @@ EFFECT_MAX_TREES = 300
 
 def decision_rows(workspace: Workspace, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
     """(customer_id, event_timestamp = the cutoff, action, propensity): the first logged
-    decision of each customer in [T, T + 1 day) for each cutoff T."""
-    actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action", "propensity"])
+    decision of each customer in [T, T + 1 day) for each cutoff T, from the raw `actions`
+    table and from clm's own decision log (`serving.decision_log`), the raw table first
+    where both hold one."""
+    from serving.decision_log import read_decisions
+
+    sources = []
+    if workspace.table_path(Table.ACTIONS).exists():
+        sources.append(workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action", "propensity"]))
+    own = read_decisions(workspace)
+    if len(own):
+        sources.append(own.rename(columns={"decided_at": "event_time"})[["customer_id", "event_time", "action",
+                                                                         "propensity"]])
     frames = []
     for cutoff in cutoffs:
-        day = actions[(actions.event_time >= cutoff) & (actions.event_time < cutoff + pd.Timedelta(days=1))]
-        day = day.sort_values(["customer_id", "event_time"], kind="stable").drop_duplicates("customer_id")
-        frames.append(day.assign(event_timestamp=cutoff)[[*KEYS, "action", "propensity"]])
+        for actions in sources:
+            day = actions[(actions.event_time >= cutoff) & (actions.event_time < cutoff + pd.Timedelta(days=1))]
+            frames.append(day.sort_values(["customer_id", "event_time"], kind="stable")
+                          .assign(event_timestamp=cutoff)[[*KEYS, "action", "propensity"]])
     if not frames:
         return pd.DataFrame(columns=[*KEYS, "action", "propensity"])
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True).drop_duplicates(KEYS, keep="first").reset_index(drop=True)
 
 
 @dataclass
@@ -81,6 +95,15 @@ class UpliftModel:
     # T-learner: outcome -> arm -> classifier; DR-learner: outcome -> action -> regressor.
     estimators: dict[str, dict[str, object]] = field(default_factory=dict)
     horizon_days: int = 90
+    # outcome -> the control arm's classifier (P(outcome) with no contact), for both learners.
+    control: dict[str, object] = field(default_factory=dict)
+    # The latest cutoff whose decisions shaped the model (its validation window's): its
+    # policy can be judged off-policy only on later decisions.
+    fitted_through: pd.Timestamp | None = None
+
+    def __setstate__(self, state: dict) -> None:
+        """Versions registered before a field existed load with its default."""
+        self.__dict__.update({"control": {}, "fitted_through": None, **state})
 
     @property
     def actions(self) -> list[str]:
@@ -104,6 +127,11 @@ class UpliftModel:
                         effect[:, j] = np.clip(models[action].predict(x), -1.0, 1.0)
             out[outcome] = effect
         return out
+
+    def control_probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """P(outcome within the horizon) with no contact, per outcome (NaN where unmodelled)."""
+        x = prepare_features(frame, self.features, self.categories)
+        return {o: _proba(self.control[o], x) if o in self.control else np.full(len(frame), np.nan) for o in OUTCOMES}
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """MLflow's view: one column per (outcome, action), e.g. `churn:retention_offer`."""
@@ -161,7 +189,8 @@ def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str],
                 if _enough(rows, label):
                     arms[arm] = _fit_arm(rows, _arm_rows(valid, arm, label), label, features, categories)
         estimators[outcome] = arms
-    return UpliftModel("t_learner", features, categories, outcomes, estimators, horizon_days)
+    control = {o: arms[Action.NONE.value] for o, arms in estimators.items() if Action.NONE.value in arms}
+    return UpliftModel("t_learner", features, categories, outcomes, estimators, horizon_days, control)
 
 
 def _folds(customers: pd.Series) -> np.ndarray:
@@ -217,7 +246,7 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
             model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
                       callbacks=[lgb.early_stopping(30, verbose=False)])
             estimators[outcome][action] = model
-    return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days)
+    return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days, dict(t_model.control))
 
 
 # ------------------------------------------------------------------ quality
@@ -281,31 +310,56 @@ def value_qini(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -
     return out
 
 
-def pseudo_values(nuisance: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -> np.ndarray:
-    """(rows, CONTACT_ACTIONS): doubly-robust pseudo-outcomes of each action's gross value
-    (value rule of the churn and upgrade pseudo-outcomes), with a T-learner fitted on
-    earlier rows as the nuisance; NaN where an action or outcome has no arm model."""
-    x = prepare_features(rows, nuisance.features, nuisance.categories)
+def pseudo_effects(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per outcome, (rows, CONTACT_ACTIONS) inverse-propensity pseudo-outcomes of each
+    action's effect, 1[a] Y / e - 1[none] Y / e (the doubly-robust ones with no outcome
+    model): unbiased for the effect given x, and free of every model, so that no learner is
+    judged by its own nuisance. NaN where the action or the control was never logged, or
+    the row has no label."""
     phi = {}
-    for outcome in OUTCOMES:
-        label, arms = OUTCOMES[outcome], nuisance.estimators.get(outcome, {})
-        out = np.full((len(rows), len(CONTACT_ACTIONS)), np.nan if outcome == "churn" else 0.0)
-        if Action.NONE.value in arms and label in rows:
+    for outcome, label in OUTCOMES.items():
+        out = np.full((len(rows), len(CONTACT_ACTIONS)), np.nan)
+        if label in rows and (rows["action"] == Action.NONE.value).any():
             labelled = rows[label].notna().to_numpy()
-            control = _proba(arms[Action.NONE.value], x[labelled])
+            zero = np.zeros(int(labelled.sum()))
             for j, action in enumerate(CONTACT_ACTIONS):
-                if action in arms:
-                    out[labelled, j] = pseudo_outcomes(rows[labelled], label, action, _proba(arms[action], x[labelled]),
-                                                       control)
+                if (rows["action"] == action).any():
+                    out[labelled, j] = pseudo_outcomes(rows[labelled], label, action, zero, zero)
         phi[outcome] = out
+    return phi
+
+
+def pseudo_values(rows: pd.DataFrame, values: CustomerValues) -> np.ndarray:
+    """(rows, CONTACT_ACTIONS): the pseudo-outcomes of each action's gross value (the value
+    rule on the churn and upgrade pseudo-outcomes); NaN where the churn one is missing."""
+    phi = pseudo_effects(rows)
+    phi["upgrade"] = np.nan_to_num(phi["upgrade"], nan=0.0)
     return predicted_gross_value(phi, values)
+
+
+def squared_errors(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: np.ndarray) -> np.ndarray:
+    """Per row, the squared error of the predicted gross values against the pseudo-outcomes,
+    summed over the actions the pseudo-outcomes cover."""
+    predicted = predicted_gross_value(model.effects(rows), values)
+    return np.nansum((pseudo - predicted) ** 2, axis=1)
+
+
+def clearly_better(challenger: UpliftModel, default: UpliftModel, rows: pd.DataFrame, values: CustomerValues,
+                   pseudo: np.ndarray, z: float = 1.96) -> bool:
+    """Whether the challenger's squared error is below the default's with confidence (the
+    paired per-row difference's mean above z standard errors): on one window of noisy
+    pseudo-outcomes, a small difference is a coin toss."""
+    diff = squared_errors(default, rows, values, pseudo) - squared_errors(challenger, rows, values, pseudo)
+    if diff.size < 2:
+        return False
+    return bool(diff.mean() > z * diff.std(ddof=1) / np.sqrt(diff.size))
 
 
 def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: np.ndarray) -> float:
     """1 - (squared error of the predicted gross values against the pseudo-outcomes) /
     (that of predicting no effect), over the actions the pseudo-outcomes cover: above 0,
-    the model tells more than "no action changes anything"; the DR-loss of uplift model
-    selection (Nie and Wager; Kennedy), steadier than a Qini area on one window."""
+    the model tells more than "no action changes anything". The transformed-outcome loss
+    of uplift model selection (Athey and Imbens), steadier than a Qini area on one window."""
     predicted = predicted_gross_value(model.effects(rows), values)
     known = ~np.isnan(pseudo)
     zero = float(np.sum(pseudo[known] ** 2))
@@ -317,7 +371,9 @@ def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFr
     """Against the simulator's true effects (`ground_truth_effects`) for every customer of
     `population` (one cutoff): per action, the Spearman correlation of predicted and true
     churn effect, and the true gross value captured by the top 10% / 30% by predicted value
-    as a fraction of what the top 10% / 30% by true value hold; means over actions.
+    as a fraction of what the top 10% / 30% by true value hold; the mean Spearman over
+    actions, and `all_top*_captured`: the captured value summed over actions as a fraction
+    of the oracle's sum (the actions that matter weigh most).
 
     truth: (customer_id, action, effect_churn_90d, effect_upgrade_90d)."""
     effects = model.effects(population)
@@ -329,6 +385,7 @@ def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFr
                                         "upgrade": true_up[list(CONTACT_ACTIONS)].to_numpy()}, values)
     known = ~np.isnan(true_value).any(axis=1)
     figures: dict[str, float] = {}
+    pooled = {0.1: [0.0, 0.0], 0.3: [0.0, 0.0]}
     for j, action in enumerate(CONTACT_ACTIONS):
         if action not in model.actions:
             continue
@@ -341,8 +398,12 @@ def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFr
             best = np.sort(t)[::-1][:k].sum()
             got = t[np.argsort(-p, kind="stable")[:k]].sum()
             figures[f"{action}_top{int(share * 100)}_captured"] = float(got / best) if best > 0 else float("nan")
-    for name in ("spearman_churn", "spearman_value", "top10_captured", "top30_captured"):
+            pooled[share][0] += got
+            pooled[share][1] += max(best, 0.0)
+    for name in ("spearman_churn", "spearman_value"):
         per_action = [v for k, v in figures.items() if k.endswith(name) and np.isfinite(v)]
         figures[f"mean_{name}"] = float(np.mean(per_action)) if per_action else float("nan")
+    for share, (got, best) in pooled.items():  # over actions: sum captured / sum of the oracle's
+        figures[f"all_top{int(share * 100)}_captured"] = got / best if best > 0 else float("nan")
     figures["customers"] = float(known.sum())
     return figures

@@ -222,13 +222,17 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     nothing_before = invoke("models", "rollback", "churn", "-w", str(ws))
     assert nothing_before.exit_code == 2 and "no previous champion" in nothing_before.output
 
+    # Decisions come with an uplift champion: make sure there is one (at 2,000 customers the
+    # gate may have kept version 1 back).
+    assert invoke("models", "promote", "uplift", "1", "-w", str(ws)).exit_code == 0
     scores = tmp_path / "scores.parquet"
-    result = invoke("score", "--out", str(scores), "-w", str(ws))
+    result = invoke("score", "--out", str(scores), "--budget", "500", "-w", str(ws))
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(scores)
     assert list(frame.columns) == [
         "customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
-        "stage_probabilities", "clv", "as_of",
+        "stage_probabilities", "clv", "as_of", "action", "action_value", "action_cost", "reasons", "propensity",
+        "explored",
     ]
     assert len(frame) == 2000
     # Contractual: the cancelled keep null scores; every live contract is scored.
@@ -249,6 +253,24 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     assert live.churn_probability.between(0, 1).all() and live.predicted_stage.notna().all()
     assert frame[cancelled][["churn_probability", "upsell_probability", "clv"]].isna().all().all()
     assert (frame[cancelled].predicted_stage == "churned").all()
+
+    # A decision for every live contract, none for the cancelled; clm's own choices (not
+    # explored) are worth something; the whole plan keeps the budget; reasons in words.
+    from clm.domain import ALL_ACTIONS
+    from serving.decision_log import read_decisions
+
+    assert live.action.isin(ALL_ACTIONS).all() and frame[cancelled].action.isna().all()
+    chosen = live[(live.action != "none") & ~live.explored.astype(bool)]
+    assert (chosen.action_value > 0).all()
+    assert live.propensity.between(0, 1, inclusive="right").all()
+    assert all(json.loads(r) for r in live.reasons)  # every decision says why, even "none"
+    assert "Decisions:" in result.output and result.mentions("(budget 500)")
+    assert live.action_cost.sum() <= 500 and (live.action_cost[live.action == "none"] == 0).all()
+    log = read_decisions(Workspace(ws))
+    assert len(log) == len(live) and set(log.customer_id) == set(live.customer_id)
+    again = invoke("score", "--out", str(scores), "--budget", "500", "-w", str(ws))  # the same date again
+    assert again.exit_code == 0 and len(read_decisions(Workspace(ws))) == len(live)  # replaced, not doubled
+    assert pd.read_parquet(scores).equals(frame)
 
 
 @pytest.mark.slow

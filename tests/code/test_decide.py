@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from clm.domain import CONTACT_ACTIONS
 from serving.catalogue import load_catalogue
-from serving.decide import Context, decide
+from serving.decide import Context, decide, value_finder
 from serving.value import next_plan_price
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
@@ -129,3 +129,24 @@ def test_never_a_negative_value_action_and_one_at_a_time_equals_the_batch(base):
             alone = decide(catalogue, frame.iloc[[i]], churn[[i]], upgrade[[i]], NO_HISTORY, NOW, PLANS)
             assert alone.action[0] == d.action[i]
             assert alone.value[0] == pytest.approx(d.value[i])
+
+
+def test_the_value_finder_counts_who_fell_where_and_what_it_cost():
+    catalogue = load_catalogue()
+    # c0: no consent at all and churned: eligible for nothing, though the win-back would pay
+    #     (churn -0.1 x 948 - 3 = 91.8); c1 and c2: the retention offer pays 45.4 each, but a
+    #     budget of 50 buys one (49.4 each): c1 gets it (ties go to the first), c2 falls at
+    #     selection; c3: nothing pays.
+    frame = customers(4, consent_email=[False, True, True, True], consent_phone=[False, True, True, True],
+                      stage=["churned", "engaged", "engaged", "engaged"])
+    churn, upgrade = effects(4, retention_offer=(-0.10, 0.0))
+    churn[0, COL["win_back"]] = -0.10
+    churn[3, COL["retention_offer"]] = 0.0
+    d = decide(catalogue, frame, churn, upgrade, NO_HISTORY, NOW, PLANS, budget=50.0)
+    assert list(d.action) == ["none", "retention_offer", "none", "none"]
+    finder = {row["step"]: row for row in value_finder(d)}
+    assert finder["eligibility"]["customers"] == 1
+    assert finder["eligibility"]["value_left"] == pytest.approx(0.10 * 948 - 3.0)
+    assert finder["selection"]["customers"] == 1 and finder["selection"]["value_left"] == pytest.approx(45.4)
+    assert finder["value"]["customers"] == 1 and finder["value"]["value_left"] == 0
+    assert d.why[2] == "the budget or a capacity went to customers where actions are worth more"

@@ -65,7 +65,7 @@ def test_a_planted_effect_is_recovered(planted, learner):
 def test_the_learners_beat_no_effect_on_later_decisions(planted):
     models, test = planted
     values = customer_values(test, np.array([29.0, 79.0, 199.0]), ValueSettings())
-    pseudo = pseudo_values(models["t_learner"], test, values)
+    pseudo = pseudo_values(test, values)
     for model in models.values():
         assert uplift_r2(model, test, values, pseudo) > 0
 

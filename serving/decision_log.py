@@ -1,0 +1,120 @@
+"""The decision log: every decision clm made, what became of it, and the exploration that
+keeps effects learnable. An append-only Parquet dataset in the workspace:
+
+  WORKSPACE/decisions/batch-<YYYY-MM-DD>.parquet   the nightly batch's decisions for a date
+  WORKSPACE/decisions/feedback/<time>-<id>.parquet  accepted / rejected, as a CRM reports it
+
+A decision row: decision_id (`<date>-<customer_id>`), customer_id, action, propensity (the
+probability that clm's decision process chose it: below 1 only where exploration could
+have changed it), explored, expected_value, reasons (JSON list of strings), decided_at,
+source. A batch file for a date is written whole and renamed in, so rerunning a date
+replaces it with the same decisions (same ids) instead of adding duplicates; every other
+write adds a file. Outcomes are not stored: they mature later and are read from the raw
+tables like every label (`with_outcomes`), and the uplift models retrain on these
+decisions with their propensities (`training.uplift.decision_rows`).
+
+Exploration: a share of the decisions (default 2%) is replaced by a uniformly random
+allowed action, `none` included (the control group of clm's own decisions); the chosen
+action's propensity is then (1 - share) 1[clm's choice] + share / (allowed actions + 1).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clm.workspace import Workspace
+
+FOLDER = "decisions"
+COLUMNS = ("decision_id", "customer_id", "action", "propensity", "explored", "expected_value", "reasons",
+           "decided_at", "source")
+FEEDBACK_COLUMNS = ("decision_id", "response", "reported_at")
+RESPONSES = ("accepted", "rejected")
+DEFAULT_EXPLORATION = 0.02
+
+
+def log_dir(workspace: Workspace) -> Path:
+    return workspace.root / FOLDER
+
+
+def explore(choice: np.ndarray, allowed: np.ndarray, share: float, rng: np.random.Generator,
+            spare: np.ndarray | None = None, cost: np.ndarray | None = None,
+            budget_left: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exploration over one batch. choice: index of clm's action per customer (-1 = none);
+    allowed: (customers, actions) bool; spare: per action, how many more the capacities
+    allow (inf where unlimited); cost: (customers, actions), with budget_left what the
+    budget has left after clm's choices. An explored customer gets a uniformly random
+    option among none and the allowed actions that capacity and budget still permit (their
+    own choice's cost given back). Returns (final choice, its propensity, explored mask);
+    the propensity counts the options as the allowed actions plus none."""
+    n, k = allowed.shape
+    spare = np.full(k, np.inf) if spare is None else spare.astype(float).copy()
+    cost = np.zeros((n, k)) if cost is None else cost
+    explored = rng.random(n) < share
+    final = choice.copy()
+    for i in np.flatnonzero(explored):
+        own = cost[i, choice[i]] if choice[i] >= 0 else 0.0
+        fits = allowed[i] & (spare >= 1) & (cost[i] <= budget_left + own)
+        if choice[i] >= 0:
+            fits[choice[i]] = True
+        options = [-1, *np.flatnonzero(fits)]
+        final[i] = options[rng.integers(len(options))]
+        budget_left += own - (cost[i, final[i]] if final[i] >= 0 else 0.0)
+        if choice[i] >= 0:
+            spare[choice[i]] += 1
+        if final[i] >= 0:
+            spare[final[i]] -= 1
+    options_count = 1 + allowed.sum(axis=1)
+    propensity = (1 - share) * (final == choice) + share / options_count
+    return final, propensity, explored
+
+
+def write_batch(workspace: Workspace, as_of: pd.Timestamp, decisions: pd.DataFrame) -> Path:
+    """Write (or rewrite) the batch's decisions for as_of; returns the file."""
+    frame = decisions.assign(
+        decision_id=[f"{as_of:%Y%m%d}-{c}" for c in decisions["customer_id"]], decided_at=as_of, source="batch",
+    )[list(COLUMNS)]
+    folder = log_dir(workspace)
+    folder.mkdir(exist_ok=True)
+    path = folder / f"batch-{as_of:%Y-%m-%d}.parquet"
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def record_feedback(workspace: Workspace, decision_id: str, response: str, when: pd.Timestamp | None = None) -> Path:
+    """A CRM's report that a recommendation was accepted or rejected (appended)."""
+    if response not in RESPONSES:
+        raise ValueError(f"response must be one of {', '.join(RESPONSES)}, not {response!r}")
+    folder = log_dir(workspace) / "feedback"
+    folder.mkdir(parents=True, exist_ok=True)
+    when = when or pd.Timestamp.now(tz="UTC")
+    path = folder / f"{when:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = path.with_name(path.name + ".tmp")
+    pd.DataFrame({"decision_id": [decision_id], "response": [response], "reported_at": [when]}).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_decisions(workspace: Workspace) -> pd.DataFrame:
+    """Every logged decision, with the latest feedback (`response`, null if none)."""
+    files = sorted(log_dir(workspace).glob("batch-*.parquet"))
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (*COLUMNS, "response")})
+    decisions = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    feedback_files = sorted((log_dir(workspace) / "feedback").glob("*.parquet"))
+    if feedback_files:
+        feedback = pd.concat([pd.read_parquet(f) for f in feedback_files], ignore_index=True)
+        latest = feedback.sort_values("reported_at").drop_duplicates("decision_id", keep="last")
+        decisions = decisions.merge(latest[["decision_id", "response"]], on="decision_id", how="left")
+    else:
+        decisions["response"] = None
+    return decisions
+
+
+def reasons_json(reasons: list[str]) -> str:
+    return json.dumps(reasons, ensure_ascii=False)

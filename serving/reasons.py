@@ -1,0 +1,120 @@
+"""Reasons in words: why a customer got the action they got.
+
+A recommendation's reasons are its expected value and the value's parts, and the top
+drivers of the score the action answers to (churn for retain / activate / win-back
+actions, upsell for upgrade and referral), from LightGBM's per-feature contributions
+(`pred_contrib`, TreeSHAP): the features that push this customer's score up the most.
+
+PHRASES is the one mapping from a feature to words; a feature without a phrase is shown
+with its description from `features.groups` (the one place features are described).
+A scikit-learn baseline registered in LightGBM's place has no contributions: its
+recommendations carry the value parts only.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.groups import GROUPS
+from training.models import TrainedModel
+
+TOP_DRIVERS = 3
+
+
+def _count(noun: str, window: str = "") -> Callable[[object], str]:
+    def phrase(v: object) -> str:
+        n = int(round(float(v)))  # type: ignore[arg-type]
+        return f"{n} {noun}{'' if n == 1 else 's'}{window}"
+    return phrase
+
+
+# Feature -> words for its value. Keep them short: a CRM shows them beside the action.
+PHRASES: dict[str, Callable[[object], str]] = {
+    "days_since_last_activity": lambda v: f"no sessions in {v:.0f} days",
+    "sessions_7d": _count("session", " in the last 7 days"),
+    "sessions_30d": _count("session", " in the last 30 days"),
+    "sessions_90d": _count("session", " in the last 90 days"),
+    "active_days_30d": lambda v: f"active on {v:.0f} of the last 30 days",
+    "active_days_90d": lambda v: f"active on {v:.0f} of the last 90 days",
+    "sessions_decayed_30d": lambda v: f"recent use {v:.1f} (sessions, recent days weighted most)",
+    "sessions_trend_12w": lambda v: f"weekly sessions {'falling' if v < 0 else 'rising'} ({v:+.2f} a week)",
+    "recent_past_ratio": lambda v: f"using the product {v:.0%} as much as in the two months before",
+    "feature_breadth_30d": _count("product feature", " used at most in a day"),
+    "open_tickets": _count("open support ticket"),
+    "open_high_severity": _count("open high-severity ticket"),
+    "tickets_30d": _count("support ticket", " in 30 days"),
+    "tickets_90d": _count("support ticket", " in 90 days"),
+    "tickets_decayed_60d": lambda v: f"recent support load {v:.1f} (tickets, recent ones weighted most)",
+    "last_csat": lambda v: f"last support rating {v:.0f}/5",
+    "mean_resolution_days_90d": lambda v: f"tickets took {v:.1f} days to resolve",
+    "failed_payments_30d": _count("failed payment", " in 30 days"),
+    "failed_payments_90d": _count("failed payment", " in 90 days"),
+    "days_since_failed_payment": lambda v: f"a payment failed {v:.0f} days ago",
+    "failed_payment_share": lambda v: f"{v:.0%} of payments failed",
+    "downgrades_365d": _count("downgrade", " this year"),
+    "upgrades_365d": _count("upgrade", " this year"),
+    "last_nps": lambda v: f"last NPS score {v:.0f}",
+    "nps_trend": lambda v: f"NPS {v:+.0f} since the previous answer",
+    "mean_nps": lambda v: f"mean NPS {v:.1f}",
+    "tenure_days": lambda v: f"a customer for {v:.0f} days",
+    "price": lambda v: f"paying {v:,.0f} a month",
+    "contacts_30d": _count("contact", " from us in 30 days"),
+    "days_since_last_contact": lambda v: f"last contacted {v:.0f} days ago",
+    "recency_days": lambda v: f"last purchase {v:.0f} days ago",
+    "recency_over_mean_gap": lambda v: f"buying {v:.1f}x later than usual",
+    "frequency_90d": _count("purchase", " in 90 days"),
+    "referrals_365d": _count("referral", " this year"),
+    "monetary_365d": lambda v: f"spent {v:,.0f} in the last year",
+    "avg_transaction_value": lambda v: f"pays {v:,.2f} a transaction on average",
+    "last_amount_ratio": lambda v: f"last payment {v:.1f}x their usual",
+    "days_since_plan_change": lambda v: f"plan changed {v:.0f} days ago",
+    "recency_score": lambda v: f"last purchase more recent than {v:.0%} of customers",
+    "frequency_score": lambda v: f"buys more often than {v:.0%} of customers",
+    "monetary_score": lambda v: f"spends more than {v:.0%} of customers",
+    "segment": lambda v: f"{v} segment",
+    "plan": lambda v: f"on the {v} plan",
+    "acquisition_channel": lambda v: f"acquired through {v}",
+    "region": lambda v: f"in region {v}",
+    "last_action": lambda v: f"last contacted with {str(v).replace('_', ' ')}",
+}
+DESCRIPTIONS = {f.name: f.description.rstrip(".") for g in GROUPS for f in g.features}
+
+
+def phrase(feature: str, value: object) -> str:
+    """Words for one feature's value: its phrase, else its description and the value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return f"{DESCRIPTIONS.get(feature, feature)}: unknown"
+    if feature in PHRASES:
+        return PHRASES[feature](float(value) if isinstance(value, int | float | np.number) else value)
+    shown = f"{value:,.2f}" if isinstance(value, float | np.floating) else str(value)
+    return f"{DESCRIPTIONS.get(feature, feature)}: {shown}"
+
+
+def top_drivers(model: TrainedModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:
+    """For each row, the k features that push the model's score up the most (positive
+    TreeSHAP contributions, largest first), in words; [] for a model without them."""
+    booster = getattr(model.estimator, "booster_", None)
+    if booster is None or len(frame) == 0:
+        return [[] for _ in range(len(frame))]
+    x = model.prepare(frame)
+    contrib = np.asarray(booster.predict(x, pred_contrib=True))[:, :-1]  # the last column is the bias
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+    names = model.features
+    out = []
+    for i, row in enumerate(order):
+        out.append([phrase(names[j], frame[names[j]].iloc[i] if names[j] in frame else None)
+                    for j in row if contrib[i, j] > 0])
+    return out
+
+
+def value_sentence(action: str, value: float, retention: float, upgrade: float, cost: float) -> str:
+    """The expected value and its parts, in words."""
+    parts = []
+    if retention:
+        parts.append(f"{retention:,.2f} from fewer leaving")
+    if upgrade:
+        parts.append(f"{upgrade:,.2f} from upgrades")
+    parts.append(f"minus {cost:,.2f} cost")
+    return f"{action}: expected value {value:,.2f} ({', '.join(parts)})"

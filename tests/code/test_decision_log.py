@@ -1,0 +1,82 @@
+"""Exploration and the decision log (serving/decision_log.py), and the uplift models
+reading clm's own decisions back (training/uplift.py: decision_rows)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clm.workspace import Workspace
+from serving.decision_log import explore, read_decisions, record_feedback, write_batch
+from training.uplift import decision_rows
+
+DAY = pd.Timestamp("2025-06-01", tz="UTC")
+
+
+def test_no_exploration_changes_nothing():
+    choice = np.array([0, -1, 2])
+    allowed = np.ones((3, 3), dtype=bool)
+    final, propensity, explored = explore(choice, allowed, 0.0, np.random.default_rng(0))
+    assert (final == choice).all() and (propensity == 1).all() and not explored.any()
+
+
+def test_exploration_is_uniform_over_what_is_allowed_and_its_propensity_is_logged():
+    n = 30_000
+    rng = np.random.default_rng(1)
+    allowed = np.zeros((n, 3), dtype=bool)
+    allowed[:, [0, 2]] = True  # action 1 is never allowed
+    choice = np.zeros(n, dtype=int)
+    final, propensity, explored = explore(choice, allowed, 0.3, rng)
+    assert explored.mean() == pytest.approx(0.3, abs=0.01)
+    assert not (final == 1).any()
+    picked = final[explored]
+    for option in (-1, 0, 2):  # none and the two allowed, a third each
+        assert (picked == option).mean() == pytest.approx(1 / 3, abs=0.02)
+    # Kept (explored or not) with probability 0.7 + 0.3 / 3; changed: 0.3 / 3.
+    assert np.allclose(propensity[final == choice], 0.8)
+    assert np.allclose(propensity[final != choice], 0.1)
+
+
+def test_exploration_keeps_capacity_and_budget():
+    n = 200
+    allowed = np.ones((n, 2), dtype=bool)
+    cost = np.tile([10.0, 1.0], (n, 1))
+    choice = np.full(n, -1)
+    final, _, explored = explore(choice, allowed, 1.0, np.random.default_rng(2), spare=np.array([np.inf, 5.0]),
+                                 cost=cost, budget_left=30.0)
+    assert explored.all()
+    assert (final == 1).sum() <= 5
+    assert np.where(final >= 0, cost[np.arange(n), np.maximum(final, 0)], 0).sum() <= 30.0
+
+
+def test_a_date_rewritten_replaces_its_decisions_and_feedback_is_kept(tmp_path):
+    ws = Workspace(tmp_path)
+    batch = pd.DataFrame({"customer_id": ["a", "b"], "action": ["win_back", "none"], "propensity": [0.98, 0.99],
+                          "explored": [False, False], "expected_value": [12.0, 0.0], "reasons": ["[]", "[]"]})
+    write_batch(ws, DAY, batch)
+    write_batch(ws, DAY, batch)
+    record_feedback(ws, "20250601-a", "rejected", DAY + pd.Timedelta(hours=1))
+    record_feedback(ws, "20250601-a", "accepted", DAY + pd.Timedelta(hours=2))
+    log = read_decisions(ws)
+    assert len(log) == 2
+    assert log.set_index("customer_id").loc["a", "response"] == "accepted"  # the latest report
+    assert pd.isna(log.set_index("customer_id").loc["b", "response"])
+    with pytest.raises(ValueError, match="accepted, rejected"):
+        record_feedback(ws, "20250601-a", "maybe")
+
+
+def test_the_uplift_models_learn_from_clms_own_decisions(tmp_path):
+    """Decision rows at a cutoff come from the logged actions and from clm's decision log;
+    where both hold a decision for a customer, the logged one."""
+    ws = Workspace(tmp_path)
+    (tmp_path / "raw").mkdir()
+    pd.DataFrame({"customer_id": ["a"], "event_time": [DAY], "action": ["retention_offer"], "propensity": [0.2],
+                  "decision_id": [1], "channel": ["email"], "is_control": [False]}
+                 ).to_parquet(ws.table_path("actions"))
+    write_batch(ws, DAY, pd.DataFrame({
+        "customer_id": ["a", "b"], "action": ["win_back", "upgrade_offer"], "propensity": [0.98, 0.01],
+        "explored": [False, True], "expected_value": [5.0, -1.0], "reasons": ["[]", "[]"]}))
+    rows = decision_rows(ws, [DAY, DAY + pd.Timedelta(days=31)]).set_index("customer_id")
+    assert rows.loc["a", "action"] == "retention_offer" and rows.loc["a", "propensity"] == 0.2
+    assert rows.loc["b", "action"] == "upgrade_offer" and rows.loc["b", "propensity"] == 0.01
+    assert len(rows) == 2 and (rows.event_timestamp == DAY).all()
