@@ -13,6 +13,10 @@ and uplift quality against the simulator's true effects.
    effects. Prints value per 1,000 customers, and clm / oracle and clm / churn_risk, for
    the registered uplift model, and at B10 for each learner fitted in step 2.
 
+4. Off-policy: at the latest matured decision dates, IPS, SNIPS and DR estimates (with 95%
+   bootstrap intervals) of fixed policies and of clm's (after its training window) from the
+   logged decisions alone, beside the truth; how often each interval covers it.
+
 Goals (issue 11), at B10 on 100,000 customers: clm >= 0.80 x oracle, >= 1.5 x churn_risk.
 
     .venv/bin/python benchmarks/policy.py [--customers 100000] [--workspace /tmp/clm-bench-policy]
@@ -114,16 +118,49 @@ def policy_value(workspace: Path, fitted) -> None:  # type: ignore[no-untyped-de
                 print(f"{'':<16}actions at B10: clm {results['clm'].actions}; oracle {results['oracle'].actions}")
 
 
+def offpolicy_coverage(workspace: Path, cutoffs: int) -> None:
+    """IPS, SNIPS and DR against the truth at the latest matured decision dates, for fixed
+    policies (valid at any date) and clm's (only after its training window)."""
+    from clm.workspace import Workspace
+    from pipelines.offpolicy import clm_targets, estimate, everyone_allowed, logged_evidence
+    from serving.catalogue import load_catalogue
+    from training.labels import candidate_cutoffs
+
+    ws = Workspace(workspace)
+    catalogue = load_catalogue()
+    dates = candidate_cutoffs(ws.read_manifest(), ws.read_manifest().end, 90)[-cutoffs:]
+    print(f"\nOff-policy estimates vs the truth, per 1,000 decisions (95% bootstrap intervals), {len(dates)} dates:")
+    print(f"{'date':<12}{'policy':<18}{'decisions':>10}{'truth':>9}" + "".join(f"{e:>24}" for e in ("IPS", "SNIPS", "DR")))
+    hits: dict[str, list[bool]] = {"ips": [], "snips": [], "dr": []}
+    for cutoff in dates:
+        evidence = logged_evidence(ws, catalogue, cutoff)
+        policies = {a: everyone_allowed(evidence, catalogue, a) for a in ("retention_offer", "upgrade_offer", "win_back")}
+        fitted = evidence.uplift.fitted_through
+        if fitted is None or cutoff > fitted:
+            policies["clm"] = clm_targets(evidence, catalogue)
+        for name, target in policies.items():
+            r = estimate(evidence, target)
+            cells = ""
+            for e in ("ips", "snips", "dr"):
+                x = r.estimates[e]
+                hits[e].append(x.covers(r.truth))
+                cells += f"{x.value * 1000:>8,.0f} [{x.low * 1000:>6,.0f},{x.high * 1000:>6,.0f}]"
+            print(f"{cutoff:%Y-%m-%d}  {name:<18}{r.decisions:>10,}{r.truth * 1000:>9,.0f}{cells}")
+    print("Intervals covering the truth: " + ", ".join(f"{e.upper()} {sum(h)}/{len(h)}" for e, h in hits.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--workspace", type=Path, default=Path("/tmp/clm-bench-policy"))
     parser.add_argument("--skip-uplift", action="store_true", help="Only the policy table.")
+    parser.add_argument("--ope-dates", type=int, default=6, help="Decision dates for the off-policy check.")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     build(args.workspace, args.customers)
     fitted = None if args.skip_uplift else uplift_quality(args.workspace)
     policy_value(args.workspace, fitted)
+    offpolicy_coverage(args.workspace, args.ope_dates)
 
 
 if __name__ == "__main__":
