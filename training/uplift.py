@@ -366,6 +366,13 @@ def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, ps
     return 1.0 - float(np.sum((pseudo[known] - predicted[known]) ** 2)) / zero if zero > 0 else float("nan")
 
 
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation; NaN where either side is constant (nothing to rank)."""
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(pd.Series(a).corr(pd.Series(b), method="spearman"))
+
+
 def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFrame,
                   values: CustomerValues) -> dict[str, float]:
     """Against the simulator's true effects (`ground_truth_effects`) for every customer of
@@ -390,9 +397,8 @@ def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFr
         if action not in model.actions:
             continue
         p, t = predicted[known, j], true_value[known, j]
-        figures[f"{action}_spearman_churn"] = float(pd.Series(effects["churn"][known, j]).corr(
-            pd.Series(true_churn[action].to_numpy()[known]), method="spearman"))
-        figures[f"{action}_spearman_value"] = float(pd.Series(p).corr(pd.Series(t), method="spearman"))
+        figures[f"{action}_spearman_churn"] = _spearman(effects["churn"][known, j], true_churn[action].to_numpy()[known])
+        figures[f"{action}_spearman_value"] = _spearman(p, t)
         for share in (0.1, 0.3):
             k = max(int(share * p.size), 1)
             best = np.sort(t)[::-1][:k].sum()

@@ -18,7 +18,7 @@ def test_phrases_read_as_words():
     assert phrase("minutes_30d", 12.5) == "Active minutes in the last 30 days: 12.50"
     assert phrase("segment", "smb") == "smb segment"
     assert phrase("region", "emea") == "in region emea"
-    assert phrase("avg_transaction_value", 12.5) == "Mean paid amount over all history (null if none): 12.50"
+    assert phrase("mean_gap_days", 12.5) == "Mean days between consecutive paid transactions (null with fewer than 2): 12.50"
     assert phrase("last_nps", float("nan")) == "Latest NPS score (0-10) before as_of (null if never answered): unknown"
 
 
