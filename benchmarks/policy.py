@@ -135,8 +135,8 @@ def offpolicy_coverage(workspace: Path, cutoffs: int) -> None:
     for cutoff in dates:
         evidence = logged_evidence(ws, catalogue, cutoff)
         policies = {a: everyone_allowed(evidence, catalogue, a) for a in ("retention_offer", "upgrade_offer", "win_back")}
-        fitted = evidence.uplift.fitted_through
-        if fitted is None or cutoff > fitted:
+        fitted = evidence.uplift.fitted_through  # clm only after what its model learned from
+        if fitted is not None and cutoff > fitted:
             policies["clm"] = clm_targets(evidence, catalogue)
         for name, target in policies.items():
             r = estimate(evidence, target)

@@ -151,11 +151,19 @@ def clm_targets(evidence: LoggedEvidence, catalogue: Catalogue) -> np.ndarray:
 
 
 def everyone_allowed(evidence: LoggedEvidence, catalogue: Catalogue, action: str) -> np.ndarray:
-    """A fixed policy: `action` to every customer the funnel's rules allow it for, else none."""
+    """A fixed policy: `action` to every customer the funnel's rules allow it for (an
+    upgrade offer only where a higher plan exists), else none.
+
+    The estimators need support: the logged policy must have been able to take the target
+    action. It never offered an upgrade to a customer on the top plan, so a policy that
+    does cannot be judged from its log (measured: IPS +54 per decision against +12 true)."""
     from serving.eligibility import allowed_actions
 
     allowed = allowed_actions(catalogue, evidence.rows, evidence.history, evidence.cutoff).allowed[action]
-    return np.where(allowed.to_numpy(dtype=bool), action, NONE).astype(str)
+    ok = allowed.to_numpy(dtype=bool)
+    if catalogue.entry(action).target == "upgrade":
+        ok &= customer_values(evidence.rows, evidence.plan_prices, catalogue.value).upgrade_margin > 0
+    return np.where(ok, action, NONE).astype(str)
 
 
 def estimate(evidence: LoggedEvidence, target: np.ndarray, seed: int = 0) -> OffPolicyReport:
