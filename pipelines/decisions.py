@@ -14,7 +14,6 @@ from clm.workspace import Workspace
 from serving import decision_log
 from serving.catalogue import Catalogue
 from serving.decide import decide
-from serving.eligibility import allowed_actions
 from serving.reasons import top_drivers, value_sentence
 from training.models import TrainedModel
 from training.uplift import UpliftModel
@@ -66,28 +65,29 @@ def decide_batch(workspace: Workspace, catalogue: Catalogue, customers: pd.DataF
     effects = uplift.effects(customers)
     decided = decide(catalogue, customers, effects["churn"], effects["upgrade"], history, as_of, plan_prices,
                      budget=budget)
-    ids = decided.actions
-    choice = np.array([ids.index(a) if a in ids else -1 for a in decided.action])
-    allowed = allowed_actions(catalogue, customers, history, as_of).allowed[ids].to_numpy(dtype=bool)
-    used = np.bincount(choice[choice >= 0], minlength=len(ids)) if ids else np.zeros(0)
-    capacity = np.array([np.inf if e.daily_capacity is None else e.daily_capacity for e in catalogue.contact_actions])
+    ids, choice = decided.actions, decided.choice
+    used = np.bincount(choice[choice >= 0], minlength=len(ids))
     rng = np.random.default_rng([seed, int(as_of.value // 10**9)])  # the same date explores the same way
-    n = np.arange(len(customers))
-    spent = float(np.where(choice >= 0, decided.parts.cost[n, np.maximum(choice, 0)], 0.0).sum()) if ids else 0.0
     final, propensity, explored = decision_log.explore(
-        choice, allowed, exploration, rng, capacity - used, decided.parts.cost,
-        np.inf if budget is None else budget - spent)
+        choice, decided.allowed, exploration, rng, catalogue.capacities - used, decided.parts.cost,
+        np.inf if budget is None else budget - float(_of(decided.parts.cost, choice).sum()))
     names = np.asarray([*ids, Action.NONE.value], dtype=object)
     action = names[np.where(final >= 0, final, len(ids))]
-    value = np.where(final >= 0, decided.parts.total[n, np.maximum(final, 0)], 0.0) if ids else np.zeros(len(n))
+    value, cost = _of(decided.parts.total, final), _of(decided.parts.cost, final)
     reasons = _reasons(catalogue, customers, decided, final, explored, scorers)
-    cost = np.where(final >= 0, decided.parts.cost[n, np.maximum(final, 0)], 0.0) if ids else np.zeros(len(n))
     frame = pd.DataFrame({"customer_id": customers["customer_id"].to_numpy(), "action": action,
                           "action_value": value, "action_cost": cost, "reasons": reasons, "propensity": propensity,
                           "explored": explored})
     log = frame.rename(columns={"action_value": "expected_value"}).drop(columns="action_cost")
     decision_log.write_batch(workspace, as_of, log)
     return BatchDecisions(frame, budget, float(cost.sum()), decided.gap)
+
+
+def _of(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
+    """Each customer's entry of a (customers, actions) matrix at their choice; 0 for none."""
+    if matrix.shape[1] == 0:
+        return np.zeros(len(choice))
+    return np.where(choice >= 0, matrix[np.arange(len(choice)), np.maximum(choice, 0)], 0.0)
 
 
 def _reasons(catalogue: Catalogue, customers: pd.DataFrame, decided, final: np.ndarray,  # type: ignore[no-untyped-def]

@@ -181,7 +181,7 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
     cost = action_costs(entries, values.monthly_revenue)
     true_value = expected_value(inputs.true_churn[:, columns], inputs.true_upgrade[:, columns], values, cost).total
     allowed = allowed_actions(catalogue, c, inputs.history, inputs.as_of).allowed[ids].to_numpy(dtype=bool)
-    capacity = np.array([np.inf if e.daily_capacity is None else e.daily_capacity for e in entries])
+    capacity = catalogue.capacities
     n = len(c)
     choices: dict[str, np.ndarray] = {}
     finders = {}
@@ -189,9 +189,7 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
                                  ("oracle", inputs.true_churn, inputs.true_upgrade)):
         decisions = decide(catalogue, c, churn, upgrade, inputs.history, inputs.as_of, inputs.plan_prices,
                            budget=budget)
-        lookup = {a: j for j, a in enumerate(ids)}
-        choices[name] = np.array([lookup.get(a, -1) for a in decisions.action])
-        finders[name] = value_finder(decisions)
+        choices[name], finders[name] = decisions.choice, value_finder(decisions)
     retain = [j for j, e in enumerate(entries) if e.target == "retain"]
     risk = np.nan_to_num(c["churn_probability"].to_numpy(dtype=float), nan=-1.0)
     choices["churn_risk"] = _in_order(np.argsort(-risk, kind="stable"),

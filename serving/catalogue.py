@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -75,8 +76,9 @@ class ActionEntry(_Strict):
             raise ValueError("the channel is 'none' for the action none, and only for it")
         return self
 
-    def cost(self, monthly_price: float) -> float:
-        """What one contact costs: the unit cost and any discount granted."""
+    def cost(self, monthly_price: float | np.ndarray) -> float | np.ndarray:
+        """What one contact costs: the unit cost and any discount granted (per customer,
+        given an array of monthly prices)."""
         discount = self.discount.share * self.discount.bills * monthly_price if self.discount else 0.0
         return self.unit_cost + discount
 
@@ -136,6 +138,12 @@ class Catalogue(_Strict):
     @property
     def contact_actions(self) -> list[ActionEntry]:
         return [a for a in self.actions if a.id is not Action.NONE]
+
+    @property
+    def capacities(self) -> np.ndarray:
+        """Per contact action, its daily capacity (inf where unlimited)."""
+        return np.array([np.inf if a.daily_capacity is None else a.daily_capacity for a in self.contact_actions],
+                        dtype=float)
 
 
 def load_catalogue(path: Path | None = None) -> Catalogue:

@@ -61,7 +61,8 @@ class Decisions:
     """The funnel's outcome for a frame of customers.
 
     actions: the contact action ids, in the column order of every (customers, actions) array;
-    action: each customer's action (`none` for no contact); value/retention/upgrade/cost:
+    action: each customer's action (`none` for no contact), choice its index; allowed: the
+    pairs the rules let through (eligibility to suitability); value/retention/upgrade/cost:
     the chosen action's expected value and its parts (0 for none); score: the arbitration
     score of every pair (NaN where the pair did not reach arbitration); parts: the value
     parts of every pair; dropped[step][action]: pairs that step removed; why and fell_at: for
@@ -70,6 +71,8 @@ class Decisions:
     customer_id: np.ndarray
     actions: list[str]
     action: np.ndarray
+    choice: np.ndarray  # index of each customer's action in `actions`, -1 for none
+    allowed: np.ndarray  # (customers, actions): the pairs the rules allow (through suitability)
     value: np.ndarray
     retention: np.ndarray
     upgrade: np.ndarray
@@ -88,15 +91,11 @@ class Decisions:
         order = [j for j in np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable") if np.isfinite(row[j])]
         return [(self.actions[j], float(row[j])) for j in order[:limit]]
 
-    @property
-    def treated(self) -> np.ndarray:
-        return self.action != NONE
-
 
 def _pick(score: np.ndarray, candidate: np.ndarray, cost: np.ndarray, catalogue: Catalogue,
           budget: float | None) -> tuple[np.ndarray, float]:
     """Index of each customer's action (-1: none) and the allocation's proven gap."""
-    capacity = np.array([np.inf if e.daily_capacity is None else e.daily_capacity for e in catalogue.contact_actions])
+    capacity = catalogue.capacities
     if budget is None and np.isinf(capacity).all():
         masked = np.where(candidate, score, -np.inf)
         best = masked.argmax(axis=1) if masked.shape[1] else np.zeros(len(masked), dtype=int)
@@ -140,7 +139,7 @@ def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarr
     survivors = {step: frame[ids].to_numpy(dtype=bool) for step, frame in allowed.survivors.items()}
     why, fell_at, at_stake = _why_nothing(survivors, value, positive, chosen, ids)
     return Decisions(
-        customer_id=customers["customer_id"].to_numpy(), actions=ids, action=action,
+        customer_id=customers["customer_id"].to_numpy(), actions=ids, action=action, choice=choice, allowed=passed,
         value=chosen_of(value), retention=chosen_of(parts.retention), upgrade=chosen_of(parts.upgrade),
         cost=chosen_of(cost), score=score, parts=parts, dropped=dropped,
         why=why, fell_at=fell_at, at_stake=at_stake, gap=gap,

@@ -83,8 +83,9 @@ class ValueParts:
 
 def action_costs(entries: list[ActionEntry], revenue: np.ndarray) -> np.ndarray:
     """(customers, actions): each action's cost for each customer."""
-    return np.column_stack([[e.cost(r) for r in revenue] if e.discount else np.full(revenue.size, e.unit_cost)
-                            for e in entries]) if entries else np.zeros((revenue.size, 0))
+    if not entries:
+        return np.zeros((revenue.size, 0))
+    return np.column_stack([np.broadcast_to(e.cost(revenue), revenue.shape) for e in entries]).astype(float)
 
 
 def expected_value(churn_change: np.ndarray, upgrade_change: np.ndarray, values: CustomerValues,

@@ -145,8 +145,7 @@ def _proba(model: object, x: pd.DataFrame) -> np.ndarray:
 
 
 def _arm_rows(frame: pd.DataFrame, arm: str, label: str) -> pd.DataFrame:
-    rows = frame[(frame.action == arm) & frame[label].notna()]
-    return rows
+    return frame[(frame.action == arm) & frame[label].notna()]
 
 
 def _enough(rows: pd.DataFrame, label: str) -> bool:
@@ -182,8 +181,7 @@ def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str],
     for outcome in outcomes:
         label = OUTCOMES[outcome]
         arms = {}
-        control = _arm_rows(train, Action.NONE.value, label)
-        if _enough(control, label):
+        if _enough(_arm_rows(train, Action.NONE.value, label), label):  # no control group, no effects
             for arm in (Action.NONE.value, *CONTACT_ACTIONS):
                 rows = _arm_rows(train, arm, label)
                 if _enough(rows, label):
