@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from clm.contracts import require_valid
-from clm.domain import CONTACT_ACTIONS, Action, Table
+from clm.domain import CONTACT_ACTIONS, Table
 from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
+from pipelines.decisions import contact_history, with_consents
 from pipelines.score import features_at
 from serving.catalogue import Catalogue
 from serving.decide import decide, value_finder
@@ -119,19 +120,16 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
     frame, in_population = features_at(workspace, as_of, contractual)
     base = frame[in_population].reset_index(drop=True)
     base["stage"] = current_stage(base, contractual).to_numpy()
-    consents = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", "consent_email", "consent_phone"])
-    base = base.merge(consents, on="customer_id", how="left")
+    base = with_consents(workspace, base)
     for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
         base[column] = registry.load_version(client, model, versions[model]).predict(base) if versions[model] else np.nan
-    actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "action", "event_time"])
-    history = actions[(actions.event_time < as_of) & (actions.action != Action.NONE.value)]
-    return DecisionBase(base, history, registry.load_version(client, "uplift", versions["uplift"]), versions["uplift"],
-                        uplift_note, plan_prices(workspace), as_of, contractual)
+    return DecisionBase(base, contact_history(workspace, as_of), registry.load_version(client, "uplift", versions["uplift"]),
+                        versions["uplift"], uplift_note, plan_prices(workspace), as_of, contractual)
 
 
-def true_effect_matrices(workspace: Workspace, as_of: pd.Timestamp, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The simulator's true (churn, upgrade) effects of a decision at as_of, (customers,
-    CONTACT_ACTIONS), priced at the snapshot of the day before."""
+def read_true_effects(workspace: Workspace, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The simulator's true effects of a decision at as_of (priced at the snapshot of the
+    day before); a ClmError on data without them, or for a date they do not cover."""
     manifest = workspace.read_manifest()
     effects_path = workspace.table_path(Table.GROUND_TRUTH_EFFECTS)
     if not effects_path.exists():
@@ -141,14 +139,19 @@ def true_effect_matrices(workspace: Workspace, as_of: pd.Timestamp, ids: pd.Seri
     if effects.empty:
         raise ClmError(f"No true effects for a decision on {as_of:%Y-%m-%d}: the simulation covers "
                        f"{manifest.data_start[:10]} to {manifest.data_end[:10]}; choose a month start inside it.")
+    return effects
+
+
+def true_effect_matrices(effects: pd.DataFrame, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(churn, upgrade) true effects, (customers, CONTACT_ACTIONS), for the ids given."""
     return _effects_matrix(effects, ids, "effect_churn_90d"), _effects_matrix(effects, ids, "effect_upgrade_90d")
 
 
 def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> PolicyInputs:
     check_decision_date(as_of)
-    true_effect_matrices(workspace, as_of, pd.Series([], dtype=str))  # refuse early: no truth, or none then
+    effects = read_true_effects(workspace, as_of)  # refuses before the work of deciding
     base = decision_base(workspace, as_of, tracking_uri)
-    true_churn, true_upgrade = true_effect_matrices(workspace, as_of, base.customers["customer_id"])
+    true_churn, true_upgrade = true_effect_matrices(effects, base.customers["customer_id"])
     predicted = base.uplift.effects(base.customers)
     return PolicyInputs(
         customers=base.customers, history=base.history, true_churn=true_churn, true_upgrade=true_upgrade,
