@@ -77,14 +77,22 @@ class PlattCalibrator:
 def prepare_features(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> pd.DataFrame:
     """The model's input: its features in order, categories fixed at training time (an
     unseen value becomes missing), numbers coerced; a feature absent from frame is missing."""
-    out = pd.DataFrame(index=frame.index)
+    columns: dict[str, object] = {}
     for name in features:
         if name in categories:
-            values = frame[name] if name in frame else [None] * len(frame)
-            out[name] = pd.Categorical(values, categories=categories[name])
+            values = frame[name].to_numpy() if name in frame else [None] * len(frame)
+            columns[name] = pd.Categorical(values, categories=categories[name])
         else:
-            out[name] = pd.to_numeric(frame[name], errors="coerce") if name in frame else np.nan
-    return out
+            columns[name] = _numbers(frame[name]) if name in frame else np.nan
+    # One constructor call, not a column at a time: a one-row frame takes ~1 ms, not ~22.
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column as floats (missing as NaN); text that is not a number becomes NaN."""
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
 
 
 @dataclass
