@@ -37,7 +37,7 @@ from training.ope import Estimate, incremental_value
 from training.uplift import KEYS, UpliftModel, decision_rows, realised_value
 
 NONE = Action.NONE.value
-HORIZON_DAYS = 90  # the uplift models' outcome window
+HORIZON_DAYS = LabelConfig().horizon_days  # the uplift models' outcome window
 
 
 @dataclass
@@ -79,7 +79,7 @@ def clm_offpolicy(workspace: Workspace, catalogue: Catalogue, as_of: pd.Timestam
     if cutoff is None:
         return None, f"no decision date at or before {as_of:%Y-%m-%d} has a matured {HORIZON_DAYS}-day outcome window"
     evidence = logged_evidence(workspace, catalogue, cutoff, tracking_uri, HORIZON_DAYS)
-    fitted = getattr(evidence.uplift, "fitted_through", None)
+    fitted = evidence.uplift.fitted_through
     if fitted is not None and cutoff <= fitted:
         return None, (f"the latest matured decision date, {cutoff:%Y-%m-%d}, is one the uplift model learned from "
                       f"(through {fitted:%Y-%m-%d}): an estimate there would flatter it")
@@ -105,7 +105,7 @@ class LoggedEvidence:
 
 
 def logged_evidence(workspace: Workspace, catalogue: Catalogue, cutoff: pd.Timestamp,
-                    tracking_uri: str | None = None, horizon_days: int = 90) -> LoggedEvidence:
+                    tracking_uri: str | None = None, horizon_days: int = HORIZON_DAYS) -> LoggedEvidence:
     base = decision_base(workspace, cutoff, tracking_uri)
     logged = decision_rows(workspace, [cutoff])
     if logged.empty:

@@ -31,7 +31,6 @@ from pipelines.decisions import contact_history, with_consents
 from pipelines.score import features_at
 from serving.catalogue import Catalogue
 from serving.decide import decide, value_finder
-from serving.eligibility import allowed_actions
 from serving.value import action_costs, customer_values, expected_value, plan_prices
 from training import registry
 from training.uplift import UpliftModel
@@ -183,7 +182,6 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
     values = customer_values(c, inputs.plan_prices, catalogue.value)
     cost = action_costs(entries, values.monthly_revenue)
     true_value = expected_value(inputs.true_churn[:, columns], inputs.true_upgrade[:, columns], values, cost).total
-    allowed = allowed_actions(catalogue, c, inputs.history, inputs.as_of).allowed[ids].to_numpy(dtype=bool)
     capacity = catalogue.capacities
     n = len(c)
     choices: dict[str, np.ndarray] = {}
@@ -193,6 +191,7 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
         decisions = decide(catalogue, c, churn, upgrade, inputs.history, inputs.as_of, inputs.plan_prices,
                            budget=budget)
         choices[name], finders[name] = decisions.choice, value_finder(decisions)
+    allowed = decisions.allowed  # the rules' verdict, the same for every policy
     retain = [j for j, e in enumerate(entries) if e.target == "retain"]
     risk = np.nan_to_num(c["churn_probability"].to_numpy(dtype=float), nan=-1.0)
     choices["churn_risk"] = _in_order(np.argsort(-risk, kind="stable"),
