@@ -646,21 +646,28 @@ def models_rollback(
 @app.command("score")
 @user_errors
 def score_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet dataset (a folder) to write; an earlier output there is replaced.")],
     as_of: AsOfOpt = None,
     budget: Annotated[float | None, typer.Option(
-        help="What the decided actions may cost in all (contacts and discounts); default: no limit but the "
-             "catalogue's daily capacities.")] = None,
+        help="What the decided actions may cost in all (contacts and discounts), allocated across the whole "
+             "base; default: no limit but the catalogue's daily capacities.")] = None,
     catalogue: CatalogueOpt = None,
     exploration: Annotated[float, typer.Option(
         help="Share of decisions replaced by a random allowed action (or none), logged with its propensity.")] = 0.02,
+    chunk_rows: Annotated[int, typer.Option(
+        help="Customers scored at a time: memory stays flat whatever the size of the base.")] = 100_000,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Score every customer known at --as-of with the champion models.
+    """Score and decide for every customer known at --as-of with the champion models:
+    the nightly batch.
 
-    Writes customer_id, churn_probability, upsell_probability, stage (current, by the
-    stage rules), predicted_stage, stage_probabilities (JSON), clv, as_of.
+    Writes a Parquet dataset (a folder of part files, with _manifest.json: models and
+    versions, counts, timings, input fingerprint) with customer_id, churn_probability,
+    upsell_probability, stage (current, by the stage rules), predicted_stage,
+    stage_probabilities (JSON), clv, as_of, action, action_value, action_cost, reasons
+    (JSON list of sentences), propensity, explored, model_versions (JSON). It appears
+    only when complete; a killed run leaves the earlier output and can be run again.
 
     Who gets scores: on a transactions-only (non-contractual) workspace, every customer
     with a purchase before --as-of, including those the stage rules call dormant or
@@ -668,9 +675,9 @@ def score_cmd(
     contractual workspace, a cancelled customer keeps null churn, upsell and CLV scores
     (the contract has ended) and the predicted stage 'churned'.
 
-    With an uplift champion, each scored customer also gets a decision: action,
-    action_value (expected incremental value), action_cost, reasons (JSON list of
-    sentences), propensity and explored; decisions are logged in WORKSPACE/decisions/.
+    With an uplift champion, each scored customer also gets a decision, allocated under
+    --budget and the daily capacities across the whole base; decisions are logged in
+    WORKSPACE/decisions/. Read the output with pandas.read_parquet(OUT).
 
     Examples:
 
@@ -688,21 +695,28 @@ def score_cmd(
         raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
     if not 0 <= exploration <= 1:
         raise ClmError(f"--exploration {exploration} must be a share between 0 and 1 (e.g. 0.02).")
+    if chunk_rows < 1:
+        raise ClmError(f"--chunk-rows {chunk_rows} must be at least 1 (e.g. 100000).")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-    with ws.exclusive("clm score"), console.status(f"Scoring customers as of {when:%Y-%m-%d}"):
-        result = score(ws, when, out, tracking_uri, actions, budget, exploration)
+    with ws.exclusive("clm score"), _progress() as bar:
+        task = bar.add_task(f"Scoring customers as of {when:%Y-%m-%d}", total=None)
+
+        def show(step: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{step} (chunks of {chunk_rows:,})", completed=done, total=total)
+
+        result = score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, show)
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
-    console.print(f"Wrote {result.customers:,} customers into {result.path}: {result.scored:,} scored, "
-                  f"{result.customers - result.scored:,} outside the model population (champions: {used}).")
+    line = (f"Scored {result.scored:,} of {result.customers:,} customers as of {when:%Y-%m-%d} in "
+            f"{result.timings['total_s']:.1f} s ({result.customers / max(result.timings['total_s'], 1e-9):,.0f}/s)")
     if result.decisions is not None:
         d = result.decisions
-        counts = d.frame["action"].value_counts()
-        mix = ", ".join(f"{a} {k:,}" for a, k in counts.items())
-        console.print(f"Decisions: {mix}; expected value {d.frame['action_value'].sum():,.0f} for a cost of "
-                      f"{d.spent:,.0f}{'' if d.budget is None else f' (budget {d.budget:,.0f})'}; "
-                      f"{int(d.frame['explored'].sum()):,} explored. Logged in {ws.root / 'decisions'}.")
+        mix = ", ".join(f"{a} {k:,}" for a, k in d["actions"].items())  # type: ignore[union-attr]
+        limit = "" if d["budget"] is None else f" (budget {d['budget']:,.0f})"
+        line += (f"; decisions: {mix}; expected value {d['expected_value']:,.0f} for a cost of "
+                 f"{d['spent']:,.0f}{limit}; {d['explored']:,} explored")
+    console.print(f"{line}. Wrote {result.path} (champions: {used}).")
 
 
 # ------------------------------------------------------------------- policy

@@ -1,6 +1,7 @@
-"""Decide for a whole base at a date: the decision funnel (`serving.decide`) on the uplift
-champion's effects, exploration, reasons in words, and the decision log. What `clm score`
-adds to the scores when an uplift model exists.
+"""The nightly batch's decisions for a whole base: the funnel (`serving.scoring.decide_rows`)
+once over every customer in the population, so that the budget and the daily capacities
+are allocated across the base; then exploration, and per chunk the decision columns with
+reasons in words, appended to the workspace's decision log.
 """
 from __future__ import annotations
 
@@ -9,78 +10,78 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from clm.domain import Action, Table
-from clm.workspace import Workspace
+from clm.domain import Action
 from serving import decision_log
 from serving.catalogue import Catalogue
-from serving.decide import decide
-from serving.reasons import top_drivers, value_sentence
-from training.models import TrainedModel
-from training.uplift import UpliftModel
+from serving.decide import Decisions
+from serving.scoring import Champions, DecisionData, Scored, decide_rows, explain
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
-# Which score an action answers to, by its target: its reasons are that score's drivers.
-DRIVER_MODEL = {"retain": "churn", "activate": "churn", "win_back": "churn", "upgrade": "upsell", "refer": "upsell"}
+EXPLORED = "exploration: a random allowed action, so that every action's effect stays measurable"
+CONTROL = "do nothing: exploration's control group"
 
 
 @dataclass
-class BatchDecisions:
-    frame: pd.DataFrame  # customer_id and DECISION_COLUMNS
+class BatchPlan:
+    """Everyone's decision: final[i] the index of customer i's action (-1: none), after
+    exploration; rows in the order of the scored base's population."""
+
+    decided: Decisions
+    final: np.ndarray
+    propensity: np.ndarray
+    explored: np.ndarray
     budget: float | None
-    spent: float
-    gap: float
+
+    @property
+    def cost(self) -> np.ndarray:
+        return _of(self.decided.parts.cost, self.final)
+
+    @property
+    def value(self) -> np.ndarray:
+        return _of(self.decided.parts.total, self.final)
+
+    def summary(self) -> dict[str, object]:
+        names = np.asarray([*self.decided.actions, Action.NONE.value], dtype=object)
+        actions = pd.Series(names[np.where(self.final >= 0, self.final, len(names) - 1)]).value_counts()
+        return {"actions": {str(a): int(k) for a, k in actions.items()}, "expected_value": float(self.value.sum()),
+                "spent": float(self.cost.sum()), "budget": self.budget, "explored": int(self.explored.sum()),
+                "allocation_gap": float(self.decided.gap)}
 
 
-def with_consents(workspace: Workspace, customers: pd.DataFrame) -> pd.DataFrame:
-    """customers with their channel consents (from the customers table; none if absent)."""
-    consent_columns = ["consent_email", "consent_phone"]
-    if not workspace.table_path(Table.CUSTOMERS).exists():
-        return customers.assign(**{c: False for c in consent_columns})
-    consents = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *consent_columns])
-    return customers.drop(columns=consent_columns, errors="ignore").merge(consents, on="customer_id", how="left")
-
-
-def contact_history(workspace: Workspace, before: pd.Timestamp) -> pd.DataFrame:
-    """Contacts (not none) before a date: the logged ones and clm's own."""
-    frames = []
-    if workspace.table_path(Table.ACTIONS).exists():
-        frames.append(workspace.read_table(Table.ACTIONS, columns=["customer_id", "action", "event_time"]))
-    own = decision_log.read_decisions(workspace)
-    if len(own):
-        frames.append(own.rename(columns={"decided_at": "event_time"})[["customer_id", "action", "event_time"]])
-    if not frames:
-        return pd.DataFrame({"customer_id": pd.Series(dtype=str), "action": pd.Series(dtype=str),
-                             "event_time": pd.Series(dtype="datetime64[ns, UTC]")})
-    history = pd.concat(frames, ignore_index=True)
-    return history[(history.event_time < before) & (history.action != Action.NONE.value)]
-
-
-def decide_batch(workspace: Workspace, catalogue: Catalogue, customers: pd.DataFrame, as_of: pd.Timestamp,
-                 uplift: UpliftModel, scorers: dict[str, TrainedModel], plan_prices: np.ndarray,
-                 budget: float | None, exploration: float, seed: int = 0) -> BatchDecisions:
-    """Decisions for every row of customers (the funnel's columns and the models' features),
-    logged in the workspace's decision log. scorers: the churn and upsell champions whose
-    drivers become the reasons."""
-    history = contact_history(workspace, as_of)
-    effects = uplift.effects(customers)
-    decided = decide(catalogue, customers, effects["churn"], effects["upgrade"], history, as_of, plan_prices,
-                     budget=budget)
-    ids, choice = decided.actions, decided.choice
-    used = np.bincount(choice[choice >= 0], minlength=len(ids))
+def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: pd.Timestamp,
+               budget: float | None, exploration: float, seed: int = 0) -> BatchPlan | None:
+    """The funnel over the whole scored base, then exploration; None without an uplift champion."""
+    decided = decide_rows(catalogue, scored, data, as_of, budget=budget)
+    if decided is None:
+        return None
+    choice = decided.choice
+    used = np.bincount(choice[choice >= 0], minlength=len(decided.actions))
     rng = np.random.default_rng([seed, int(as_of.value // 10**9)])  # the same date explores the same way
     final, propensity, explored = decision_log.explore(
         choice, decided.allowed, exploration, rng, catalogue.capacities - used, decided.parts.cost,
         np.inf if budget is None else budget - float(_of(decided.parts.cost, choice).sum()))
-    names = np.asarray([*ids, Action.NONE.value], dtype=object)
-    action = names[np.where(final >= 0, final, len(ids))]
-    value, cost = _of(decided.parts.total, final), _of(decided.parts.cost, final)
-    reasons = _reasons(catalogue, customers, decided, final, explored, scorers)
-    frame = pd.DataFrame({"customer_id": customers["customer_id"].to_numpy(), "action": action,
-                          "action_value": value, "action_cost": cost, "reasons": reasons, "propensity": propensity,
-                          "explored": explored})
-    log = frame.rename(columns={"action_value": "expected_value"}).drop(columns="action_cost")
-    decision_log.write_batch(workspace, as_of, log)
-    return BatchDecisions(frame, budget, float(cost.sum()), decided.gap)
+    return BatchPlan(decided, final, propensity, explored, budget)
+
+
+def decision_columns(catalogue: Catalogue, champions: Champions, plan: BatchPlan, rows: np.ndarray,
+                     features: pd.DataFrame) -> pd.DataFrame:
+    """DECISION_COLUMNS for the plan's rows `rows` (positions in its population order);
+    features: those customers' features, in the same order (for the reasons' drivers)."""
+    d, final = plan.decided, plan.final[rows]
+    names = np.asarray([*d.actions, Action.NONE.value], dtype=object)
+    pairs = [(int(r), int(final[i])) for i, r in enumerate(rows) if final[i] >= 0]
+    by_row = features.set_axis(rows, axis=0)  # explain() finds a customer's features by their row in the plan
+    reasons_of = dict(zip((r for r, _ in pairs), explain(catalogue, champions, by_row, d, pairs)))
+    reasons = []
+    for i, r in enumerate(rows):
+        said = [EXPLORED] if plan.explored[r] else []
+        said += reasons_of[int(r)] if final[i] >= 0 else [str(d.why[r]) or CONTROL]
+        reasons.append(decision_log.reasons_json(said))
+    return pd.DataFrame({
+        "action": names[np.where(final >= 0, final, len(names) - 1)],
+        "action_value": plan.value[rows], "action_cost": plan.cost[rows], "reasons": reasons,
+        "propensity": plan.propensity[rows], "explored": plan.explored[rows],
+    })
 
 
 def _of(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
@@ -88,27 +89,3 @@ def _of(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
     if matrix.shape[1] == 0:
         return np.zeros(len(choice))
     return np.where(choice >= 0, matrix[np.arange(len(choice)), np.maximum(choice, 0)], 0.0)
-
-
-def _reasons(catalogue: Catalogue, customers: pd.DataFrame, decided, final: np.ndarray,  # type: ignore[no-untyped-def]
-             explored: np.ndarray, scorers: dict[str, TrainedModel]) -> list[str]:
-    """Per customer, a JSON list: the value and its parts, then the top drivers of the score
-    the action answers to; for none, why; for an explored action, that it was exploration."""
-    ids, entries = decided.actions, catalogue.contact_actions
-    out: list[list[str]] = [[] for _ in range(len(customers))]
-    by_model: dict[str, list[int]] = {}
-    for i, j in enumerate(final):
-        if explored[i]:
-            out[i].append("exploration: a random allowed action, so that every action's effect stays measurable")
-        if j < 0:
-            out[i].append(decided.why[i] or "do nothing: exploration's control group")
-            continue
-        p = decided.parts
-        out[i].append(value_sentence(ids[j], p.total[i, j], p.retention[i, j], p.upgrade[i, j], p.cost[i, j]))
-        model = DRIVER_MODEL.get(entries[j].target)
-        if model in scorers:
-            by_model.setdefault(model, []).append(i)
-    for model, rows in by_model.items():
-        for i, drivers in zip(rows, top_drivers(scorers[model], customers.iloc[rows])):
-            out[i].extend(drivers)
-    return [decision_log.reasons_json(r) for r in out]

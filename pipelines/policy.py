@@ -27,8 +27,8 @@ from clm.domain import CONTACT_ACTIONS, Table
 from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
-from pipelines.decisions import contact_history, with_consents
 from pipelines.score import features_at
+from serving.scoring import consents_of, contact_history, with_consents
 from serving.catalogue import Catalogue
 from serving.decide import decide, value_finder
 from serving.value import action_costs, customer_values, expected_value, plan_prices
@@ -119,7 +119,7 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
     frame, in_population = features_at(workspace, as_of, contractual)
     base = frame[in_population].reset_index(drop=True)
     base["stage"] = current_stage(base, contractual).to_numpy()
-    base = with_consents(workspace, base)
+    base = with_consents(base, consents_of(workspace))
     for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
         base[column] = registry.load_version(client, model, versions[model]).predict(base) if versions[model] else np.nan
     return DecisionBase(base, contact_history(workspace, as_of), registry.load_version(client, "uplift", versions["uplift"]),

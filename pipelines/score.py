@@ -1,58 +1,80 @@
-"""Batch scoring with the champion models: what `clm score` runs.
+"""The nightly batch: score and decide for every customer at a date (`clm score`).
 
 Every customer known at the as-of date (signed up before it) gets a row, with the stage
-the rules give them then. Churn, upsell and CLV scores, and the predicted stage, are given
-to the customers in the model population at that date (`training.population`), the same
-rule the models were trained on:
+the rules give them then. Churn, upsell and CLV scores, the predicted stage, and a
+decision are given to the customers in the model population at that date (the rule the
+models were trained on, `training.population`):
 
 - non-contractual (transactions only): everyone with a paid purchase before the date,
-  however long ago; a customer the rules call `churned` or `dormant` is still scored,
-  since churn there is an estimate (no purchase within the horizon), not a fact;
+  however long ago; churn there is an estimate, so lapsed customers are still scored;
 - contractual: customers whose contract is live. A cancelled customer keeps null
   churn/upsell/CLV scores (the contract has ended) and the predicted stage `churned`.
 
-A column is null where its model has no champion for the workspace (e.g. upsell without
-subscriptions). With an uplift champion, each customer in the population also gets a
-decision (`pipelines.decisions`: the funnel under the budget and capacities, exploration,
-reasons), logged in the workspace's decision log: action, action_value, action_cost,
-reasons (JSON), propensity, explored. The file is written atomically.
+A column is null where its model has no champion for the workspace. How it runs, with
+flat memory whatever the size of the base:
+
+1. the features come from the offline store's snapshot files at the date (built first if
+   missing), read `chunk_rows` customers at a time; each chunk is scored
+   (`serving.scoring.score_rows`, the function the API calls) and its scores written to
+   a temporary part;
+2. with an uplift champion, the decision funnel runs once over the whole population, so
+   that the budget and the daily capacities are allocated across the base
+   (`pipelines.decisions.plan_batch`), then exploration;
+3. each chunk again: its decisions, with reasons for those who get an action, are added
+   to its scores and the part is written; the decisions go to the decision log.
+
+The output is a Parquet dataset (a folder of `part-*.parquet` files) with `_manifest.json`
+inside (models and versions, counts, timings, input fingerprint). It is built in a hidden
+temporary folder beside the target and renamed in only when complete: a run killed at any
+point leaves the previous output (or none) and can simply be run again; the same as-of
+gives the same rows.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
 from clm.errors import ClmError
-from clm.stages import current_stage
 from clm.workspace import Workspace
-from features.build import build_features, read_snapshot
+from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files
 from features.store import apply as apply_features
 from features.store import historical_features
-from pipelines.decisions import (
-    DECISION_COLUMNS,
-    BatchDecisions,
-    decide_batch,
-    with_consents,
-)
+from pipelines.decisions import DECISION_COLUMNS, BatchPlan, decision_columns, plan_batch
+from serving import decision_log
 from serving.catalogue import Catalogue, load_catalogue
 from serving.decision_log import DEFAULT_EXPLORATION
-from serving.value import plan_prices
+from serving.scoring import (
+    MODELS,
+    SCALAR_SCORES,
+    SCORE_COLUMNS,
+    Champions,
+    Scored,
+    load_champions,
+    load_decision_data,
+    score_frame,
+    score_rows,
+)
 from training import registry
-from training.models import TrainedModel
 from training.population import population
 
-SCORE_COLUMNS = (
-    "customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
-    "stage_probabilities", "clv", "as_of",
-)
-SCALAR_SCORES = {"churn": "churn_probability", "upsell": "upsell_probability", "clv": "clv"}
-MODELS = ("churn", "upsell", "stage", "clv")
+__all__ = ["SCALAR_SCORES", "score_frame", "features_at", "score"]
+
+OUTPUT_COLUMNS = (*SCORE_COLUMNS, "as_of", *DECISION_COLUMNS, "model_versions")
+MANIFEST_NAME = "_manifest.json"
+CHUNK_ROWS = 100_000
+Progress = Callable[[str, int, int], None]  # (step, done, total)
 
 
 @dataclass
@@ -61,12 +83,14 @@ class ScoreResult:
     customers: int
     scored: int  # customers in the model population, who got scores
     models: dict[str, str | None]  # model -> champion version used
-    decisions: BatchDecisions | None = None  # with an uplift champion
+    decisions: dict[str, object] | None = None  # BatchPlan.summary(), with an uplift champion
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every group's features for every customer known at as_of (point in time), and a
-    mask of the rows in the model population then."""
+    """Every group's features for every customer known at as_of, by Feast's point-in-time
+    retrieval, and a mask of the rows in the model population then (backtests and policy
+    evaluation; the batch reads the same snapshots in chunks)."""
     build_features(workspace, [as_of], raw_checked=True)
     apply_features(workspace)
     customers = read_snapshot(workspace, "profile", as_of)[["customer_id"]]
@@ -76,55 +100,19 @@ def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) ->
     return frame, frame["customer_id"].isin(live).to_numpy()
 
 
-def score_frame(
-    models: dict[str, TrainedModel], frame: pd.DataFrame, in_population: np.ndarray, contractual: bool,
-) -> pd.DataFrame:
-    """The scores of every row of `frame` (features of customers at one date): scores for
-    rows in the population, nulls elsewhere (see the module's docstring)."""
-    result = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy()})
-    result["stage"] = current_stage(frame, contractual).to_numpy()
-    live = frame[in_population]
-    for model, column in SCALAR_SCORES.items():
-        result[column] = np.nan
-        if model in models and len(live):
-            result.loc[in_population, column] = models[model].predict(live)
-    # Outside the population no model speaks: the stage stays what the rules say.
-    result["predicted_stage"] = result["stage"].astype(object)
-    result["stage_probabilities"] = None
-    stage_model = models.get("stage")
-    if stage_model is None:
-        result.loc[in_population, "predicted_stage"] = None
-    elif len(live):
-        proba = stage_model.predict(live)
-        classes = np.asarray(stage_model.classes)
-        result.loc[in_population, "predicted_stage"] = classes[np.argmax(proba, axis=1)]
-        result.loc[in_population, "stage_probabilities"] = [
-            json.dumps(dict(zip(stage_model.classes, np.round(row, 6).tolist()))) for row in proba
-        ]
-    return result
-
-
+# ------------------------------------------------------------------ output paths
 def check_output_path(out: Path) -> None:
-    """Refuse, before any work, an output path that cannot become a file."""
-    if out.is_dir():
-        raise ClmError(f"--out {out} is a folder; name a file in it, e.g. {out / 'scores.parquet'}.")
+    """Refuse, before any work, an output path that cannot become the output (a folder of
+    something else than an earlier output, or a place that cannot be written)."""
+    if out.is_dir() and not (out / MANIFEST_NAME).exists():
+        raise ClmError(f"--out {out} is a folder that holds no earlier `clm score` output; name a new path in it, "
+                       f"e.g. {out / 'scores.parquet'}.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ClmError(f"Cannot create the folder of --out {out}: {err.strerror}.") from None
     if not os.access(out.parent, os.W_OK):
         raise ClmError(f"Cannot write --out {out}: its folder {out.parent} is not writable.")
-
-
-def write_parquet_atomically(frame: pd.DataFrame, out: Path) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(out)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise ClmError(f"Cannot write --out {out}: {err.strerror or err}.") from None
 
 
 def write_json(report: dict[str, object], path: Path) -> None:
@@ -135,46 +123,182 @@ def write_json(report: dict[str, object], path: Path) -> None:
     tmp.replace(path)
 
 
+def _temporary_folder(out: Path) -> Path:
+    """A fresh hidden folder beside out; leftovers of killed runs are removed first."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    return tmp
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished folder to out; an earlier output is moved aside first and then
+    removed (a reader sees the old output or the new one, never a mix)."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists() or out.is_symlink():
+        out.rename(old)
+    tmp.rename(out)
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
+
+
+def fingerprint(paths: list[Path], settings: dict[str, object]) -> str:
+    """SHA-256 of the input files' bytes and the run's settings."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in paths:
+        h.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ the batch
+def require_champions(workspace: Workspace, client) -> Champions:  # type: ignore[no-untyped-def]
+    champions = load_champions(client)
+    if any(champions.versions[m] for m in MODELS):
+        return champions
+    held = {m: registry.alias_version(client, m, registry.CHALLENGER) for m in MODELS}
+    if any(held.values()):
+        versions = ", ".join(f"{m} v{v}" for m, v in held.items() if v)
+        model, version = next((m, v) for m, v in held.items() if v)
+        raise ClmError(
+            f"No champion models in {workspace.root}: training registered {versions}, but none passed the "
+            "promotion gate (reasons: `clm models list` and the training output). Promote one by hand, e.g. "
+            f"`clm models promote {model} {version}`, or train on more data."
+        )
+    raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
+
+
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,
           catalogue: Catalogue | None = None, budget: float | None = None,
-          exploration: float = DEFAULT_EXPLORATION) -> ScoreResult:
+          exploration: float = DEFAULT_EXPLORATION, chunk_rows: int = CHUNK_ROWS,
+          progress: Progress | None = None) -> ScoreResult:
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    say = progress or (lambda step, done, total: None)
     check_output_path(out)
     manifest = require_valid(workspace)
-    client = registry.connect(workspace, tracking_uri)
-    champions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in MODELS}
-    if not any(champions.values()):
-        held = {m: registry.alias_version(client, m, registry.CHALLENGER) for m in MODELS}
-        if any(held.values()):
-            versions = ", ".join(f"{m} v{v}" for m, v in held.items() if v)
-            raise ClmError(
-                f"No champion models in {workspace.root}: training registered {versions}, but none passed the "
-                "promotion gate (reasons: `clm models list` and the training output). Promote one by hand, e.g. "
-                f"`clm models promote {next(m for m, v in held.items() if v)} {next(v for v in held.values() if v)}`, "
-                "or train on more data."
-            )
-        raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
     contractual = manifest.business == "contractual"
-    frame, in_population = features_at(workspace, as_of, contractual)
-    models = {m: registry.load_version(client, m, v) for m, v in champions.items() if v is not None}
-    result = score_frame(models, frame, in_population, contractual)
-    result["as_of"] = as_of
-    result = result[list(SCORE_COLUMNS)]
-    for column in DECISION_COLUMNS:
-        result[column] = None
-    decided = None
-    uplift_version = registry.alias_version(client, "uplift", registry.CHAMPION)
-    if uplift_version is not None and in_population.any():
-        customers = frame[in_population].reset_index(drop=True)
-        scored = result[in_population].reset_index(drop=True)
-        customers = with_consents(workspace, customers.assign(
-            stage=scored["stage"].to_numpy(), churn_probability=scored["churn_probability"].to_numpy(),
-            upsell_probability=scored["upsell_probability"].to_numpy()))
-        decided = decide_batch(workspace, catalogue or load_catalogue(), customers, as_of,
-                               registry.load_version(client, "uplift", uplift_version),
-                               {m: models[m] for m in ("churn", "upsell") if m in models}, plan_prices(workspace),
-                               budget, exploration)
-        result = result.drop(columns=list(DECISION_COLUMNS)).merge(decided.frame, on="customer_id", how="left")
-        champions["uplift"] = uplift_version
+    champions = require_champions(workspace, registry.connect(workspace, tracking_uri))
+    catalogue = catalogue or load_catalogue()
+    build_features(workspace, [as_of], raw_checked=True)
+    files = snapshot_files(workspace, as_of)
+    customers = pq.ParquetFile(files[0]).metadata.num_rows
+    chunks = max(1, -(-customers // chunk_rows))
+    data = load_decision_data(workspace, as_of)
+    timings["prepare_s"] = time.perf_counter() - started
 
-    write_parquet_atomically(result, out)
-    return ScoreResult(out, len(result), int(in_population.sum()), champions, decided)
+    tmp = _temporary_folder(out)
+    log: _DecisionLogWriter | None = None
+    try:
+        # 1. scores, chunk by chunk
+        t0, parts = time.perf_counter(), []
+        for k, chunk in enumerate(snapshot_chunks(workspace, as_of, chunk_rows)):
+            scored = score_rows(champions, chunk, contractual, data.consents)
+            scored.scores.assign(as_of=as_of).to_parquet(tmp / f"scores-{k:05d}.parquet", index=False)
+            scored.scores = pd.DataFrame()  # written; only the funnel's columns stay in memory
+            parts.append(scored)
+            say("Scoring", k + 1, chunks)
+        timings["score_s"] = time.perf_counter() - t0
+        scored_count = int(sum(p.live.sum() for p in parts))
+        # 2. the decisions, across the whole base
+        t0 = time.perf_counter()
+        everyone = Scored.concat(parts)
+        offsets = np.cumsum([0, *(int(p.live.sum()) for p in parts)])
+        plan = plan_batch(catalogue, everyone, data, as_of, budget, exploration)
+        timings["decide_s"] = time.perf_counter() - t0
+        del everyone, parts
+        # 3. decisions and reasons added per chunk, and the decision log
+        t0 = time.perf_counter()
+        versions = champions.versions_json()
+        log = _DecisionLogWriter(workspace, as_of) if plan is not None else None
+        for k, chunk in enumerate(snapshot_chunks(workspace, as_of, chunk_rows)):
+            scores_path = tmp / f"scores-{k:05d}.parquet"
+            part = _with_decisions(pd.read_parquet(scores_path), chunk, plan, catalogue, champions, contractual,
+                                   offsets[k], log)
+            part["model_versions"] = versions
+            pq.write_table(pa.Table.from_pandas(part[list(OUTPUT_COLUMNS)], preserve_index=False),
+                           tmp / f"part-{k:05d}.parquet")
+            scores_path.unlink()
+            say("Deciding" if plan is not None else "Writing", k + 1, chunks)
+        timings["explain_write_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - started
+        summary = plan.summary() if plan is not None else None
+        (tmp / MANIFEST_NAME).write_text(json.dumps({
+            "as_of": f"{as_of:%Y-%m-%d}", "workspace": str(workspace.root), "models": champions.versions,
+            "customers": customers, "scored": scored_count, "chunks": chunks, "chunk_rows": chunk_rows,
+            "decisions": summary, "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "input_fingerprint": fingerprint(files, {"as_of": str(as_of), "models": champions.versions,
+                                                     "catalogue": catalogue.model_dump(mode="json"),
+                                                     "budget": budget, "exploration": exploration}),
+            "columns": list(OUTPUT_COLUMNS),
+        }, indent=2))
+        if log is not None:
+            log.commit()  # the log replaces the date's earlier batch (idempotent), just before the output
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if log is not None:
+            log.discard()
+        raise
+    return ScoreResult(out, customers, scored_count, champions.versions, summary, timings)
+
+
+def _with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, plan: BatchPlan | None, catalogue: Catalogue,
+                    champions: Champions, contractual: bool, offset: int,
+                    log: "_DecisionLogWriter | None") -> pd.DataFrame:
+    """A chunk's scores with its customers' decisions (nulls outside the population)."""
+    for column in DECISION_COLUMNS:
+        scores[column] = None
+    if plan is None:
+        return scores
+    from training.population import in_population
+
+    live = in_population(chunk, contractual)
+    if not live.any():
+        return scores
+    rows = offset + np.arange(int(live.sum()))
+    decided = decision_columns(catalogue, champions, plan, rows, chunk[live].reset_index(drop=True))
+    scores = scores.astype({c: object for c in DECISION_COLUMNS})
+    for column in DECISION_COLUMNS:
+        scores.loc[live, column] = decided[column].to_numpy()
+    scores = scores.astype({"action_value": float, "action_cost": float, "propensity": float})
+    if log is not None:
+        log.add(decided.assign(customer_id=scores.loc[live, "customer_id"].to_numpy()))
+    return scores
+
+
+class _DecisionLogWriter:
+    """The batch's decisions for a date, appended chunk by chunk to a temporary file and
+    renamed in as WORKSPACE/decisions/batch-<date>.parquet on commit."""
+
+    def __init__(self, workspace: Workspace, as_of: pd.Timestamp):
+        self.workspace, self.as_of = workspace, as_of
+        self.writer: pq.ParquetWriter | None = None
+        self.path = decision_log.batch_path(workspace, as_of)
+        for stale in self.path.parent.glob(f"{self.path.name}.tmp-*"):  # a killed run's
+            stale.unlink(missing_ok=True)
+        self.tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
+
+    def add(self, decided: pd.DataFrame) -> None:
+        frame = decision_log.batch_rows(self.as_of, decided.rename(columns={"action_value": "expected_value"}))
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.writer is None:
+            self.path.parent.mkdir(exist_ok=True)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def commit(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)

@@ -72,14 +72,22 @@ def explore(choice: np.ndarray, allowed: np.ndarray, share: float, rng: np.rando
     return final, propensity, explored
 
 
-def write_batch(workspace: Workspace, as_of: pd.Timestamp, decisions: pd.DataFrame) -> Path:
-    """Write (or rewrite) the batch's decisions for as_of; returns the file."""
-    frame = decisions.assign(
+def batch_path(workspace: Workspace, as_of: pd.Timestamp) -> Path:
+    return log_dir(workspace) / f"batch-{as_of:%Y-%m-%d}.parquet"
+
+
+def batch_rows(as_of: pd.Timestamp, decisions: pd.DataFrame) -> pd.DataFrame:
+    """A batch's decisions for as_of as decision-log rows (COLUMNS)."""
+    return decisions.assign(
         decision_id=[f"{as_of:%Y%m%d}-{c}" for c in decisions["customer_id"]], decided_at=as_of, source="batch",
     )[list(COLUMNS)]
-    folder = log_dir(workspace)
-    folder.mkdir(exist_ok=True)
-    path = folder / f"batch-{as_of:%Y-%m-%d}.parquet"
+
+
+def write_batch(workspace: Workspace, as_of: pd.Timestamp, decisions: pd.DataFrame) -> Path:
+    """Write (or rewrite) the batch's decisions for as_of; returns the file."""
+    frame = batch_rows(as_of, decisions)
+    path = batch_path(workspace, as_of)
+    path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     frame.to_parquet(tmp, index=False)
     tmp.replace(path)

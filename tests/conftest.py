@@ -90,3 +90,23 @@ def redis_url() -> str:
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def main_job(tmp_path_factory: pytest.TempPathFactory):  # -> tuple[Path, Outcome]
+    """The README's main job, at 2,000 customers: a trained workspace and what `clm run`
+    said. Tests that change the workspace work on a copy (`trained_copy`)."""
+    from tests.clirun import invoke
+
+    ws = tmp_path_factory.mktemp("main") / "ws"
+    return ws, invoke("run", "-n", "2000", "-w", str(ws))
+
+
+@pytest.fixture
+def trained_copy(main_job, tmp_path: Path) -> Workspace:
+    """A copy of the main job's trained workspace, to change freely."""
+    ws, outcome = main_job
+    assert outcome.exit_code == 0, outcome.output
+    dst = tmp_path / "trained"
+    shutil.copytree(ws, dst)
+    return Workspace(dst)

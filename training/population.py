@@ -15,6 +15,7 @@ rows at the as-of date: a model is never asked to score a row it was not trained
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from clm.rawdb import connect_raw
@@ -58,3 +59,15 @@ def population(workspace: Workspace, cutoffs: list[pd.Timestamp], contractual: b
         return con.sql(sql + " ORDER BY event_timestamp, customer_id").df()
     finally:
         con.close()
+
+
+def in_population(features: pd.DataFrame, contractual: bool) -> np.ndarray:
+    """The same rule read off a customer's features at T (what scoring has in hand):
+    contractual, `is_subscribed` = 1 (the latest subscription event before T is not a
+    cancellation); non-contractual, `frequency_total` > 0 (a paid purchase before T).
+    A test holds it equal to `population` on whole workspaces."""
+    column = "is_subscribed" if contractual else "frequency_total"
+    if column not in features:
+        return np.zeros(len(features), dtype=bool)
+    values = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype=float)
+    return (values >= 1) if contractual else (values > 0)

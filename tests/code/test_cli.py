@@ -179,13 +179,6 @@ def main_job_figures(ws: Path) -> dict[str, dict[str, float]]:
     return figures
 
 
-@pytest.fixture(scope="module")
-def main_job(tmp_path_factory) -> tuple[Path, Outcome]:
-    """The README's main job, at 2,000 customers: a trained workspace and what `clm run` said."""
-    ws = tmp_path_factory.mktemp("main") / "ws"
-    return ws, invoke("run", "-n", "2000", "-w", str(ws))
-
-
 @pytest.mark.slow
 def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     ws, result = main_job
@@ -232,7 +225,7 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     assert list(frame.columns) == [
         "customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
         "stage_probabilities", "clv", "as_of", "action", "action_value", "action_cost", "reasons", "propensity",
-        "explored",
+        "explored", "model_versions",
     ]
     assert len(frame) == 2000
     # Contractual: the cancelled keep null scores; every live contract is scored.
@@ -264,7 +257,7 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     assert (chosen.action_value > 0).all()
     assert live.propensity.between(0, 1, inclusive="right").all()
     assert all(json.loads(r) for r in live.reasons)  # every decision says why, even "none"
-    assert "Decisions:" in result.output and result.mentions("(budget 500)")
+    assert "decisions:" in result.output and result.mentions("(budget 500)")
     assert live.action_cost.sum() <= 500 and (live.action_cost[live.action == "none"] == 0).all()
     log = read_decisions(Workspace(ws))
     assert len(log) == len(live) and set(log.customer_id) == set(live.customer_id)

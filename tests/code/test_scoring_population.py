@@ -14,11 +14,13 @@ import pytest
 
 from clm.workspace import Workspace
 from pipelines.ingest import TransactionsSource, ingest_transactions
-from pipelines.score import features_at, score_frame
+from features.build import snapshot_chunks
+from pipelines.score import features_at
+from serving.scoring import score_frame
 from tests.handmade import t, write_hand_made
 from training.labels import LabelConfig, outcome_labels
 from training.models import SPECS, fit_baseline, fit_lightgbm
-from training.population import population
+from training.population import in_population, population
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -90,3 +92,27 @@ def test_labels_exist_for_exactly_the_population_that_is_scored(tmp_path, contra
                 ("C", "2024-03-15")],
     }[contractual]
     assert pairs(scored) == sorted((c, t(d)) for c, d in expected)
+
+
+@pytest.mark.parametrize("contractual", [True, False])
+def test_the_population_read_off_the_features_is_the_population(tmp_path, contractual):
+    """Scoring decides who is in the population from the features it has in hand (the
+    batch's chunks, the API's one row); that rule must pick exactly the SQL population."""
+    ws = write_hand_made(tmp_path / "ws")
+    for as_of in (t("2024-02-01"), t("2024-03-01"), t("2024-03-15")):
+        frame, in_sql = features_at(ws, as_of, contractual)
+        assert in_population(frame, contractual).tolist() == in_sql.tolist(), as_of
+
+
+def test_the_batch_reads_the_same_features_as_feasts_point_in_time_retrieval(tmp_path):
+    """The batch reads the snapshot files at the date in chunks (two customers at a time
+    here, so chunks end mid-file); every value equals Feast's point-in-time join."""
+    ws = write_hand_made(tmp_path / "ws")
+    as_of = t("2024-03-15")
+    feast, _ = features_at(ws, as_of, contractual=True)
+    chunks = list(snapshot_chunks(ws, as_of, rows=2))
+    assert [len(c) for c in chunks] == [2, 1]
+    batch = pd.concat(chunks, ignore_index=True)
+    columns = [c for c in feast.columns if c != "event_timestamp"]
+    assert sorted(batch.columns) == sorted(feast.columns)
+    pd.testing.assert_frame_equal(batch[columns], feast[columns], check_dtype=False)

@@ -1,0 +1,308 @@
+"""Score and decide: the one implementation behind the real-time API and the nightly batch.
+
+Three steps, each a function that both callers use:
+
+1. `score_rows`: from customers' features (one row per customer at one instant), the
+   scores (churn, upsell, CLV, the predicted stage and its probabilities), the stage the
+   rules give them, who is in the model population, and the uplift champion's effects;
+2. `decide_rows`: the decision funnel (`serving.decide`) for the customers in the
+   population: consents, contact history, thresholds, value, and the selection (per
+   customer, or under a budget and capacities across everyone given);
+3. `explain`: reasons in words for (customer, action) pairs: the value and its parts, and
+   the drivers of the score the action answers to.
+
+The API runs the three on the rows of a request (`score_and_decide`); the nightly batch runs
+step 1 chunk by chunk, step 2 once over the whole base (so that the budget is allocated
+across it), and step 3 for the customers who get an action.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from clm.domain import Table
+from clm.stages import current_stage
+from clm.workspace import Workspace
+from serving import decision_log
+from serving.catalogue import Catalogue
+from serving.decide import Context, Decisions, decide
+from serving.eligibility import CUSTOMER_COLUMNS
+from serving.reasons import top_drivers, value_sentence
+from serving.value import plan_prices
+from training import registry
+from training.models import TrainedModel
+from training.population import in_population
+from training.uplift import UpliftModel
+
+MODELS = ("churn", "upsell", "stage", "clv")
+SCALAR_SCORES = {"churn": "churn_probability", "upsell": "upsell_probability", "clv": "clv"}
+SCORE_COLUMNS = ("customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
+                 "stage_probabilities", "clv")
+CONSENT_COLUMNS = ("consent_email", "consent_phone")
+# What the funnel and the value rule read about a customer (besides the effects).
+FUNNEL_COLUMNS = (*CUSTOMER_COLUMNS, "price", "monetary_365d")
+# Which score an action answers to, by its target: its reasons are that score's drivers.
+DRIVER_MODEL = {"retain": "churn", "activate": "churn", "win_back": "churn", "upgrade": "upsell", "refer": "upsell"}
+
+
+# ------------------------------------------------------------------ what answers
+@dataclass(frozen=True)
+class Champions:
+    """The models that answer, and their versions (None: no champion for the workspace)."""
+
+    models: dict[str, TrainedModel]  # of MODELS, those with a champion
+    uplift: UpliftModel | None
+    versions: dict[str, str | None]  # every model of MODELS and "uplift"
+
+    def versions_json(self) -> str:
+        return json.dumps(self.versions, sort_keys=True)
+
+
+def load_champions(client) -> Champions:  # type: ignore[no-untyped-def]
+    """The registry's champions (alias `champion`), loaded once."""
+    versions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
+    models = {m: registry.load_version(client, m, v) for m in MODELS if (v := versions[m]) is not None}
+    uplift = registry.load_version(client, "uplift", versions["uplift"]) if versions["uplift"] else None
+    return Champions(models, uplift, versions)  # type: ignore[arg-type]
+
+
+@dataclass
+class ContactHistory:
+    """Past contacts (not none), sorted by customer: one customer's rows found by bisection."""
+
+    frame: pd.DataFrame  # customer_id, action, event_time
+
+    @classmethod
+    def of(cls, history: pd.DataFrame) -> "ContactHistory":
+        return cls(history.sort_values(["customer_id", "event_time"], kind="stable").reset_index(drop=True))
+
+    def of_customers(self, ids: np.ndarray) -> pd.DataFrame:
+        if len(ids) > 64:
+            return self.frame[self.frame["customer_id"].isin(ids)]
+        keys = self.frame["customer_id"].to_numpy()
+        parts = [np.arange(np.searchsorted(keys, c, "left"), np.searchsorted(keys, c, "right")) for c in ids]
+        return self.frame.iloc[np.concatenate(parts) if parts else []]
+
+
+@dataclass
+class DecisionData:
+    """What deciding reads beside the features: consents, the contact history before the
+    decision time, and the plan price ladder."""
+
+    consents: pd.DataFrame  # indexed by customer_id: CONSENT_COLUMNS
+    history: ContactHistory
+    plan_prices: np.ndarray
+
+
+def consents_of(workspace: Workspace) -> pd.DataFrame:
+    """Each customer's channel consents (none recorded: no consent)."""
+    if not workspace.table_path(Table.CUSTOMERS).exists():
+        return pd.DataFrame({c: pd.Series(dtype=bool) for c in CONSENT_COLUMNS}, index=pd.Index([], name="customer_id"))
+    frame = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *CONSENT_COLUMNS])
+    return frame.set_index("customer_id")
+
+
+def contact_history(workspace: Workspace, before: pd.Timestamp) -> pd.DataFrame:
+    """Contacts (not none) before a date: the logged ones and clm's own decisions."""
+    frames = []
+    if workspace.table_path(Table.ACTIONS).exists():
+        frames.append(workspace.read_table(Table.ACTIONS, columns=["customer_id", "action", "event_time"]))
+    own = decision_log.read_decisions(workspace)
+    if len(own):
+        frames.append(own.rename(columns={"decided_at": "event_time"})[["customer_id", "action", "event_time"]])
+    if not frames:
+        return pd.DataFrame({"customer_id": pd.Series(dtype=str), "action": pd.Series(dtype=str),
+                             "event_time": pd.Series(dtype="datetime64[ns, UTC]")})
+    history = pd.concat(frames, ignore_index=True)
+    return history[(history.event_time < before) & (history.action != "none")]
+
+
+def load_decision_data(workspace: Workspace, before: pd.Timestamp) -> DecisionData:
+    return DecisionData(consents_of(workspace), ContactHistory.of(contact_history(workspace, before)),
+                        plan_prices(workspace))
+
+
+def with_consents(customers: pd.DataFrame, consents: pd.DataFrame) -> pd.DataFrame:
+    """customers with their consent columns (unknown customer: no consent)."""
+    found = consents.reindex(customers["customer_id"].to_numpy())
+    return customers.drop(columns=list(CONSENT_COLUMNS), errors="ignore").assign(
+        **{c: found[c].fillna(False).to_numpy(dtype=bool) for c in CONSENT_COLUMNS})
+
+
+# ------------------------------------------------------------------ 1. scores
+def score_frame(
+    models: dict[str, TrainedModel], frame: pd.DataFrame, live: np.ndarray, contractual: bool,
+) -> pd.DataFrame:
+    """The scores of every row of `frame`: for rows in the population (`live`), the models'
+    scores; elsewhere nulls, and the stage the rules give (a cancelled contract is churned)."""
+    result = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy()})
+    result["stage"] = current_stage(frame, contractual).to_numpy()
+    rows = frame[live]
+    for model, column in SCALAR_SCORES.items():
+        result[column] = np.nan
+        if model in models and len(rows):
+            result.loc[live, column] = models[model].predict(rows)
+    result["predicted_stage"] = result["stage"].astype(object)
+    result["stage_probabilities"] = None
+    stage_model = models.get("stage")
+    if stage_model is None:
+        result.loc[live, "predicted_stage"] = None
+    elif len(rows):
+        proba = stage_model.predict(rows)
+        classes = np.asarray(stage_model.classes)
+        result.loc[live, "predicted_stage"] = classes[np.argmax(proba, axis=1)]
+        result.loc[live, "stage_probabilities"] = [
+            json.dumps(dict(zip(stage_model.classes, np.round(row, 6).tolist()))) for row in proba
+        ]
+    return result[list(SCORE_COLUMNS)]
+
+
+@dataclass
+class Scored:
+    """Step 1's outcome for a frame of customers.
+
+    scores: SCORE_COLUMNS per row; live: rows in the model population; funnel: the live
+    rows' FUNNEL_COLUMNS (and consents); churn_change / upgrade_change: the uplift
+    champion's effects on the live rows (None without one)."""
+
+    scores: pd.DataFrame
+    live: np.ndarray
+    funnel: pd.DataFrame
+    churn_change: np.ndarray | None
+    upgrade_change: np.ndarray | None
+
+    @staticmethod
+    def concat(parts: list["Scored"]) -> "Scored":
+        """One Scored of several chunks' (scores left out: the batch writes them per chunk)."""
+        with_effects = all(p.churn_change is not None for p in parts)
+        return Scored(
+            pd.DataFrame(), np.concatenate([p.live for p in parts]),
+            pd.concat([p.funnel for p in parts], ignore_index=True),
+            np.concatenate([p.churn_change for p in parts]) if with_effects else None,  # type: ignore[misc]
+            np.concatenate([p.upgrade_change for p in parts]) if with_effects else None,  # type: ignore[misc]
+        )
+
+
+def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, consents: pd.DataFrame) -> Scored:
+    """Scores and effects for every row of frame (customers' features at one instant)."""
+    live = in_population(frame, contractual)
+    scores = score_frame(champions.models, frame, live, contractual)
+    rows = frame[live].reset_index(drop=True)
+    picked = scores[live].reset_index(drop=True)
+    funnel = rows.reindex(columns=[c for c in FUNNEL_COLUMNS if c not in CONSENT_COLUMNS]).assign(
+        stage=picked["stage"].to_numpy(), churn_probability=picked["churn_probability"].to_numpy(),
+        upsell_probability=picked["upsell_probability"].to_numpy())
+    funnel = with_consents(funnel, consents)
+    if champions.uplift is None or not len(rows):
+        return Scored(scores, live, funnel, None, None)
+    effects = champions.uplift.effects(rows)
+    return Scored(scores, live, funnel, effects["churn"], effects["upgrade"])
+
+
+# ------------------------------------------------------------------ 2. decisions
+def decide_rows(catalogue: Catalogue, scored: Scored, data: DecisionData, now: pd.Timestamp,
+                context: Context | None = None, budget: float | None = None) -> Decisions | None:
+    """The funnel for the scored customers in the population; None without an uplift champion."""
+    if scored.churn_change is None or scored.upgrade_change is None:
+        return None
+    history = data.history.of_customers(scored.funnel["customer_id"].to_numpy())
+    return decide(catalogue, scored.funnel, scored.churn_change, scored.upgrade_change, history, now,
+                  data.plan_prices, context=context, budget=budget)
+
+
+# ------------------------------------------------------------------ 3. reasons
+def explain(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, decided: Decisions,
+            pairs: list[tuple[int, int]]) -> list[list[str]]:
+    """Reasons for each (row, action index) pair: the value sentence, then the top drivers
+    of the score the action answers to. features: the customers' features, indexed by
+    their row in `decided` (a pair's first number)."""
+    entries, p = catalogue.contact_actions, decided.parts
+    wanted: dict[str, set[int]] = {}
+    for i, j in pairs:
+        model = DRIVER_MODEL.get(entries[j].target)
+        if model in champions.models:
+            wanted.setdefault(model, set()).add(i)
+    drivers: dict[tuple[str, int], list[str]] = {}
+    for model, rows in wanted.items():
+        ordered = sorted(rows)
+        for i, found in zip(ordered, top_drivers(champions.models[model], features.loc[ordered])):
+            drivers[(model, i)] = found
+    out = []
+    for i, j in pairs:
+        sentence = value_sentence(decided.actions[j], p.total[i, j], p.retention[i, j], p.upgrade[i, j], p.cost[i, j])
+        out.append([sentence, *drivers.get((DRIVER_MODEL.get(entries[j].target, ""), i), [])])
+    return out
+
+
+# ------------------------------------------------------------------ the API's call
+@dataclass
+class Recommendation:
+    action: str
+    expected_value: float
+    retention_value: float
+    upgrade_value: float
+    cost: float
+    score: float  # value x weights, what ranks the actions
+    reasons: list[str]
+
+
+@dataclass
+class CustomerAnswer:
+    """One customer's scores and ranked recommendations (`none` with its reason when no
+    action pays or none is allowed)."""
+
+    scores: dict[str, object]
+    in_population: bool
+    recommendations: list[Recommendation]
+
+
+NOT_IN_POPULATION = {
+    True: "no live contract: nothing to retain or upgrade (a win-back is decided for live customers only)",
+    False: "no paid purchase yet: not in the model population",
+}
+NO_UPLIFT = "no uplift model: clm cannot estimate what an action would change (run `clm train`)"
+
+
+def _nothing(reason: str) -> Recommendation:
+    return Recommendation("none", 0.0, 0.0, 0.0, 0.0, 0.0, [reason])
+
+
+def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataFrame, contractual: bool,
+                     data: DecisionData, now: pd.Timestamp, context: Context | None = None,
+                     max_actions: int = 3) -> list[CustomerAnswer]:
+    """Steps 1-3 for the rows of frame, each customer decided on their own (no budget):
+    up to max_actions recommendations per customer, best first."""
+    scored = score_rows(champions, frame, contractual, data.consents)
+    decided = decide_rows(catalogue, scored, data, now, context)
+    live_rows = np.flatnonzero(scored.live)
+    features = frame.iloc[live_rows].reset_index(drop=True)
+    ranked: dict[int, list[tuple[int, float]]] = {}
+    if decided is not None:
+        index = {a: j for j, a in enumerate(decided.actions)}
+        for i in range(len(live_rows)):
+            ranked[i] = [(index[a], s) for a, s in decided.ranked(i, max_actions)]
+    pairs = [(i, j) for i, picks in ranked.items() for j, _ in picks]
+    reasons = iter(explain(catalogue, champions, features, decided, pairs)) if decided is not None else iter(())
+    answers = []
+    position = {row: i for i, row in enumerate(live_rows)}
+    records = scored.scores.to_dict("records")
+    for row, record in enumerate(records):
+        i = position.get(row)
+        recommendations = []
+        if i is not None and decided is not None:
+            p = decided.parts
+            for j, s in ranked[i]:
+                recommendations.append(Recommendation(
+                    decided.actions[j], float(p.total[i, j]), float(p.retention[i, j]), float(p.upgrade[i, j]),
+                    float(p.cost[i, j]), float(s), next(reasons)))
+            if not recommendations:
+                recommendations.append(_nothing(str(decided.why[i])))
+        elif i is None:
+            recommendations.append(_nothing(NOT_IN_POPULATION[contractual]))
+        else:
+            recommendations.append(_nothing(NO_UPLIFT))
+        answers.append(CustomerAnswer(record, i is not None, recommendations))
+    return answers
