@@ -6,6 +6,7 @@ success and non-zero with a one-paragraph error on a user's mistake (no tracebac
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -717,6 +718,86 @@ def score_cmd(
         line += (f"; decisions: {mix}; expected value {d['expected_value']:,.0f} for a cost of "
                  f"{d['spent']:,.0f}{limit}; {d['explored']:,} explored")
     console.print(f"{line}. Wrote {result.path} (champions: {used}).")
+
+
+# ------------------------------------------------------------------- serve
+def _example_customer(ws: Workspace) -> str:
+    """A customer the online store knows, for the examples printed."""
+    from features.build import group_dir
+
+    latest = max(group_dir(ws, "profile").glob("*.parquet"), default=None)
+    if latest is None:
+        return "C0000001"
+    import pyarrow.parquet as pq
+
+    return str(pq.ParquetFile(latest).read_row_group(0, columns=["customer_id"]).column(0)[0])
+
+
+def _curl(host: str, port: int, customer: str) -> str:
+    body = '{"customer_id": "%s", "context": {"intent": "cancelling", "channel": "phone"}}' % customer
+    return f"curl -s -X POST http://{host}:{port}/score -H 'content-type: application/json' -d '{body}'"
+
+
+@app.command("serve")
+@user_errors
+def serve_cmd(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for every interface).")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="Worker processes; each holds its own models.")] = 1,
+    reload_seconds: Annotated[float, typer.Option(
+        help="How often to look for a newly promoted champion (served without a restart).")] = 5.0,
+    catalogue: CatalogueOpt = None,
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Start the real-time API (BentoML) on the workspace's champions and online store.
+
+    Endpoints: POST /score, /score_batch, /score_features, /feedback; GET /healthz,
+    /readyz, /metrics; the OpenAPI page at http://HOST:PORT/. API keys (optional): set
+    CLM_API_KEYS=key1,key2 or CLM_API_KEYS_FILE=keys.txt, and send X-API-Key.
+
+    Examples:
+
+      clm serve --port 3000 -w demo
+
+      curl -s -X POST http://127.0.0.1:3000/score -H 'content-type: application/json' -d '{"customer_id": "C0000001"}'
+
+      CLM_API_KEYS=s3cret clm serve --workers 2
+    """
+    import subprocess
+    import sys
+
+    from pipelines.score import require_champions
+    from serving.catalogue import load_catalogue
+    from training import registry
+
+    if not 0 < port < 65536:
+        raise ClmError(f"--port {port} is not a port number (1-65535).")
+    if workers < 1:
+        raise ClmError(f"--workers {workers} must be at least 1.")
+    if not reload_seconds > 0:
+        raise ClmError(f"--reload-seconds {reload_seconds} must be more than 0.")
+    load_catalogue(catalogue)  # a broken catalogue is named before the server starts
+    ws = Workspace.at(workspace)
+    ws.read_manifest()
+    require_champions(ws, registry.connect(ws, tracking_uri))
+    from features.store import ONLINE_DB, repo_dir
+
+    if not (repo_dir(ws) / ONLINE_DB).exists() and "redis" not in (repo_dir(ws) / "feature_store.yaml").read_text():
+        raise ClmError(f"The online store of {ws.root} is empty: run `clm features materialize -w {ws.root}` first.")
+    env = {**os.environ, "CLM_WORKSPACE": str(ws.root), "CLM_WORKERS": str(workers),
+           "CLM_RELOAD_SECONDS": str(reload_seconds)}
+    if tracking_uri:
+        env["CLM_TRACKING_URI"] = tracking_uri
+    if catalogue:
+        env["CLM_CATALOGUE"] = str(catalogue.resolve())
+    code_root = Path(__file__).resolve().parent.parent
+    console.print(f"Serving {ws.root} on http://{host}:{port} (OpenAPI page there). Try:\n  "
+                  f"{_curl(host if host != '0.0.0.0' else '127.0.0.1', port, _example_customer(ws))}")
+    bentoml = Path(sys.executable).parent / "bentoml"
+    done = subprocess.run([str(bentoml), "serve", "serving.service:Clm", "--host", host, "--port", str(port),
+                           "--working-dir", str(code_root)], env=env)
+    raise typer.Exit(done.returncode)
 
 
 # ------------------------------------------------------------------- policy

@@ -209,6 +209,7 @@ def decide_rows(catalogue: Catalogue, scored: Scored, data: DecisionData, now: p
     if scored.churn_change is None or scored.upgrade_change is None:
         return None
     history = data.history.of_customers(scored.funnel["customer_id"].to_numpy())
+    history = history[history["event_time"] < now]  # contacts before the decision, as the batch reads them
     return decide(catalogue, scored.funnel, scored.churn_change, scored.upgrade_change, history, now,
                   data.plan_prices, context=context, budget=budget)
 

@@ -1,0 +1,213 @@
+"""What the real-time API holds and how it answers, without HTTP (the BentoML service in
+`serving.service` is a thin layer over this).
+
+The runtime opens the workspace's Feast store (online reads in process), loads the
+champion models, consents, contact history and the plan price ladder, and answers with
+`serving.scoring.score_and_decide`, the function the nightly batch uses. A customer is
+decided as of their features' timestamp (the state clm knows), with the contacts before it.
+
+Hot swap: `refresh()` (polled by the service) compares the registry's champion versions
+with the loaded ones; a change loads the new models beside the old and then replaces one
+reference, so a request in flight finishes with the models it started with, and every
+answer names the versions that produced it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from features.groups import FLOAT, GROUPS
+from features.store import open_store
+from serving import decision_log
+from serving.catalogue import Catalogue, load_catalogue
+from serving.decide import Context
+from serving.scoring import (
+    MODELS,
+    Champions,
+    CustomerAnswer,
+    DecisionData,
+    load_champions,
+    load_decision_data,
+    score_and_decide,
+)
+from training import registry
+
+FEATURE_KINDS = {f.name: f.kind for g in GROUPS for f in g.features}
+TS_SUFFIX = "__ts"
+LOG = logging.getLogger(__name__)
+
+
+class RequestError(ClmError):
+    """Something the caller sent that clm cannot answer: an HTTP status, and the field."""
+
+    def __init__(self, status: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.field = status, field
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Models and the data deciding reads, swapped as one."""
+
+    champions: Champions
+    data: DecisionData
+    stamp: tuple[tuple[str, int], ...]  # what `data` was read from (paths, mtimes)
+
+
+class Runtime:
+    def __init__(self, workspace: Workspace, tracking_uri: str | None = None, catalogue: Catalogue | None = None):
+        self.workspace = workspace
+        manifest = workspace.read_manifest()
+        self.contractual = manifest.business == "contractual"
+        self.catalogue = catalogue or load_catalogue()
+        self.store = open_store(workspace)
+        self.service = self.store.get_feature_service("churn_features")  # every group
+        self.features = [f.name for projection in self.service.feature_view_projections for f in projection.features]
+        self.client = registry.connect(workspace, tracking_uri)
+        self._lock = threading.Lock()  # one refresh at a time; readers never wait
+        self.loaded = self._load()
+
+    # -------------------------------------------------------------- loading
+    def _stamp(self) -> tuple[tuple[str, int], ...]:
+        folders = [self.workspace.raw_dir, decision_log.log_dir(self.workspace)]
+        files = sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.parquet"))
+        return tuple((str(p), p.stat().st_mtime_ns) for p in files)
+
+    def _load(self, champions: Champions | None = None) -> Loaded:
+        stamp = self._stamp()
+        data = load_decision_data(self.workspace, pd.Timestamp.max.tz_localize("UTC"))
+        return Loaded(champions or load_champions(self.client), data, stamp)
+
+    def refresh(self) -> bool:
+        """Load a newly promoted champion (or changed consents / contact history); True if
+        anything changed. Safe to call from a background thread while requests run."""
+        with self._lock:
+            current = self.loaded
+            versions = {m: registry.alias_version(self.client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
+            models_changed = versions != current.champions.versions
+            data_changed = self._stamp() != current.stamp
+            if not (models_changed or data_changed):
+                return False
+            champions = load_champions(self.client) if models_changed else current.champions
+            self.loaded = self._load(champions) if data_changed else Loaded(champions, current.data, current.stamp)
+            return True
+
+    def ready(self) -> bool:
+        """Models loaded and the online store answering."""
+        if not any(self.loaded.champions.versions[m] for m in MODELS):
+            return False
+        try:
+            self.store.get_online_features(features=self.service, entity_rows=[{"customer_id": "__readyz__"}])
+        except Exception:  # noqa: BLE001 - any failure of the store means not ready
+            return False
+        return True
+
+    # -------------------------------------------------------------- answering
+    def check_request(self, context: Context | None) -> None:
+        if context is not None and context.intent is not None and context.intent not in self.catalogue.context.intent:
+            known = ", ".join(sorted(self.catalogue.context.intent)) or "none"
+            raise RequestError(422, f"context.intent '{context.intent}' is not one the catalogue knows ({known}).",
+                               "context.intent")
+
+    def online_features(self, ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
+        """Features of the known ids from the online store (a row each, in order), and the
+        unknown ids (no features at all)."""
+        found = self.store.get_online_features(
+            features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_dict(include_event_timestamps=True)
+        stamps = np.array([found[f + TS_SUFFIX] for f in self.features], dtype=np.int64).max(axis=0)
+        frame = pd.DataFrame({f: found[f] for f in self.features})
+        frame.insert(0, "customer_id", ids)
+        frame["event_timestamp"] = pd.to_datetime(stamps, unit="s", utc=True)
+        known = stamps > 0
+        return typed(frame[known].reset_index(drop=True)), [c for c, k in zip(ids, known) if not k]
+
+    def answer_ids(self, ids: list[str], context: Context | None, max_actions: int) -> tuple[list[dict], list[str]]:
+        self.check_request(context)
+        frame, unknown = self.online_features(ids)
+        return self._answer(frame, context, max_actions), unknown
+
+    def answer_features(self, customer_id: str, values: dict[str, float | str | None], as_of: pd.Timestamp | None,
+                        context: Context | None, max_actions: int) -> dict:
+        self.check_request(context)
+        check_features(values)
+        when = as_of if as_of is not None else pd.Timestamp.now(tz="UTC")
+        row = {f: values.get(f) for f in self.features}
+        frame = typed(pd.DataFrame([{"customer_id": customer_id, **row, "event_timestamp": when}]))
+        return self._answer(frame, context, max_actions)[0]
+
+    def _answer(self, frame: pd.DataFrame, context: Context | None, max_actions: int) -> list[dict]:
+        loaded = self.loaded  # one reference for the whole request: a swap cannot mix versions
+        out = []
+        # Customers are decided as of their own features' time: group rows by it.
+        for when, rows in frame.groupby("event_timestamp", sort=False):
+            answers = score_and_decide(self.catalogue, loaded.champions, rows.reset_index(drop=True), self.contractual,
+                                       loaded.data, pd.Timestamp(when), context, max_actions)
+            out.extend(as_response(a, pd.Timestamp(when), loaded.champions) for a in answers)
+        order = {c: i for i, c in enumerate(frame["customer_id"])}
+        return sorted(out, key=lambda r: order[r["customer_id"]])
+
+    def feedback(self, decision_id: str, response: str) -> Path:
+        return decision_log.record_feedback(self.workspace, decision_id, response)
+
+
+def check_features(values: dict[str, float | str | None]) -> None:
+    """Caller-sent features: known names, numbers for numeric features, text for the others."""
+    for name, value in values.items():
+        kind = FEATURE_KINDS.get(name)
+        if kind is None:
+            raise RequestError(422, f"features.{name} is not a clm feature (see `clm features list`-style names in "
+                               "the OpenAPI example, e.g. tenure_days, plan).", f"features.{name}")
+        if value is None:
+            continue
+        if kind == FLOAT and (isinstance(value, str) or isinstance(value, bool) or not math.isfinite(value)):
+            raise RequestError(422, f"features.{name} must be a finite number, not {value!r}.", f"features.{name}")
+        if kind != FLOAT and not isinstance(value, str):
+            raise RequestError(422, f"features.{name} must be text, not {value!r}.", f"features.{name}")
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric features as float64 (missing as NaN), text as objects: the batch's dtypes."""
+    floats = [c for c in frame.columns if FEATURE_KINDS.get(c) == FLOAT]
+    return frame.astype({c: float for c in floats})
+
+
+def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions) -> dict:
+    s = answer.scores
+    probabilities = s["stage_probabilities"]
+    return {
+        "customer_id": s["customer_id"],
+        "churn_probability": _number(s["churn_probability"]),
+        "upsell_probability": _number(s["upsell_probability"]),
+        "stage": s["stage"],
+        "predicted_stage": s["predicted_stage"],
+        "stage_probabilities": json.loads(probabilities) if probabilities else None,
+        "clv": _number(s["clv"]),
+        "in_population": answer.in_population,
+        "actions": [r.__dict__ for r in answer.recommendations],
+        "decision_id": f"{when:%Y%m%d}-{s['customer_id']}",
+        "feature_timestamp": when.isoformat(),
+        "model_versions": champions.versions,
+    }
+
+
+def _number(value: object) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)  # type: ignore[arg-type]
+
+
+def poll(runtime: Runtime, every_seconds: float, stop: threading.Event) -> None:
+    """Refresh every `every_seconds` until stopped (the service's background thread)."""
+    while not stop.wait(every_seconds):
+        try:
+            runtime.refresh()
+        except Exception as err:  # noqa: BLE001 - a registry hiccup must not kill the poller; retried next time
+            LOG.warning("clm: could not check the registry for new champions (%s); retrying in %.0f s", err,
+                        every_seconds)
