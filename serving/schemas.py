@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 MAX_BATCH = 1_000
 CustomerId = Annotated[str, Field(min_length=1, max_length=128, examples=["C0000042"],
                                   description="The customer's id, as in the raw data.")]
 MaxActions = Annotated[int, Field(ge=1, le=7, description="How many recommended actions to return, best first.")]
-FeatureValues = Annotated[dict[str, float | str | None], Field(
+FeatureValues = Annotated[dict[str, StrictFloat | StrictInt | StrictStr | None], Field(
     max_length=500, description="Feature name -> value (numbers for numeric features, text for the others); "
     "a feature left out is missing.", examples=[{"tenure_days": 400, "plan": "basic", "price": 29.0,
                                                   "days_since_last_activity": 34, "is_subscribed": 1}])]

@@ -102,11 +102,22 @@ def main_job(tmp_path_factory: pytest.TempPathFactory):  # -> tuple[Path, Outcom
     return ws, invoke("run", "-n", "2000", "-w", str(ws))
 
 
+def copy_trained(main_job, dst: Path) -> Workspace:
+    """A copy of the main job's trained workspace, with an uplift champion (at 2,000
+    customers the gate may have kept version 1 back): every model decides."""
+    from tests.clirun import invoke
+    from training import registry
+
+    ws, outcome = main_job
+    assert outcome.exit_code == 0, outcome.output
+    shutil.copytree(ws, dst)
+    workspace = Workspace(dst)
+    if registry.alias_version(registry.connect(workspace), "uplift", registry.CHAMPION) is None:
+        assert invoke("models", "promote", "uplift", "1", "-w", str(dst)).exit_code == 0
+    return workspace
+
+
 @pytest.fixture
 def trained_copy(main_job, tmp_path: Path) -> Workspace:
     """A copy of the main job's trained workspace, to change freely."""
-    ws, outcome = main_job
-    assert outcome.exit_code == 0, outcome.output
-    dst = tmp_path / "trained"
-    shutil.copytree(ws, dst)
-    return Workspace(dst)
+    return copy_trained(main_job, tmp_path / "trained")

@@ -11,7 +11,7 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import Workspace
-from tests.clirun import Outcome, invoke, run_clm, tree_digest
+from tests.clirun import invoke, run_clm, tree_digest
 
 
 def test_console_script_lists_the_commands():

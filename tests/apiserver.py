@@ -1,0 +1,59 @@
+"""A real `clm serve` on a free loopback port, for tests that call the API as a client does."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.clirun import child_environment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_api(workspace: Path, *args: str, env: dict[str, str] | None = None,
+                timeout_s: float = 180.0) -> Iterator[str]:
+    """Start `clm serve` on the workspace; yield its base URL once /readyz says ready."""
+    port = free_port()
+    clm = Path(sys.executable).parent / "clm"
+    log = workspace.parent / f"serve-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(clm), "serve", "--port", str(port), "-w", str(workspace), *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**child_environment(), **(env or {})},
+            start_new_session=True,  # BentoML starts worker processes: stop the whole group
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"clm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"clm serve was not ready within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
