@@ -687,7 +687,7 @@ def score_cmd(
       clm score --as-of 2025-12-01 --out plan.parquet --budget 5000 --catalogue my_actions.yaml
     """
     from features.build import parse_as_of
-    from pipelines.score import check_output_path, score
+    from pipelines.score import check_output_path
     from serving.catalogue import load_catalogue
 
     check_output_path(out)  # before any work
@@ -701,7 +701,15 @@ def score_cmd(
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-    with ws.exclusive("clm score"), _progress() as bar:
+    with ws.exclusive("clm score"):
+        _score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows)
+
+
+def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, budget: float | None,  # type: ignore[no-untyped-def]
+           exploration: float = 0.02, chunk_rows: int = 100_000) -> None:
+    from pipelines.score import score
+
+    with _progress() as bar:
         task = bar.add_task(f"Scoring customers as of {when:%Y-%m-%d}", total=None)
 
         def show(step: str, done: int, total: int) -> None:
@@ -722,15 +730,22 @@ def score_cmd(
 
 # ------------------------------------------------------------------- serve
 def _example_customer(ws: Workspace) -> str:
-    """A customer the online store knows, for the examples printed."""
+    """A customer the online store knows and the models score, for the examples printed."""
+    import pandas as pd
+
     from features.build import group_dir
+    from training.population import in_population
 
     latest = max(group_dir(ws, "profile").glob("*.parquet"), default=None)
     if latest is None:
         return "C0000001"
-    import pyarrow.parquet as pq
-
-    return str(pq.ParquetFile(latest).read_row_group(0, columns=["customer_id"]).column(0)[0])
+    profile = pd.read_parquet(latest, columns=["customer_id", "is_subscribed"])
+    contractual = ws.read_manifest().business == "contractual"
+    rfm = group_dir(ws, "rfm") / latest.name
+    frame = profile if contractual or not rfm.exists() else pd.read_parquet(rfm, columns=["customer_id",
+                                                                                          "frequency_total"])
+    live = frame["customer_id"][in_population(frame, contractual)]
+    return str(live.iloc[0] if len(live) else frame["customer_id"].iloc[0])
 
 
 def _curl(host: str, port: int, customer: str) -> str:
@@ -793,7 +808,7 @@ def serve_cmd(
         env["CLM_CATALOGUE"] = str(catalogue.resolve())
     code_root = Path(__file__).resolve().parent.parent
     console.print(f"Serving {ws.root} on http://{host}:{port} (OpenAPI page there). Try:\n  "
-                  f"{_curl(host if host != '0.0.0.0' else '127.0.0.1', port, _example_customer(ws))}")
+                  f"{_curl(host if host != '0.0.0.0' else '127.0.0.1', port, _example_customer(ws))}", soft_wrap=True)
     bentoml = Path(sys.executable).parent / "bentoml"
     done = subprocess.run([str(bentoml), "serve", "serving.service:Clm", "--host", host, "--port", str(port),
                            "--working-dir", str(code_root)], env=env)
@@ -988,6 +1003,14 @@ def _print_backtest(report: dict) -> None:
 
 
 # ------------------------------------------------------------------- run
+def _customers(ws: Workspace) -> int:
+    import pyarrow.parquet as pq
+
+    from clm.domain import Table
+
+    return pq.ParquetFile(ws.table_path(Table.CUSTOMERS)).metadata.num_rows
+
+
 def _holds_a_simulation(ws: Workspace) -> bool:
     """An earlier simulation can be made again from its arguments: `clm run` starts over."""
     try:
@@ -1008,7 +1031,8 @@ def run(
 ) -> None:
     """The main job, end to end on embedded defaults: simulate, validate, build
     features, register them in Feast and load the online store, train and register the
-    models, then summarise.
+    models, judge the decision policy, score and decide for the whole base
+    (WORKSPACE/scores/), then summarise and show how to call the real-time API.
 
     A workspace holding an earlier simulation is started over; one holding ingested data
     only with --replace.
@@ -1033,8 +1057,21 @@ def run(
             _evaluate_policy(ws, None, None, None, None, None)
         except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
             console.print(f"[yellow]Policy evaluation skipped: {err}[/yellow]")
+        console.rule("[bold]Score and decide")
+        from pipelines.policy import default_budget
+        from serving.catalogue import load_catalogue
+
+        manifest = ws.read_manifest()
+        out = ws.root / "scores" / f"{manifest.end:%Y-%m-%d}.parquet"
+        try:
+            _score(ws, manifest.end, out, None, load_catalogue(None), default_budget(_customers(ws)))
+        except ClmError as err:  # e.g. no model passed the gate on a tiny base
+            console.print(f"[yellow]Scoring skipped: {err}[/yellow]")
         console.rule("[bold]Summary")
         _print_summary(ws)
+        console.print(f"\nThe real-time API: start it with\n  clm serve -w {ws.root}\nand, from another "
+                      f"terminal, ask for a customer's scores and next-best actions:\n  "
+                      f"{_curl('127.0.0.1', 3000, _example_customer(ws))}", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m pipelines.cli`

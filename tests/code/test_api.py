@@ -8,6 +8,7 @@ API's own answers.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -162,6 +163,16 @@ def test_malformed_json_is_a_400_not_a_server_error(api):
     for raw in (b"not json", b"{", b"[1, 2]", b"\xff\xfe"):
         r = httpx.post(f"{api}/score", content=raw, headers={"content-type": "application/json"}, timeout=30)
         assert r.status_code == 400, (raw, r.text)
+
+
+def test_the_curl_line_clm_run_prints_works_against_clm_serve(api, main_job):
+    said = main_job[1].output
+    assert f"clm serve -w {main_job[0]}" in said
+    line = re.search(r"curl -s -X POST http://127\.0\.0\.1:3000/score -H 'content-type: application/json' "
+                     r"-d '(\{.*?\}\})'", said)
+    assert line, said[-600:]
+    r = httpx.post(f"{api}/score", content=line.group(1), headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 200 and r.json()["in_population"], r.text
 
 
 # ------------------------------------------------------------------ /score_batch

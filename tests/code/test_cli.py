@@ -185,9 +185,11 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     assert result.exit_code == 0, result.output
     for expected in (
         "Simulate", "Validate", "Valid:", "Feast registry: 8 views", "Online store loaded", "Test window figures",
-        "True stages on 2025-12-31", "Logged decisions",
+        "True stages on 2025-12-31", "Logged decisions", "Score and decide", "Scored", "clm serve -w",
     ):
         assert expected in result.output
+    (scored,) = (ws / "scores").iterdir()  # the whole base scored (and decided, with an uplift champion)
+    assert len(pd.read_parquet(scored)) == 2000 and (scored / "_manifest.json").exists()
 
     # The figures, not just the headers. At 2,000 customers the registered churn or upsell
     # model may be the scikit-learn baseline (the better one on the validation window):
