@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.groups import GROUPS
-from training.models import TrainedModel
+from training.models import TrainedModel, lightgbm_predict, prepare_matrix
 
 TOP_DRIVERS = 3
 
@@ -95,11 +95,10 @@ def phrase(feature: str, value: object) -> str:
 def top_drivers(model: TrainedModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:
     """For each row, the k features that push the model's score up the most (positive
     TreeSHAP contributions, largest first), in words; [] for a model without them."""
-    booster = getattr(model.estimator, "booster_", None)
-    if booster is None or len(frame) == 0:
+    if getattr(model.estimator, "booster_", None) is None or len(frame) == 0:
         return [[] for _ in range(len(frame))]
-    x = model.prepare(frame)
-    contrib = np.asarray(booster.predict(x, pred_contrib=True))[:, :-1]  # the last column is the bias
+    x = prepare_matrix(frame, model.features, model.categories)
+    contrib = lightgbm_predict(model.estimator, x, pred_contrib=True)[:, :-1]  # type: ignore[index]  # last: the bias
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
     names = model.features
     out = []

@@ -37,7 +37,7 @@ import pandas as pd
 from clm.domain import CONTACT_ACTIONS, Action, Table
 from clm.workspace import Workspace
 from serving.value import CustomerValues, expected_value
-from training.models import SEED, categories_of, prepare_features
+from training.models import SEED, categories_of, lightgbm_predict, prepare_features, prepare_matrix
 
 # Effect name -> label column (`training.labels`).
 OUTCOMES = {"churn": "churn", "upgrade": "upsell"}
@@ -111,33 +111,41 @@ class UpliftModel:
         return [a for a in CONTACT_ACTIONS if any(a in self.estimators[o] for o in self.outcomes)]
 
     def effects(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        x = prepare_features(frame, self.features, self.categories)
+        x = prepare_matrix(frame, self.features, self.categories)
         out = {}
         for outcome in OUTCOMES:
             effect = np.zeros((len(frame), len(CONTACT_ACTIONS)))
             models = self.estimators.get(outcome, {})
             if self.learner == "t_learner" and Action.NONE.value in models:
-                control = _proba(models[Action.NONE.value], x)
+                control = _predict(models[Action.NONE.value], x)
                 for j, action in enumerate(CONTACT_ACTIONS):
                     if action in models:
-                        effect[:, j] = _proba(models[action], x) - control
+                        effect[:, j] = _predict(models[action], x) - control
             elif self.learner == "dr_learner":
                 for j, action in enumerate(CONTACT_ACTIONS):
                     if action in models:
-                        effect[:, j] = np.clip(models[action].predict(x), -1.0, 1.0)
+                        effect[:, j] = np.clip(_predict(models[action], x), -1.0, 1.0)
             out[outcome] = effect
         return out
 
     def control_probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """P(outcome within the horizon) with no contact, per outcome (NaN where unmodelled)."""
-        x = prepare_features(frame, self.features, self.categories)
-        return {o: _proba(self.control[o], x) if o in self.control else np.full(len(frame), np.nan) for o in OUTCOMES}
+        x = prepare_matrix(frame, self.features, self.categories)
+        return {o: _predict(self.control[o], x) if o in self.control else np.full(len(frame), np.nan) for o in OUTCOMES}
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """MLflow's view: one column per (outcome, action), e.g. `churn:retention_offer`."""
         effects = self.effects(frame)
         return pd.DataFrame({f"{o}:{a}": effects[o][:, j] for o in OUTCOMES for j, a in enumerate(CONTACT_ACTIONS)},
                             index=frame.index)
+
+
+def _predict(model: object, x: np.ndarray) -> np.ndarray:
+    """An arm's P(outcome), or an effect regressor's prediction, from a prepared matrix."""
+    out = lightgbm_predict(model, x)
+    if out is None:
+        raise TypeError(f"uplift estimators are LightGBM models, not {type(model).__name__}")
+    return out
 
 
 def _proba(model: object, x: pd.DataFrame) -> np.ndarray:

@@ -42,9 +42,21 @@ def served_ws(main_job, tmp_path_factory) -> Workspace:
     return copy_trained(main_job, tmp_path_factory.mktemp("api") / "ws")
 
 
+KEY = "crm-key-2"  # the API runs with keys (from the environment and a file): every call sends one
+AUTH = {"X-API-Key": KEY}
+
+
 @pytest.fixture(scope="module")
-def api(served_ws):
-    with running_api(served_ws.root, "--reload-seconds", "0.5") as url:
+def keys_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    path.write_text("# CRM keys\nfile-key\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def api(served_ws, keys_file):
+    env = {"CLM_API_KEYS": f"crm-key-1, {KEY}", "CLM_API_KEYS_FILE": str(keys_file)}
+    with running_api(served_ws.root, "--reload-seconds", "0.5", env=env) as url:
         yield url
 
 
@@ -77,8 +89,8 @@ def same(a: object, b: object) -> bool:
     return a == b
 
 
-def post(url: str, path: str, body: object, **kwargs) -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=body, timeout=30, **kwargs)
+def post(url: str, path: str, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=30, headers=AUTH if headers is None else headers)
 
 
 # ------------------------------------------------------------------ /score
@@ -161,7 +173,7 @@ def test_score_refuses_bad_requests_naming_the_field(api, body, status, field):
 
 def test_malformed_json_is_a_400_not_a_server_error(api):
     for raw in (b"not json", b"{", b"[1, 2]", b"\xff\xfe"):
-        r = httpx.post(f"{api}/score", content=raw, headers={"content-type": "application/json"}, timeout=30)
+        r = httpx.post(f"{api}/score", content=raw, headers={"content-type": "application/json", **AUTH}, timeout=30)
         assert r.status_code == 400, (raw, r.text)
 
 
@@ -171,7 +183,8 @@ def test_the_curl_line_clm_run_prints_works_against_clm_serve(api, main_job):
     line = re.search(r"curl -s -X POST http://127\.0\.0\.1:3000/score -H 'content-type: application/json' "
                      r"-d '(\{.*?\}\})'", said)
     assert line, said[-600:]
-    r = httpx.post(f"{api}/score", content=line.group(1), headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(f"{api}/score", content=line.group(1), headers={"content-type": "application/json", **AUTH},
+                   timeout=30)
     assert r.status_code == 200 and r.json()["in_population"], r.text
 
 
@@ -269,7 +282,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(api):
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             def fuzz(case) -> None:  # type: ignore[no-untyped-def]
-                response = case.call(base_url=api, timeout=30)
+                response = case.call(base_url=api, timeout=30, headers=AUTH)
                 calls.append(response.status_code)
                 case.validate_response(response, checks=[not_a_server_error])
 
@@ -328,7 +341,7 @@ def test_a_promoted_champion_is_served_without_a_restart_or_a_failed_request(api
     stop = threading.Event()
 
     def hammer() -> None:
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=AUTH) as http:
             i = 0
             while not stop.is_set():
                 r = http.post(f"{api}/score", json={"customer_id": ids[i % len(ids)]})
@@ -358,19 +371,17 @@ def test_a_promoted_champion_is_served_without_a_restart_or_a_failed_request(api
 
 
 # ------------------------------------------------------------------ auth
-def test_api_keys_guard_the_endpoints_and_leave_health_open(served_ws, tmp_path):
-    keys = tmp_path / "keys.txt"
-    keys.write_text("# CRM keys\nfile-key\n")
-    with running_api(served_ws.root, env={"CLM_API_KEYS": "env-key-1, env-key-2", "CLM_API_KEYS_FILE": str(keys)}) as url:
-        body = {"customer_id": "nobody"}
-        assert post(url, "/score", body).status_code == 401
-        assert post(url, "/score", body, headers={"X-API-Key": "wrong"}).status_code == 401
-        assert post(url, "/score_batch", {"customer_ids": ["a"]}).status_code == 401
-        assert post(url, "/feedback", {"decision_id": "x", "response": "accepted"}).status_code == 401
-        for headers in ({"X-API-Key": "env-key-2"}, {"X-API-Key": "file-key"}, {"Authorization": "Bearer env-key-1"}):
-            assert post(url, "/score", body, headers=headers).status_code == 404  # past the guard: unknown customer
-        for path in ("/healthz", "/readyz", "/metrics", "/docs.json"):
-            assert httpx.get(f"{url}{path}").status_code == 200, path
+def test_api_keys_guard_the_endpoints_and_leave_health_open(api):
+    body = {"customer_id": "nobody"}
+    assert post(api, "/score", body, headers={}).status_code == 401
+    assert post(api, "/score", body, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert post(api, "/score_batch", {"customer_ids": ["a"]}, headers={}).status_code == 401
+    assert post(api, "/score_features", {"customer_id": "a", "features": {}}, headers={}).status_code == 401
+    assert post(api, "/feedback", {"decision_id": "x", "response": "accepted"}, headers={}).status_code == 401
+    for headers in ({"X-API-Key": KEY}, {"X-API-Key": "file-key"}, {"Authorization": "Bearer crm-key-1"}):
+        assert post(api, "/score", body, headers=headers).status_code == 404  # past the guard: unknown customer
+    for path in ("/healthz", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(f"{api}{path}").status_code == 200, path
 
 
 def test_only_hashes_of_the_keys_are_kept(tmp_path):

@@ -43,7 +43,7 @@ def _kill_midway(args: list[str], out: Path) -> None:
 def test_the_batch_is_atomic_idempotent_and_survives_a_kill(trained_copy, tmp_path):
     ws = trained_copy.root
     out = tmp_path / "scores.parquet"
-    args = ["score", "--out", str(out), "--chunk-rows", "50", "--budget", "300", "-w", str(ws)]
+    args = ["score", "--out", str(out), "--chunk-rows", "100", "--budget", "300", "-w", str(ws)]
 
     _kill_midway(args, out)  # the first run is killed: no output at all
     assert not out.exists()
@@ -56,7 +56,7 @@ def test_the_batch_is_atomic_idempotent_and_survives_a_kill(trained_copy, tmp_pa
     client = registry.connect(trained_copy)
     assert manifest["models"] == {m: registry.alias_version(client, m, registry.CHAMPION)
                                   for m in ("churn", "upsell", "stage", "clv", "uplift")}
-    assert manifest["customers"] == len(first) == 2000 and manifest["chunks"] == 40 == len(parts)
+    assert manifest["customers"] == len(first) == 2000 and manifest["chunks"] == 20 == len(parts)
     live = population(trained_copy, [first.as_of.iloc[0]], contractual=True)  # live contracts, by the SQL rule
     assert manifest["scored"] == len(live) == first.stage_probabilities.notna().sum() == first.action.notna().sum()
     assert len(manifest["input_fingerprint"]) == 64 and manifest["timings_s"]["total_s"] > 0
