@@ -6,8 +6,8 @@
    contact history (actions) and feature snapshots at the data's end, tiled with fresh ids
    (copy k of customer C is `C-k`), beside its models and its other raw tables. Every
    customer of a copy has its original's features, so the work per customer is the base's.
-3. `clm score --budget B` (B = 0.15 per customer, the default of `clm run`) on each, in its
-   own process: wall time by step (from the output's manifest) and peak memory (RSS of the
+3. The raw data validated once (`clm validate`, as ingest does), then `clm score --budget B`
+   (B = 0.15 per customer, the default of `clm run`) on each, in its own process: wall time by step (from the output's manifest) and peak memory (RSS of the
    process, sampled every 20 ms).
 4. The floor: raw LightGBM `predict` of the same models (churn, upsell, stage, CLV and every
    uplift estimator) on the same matrix (prepared beforehand, not timed), in one process.
@@ -47,6 +47,10 @@ def tiled(table: pa.Table, copies: int, rows: int | None = None) -> pa.Table:
         part = table if k == 0 else table.set_column(
             table.schema.get_field_index("customer_id"), "customer_id",
             pa.array([f"{c}-{k:02d}" for c in table.column("customer_id").to_pylist()]))
+        if k and "decision_id" in table.column_names:  # a key of its own: unique in each copy
+            ids = table.column("decision_id").to_numpy()
+            part = part.set_column(part.schema.get_field_index("decision_id"), "decision_id",
+                                   pa.array(ids + k * (int(ids.max()) + 1)).cast(table.schema.field("decision_id").type))
         parts.append(part)
     result = pa.concat_tables(parts)
     return result.slice(0, rows) if rows is not None else result
@@ -59,23 +63,26 @@ def scaled_base(base: Path, dst: Path, customers: int) -> Path:
 
     marker = dst.with_name(dst.name + ".built")
     if marker.exists():
-        return dst
+        return validated(dst)
     shutil.rmtree(dst, ignore_errors=True)
     (dst / "raw").mkdir(parents=True)
     source = Workspace(base)
     as_of = source.read_manifest().end
     n = pq.ParquetFile(source.raw_dir / "customers.parquet").metadata.num_rows
     copies = -(-customers // n)
+    people = tiled(pq.read_table(source.raw_dir / "customers.parquet"), copies, customers)
+    keep_ids = set(people.column("customer_id").to_pylist())
     for path in source.raw_dir.iterdir():
-        if path.name in ("customers.parquet", "actions.parquet"):
-            table = pq.read_table(path)
-            keep = customers if path.name == "customers.parquet" else None
-            pq.write_table(tiled(table, copies, keep), dst / "raw" / path.name)
+        if path.name == "customers.parquet":
+            pq.write_table(people, dst / "raw" / path.name)
+        elif path.name == "actions.parquet":  # the contact history scales with the base
+            table = tiled(pq.read_table(path), copies)
+            mask = pa.array([c in keep_ids for c in table.column("customer_id").to_pylist()])
+            pq.write_table(table.filter(mask), dst / "raw" / path.name)
         else:
             (dst / "raw" / path.name).symlink_to(path)
     shutil.copytree(base / "mlflow", dst / "mlflow")
     ws = Workspace(dst)
-    keep_ids = set(pq.read_table(dst / "raw" / "customers.parquet", columns=["customer_id"]).column(0).to_pylist())
     for path in snapshot_files(source, as_of):
         table = tiled(pq.read_table(path), copies)
         mask = pa.array([c in keep_ids for c in table.column("customer_id").to_pylist()])
@@ -85,7 +92,21 @@ def scaled_base(base: Path, dst: Path, customers: int) -> Path:
         pq.write_table(table, out, compression="zstd")
     (features_dir(ws) / BUILD_STATE).write_text(json.dumps({"raw": _raw_fingerprint(ws)}))
     marker.touch()
-    return dst
+    return validated(dst)
+
+
+def validated(path: Path) -> Path:
+    """Validate the raw data once, as `clm validate` (or ingest) does before nightly runs."""
+    from clm.contracts import record_valid, recorded_valid, validate_workspace
+    from clm.workspace import Workspace
+
+    ws = Workspace(path)
+    if not recorded_valid(ws.raw_dir):
+        started = time.perf_counter()
+        validate_workspace(ws).raise_if_invalid()
+        record_valid(ws.raw_dir)
+        print(f"  validated {path} once in {time.perf_counter() - started:.0f} s (as `clm validate` does)")
+    return path
 
 
 def run_batch(workspace: Path, out: Path, budget: float) -> tuple[float, float, dict]:

@@ -10,6 +10,8 @@ invalid data before writing anything.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,7 +483,42 @@ def validate_workspace(workspace: Workspace, progress: Callable[[str], None] | N
     return report
 
 
+# A record, inside raw/, that the data as it is now passed its contracts: written where raw
+# data is validated whole (ingest, `clm validate`), so that the commands that read it
+# (nightly scoring above all) need not check millions of rows again.
+VALIDATED_NAME = "_validated.json"
+
+
+def raw_fingerprint(raw_dir: Path) -> str:
+    """Changes with any raw file (name, size, modification time) and with the contracts."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for path in sorted(raw_dir.iterdir()):
+        if path.is_file() and path.name != VALIDATED_NAME:
+            stat = path.stat()
+            h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def record_valid(raw_dir: Path) -> None:
+    """Record that raw_dir, as it is now, is valid (call only after a full validation)."""
+    marker = raw_dir / VALIDATED_NAME
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": raw_fingerprint(raw_dir)}))
+    tmp.replace(marker)
+
+
+def recorded_valid(raw_dir: Path) -> bool:
+    marker = raw_dir / VALIDATED_NAME
+    try:
+        return json.loads(marker.read_text()).get("fingerprint") == raw_fingerprint(raw_dir)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def require_valid(workspace: Workspace) -> RawManifest:
-    """For every command that reads raw data: refuse invalid data before writing anything."""
-    validate_workspace(workspace).raise_if_invalid()
-    return workspace.read_manifest()
+    """For every command that reads raw data: refuse invalid data before writing anything.
+    Data recorded valid as it is now (`record_valid`) is not checked again."""
+    manifest = workspace.read_manifest()
+    if not recorded_valid(workspace.raw_dir):
+        validate_workspace(workspace).raise_if_invalid()
+    return manifest

@@ -349,11 +349,12 @@ def ingest_transactions_cmd(
 
 # ------------------------------------------------------------------- validate
 def _validate(ws: Workspace) -> None:
-    from clm.contracts import validate_workspace
+    from clm.contracts import record_valid, validate_workspace
 
     with console.status("Validating") as status:
         report = validate_workspace(ws, progress=lambda name: status.update(f"Validating {name}"))
     report.raise_if_invalid()
+    record_valid(ws.raw_dir)  # later commands need not check these rows again
     console.print(f"[green]Valid:[/green] {len(report.rows)} tables, {sum(report.rows.values()):,} rows checked.")
 
 
@@ -365,7 +366,8 @@ def validate(workspace: WorkspaceOpt = None) -> None:
     Reports each violation with its table, column, number of rows and examples:
     duplicated keys, nulls in keys, negative amounts, unparseable dates, timestamps after
     the data's end, events for unknown customers, events before signup, and more.
-    Exits 3 if the data is invalid.
+    Exits 3 if the data is invalid. Valid data is recorded as such (raw/_validated.json),
+    so that later commands check it again only once a raw file changes.
 
     Example:  clm validate -w shop
     """

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clm.contracts import MAX_AMOUNT, validate_raw_dir
+from clm.contracts import MAX_AMOUNT, record_valid, validate_raw_dir
 from clm.domain import Table
 from clm.errors import ClmError
 from clm.workspace import RawManifest, Workspace, write_manifest
@@ -311,6 +311,7 @@ def ingest_transactions(src: TransactionsSource, workspace: Workspace, replace: 
         transactions.to_parquet(staging / f"{Table.TRANSACTIONS.value}.parquet", index=False)
         write_manifest(staging, manifest)
         validate_raw_dir(staging, manifest).raise_if_invalid()
+        record_valid(staging)
     return summary
 
 

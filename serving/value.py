@@ -19,7 +19,7 @@ estimate of what a customer is worth.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -70,15 +70,16 @@ def customer_values(customers: pd.DataFrame, plan_prices: np.ndarray, settings: 
 
 @dataclass(frozen=True)
 class ValueParts:
-    """(customers, actions) arrays: the parts of the expected incremental value."""
+    """(customers, actions) arrays: the parts of the expected incremental value, and the
+    total (computed once: callers index it per customer)."""
 
     retention: np.ndarray  # fall in churn probability x keep value
     upgrade: np.ndarray  # rise in upgrade probability x upgrade margin
     cost: np.ndarray
+    total: np.ndarray = field(init=False)
 
-    @property
-    def total(self) -> np.ndarray:
-        return self.retention + self.upgrade - self.cost
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total", self.retention + self.upgrade - self.cost)
 
 
 def action_costs(entries: list[ActionEntry], revenue: np.ndarray) -> np.ndarray:

@@ -158,3 +158,21 @@ def test_report_is_one_readable_error(workspace_copy):
         report.raise_if_invalid()
     text = str(err.value)
     assert "transactions.amount: negative amounts" in text and "clm validate" in text
+
+
+def test_data_recorded_valid_is_not_checked_again_until_a_file_changes(workspace_copy):
+    """`clm validate` records valid data; commands that read it skip the check while the
+    files are as they were, and check again (and refuse) once one changes."""
+    from clm.contracts import record_valid, recorded_valid, require_valid
+
+    ws = workspace_copy
+    assert not recorded_valid(ws.raw_dir)  # simulated, never validated
+    assert validate_workspace(ws).ok
+    record_valid(ws.raw_dir)
+    assert recorded_valid(ws.raw_dir)
+    require_valid(ws)
+
+    corrupt(ws, Table.TRANSACTIONS, lambda df: pd.concat([df, df.iloc[[3]]], ignore_index=True))
+    assert not recorded_valid(ws.raw_dir)
+    with pytest.raises(DataContractError, match="duplicated key"):
+        require_valid(ws)
