@@ -94,14 +94,18 @@ def prepare_matrix(frame: pd.DataFrame, features: list[str], categories: dict[st
     missing: NaN), everything else a float. The same predictions, without LightGBM's
     per-call pandas conversion (most of the time of a one-row prediction)."""
     x = np.full((len(frame), len(features)), np.nan)
+    numeric = [(j, name) for j, name in enumerate(features) if name not in categories and name in frame]
+    if numeric:
+        block = frame[[name for _, name in numeric]]
+        try:  # one conversion for every numeric column (they are floats in both stores)
+            values = block.to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):  # text among the numbers: column by column, text as NaN
+            values = np.column_stack([_numbers(block[name]) for _, name in numeric])
+        x[:, [j for j, _ in numeric]] = values
     for j, name in enumerate(features):
-        if name not in frame:
-            continue
-        if name in categories:
+        if name in categories and name in frame:
             codes = pd.Categorical(frame[name].to_numpy(), categories=categories[name]).codes
             x[:, j] = np.where(codes >= 0, codes, np.nan)
-        else:
-            x[:, j] = _numbers(frame[name])
     return x
 
 
