@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from tests.apiserver import stop  # noqa: E402  (SIGTERM, then whatever is left)
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -61,8 +61,7 @@ def server(command: list[str], ready_url: str, cwd: Path, log: Path) -> Iterator
             time.sleep(0.25)
         yield
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 def sequential(call: Callable[[httpx.Client, str], int], ids: list[str], n: int) -> tuple[np.ndarray, int]:

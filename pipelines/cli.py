@@ -781,9 +781,6 @@ def serve_cmd(
 
       CLM_API_KEYS=s3cret clm serve --workers 2
     """
-    import subprocess
-    import sys
-
     from pipelines.score import require_champions
     from serving.catalogue import load_catalogue
     from training import registry
@@ -812,9 +809,11 @@ def serve_cmd(
     console.print(f"Serving {ws.root} on http://{host}:{port} (OpenAPI page there). Try:\n  "
                   f"{_curl(host if host != '0.0.0.0' else '127.0.0.1', port, _example_customer(ws))}", soft_wrap=True)
     bentoml = Path(sys.executable).parent / "bentoml"
-    done = subprocess.run([str(bentoml), "serve", "serving.service:Clm", "--host", host, "--port", str(port),
-                           "--working-dir", str(code_root)], env=env)
-    raise typer.Exit(done.returncode)
+    sys.stdout.flush()
+    # Become the BentoML server (no parent left behind): a signal to this process reaches
+    # the server itself, which stops its workers (they run in sessions of their own).
+    os.execve(str(bentoml), [str(bentoml), "serve", "serving.service:Clm", "--host", host, "--port", str(port),
+                             "--working-dir", str(code_root)], env)
 
 
 # ------------------------------------------------------------------- policy

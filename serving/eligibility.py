@@ -76,6 +76,8 @@ def suitable(entry: ActionEntry, customers: pd.DataFrame) -> np.ndarray:
 
 def contact_counts(history: pd.DataFrame, customers: pd.Series, now: pd.Timestamp, days: int) -> np.ndarray:
     """Contacts (any action but none) of each customer in the `days` days before now."""
+    if history.empty:
+        return np.zeros(len(customers), dtype=int)
     recent = history[(history.event_time > now - pd.Timedelta(days=days)) & (history.event_time <= now)
                      & (history.action != Action.NONE.value)]
     return recent.groupby("customer_id").size().reindex(customers, fill_value=0).to_numpy()
@@ -83,6 +85,8 @@ def contact_counts(history: pd.DataFrame, customers: pd.Series, now: pd.Timestam
 
 def days_since(history: pd.DataFrame, customers: pd.Series, action: str, now: pd.Timestamp) -> np.ndarray:
     """Days since each customer last got `action` before now (inf if never)."""
+    if history.empty:
+        return np.full(len(customers), np.inf)
     past = history[(history.action == action) & (history.event_time <= now)]
     last = past.groupby("customer_id").event_time.max().reindex(customers)
     return ((now - last).dt.total_seconds() / 86_400).fillna(np.inf).to_numpy()

@@ -124,11 +124,13 @@ class Runtime:
         found = self.store.get_online_features(
             features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_dict(include_event_timestamps=True)
         stamps = np.array([found[f + TS_SUFFIX] for f in self.features], dtype=np.int64).max(axis=0)
-        frame = pd.DataFrame({f: found[f] for f in self.features})
-        frame.insert(0, "customer_id", ids)
-        frame["event_timestamp"] = pd.to_datetime(stamps, unit="s", utc=True)
         known = stamps > 0
-        return typed(frame[known].reset_index(drop=True)), [c for c, k in zip(ids, known) if not k]
+        columns = {"customer_id": np.asarray(ids, dtype=object)[known]}
+        for f in self.features:  # the batch's dtypes: numbers as float64 (missing: NaN), text as objects
+            values = np.asarray(found[f], dtype=float if FEATURE_KINDS.get(f) == FLOAT else object)
+            columns[f] = values[known]
+        columns["event_timestamp"] = pd.to_datetime(stamps[known], unit="s", utc=True)
+        return pd.DataFrame(columns), [c for c, k in zip(ids, known) if not k]
 
     def answer_ids(self, ids: list[str], context: Context | None, max_actions: int) -> tuple[list[dict], list[str]]:
         self.check_request(context)

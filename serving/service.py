@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,6 +48,10 @@ from serving.schemas import (
     MaxActions,
     ScoreResponse,
 )
+
+# BentoML 1.4 reads pydantic's model_fields from an instance on every request; the
+# deprecation warning it raises would be printed per request.
+warnings.filterwarnings("ignore", message="Accessing the 'model_fields' attribute on the instance")
 
 ROUTES = ("/score", "/score_batch", "/score_features", "/feedback")
 DecisionId = Annotated[str, Field(min_length=1, max_length=200, examples=["20260101-C0000042"],

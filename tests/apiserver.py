@@ -1,8 +1,6 @@
 """A real `clm serve` on a free loopback port, for tests that call the API as a client does."""
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.clirun import child_environment
 
@@ -33,7 +32,7 @@ def running_api(workspace: Path, *args: str, env: dict[str, str] | None = None,
         proc = subprocess.Popen(
             [str(clm), "serve", "--port", str(port), "-w", str(workspace), *args],
             stdout=out, stderr=subprocess.STDOUT, env={**child_environment(), **(env or {})},
-            start_new_session=True,  # BentoML starts worker processes: stop the whole group
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -51,9 +50,23 @@ def running_api(workspace: Path, *args: str, env: dict[str, str] | None = None,
             time.sleep(0.25)
         yield url
     finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server (`clm serve` became it): it stops its workers, which run in
+    sessions of their own; any still there after that are killed."""
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)] if proc.poll() is None else []
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for worker in workers:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            worker.wait(timeout=10)
+        except psutil.TimeoutExpired:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
