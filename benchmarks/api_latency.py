@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -35,33 +33,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from tests.apiserver import stop  # noqa: E402  (SIGTERM, then whatever is left)
+from tests.apiserver import running_server  # noqa: E402  (the same start-and-stop as the tests')
 BIN = ROOT / ".venv" / "bin"
 
 
-@contextmanager
-def server(command: list[str], ready_url: str, cwd: Path, log: Path) -> Iterator[None]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{command[0]} exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{command[0]} not ready:\n{log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield
-    finally:
-        stop(proc)
+def server(command: list[str], ready_url: str, cwd: Path, log: Path):  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return running_server(command, ready_url, log, {**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, timeout_s=240)
 
 
 def sequential(call: Callable[[httpx.Client, str], int], ids: list[str], n: int) -> tuple[np.ndarray, int]:

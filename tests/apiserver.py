@@ -22,35 +22,42 @@ def free_port() -> int:
 
 
 @contextmanager
+def running_server(command: list[str], ready_url: str, log: Path, env: dict[str, str],
+                   cwd: Path | None = None, timeout_s: float = 180.0) -> Iterator[None]:
+    """Run a server command (output to log) until the block ends; enter the block once
+    ready_url answers 200."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command[0]} was not ready within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.25)
+        yield
+    finally:
+        stop(proc)
+
+
+@contextmanager
 def running_api(workspace: Path, *args: str, env: dict[str, str] | None = None,
                 timeout_s: float = 180.0) -> Iterator[str]:
     """Start `clm serve` on the workspace; yield its base URL once /readyz says ready."""
     port = free_port()
     clm = Path(sys.executable).parent / "clm"
-    log = workspace.parent / f"serve-{port}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(clm), "serve", "--port", str(port), "-w", str(workspace), *args],
-            stdout=out, stderr=subprocess.STDOUT, env={**child_environment(), **(env or {})},
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"clm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"clm serve was not ready within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.25)
+    with running_server([str(clm), "serve", "--port", str(port), "-w", str(workspace), *args], f"{url}/readyz",
+                        workspace.parent / f"serve-{port}.log", {**child_environment(), **(env or {})},
+                        timeout_s=timeout_s):
         yield url
-    finally:
-        stop(proc)
 
 
 def stop(proc: subprocess.Popen) -> None:
