@@ -5,7 +5,7 @@ reasons in words, appended to the workspace's decision log.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,14 +31,12 @@ class BatchPlan:
     propensity: np.ndarray
     explored: np.ndarray
     budget: float | None
+    value: np.ndarray = field(init=False)  # each customer's final action's expected value (0: none)
+    cost: np.ndarray = field(init=False)
 
-    @property
-    def cost(self) -> np.ndarray:
-        return _of(self.decided.parts.cost, self.final)
-
-    @property
-    def value(self) -> np.ndarray:
-        return _of(self.decided.parts.total, self.final)
+    def __post_init__(self) -> None:
+        self.value = _of(self.decided.parts.total, self.final)
+        self.cost = _of(self.decided.parts.cost, self.final)
 
     def summary(self) -> dict[str, object]:
         names = np.asarray([*self.decided.actions, Action.NONE.value], dtype=object)

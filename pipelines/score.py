@@ -67,7 +67,7 @@ from serving.scoring import (
     score_rows,
 )
 from training import registry
-from training.population import population
+from training.population import in_population, population
 
 __all__ = ["SCALAR_SCORES", "score_frame", "features_at", "score"]
 
@@ -256,8 +256,6 @@ def _with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, plan: BatchPlan |
         scores[column] = None
     if plan is None:
         return scores
-    from training.population import in_population
-
     live = in_population(chunk, contractual)
     if not live.any():
         return scores
