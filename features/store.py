@@ -131,6 +131,20 @@ def _relocate_config(repo: Path) -> None:
     _write_config_file(repo, config)
 
 
+def check_online_store(workspace: Workspace) -> None:
+    """The online store is configured and loaded (SQLite: its database exists; Redis: it
+    answers), before a server is started on it."""
+    config_path = repo_dir(workspace) / CONFIG_NAME
+    if not config_path.exists():
+        raise ClmError(f"No feature store in {workspace.root}: run `clm features apply -w {workspace.root}` first.")
+    online = yaml.safe_load(config_path.read_text()).get("online_store", {})
+    if "redis" in str(online.get("type", "")):
+        check_redis(str(online.get("connection_string", "localhost:6379")))
+    elif not (repo_dir(workspace) / ONLINE_DB).exists():
+        raise ClmError(f"The online store of {workspace.root} is empty: run "
+                       f"`clm features materialize -w {workspace.root}` first.")
+
+
 def open_store(workspace: Workspace) -> FeatureStore:
     """The workspace's store. Its registry names snapshot files by absolute path (DuckDB
     reads them as given): in a copied or moved workspace the definitions are applied again,

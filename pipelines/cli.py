@@ -781,6 +781,7 @@ def serve_cmd(
 
       CLM_API_KEYS=s3cret clm serve --workers 2
     """
+    from features.store import check_online_store
     from pipelines.score import require_champions
     from serving.catalogue import load_catalogue
     from training import registry
@@ -795,10 +796,7 @@ def serve_cmd(
     ws = Workspace.at(workspace)
     ws.read_manifest()
     require_champions(ws, registry.connect(ws, tracking_uri))
-    from features.store import ONLINE_DB, repo_dir
-
-    if not (repo_dir(ws) / ONLINE_DB).exists() and "redis" not in (repo_dir(ws) / "feature_store.yaml").read_text():
-        raise ClmError(f"The online store of {ws.root} is empty: run `clm features materialize -w {ws.root}` first.")
+    check_online_store(ws)
     env = {**os.environ, "CLM_WORKSPACE": str(ws.root), "CLM_WORKERS": str(workers),
            "CLM_RELOAD_SECONDS": str(reload_seconds)}
     if tracking_uri:

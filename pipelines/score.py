@@ -193,7 +193,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     timings["prepare_s"] = time.perf_counter() - started
 
     tmp = _temporary_folder(out)
-    log: _DecisionLogWriter | None = None
+    log: decision_log.BatchLog | None = None
     try:
         # 1. scores, chunk by chunk
         t0, parts = time.perf_counter(), []
@@ -215,7 +215,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
         # 3. decisions and reasons added per chunk, and the decision log
         t0 = time.perf_counter()
         versions = champions.versions_json()
-        log = _DecisionLogWriter(workspace, as_of) if plan is not None else None
+        log = decision_log.BatchLog(workspace, as_of) if plan is not None else None
         for k, chunk in enumerate(snapshot_chunks(workspace, as_of, chunk_rows)):
             scores_path = tmp / f"scores-{k:05d}.parquet"
             part = _with_decisions(pd.read_parquet(scores_path), chunk, plan, catalogue, champions, contractual,
@@ -250,7 +250,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
 
 def _with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, plan: BatchPlan | None, catalogue: Catalogue,
                     champions: Champions, contractual: bool, offset: int,
-                    log: "_DecisionLogWriter | None") -> pd.DataFrame:
+                    log: decision_log.BatchLog | None) -> pd.DataFrame:
     """A chunk's scores with its customers' decisions (nulls outside the population)."""
     for column in DECISION_COLUMNS:
         scores[column] = None
@@ -266,37 +266,6 @@ def _with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, plan: BatchPlan |
         scores.loc[live, column] = decided[column].to_numpy()
     scores = scores.astype({"action_value": float, "action_cost": float, "propensity": float})
     if log is not None:
-        log.add(decided.assign(customer_id=scores.loc[live, "customer_id"].to_numpy()))
+        log.add(decided.assign(customer_id=scores.loc[live, "customer_id"].to_numpy())
+                .rename(columns={"action_value": "expected_value"}))
     return scores
-
-
-class _DecisionLogWriter:
-    """The batch's decisions for a date, appended chunk by chunk to a temporary file and
-    renamed in as WORKSPACE/decisions/batch-<date>.parquet on commit."""
-
-    def __init__(self, workspace: Workspace, as_of: pd.Timestamp):
-        self.workspace, self.as_of = workspace, as_of
-        self.writer: pq.ParquetWriter | None = None
-        self.path = decision_log.batch_path(workspace, as_of)
-        for stale in self.path.parent.glob(f"{self.path.name}.tmp-*"):  # a killed run's
-            stale.unlink(missing_ok=True)
-        self.tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
-
-    def add(self, decided: pd.DataFrame) -> None:
-        frame = decision_log.batch_rows(self.as_of, decided.rename(columns={"action_value": "expected_value"}))
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if self.writer is None:
-            self.path.parent.mkdir(exist_ok=True)
-            self.writer = pq.ParquetWriter(self.tmp, table.schema)
-        self.writer.write_table(table.cast(self.writer.schema))
-
-    def commit(self) -> None:
-        if self.writer is None:
-            return
-        self.writer.close()
-        self.tmp.replace(self.path)
-
-    def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.tmp.unlink(missing_ok=True)

@@ -20,11 +20,14 @@ action's propensity is then (1 - share) 1[clm's choice] + share / (allowed actio
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clm.workspace import Workspace
 
@@ -83,15 +86,44 @@ def batch_rows(as_of: pd.Timestamp, decisions: pd.DataFrame) -> pd.DataFrame:
     )[list(COLUMNS)]
 
 
+class BatchLog:
+    """A batch's decisions for a date, added chunk by chunk to a temporary file and renamed
+    in as WORKSPACE/decisions/batch-<date>.parquet on commit: a rerun of the date replaces
+    its file, and a killed run leaves the earlier one (its leftover is removed next time)."""
+
+    def __init__(self, workspace: Workspace, as_of: pd.Timestamp):
+        self.as_of = as_of
+        self.path = batch_path(workspace, as_of)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f"{self.path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
+        self.tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, decisions: pd.DataFrame) -> None:
+        """decisions: customer_id, action, propensity, explored, expected_value, reasons."""
+        table = pa.Table.from_pandas(batch_rows(self.as_of, decisions), preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def commit(self) -> Path:
+        if self.writer is not None:
+            self.writer.close()
+            self.tmp.replace(self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_batch(workspace: Workspace, as_of: pd.Timestamp, decisions: pd.DataFrame) -> Path:
-    """Write (or rewrite) the batch's decisions for as_of; returns the file."""
-    frame = batch_rows(as_of, decisions)
-    path = batch_path(workspace, as_of)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    """Write (or rewrite) the batch's decisions for as_of in one go; returns the file."""
+    log = BatchLog(workspace, as_of)
+    log.add(decisions)
+    return log.commit()
 
 
 def record_feedback(workspace: Workspace, decision_id: str, response: str, when: pd.Timestamp | None = None) -> Path:

@@ -35,6 +35,7 @@ from serving.scoring import (
     Champions,
     CustomerAnswer,
     DecisionData,
+    champion_versions,
     load_champions,
     load_decision_data,
     score_and_decide,
@@ -92,8 +93,7 @@ class Runtime:
         anything changed. Safe to call from a background thread while requests run."""
         with self._lock:
             current = self.loaded
-            versions = {m: registry.alias_version(self.client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
-            models_changed = versions != current.champions.versions
+            models_changed = champion_versions(self.client) != current.champions.versions
             data_changed = self._stamp() != current.stamp
             if not (models_changed or data_changed):
                 return False
@@ -125,12 +125,10 @@ class Runtime:
             features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_dict(include_event_timestamps=True)
         stamps = np.array([found[f + TS_SUFFIX] for f in self.features], dtype=np.int64).max(axis=0)
         known = stamps > 0
-        columns = {"customer_id": np.asarray(ids, dtype=object)[known]}
-        for f in self.features:  # the batch's dtypes: numbers as float64 (missing: NaN), text as objects
-            values = np.asarray(found[f], dtype=float if FEATURE_KINDS.get(f) == FLOAT else object)
-            columns[f] = values[known]
-        columns["event_timestamp"] = pd.to_datetime(stamps[known], unit="s", utc=True)
-        return pd.DataFrame(columns), [c for c, k in zip(ids, known) if not k]
+        frame = feature_frame(found, self.features, np.flatnonzero(known))
+        frame.insert(0, "customer_id", np.asarray(ids, dtype=object)[known])
+        frame["event_timestamp"] = pd.to_datetime(stamps[known], unit="s", utc=True)
+        return frame, [c for c, k in zip(ids, known) if not k]
 
     def answer_ids(self, ids: list[str], context: Context | None, max_actions: int) -> tuple[list[dict], list[str]]:
         self.check_request(context)
@@ -142,8 +140,9 @@ class Runtime:
         self.check_request(context)
         check_features(values)
         when = as_of if as_of is not None else pd.Timestamp.now(tz="UTC")
-        row = {f: values.get(f) for f in self.features}
-        frame = typed(pd.DataFrame([{"customer_id": customer_id, **row, "event_timestamp": when}]))
+        frame = feature_frame({f: [values.get(f)] for f in self.features}, self.features, np.arange(1))
+        frame.insert(0, "customer_id", [customer_id])
+        frame["event_timestamp"] = when
         return self._answer(frame, context, max_actions)[0]
 
     def _answer(self, frame: pd.DataFrame, context: Context | None, max_actions: int) -> list[dict]:
@@ -176,10 +175,11 @@ def check_features(values: dict[str, float | str | None]) -> None:
             raise RequestError(422, f"features.{name} must be text, not {value!r}.", f"features.{name}")
 
 
-def typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric features as float64 (missing as NaN), text as objects: the batch's dtypes."""
-    floats = [c for c in frame.columns if FEATURE_KINDS.get(c) == FLOAT]
-    return frame.astype({c: float for c in floats})
+def feature_frame(values: dict[str, list], features: list[str], rows: np.ndarray) -> pd.DataFrame:
+    """The given rows of feature lists (the online store's answer, or what a caller sent)
+    with the batch's dtypes: numbers as float64 (missing: NaN), text as objects."""
+    return pd.DataFrame({f: np.asarray(values[f], dtype=float if FEATURE_KINDS.get(f) == FLOAT else object)[rows]
+                         for f in features})
 
 
 def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions) -> dict:

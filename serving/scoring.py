@@ -61,9 +61,14 @@ class Champions:
         return json.dumps(self.versions, sort_keys=True)
 
 
+def champion_versions(client) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+    """The registry's champion version of every model (None: none)."""
+    return {m: registry.alias_version(client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
+
+
 def load_champions(client) -> Champions:  # type: ignore[no-untyped-def]
     """The registry's champions (alias `champion`), loaded once."""
-    versions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
+    versions = champion_versions(client)
     models = {m: registry.load_version(client, m, v) for m in MODELS if (v := versions[m]) is not None}
     uplift = registry.load_version(client, "uplift", versions["uplift"]) if versions["uplift"] else None
     return Champions(models, uplift, versions)  # type: ignore[arg-type]

@@ -389,3 +389,15 @@ def test_only_hashes_of_the_keys_are_kept(tmp_path):
     assert len(hashes) == 2 and all(len(h) == 32 for h in hashes)
     assert not any(b"secret" in h for h in hashes)
     assert key_hashes({}) == frozenset()  # no key: the API is open
+
+
+def test_clm_serve_refuses_what_it_cannot_serve_before_starting(trained_copy):
+    ws = trained_copy.root
+    assert invoke("serve", "--port", "70000", "-w", str(ws)).mentions("--port 70000 is not a port number")
+    assert invoke("serve", "--workers", "0", "-w", str(ws)).mentions("--workers 0 must be at least 1")
+    (ws / "feature_repo" / "online.db").unlink()
+    empty = invoke("serve", "-w", str(ws))
+    assert empty.exit_code == 2 and empty.mentions("is empty: run `clm features materialize")
+    (ws / "feature_repo" / "feature_store.yaml").unlink()
+    missing = invoke("serve", "-w", str(ws))
+    assert missing.exit_code == 2 and missing.mentions("No feature store in") and "Traceback" not in missing.output
