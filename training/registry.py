@@ -6,7 +6,8 @@ Embedded default: a SQLite backend and local artifacts in WORKSPACE/mlflow; set
 through `decide_promotion` (better on the same latest window by a margin, and sane: finite
 predictions, a positive calibration slope, calibrated) or by hand (`promote`). The first
 version becomes champion if it is sane. Every change of champion is recorded in the registered model's tag
-`champion_history`, which `rollback` walks back.
+`champion_history`, which `rollback` walks back, and in the audit trail (`training.audit`):
+who, when, how (the gate or by hand), why and on which figures.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from clm.errors import ClmError
 from clm.workspace import Workspace, process_alive
+from training import audit
 from training.models import BINARY, MULTICLASS, TrainedModel
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -219,15 +221,29 @@ def _history(client: MlflowClient, model: str) -> list[str]:
     return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
 
 
-def set_champion(client: MlflowClient, model: str, version: str) -> bool:
-    """Make `version` champion and record it; False (and nothing recorded) if it already is."""
+def version_figures(client: MlflowClient, model: str, version: str) -> dict[str, float]:
+    """A version's test figures, from its training run."""
+    run_id = client.get_model_version(registered_name(model), version).run_id
+    metrics = client.get_run(run_id).data.metrics if run_id else {}
+    return {k: v for k, v in metrics.items() if k.startswith("test_")}
+
+
+def set_champion(client: MlflowClient, model: str, version: str, *, how: str = audit.BY_HAND, reason: str = "",
+                 command: str = "", figures: dict[str, float] | None = None) -> bool:
+    """Make `version` champion, and record it in the history rollback walks back and in the
+    audit trail (how: the gate or by hand, why, on which figures: the version's test
+    figures unless given). False, and nothing recorded, if it already is champion."""
     name = registered_name(model)
     client.get_model_version(name, version)  # raises if it does not exist
-    if alias_version(client, model, CHAMPION) == str(version):
+    previous = alias_version(client, model, CHAMPION)
+    if previous == str(version):
         return False
     client.set_registered_model_alias(name, CHAMPION, version)
     history = _history(client, model) + [str(version)]
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    shown = {**version_figures(client, model, str(version)), **(figures or {})}
+    audit.record(client, name, audit.ChampionEvent(audit.PROMOTE, str(version), previous, how, reason, command,
+                                                   figures=shown))
     return True
 
 
@@ -288,6 +304,49 @@ def decide_promotion(
     return GateDecision(better, f"{metric} {mine:.4f} vs champion {theirs:.4f}: {verdict} by margin {margin}", mine, theirs)
 
 
+GATE_TAG, GATE_REASON_TAG = "gate_decision", "gate_reason"
+GATE_PASSED, GATE_FAILED = "promote", "keep champion"
+
+
+def record_gate(passed: bool, reason: str) -> None:
+    """The gate's verdict on the active run's new version. Promotion itself waits until
+    every model of the training session is trained (`promote_gate_passers`), so that a run
+    killed midway has changed no champion."""
+    mlflow.set_tags({GATE_TAG: GATE_PASSED if passed else GATE_FAILED, GATE_REASON_TAG: reason})
+
+
+def latest_version(client: MlflowClient, model: str):  # -> ModelVersion | None
+    versions = client.search_model_versions(f"name='{registered_name(model)}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def awaiting_promotion(client: MlflowClient, model: str) -> tuple[str, str] | None:
+    """(version, gate reason) of the model's latest version if its gate said promote and it
+    has never been champion: a training session ended, or was killed, before promoting it.
+    A version once promoted and then rolled back by hand is not promoted again."""
+    name = registered_name(model)
+    latest = latest_version(client, model)
+    if latest is None:
+        return None
+    tags = client.get_run(latest.run_id).data.tags if latest.run_id else {}
+    if tags.get(GATE_TAG) != GATE_PASSED or alias_version(client, model, CHAMPION) == str(latest.version):
+        return None
+    if audit.ever_promoted(audit.history(client, name), str(latest.version)):
+        return None
+    return str(latest.version), tags.get(GATE_REASON_TAG, "")
+
+
+def promote_gate_passers(client: MlflowClient, models: list[str], command: str) -> dict[str, str]:
+    """Promote every model's version awaiting promotion; returns {model: version promoted}."""
+    promoted = {}
+    for model in models:
+        waiting = awaiting_promotion(client, model)
+        if waiting is not None and set_champion(client, model, waiting[0], how=audit.BY_GATE, reason=waiting[1],
+                                                command=command):
+            promoted[model] = waiting[0]
+    return promoted
+
+
 def ece_bound(p: np.ndarray, bins: int = 10) -> float:
     """MAX_ECE, or on small windows twice the ECE a perfectly calibrated model shows by
     chance (binomial noise of a bin's observed rate), whichever is larger."""
@@ -295,13 +354,16 @@ def ece_bound(p: np.ndarray, bins: int = 10) -> float:
     return max(MAX_ECE, 2 * noise)
 
 
-def rollback(client: MlflowClient, model: str) -> str:
-    """Make the previous champion champion again; returns its version."""
+def rollback(client: MlflowClient, model: str, *, reason: str = "", command: str = "") -> str:
+    """Make the previous champion champion again (recorded in the audit trail); returns its version."""
     name = registered_name(model)
     history = _history(client, model)
     if len(history) < 2:
         raise ClmError(f"{name} has no previous champion to roll back to (champion history: {history or 'empty'}).")
-    previous = history[-2]
+    previous, current = history[-2], history[-1]
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
+    audit.record(client, name, audit.ChampionEvent(
+        audit.ROLLBACK, previous, current, audit.BY_HAND, reason or f"rolled back from version {current}", command,
+        figures=version_figures(client, model, previous)))
     return previous
