@@ -72,7 +72,7 @@ def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
     return as_of
 
 
-def _raw_fingerprint(workspace: Workspace) -> str:
+def inputs_fingerprint(workspace: Workspace) -> str:
     """Changes when the raw data or any feature definition changes."""
     h = hashlib.sha256(workspace.manifest_path.read_bytes())
     h.update(repr([(g.name, g.sql, g.features) for g in GROUPS]).encode())
@@ -131,7 +131,7 @@ def build_features(
     manifest = workspace.read_manifest() if raw_checked else require_valid(workspace)
     dates = sorted(dates if dates is not None else snapshot_dates(manifest, frequency))
     state_path = features_dir(workspace) / BUILD_STATE
-    fingerprint = _raw_fingerprint(workspace)
+    fingerprint = inputs_fingerprint(workspace)
     if state_path.exists() and json.loads(state_path.read_text()).get("raw") != fingerprint:
         shutil.rmtree(features_dir(workspace))  # raw data changed: every snapshot is stale
     features_dir(workspace).mkdir(parents=True, exist_ok=True)

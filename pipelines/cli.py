@@ -75,7 +75,8 @@ def _help_when_bare(ctx: typer.Context) -> None:
 for _group in (ingest_app, features_app, models_app):
     _group.callback()(_help_when_bare)
 
-ModelArg = Annotated[str, typer.Argument(help="churn, upsell, stage or clv.")]
+ModelArg = Annotated[str, typer.Argument(help="churn, upsell, stage, clv or uplift.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why, in words: kept in the audit trail (`clm models history`).")]
 TrackingOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", help="MLflow tracking URI (default: SQLite in WORKSPACE/mlflow, or $MLFLOW_TRACKING_URI)."),
@@ -141,6 +142,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*noload.*")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads of small files
     # Feast puts its own DeprecationWarning filter in front of ours when it is imported, so
     # filters alone do not hold: drop deprecation notices where they would be shown.
     show = warnings.showwarning
@@ -464,7 +466,8 @@ def features_materialize(as_of: AsOfOpt = None, workspace: WorkspaceOpt = None) 
 
 
 # ------------------------------------------------------------------- train
-def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tracking_uri: str | None) -> None:
+def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tracking_uri: str | None,
+           command: str = "clm train", skip_up_to_date: bool = False) -> None:
     from features.build import parse_as_of
     from training.labels import LabelConfig
     from training.train import TrainConfig, train
@@ -474,7 +477,8 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
         raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv,uplift (comma-separated).")
     check_horizon(horizon_days)
     when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else None
-    config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when, tracking_uri=tracking_uri)
+    config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when,
+                         tracking_uri=tracking_uri, command=command, skip_up_to_date=skip_up_to_date)
     with _progress() as bar:
         task = bar.add_task("Training", total=len(chosen))
         reports = train(ws, config, progress=lambda m: bar.update(task, description=f"Training {m}", advance=0))
@@ -483,6 +487,9 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     for col in ("model", "version", "champion?", "figures"):
         table.add_column(col)
     for r in reports:
+        if r.up_to_date:
+            table.add_row(r.model, r.version or "-", "yes" if r.promoted else "-", r.note)
+            continue
         if not r.trained:
             table.add_row(r.model, "-", "-", r.note)
             continue
@@ -508,7 +515,7 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
             parts.append("registered: the scikit-learn baseline (better than LightGBM on the validation window)")
         table.add_row(r.model, r.version or "-", "yes" if r.promoted else "no", "; ".join(parts) + f" ({r.note})")
     console.print(table)
-    if not any(r.trained for r in reports):
+    if not any(r.trained or r.up_to_date for r in reports):
         raise ClmError("No model was trained: " + " ".join(f"{r.model}: {r.note}" for r in reports))
     _say_what_was_left_out(reports)
 
@@ -526,7 +533,7 @@ def _uplift_figures(r: ModelReport) -> str:
 def _say_what_was_left_out(reports: list[ModelReport]) -> None:
     """A partly trained set is said in words: what is champion now, what was not trained or
     not promoted, and what scores will lack."""
-    untrained = [r.model for r in reports if not r.trained and r.applies]
+    untrained = [r.model for r in reports if not r.trained and r.applies and not r.up_to_date]
     held_back = [f"{r.model} v{r.version}" for r in reports if r.trained and not r.promoted]
     if untrained:
         console.print(f"[yellow]Not trained: {', '.join(untrained)} (reasons above). Their earlier champions, if "
@@ -578,11 +585,13 @@ def models_list(tracking_uri: TrackingOpt = None, workspace: WorkspaceOpt = None
             aliases_by_version.setdefault(str(version), []).append(alias)
         for mv in sorted(client.search_model_versions(f"name='{rm.name}'"), key=lambda v: int(v.version)):
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-            shown = ", ".join(f"{k[5:]} {v:.3f}" for k, v in sorted(metrics.items())
-                              if k in ("test_roc_auc", "test_ece", "test_macro_f1", "test_spearman", "test_mae"))
+            shown = ", ".join(f"{k[5:]} {v:.3f}" for k, v in sorted(metrics.items()) if k in SHOWN_FIGURES)
             created = pd_timestamp(mv.creation_timestamp)
             table.add_row(rm.name, str(mv.version), ", ".join(aliases_by_version.get(str(mv.version), [])), created, shown)
     console.print(table)
+
+
+SHOWN_FIGURES = ("test_roc_auc", "test_ece", "test_macro_f1", "test_spearman", "test_mae", "test_uplift_r2")
 
 
 def pd_timestamp(millis: int) -> str:
@@ -596,12 +605,14 @@ def pd_timestamp(millis: int) -> str:
 def models_promote(
     model: ModelArg,
     version: Annotated[str, typer.Argument(help="Version number to make champion.")],
+    reason: ReasonOpt = "",
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Make a version the champion by hand (recorded, so rollback can undo it).
+    """Make a version the champion by hand (recorded with who, when and why, so that
+    `clm models history` shows it and rollback can undo it).
 
-    Example:  clm models promote churn 3
+    Example:  clm models promote churn 3 --reason "better on the Q3 backtest"
     """
     from mlflow.exceptions import MlflowException
 
@@ -611,7 +622,7 @@ def models_promote(
     with ws.exclusive("clm models promote"):
         client = registry.connect(ws, tracking_uri)
         try:
-            changed = registry.set_champion(client, model, version)
+            changed = registry.set_champion(client, model, version, reason=reason, command="clm models promote")
         except MlflowException:
             raise ClmError(f"{registry.registered_name(model)} has no version {version}; see `clm models list`.") from None
     if changed:
@@ -624,12 +635,13 @@ def models_promote(
 @user_errors
 def models_rollback(
     model: ModelArg,
+    reason: ReasonOpt = "",
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Restore the previous champion.
+    """Restore the previous champion (recorded in `clm models history`).
 
-    Example:  clm models rollback churn
+    Example:  clm models rollback churn --reason "complaints about retention offers"
     """
     from mlflow.exceptions import MlflowException
 
@@ -639,10 +651,43 @@ def models_rollback(
     with ws.exclusive("clm models rollback"):
         client = registry.connect(ws, tracking_uri)
         try:
-            version = registry.rollback(client, model)
+            version = registry.rollback(client, model, reason=reason, command="clm models rollback")
         except MlflowException:
             raise ClmError(f"No registered model {registry.registered_name(model)}; run `clm train` first.") from None
     console.print(f"{registry.registered_name(model)}: version {version} is champion again.")
+
+
+@models_app.command("history")
+@user_errors
+def models_history(model: ModelArg, tracking_uri: TrackingOpt = None, workspace: WorkspaceOpt = None) -> None:
+    """Every change of a model's champion, oldest first: when, promote or rollback, which
+    version replaced which, how (the gate or by hand), by whom or which scheduler
+    ($CLM_ACTOR), the command, why, and the figures it was judged on.
+
+    Example:  clm models history churn
+    """
+    from mlflow.exceptions import MlflowException
+
+    from training import audit, registry
+
+    client = registry.connect(Workspace.at(workspace), tracking_uri)
+    try:
+        events = audit.history(client, registry.registered_name(model))
+    except MlflowException:
+        raise ClmError(f"No registered model {registry.registered_name(model)}; run `clm train` first.") from None
+    if not events:
+        console.print(f"{registry.registered_name(model)}: no champion change recorded yet.")
+        return
+    console.print(f"[bold]{registry.registered_name(model)}: champion changes, oldest first[/bold]")
+    for e in events:
+        figures = ", ".join(f"{k.removeprefix('test_')} {v:.3f}" for k, v in sorted(e.figures.items())
+                            if k in SHOWN_FIGURES)
+        how = f"{e.how} ({e.command})" if e.command else e.how
+        console.print(f"{e.at[:19].replace('T', ' ')} UTC  [bold]{e.event}[/bold] version {e.previous or '-'} -> "
+                      f"{e.version}, {how}, by {e.by}", soft_wrap=True, highlight=False)
+        console.print(f"    why: {e.reason or '(not given)'}", soft_wrap=True, highlight=False)
+        if figures:
+            console.print(f"    figures: {figures}", soft_wrap=True, highlight=False)
 
 
 # ------------------------------------------------------------------- score
@@ -708,7 +753,7 @@ def score_cmd(
 
 
 def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, budget: float | None,  # type: ignore[no-untyped-def]
-           exploration: float = 0.02, chunk_rows: int = 100_000) -> None:
+           exploration: float = 0.02, chunk_rows: int = 100_000, keep_current: bool = False) -> None:
     from pipelines.score import score
 
     with _progress() as bar:
@@ -717,8 +762,12 @@ def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, bu
         def show(step: str, done: int, total: int) -> None:
             bar.update(task, description=f"{step} (chunks of {chunk_rows:,})", completed=done, total=total)
 
-        result = score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, show)
+        result = score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, show, keep_current)
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
+    if result.kept:
+        console.print(f"{result.path} already holds the scores of these champions ({used}) on these data as of "
+                      f"{when:%Y-%m-%d}: left as it is.")
+        return
     line = (f"Scored {result.scored:,} of {result.customers:,} customers as of {when:%Y-%m-%d} in "
             f"{result.timings['total_s']:.1f} s ({result.customers / max(result.timings['total_s'], 1e-9):,.0f}/s)")
     if result.decisions is not None:
@@ -728,6 +777,173 @@ def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, bu
         line += (f"; decisions: {mix}; expected value {d['expected_value']:,.0f} for a cost of "
                  f"{d['spent']:,.0f}{limit}; {d['explored']:,} explored")
     console.print(f"{line}. Wrote {result.path} (champions: {used}).")
+
+
+def _scores_path(ws: Workspace, when) -> Path:  # type: ignore[no-untyped-def]
+    """Where `clm run` and `clm retrain` write the batch for a date (the monitor reads them)."""
+    return ws.root / "scores" / f"{when:%Y-%m-%d}.parquet"
+
+
+# ------------------------------------------------------------------- retrain
+@app.command("retrain")
+@user_errors
+def retrain_cmd(
+    as_of: AsOfOpt = None,
+    horizon_days: Annotated[int, typer.Option(help="Days ahead that churn and upsell are predicted.")] = 90,
+    budget: Annotated[float | None, typer.Option(help="Budget for the decisions (default: the default budget "
+                                                 "for the base's size).")] = None,
+    catalogue: CatalogueOpt = None,
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The scheduled retraining, in one command that is safe to rerun and safe to kill:
+    features brought up to date, every model trained (a model whose latest version was
+    trained on the same data, date and settings is kept, not trained again), the champion
+    gate, the online store materialised, and the base scored and decided into
+    WORKSPACE/scores/DATE.parquet (kept as it is when nothing changed).
+
+    Champions change only after every model has trained, and each change is recorded in
+    the audit trail (`clm models history MODEL`); a run killed before that leaves the
+    previous champions serving, and the next run finishes what it left. A second run at
+    the same time is refused (the workspace's lock).
+
+    Examples:
+
+      clm retrain                      (nightly, from cron or a scheduler: see README)
+
+      CLM_ACTOR=airflow:clm_nightly clm retrain --as-of 2025-12-01
+    """
+    from features.build import parse_as_of
+    from features.store import apply
+    from pipelines.policy import default_budget
+    from serving.catalogue import load_catalogue
+
+    actions = load_catalogue(catalogue)
+    if budget is not None and not budget >= 0:
+        raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
+    check_horizon(horizon_days)
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm retrain"):
+        when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else ws.read_manifest().end
+        console.rule("[bold]1/4 Features")
+        _build_features(ws, None, "monthly")
+        _build_features(ws, f"{when:%Y-%m-%d}", "monthly")
+        with console.status("Registering feature views in Feast"):
+            apply(ws)  # the online store already configured stays
+        console.rule("[bold]2/4 Train, gate and promote")
+        _train(ws, "churn,upsell,stage,clv,uplift", horizon_days, f"{when:%Y-%m-%d}", tracking_uri,
+               command="clm retrain", skip_up_to_date=True)
+        console.rule("[bold]3/4 Online store")
+        _materialize(ws, f"{when:%Y-%m-%d}")
+        console.rule("[bold]4/4 Score and decide")
+        spend = default_budget(_customers(ws)) if budget is None else budget
+        _score(ws, when, _scores_path(ws, when), tracking_uri, actions, spend, keep_current=True)
+
+
+# ------------------------------------------------------------------- monitor
+@app.command("monitor")
+@user_errors
+def monitor_cmd(
+    as_of: AsOfOpt = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the page (plots and tables) to this "
+                                              "self-contained HTML file.")] = None,
+    thresholds: Annotated[Path | None, typer.Option(help="YAML file of thresholds (default: the one shipped, "
+                                                    "pipelines/monitor.yaml).")] = None,
+    horizon_days: Annotated[int, typer.Option(help="Outcome window of the delivered churn and upsell scores.")] = 90,
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Is clm still working? Drift of every champion's features, scores and the stage mix
+    at --as-of against the rows it was judged on (PSI); the delivered scores in
+    WORKSPACE/scores/ whose outcomes have matured (ROC AUC, calibration, lift); the
+    uplift models and the policy on matured logged decisions. Figures go to MLflow
+    (experiment clm-monitor).
+
+    Exit code 4 when a threshold is crossed (the flags are listed), so that a scheduler
+    can alert; 0 when all is well.
+
+    Examples:
+
+      clm monitor --as-of 2025-12-01 --html monitor.html
+
+      clm monitor --thresholds my-thresholds.yaml || notify-team
+    """
+    from features.build import parse_as_of
+    from pipelines import monitor as mon
+
+    check_horizon(horizon_days)
+    limits = mon.load_thresholds(thresholds)
+    if html is not None:
+        _check_writable(html)
+    ws = Workspace.at(workspace)
+    manifest = ws.read_manifest()
+    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+    with ws.exclusive("clm monitor"), console.status(f"Monitoring as of {when:%Y-%m-%d}"):
+        report = mon.monitor(ws, when, limits, tracking_uri, horizon_days)
+        if html is not None:
+            from pipelines.monitor_page import render
+
+            write_text_atomically(html, render(report))
+        mon.log_to_mlflow(ws, report, tracking_uri, html)
+    _print_monitor(report)
+    if html is not None:
+        console.print(f"Wrote {html}.")
+    if report.flags:
+        err_console.print(f"[bold red]{len(report.flags)} flag(s):[/bold red] " + "; ".join(report.flags))
+        raise typer.Exit(mon.FLAG_EXIT_CODE)
+
+
+def _print_monitor(report) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    drift = report.drift
+    table = RichTable(title=f"Drift as of {report.as_of:%Y-%m-%d} ({report.rows:,} customers)", title_justify="left")
+    for col in ("model", "kind", "variable", "PSI", "flagged"):
+        table.add_column(col)
+    shown = drift[(drift.kind != "feature") | drift.flagged]
+    top = drift[drift.kind == "feature"].drop_duplicates("variable").head(5)
+    for r in pd.concat([shown, top]).drop_duplicates(["model", "kind", "variable"]).itertuples():
+        table.add_row(r.model, r.kind, r.variable, f"{r.psi:.3f}", "yes" if r.flagged else "")
+    console.print(table)
+    if len(report.performance):
+        perf = RichTable(title="Delivered scores, matured", title_justify="left")
+        for col in ("scored at", "model", "customers", "ROC AUC", "champion's test AUC", "ECE", "lift top 10%"):
+            perf.add_column(col)
+        for r in report.performance.itertuples():
+            perf.add_row(r.scored_at, r.model, f"{r.customers:,}", f"{r.roc_auc:.3f}",
+                         "-" if r.champion_test_auc is None else f"{r.champion_test_auc:.3f}", f"{r.ece:.3f}",
+                         f"{r.lift_top_decile:.2f}")
+        console.print(perf)
+    if len(report.policy):
+        pol = RichTable(title="Policy value per decision over doing nothing (off-policy, DR)", title_justify="left")
+        for col in ("decided at", "decisions", "DR", "interval", "truth", "uplift learned from it"):
+            pol.add_column(col)
+        for r in report.policy.itertuples():
+            truth = "-" if r.true_value_per_decision is None or r.true_value_per_decision != r.true_value_per_decision \
+                else f"{r.true_value_per_decision:.2f}"
+            pol.add_row(r.decided_at, f"{r.decisions:,}", f"{r.dr_value_per_decision:.2f}",
+                        f"{r.dr_low:.2f} .. {r.dr_high:.2f}", truth, "yes" if r.uplift_learned_from_it else "no")
+        console.print(pol)
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+
+
+def _check_writable(path: Path) -> None:
+    """An output file's folder must exist (checked before any work)."""
+    if not path.parent.exists():
+        raise ClmError(f"Cannot write {path}: its folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise ClmError(f"Cannot write {path}: it is a folder; give a file name such as {path / 'report.html'}.")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------- serve
@@ -1061,9 +1277,9 @@ def run(
         from serving.catalogue import load_catalogue
 
         manifest = ws.read_manifest()
-        out = ws.root / "scores" / f"{manifest.end:%Y-%m-%d}.parquet"
         try:
-            _score(ws, manifest.end, out, None, load_catalogue(None), default_budget(_customers(ws)))
+            _score(ws, manifest.end, _scores_path(ws, manifest.end), None, load_catalogue(None),
+                   default_budget(_customers(ws)))
         except ClmError as err:  # e.g. no model passed the gate on a tiny base
             console.print(f"[yellow]Scoring skipped: {err}[/yellow]")
         console.rule("[bold]Summary")

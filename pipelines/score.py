@@ -85,6 +85,15 @@ class ScoreResult:
     models: dict[str, str | None]  # model -> champion version used
     decisions: dict[str, object] | None = None  # BatchPlan.summary(), with an uplift champion
     timings: dict[str, float] = field(default_factory=dict)
+    kept: bool = False  # keep_current: the output already held these inputs' scores and was left as it was
+
+
+def read_manifest(out: Path) -> dict[str, object] | None:
+    """A finished batch output's manifest, or None (no output there, or not one of ours)."""
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, np.ndarray]:
@@ -176,7 +185,10 @@ def require_champions(workspace: Workspace, client) -> Champions:  # type: ignor
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,
           catalogue: Catalogue | None = None, budget: float | None = None,
           exploration: float = DEFAULT_EXPLORATION, chunk_rows: int = CHUNK_ROWS,
-          progress: Progress | None = None) -> ScoreResult:
+          progress: Progress | None = None, keep_current: bool = False) -> ScoreResult:
+    """Score and decide for every customer known at as_of into `out` (see the module's
+    docstring). keep_current: if `out` already holds the output of the same inputs (snapshot
+    files, champion versions, catalogue, budget, exploration), leave it and return its figures."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     say = progress or (lambda step, done, total: None)
@@ -189,6 +201,13 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     files = snapshot_files(workspace, as_of)
     customers = pq.ParquetFile(files[0]).metadata.num_rows
     chunks = max(1, -(-customers // chunk_rows))
+    inputs = fingerprint(files, {"as_of": str(as_of), "models": champions.versions,
+                                 "catalogue": catalogue.model_dump(mode="json"), "budget": budget,
+                                 "exploration": exploration})
+    earlier = read_manifest(out) if keep_current else None
+    if earlier is not None and earlier.get("input_fingerprint") == inputs:
+        return ScoreResult(out, int(earlier["customers"]), int(earlier["scored"]), champions.versions,  # type: ignore[arg-type]
+                           earlier.get("decisions"), dict(earlier.get("timings_s", {})), kept=True)  # type: ignore[arg-type]
     data = load_decision_data(workspace, as_of)
     timings["prepare_s"] = time.perf_counter() - started
 
@@ -232,9 +251,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
             "as_of": f"{as_of:%Y-%m-%d}", "workspace": str(workspace.root), "models": champions.versions,
             "customers": customers, "scored": scored_count, "chunks": chunks, "chunk_rows": chunk_rows,
             "decisions": summary, "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "input_fingerprint": fingerprint(files, {"as_of": str(as_of), "models": champions.versions,
-                                                     "catalogue": catalogue.model_dump(mode="json"),
-                                                     "budget": budget, "exploration": exploration}),
+            "input_fingerprint": inputs,
             "columns": list(OUTPUT_COLUMNS),
         }, indent=2))
         if log is not None:

@@ -121,3 +121,12 @@ def copy_trained(main_job, dst: Path) -> Workspace:
 def trained_copy(main_job, tmp_path: Path) -> Workspace:
     """A copy of the main job's trained workspace, to change freely."""
     return copy_trained(main_job, tmp_path / "trained")
+
+
+@pytest.fixture(scope="session")
+def retrained(main_job, tmp_path_factory: pytest.TempPathFactory):  # -> dict
+    """The main job's workspace after `clm retrain --as-of 2025-09-01` killed midway, run
+    to the end, and run again (tests.retraining); tests may add to it, not undo it."""
+    from tests.retraining import retrain_three_times
+
+    return retrain_three_times(main_job, tmp_path_factory.mktemp("retrain"))

@@ -239,3 +239,15 @@ class _BaselineModel(TrainedModel):
         for c in self.categories:
             x[c] = x[c].astype(object)
         return x
+
+
+def feature_importance(model: TrainedModel) -> dict[str, float] | None:
+    """Each feature's share of the model's total gain (LightGBM), largest first; None for a
+    scikit-learn baseline, which has no gain."""
+    booster = getattr(model.estimator, "booster_", None)
+    if booster is None:
+        return None
+    gain = booster.feature_importance(importance_type="gain").astype(float)
+    shares = gain / gain.sum() if gain.sum() > 0 else gain
+    order = np.argsort(-shares, kind="stable")
+    return {model.features[i]: float(shares[i]) for i in order}

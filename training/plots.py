@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from training import evaluate as ev  # noqa: E402
-from training.models import BINARY, MULTICLASS, TrainedModel  # noqa: E402
+from training.models import BINARY, MULTICLASS, TrainedModel, feature_importance  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -23,11 +23,10 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def importance(model: TrainedModel, folder: Path) -> Path:
-    gain = model.estimator.booster_.feature_importance(importance_type="gain")
-    order = np.argsort(gain)[-20:]
+    top = list((feature_importance(model) or {}).items())[:20][::-1]
     fig, ax = plt.subplots(figsize=(6, 6))
-    ax.barh(np.asarray(model.features)[order], gain[order])
-    ax.set_title(f"{model.spec.name}: feature importance (gain, top 20)")
+    ax.barh([name for name, _ in top], [share for _, share in top])
+    ax.set_title(f"{model.spec.name}: feature importance (share of gain, top 20)")
     return _save(fig, folder / "importance.png")
 
 
@@ -35,7 +34,7 @@ def model_plots(model: TrainedModel, test: pd.DataFrame, folder: Path) -> list[P
     y = test[model.spec.label].to_numpy()
     scores = model.predict(test)
     # Gain importance is LightGBM's; a registered scikit-learn baseline has none.
-    paths = [importance(model, folder)] if hasattr(model.estimator, "booster_") else []
+    paths = [importance(model, folder)] if feature_importance(model) is not None else []
     if model.spec.task == BINARY:
         fpr, tpr, _ = roc_curve(y, scores)
         fig, ax = plt.subplots(figsize=(5, 5))

@@ -7,6 +7,7 @@ the model in MLflow, the new version as `challenger`, and the promotion gate.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -22,11 +23,12 @@ from clm.domain import STAGES, Table
 from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
-from features.build import BUILD_STATE, build_features, features_dir
+from features.build import BUILD_STATE, build_features, features_dir, inputs_fingerprint
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
 from features.store import historical_features
 from training import btyd
+from training import drift
 from training import evaluate as ev
 from training import plots, registry
 from training.labels import (
@@ -48,6 +50,8 @@ class TrainConfig:
     as_of: pd.Timestamp | None = None
     tracking_uri: str | None = None
     margin: float | None = None
+    command: str = "clm train"  # who promotes, in the audit trail
+    skip_up_to_date: bool = False  # retrain: a model whose latest version was trained on these inputs is kept
 
 
 @dataclass
@@ -64,6 +68,7 @@ class ModelReport:
     split: dict[str, object] = field(default_factory=dict)
     registered_kind: str = "lightgbm"  # or "baseline": the better of the two on the validation window
     applies: bool = True  # False: the model has no meaning for this business (upsell without plans)
+    up_to_date: bool = False  # not trained again: its latest version was trained on the same inputs
 
 
 def _feature_names(frame: pd.DataFrame) -> list[str]:
@@ -105,6 +110,25 @@ def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
 def _data_fingerprint(workspace: Workspace) -> str:
     state = features_dir(workspace) / BUILD_STATE
     return json.loads(state.read_text()).get("raw", "") if state.exists() else ""
+
+
+INPUTS_TAG = "training_inputs"
+
+
+def training_inputs(workspace: Workspace, config: TrainConfig, as_of: pd.Timestamp) -> str:
+    """What a trained version is a function of: the raw data and the feature definitions,
+    the date it is trained as of, and the label settings. Same inputs, same model."""
+    key = f"{inputs_fingerprint(workspace)}|{as_of:%Y-%m-%d}|{config.labels!r}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _up_to_date(client: mlflow.tracking.MlflowClient, model: str, inputs: str) -> ModelReport | None:
+    """A report for a model whose latest version was trained on these inputs, else None."""
+    latest = registry.latest_version(client, model)
+    if latest is None or client.get_run(latest.run_id).data.tags.get(INPUTS_TAG) != inputs:
+        return None
+    return ModelReport(model, False, f"up to date: version {latest.version} was trained on these data and settings",
+                       version=str(latest.version), up_to_date=True)
 
 
 def prepare_frames(
@@ -292,7 +316,8 @@ def _log_and_register(
         })
         mlflow.set_tags({
             "feature_service": f"{model}_features", "feature_groups": ",".join(MODEL_GROUPS[model]),
-            "data_fingerprint": _data_fingerprint(workspace), **registry.run_owner_tags(workspace),
+            "data_fingerprint": _data_fingerprint(workspace), INPUTS_TAG: training_inputs(workspace, config, as_of),
+            **registry.run_owner_tags(workspace),
         })
         mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
         mlflow.log_metrics({f"baseline_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
@@ -301,6 +326,8 @@ def _log_and_register(
         with tempfile.TemporaryDirectory() as tmp:
             for path in plots.model_plots(candidate, parts["test"], Path(tmp)):
                 mlflow.log_artifact(str(path), artifact_path="plots")
+        # What `clm monitor` measures drift against: the test window the model was judged on.
+        mlflow.log_dict(drift.model_reference(candidate, parts["test"]), drift.REFERENCE_ARTIFACT)
         report.version = registry.log_model(candidate, parts["test"][features].head(5), model)
         name = registry.registered_name(model)
         client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
@@ -308,10 +335,8 @@ def _log_and_register(
             candidate, registry.load_champion(client, model), parts["test"], config.margin,
             baseline=fitted.baseline if candidate is lgbm else None,
         )
-        mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept champion", "gate_reason": decision.reason})
-        if decision.promote:
-            registry.set_champion(client, model, report.version)
-        report.promoted, report.note = decision.promote, decision.reason
+        registry.record_gate(decision.promote, decision.reason)
+        report.note = decision.reason
 
 
 def better_on_validation(fitted: FittedModel) -> str:
@@ -337,12 +362,21 @@ def train(
     contractual = manifest.business == "contractual"
     client = registry.connect(workspace, config.tracking_uri)
     registry.fail_abandoned_runs(client, workspace)
+    inputs = training_inputs(workspace, config, as_of)
     reports, shared = [], {}
     for model in config.models:
         if progress:
             progress(model)
-        if model == "uplift":
+        kept = _up_to_date(client, model, inputs) if config.skip_up_to_date else None
+        if kept is not None:
+            reports.append(kept)
+        elif model == "uplift":
             reports.append(train_uplift(workspace, config, contractual, as_of, client, shared))
         else:
             reports.append(train_model(workspace, model, config, contractual, as_of, client, shared))
+    # Champions change only now, every model trained: a session killed before this line
+    # has promoted nothing, and the next one promotes what this one's gates passed.
+    promoted = registry.promote_gate_passers(client, list(config.models), config.command)
+    for report in reports:
+        report.promoted = promoted.get(report.model) == report.version and report.version is not None
     return reports

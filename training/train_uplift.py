@@ -161,12 +161,14 @@ def train_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Time
         "decisions": {k: len(v) for k, v in fitted.parts.items()},
         "validation_uplift_r2": {k: round(v, 5) for k, v in fitted.validation.items()},
     }
-    _log_and_register(workspace, client, fitted, report, as_of, pseudo)
+    _log_and_register(workspace, client, fitted, report, as_of, pseudo, config)
     return report
 
 
 def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient, fitted: FittedUplift,
-                      report, as_of: pd.Timestamp, pseudo: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+                      report, as_of: pd.Timestamp, pseudo: np.ndarray, config) -> None:  # type: ignore[no-untyped-def]
+    from training.train import INPUTS_TAG, training_inputs
+
     model, test = fitted.model, fitted.parts["test"]
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, MODEL))
     with mlflow.start_run(run_name=f"{MODEL} as of {as_of:%Y-%m-%d}"):
@@ -176,7 +178,7 @@ def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient
             **{k: str(v) for k, v in report.split.items()},
         })
         mlflow.set_tags({"feature_service": f"{MODEL}_features", "feature_groups": ",".join(MODEL_GROUPS[MODEL]),
-                         **registry.run_owner_tags(workspace)})
+                         INPUTS_TAG: training_inputs(workspace, config, as_of), **registry.run_owner_tags(workspace)})
         mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})
         mlflow.log_metrics({f"other_learner_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
         mlflow.log_metrics({f"truth_{k}": v for k, v in report.oracle.items() if np.isfinite(v)})
@@ -188,8 +190,5 @@ def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient
         champion_version = registry.alias_version(client, MODEL, registry.CHAMPION)
         champion = registry.load_version(client, MODEL, champion_version) if champion_version else None
         decision = decide_uplift_promotion(model, champion, test, fitted.values["test"], pseudo)
-        mlflow.set_tags({"gate_decision": "promoted" if decision.promote else "kept champion",
-                         "gate_reason": decision.reason})
-        if decision.promote:
-            registry.set_champion(client, MODEL, report.version)
-        report.promoted, report.note = decision.promote, decision.reason
+        registry.record_gate(decision.promote, decision.reason)
+        report.note = decision.reason

@@ -1,0 +1,375 @@
+"""`clm monitor`: does clm still work? Drift today, and how the scores and decisions
+delivered earlier did once their outcomes matured.
+
+1. **Drift at D** against each champion's reference (`training.drift`: its test window,
+   recorded at training): PSI per feature (and a chi-square p-value for categorical ones),
+   PSI of its score, and PSI of the stage mix (the stage rules at D against the stage
+   champion's test window). Today's rows are the model population at D, read from the
+   feature snapshot chunk by chunk (memory stays flat).
+2. **Delivered scores, matured**: every batch output in WORKSPACE/scores/ whose as-of date
+   plus the horizon is by D and by the data's end; its churn and upsell probabilities
+   against what happened (ROC AUC, ECE, lift in the top decile): a time series.
+3. **Uplift and policy, matured**: at the latest decision dates with logged decisions and a
+   matured outcome window (`pipelines.offpolicy`), clm's policy value per decision
+   estimated off-policy (DR, with its interval; the truth on simulated data), and the
+   realised uplift (treated minus control, inverse-propensity weighted) by decile of the
+   uplift champion's predicted value. Dates the uplift model learned from are marked.
+
+Thresholds (`pipelines/monitor.yaml`, or --thresholds FILE) turn figures into flags; any
+flag makes `clm monitor` exit with code 4 so that a scheduler can alert.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clm.errors import ClmError
+from clm.stages import current_stage
+from clm.workspace import Workspace
+from features.build import build_features, snapshot_chunks
+from training import drift, registry
+from training import evaluate as ev
+from training.labels import LabelConfig, outcome_labels
+from training.population import in_population
+
+DEFAULT_THRESHOLDS = Path(__file__).with_name("monitor.yaml")
+SCORED_MODELS = ("churn", "upsell", "stage", "clv")
+BINARY_SCORES = {"churn": "churn_probability", "upsell": "upsell_probability"}
+CHUNK_ROWS = 100_000
+FLAG_EXIT_CODE = 4
+
+
+class Thresholds(BaseModel):
+    """When a figure is flagged. PSI: 0.1 moderate, 0.25 a real shift (the usual reading)."""
+
+    model_config = ConfigDict(extra="forbid")
+    feature_psi: float = Field(0.25, gt=0, description="a feature's PSI above this flags, if it is one of the "
+                                                       "model's top_features")
+    top_features: int = Field(10, ge=1, description="the features, by importance, whose drift flags; the others' "
+                                                    "PSI is shown only (their drift moves the score little, and "
+                                                    "score drift is watched itself)")
+    score_psi: float = Field(0.25, gt=0, description="a model's score PSI above this flags")
+    stage_mix_psi: float = Field(0.1, gt=0, description="the stage mix's PSI above this flags")
+    max_auc_drop: float = Field(0.05, ge=0, description="matured AUC this far below the champion's test AUC flags")
+    max_ece: float = Field(0.05, gt=0, description="matured ECE above this (or above the noise of a small "
+                                                   "window, whichever is larger) flags")
+    min_policy_value: float = Field(0.0, description="clm's off-policy value per decision (DR, upper end of its "
+                                                     "interval) below this flags")
+    periods: int = Field(3, ge=1, description="how many matured decision dates to evaluate the policy at")
+
+
+def load_thresholds(path: Path | None) -> Thresholds:
+    source = path or DEFAULT_THRESHOLDS
+    try:
+        data = yaml.safe_load(source.read_text()) or {}
+    except OSError as err:
+        raise ClmError(f"Cannot read thresholds file {source}: {err.strerror}.") from None
+    except yaml.YAMLError as err:
+        raise ClmError(f"Thresholds file {source} is not valid YAML: {err}.") from None
+    try:
+        return Thresholds.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in err.errors())
+        raise ClmError(f"Thresholds file {source}: {problems}.") from None
+
+
+@dataclass
+class Champion:
+    model: str
+    version: str
+    trained: object  # TrainedModel
+    reference: dict[str, object]
+    test_figures: dict[str, float]
+
+
+def load_champions(client, models: tuple[str, ...] = SCORED_MODELS) -> list[Champion]:  # type: ignore[no-untyped-def]
+    """Each model's champion with its recorded reference; a champion trained before clm
+    recorded references is an error saying how to get one."""
+    import mlflow
+
+    found = []
+    for model in models:
+        version = registry.alias_version(client, model, registry.CHAMPION)
+        if version is None:
+            continue
+        run_id = client.get_model_version(registry.registered_name(model), version).run_id
+        try:
+            reference = mlflow.artifacts.load_dict(f"runs:/{run_id}/{drift.REFERENCE_ARTIFACT}")
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            raise ClmError(f"{registry.registered_name(model)} v{version} has no recorded reference distribution "
+                           "(trained by an earlier clm): run `clm retrain` to train it again.") from None
+        found.append(Champion(model, version, registry.load_version(client, model, version), reference,
+                              registry.version_figures(client, model, version)))
+    if not found:
+        raise ClmError("No champion model to monitor: run `clm train` (or `clm run`) first.")
+    return found
+
+
+@dataclass
+class DriftCounts:
+    """Today's counts in each reference's bins, summed over chunks."""
+
+    features: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (model, feature)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    stage_mix: np.ndarray | None = None
+    rows: int = 0
+
+    def add(self, key, counts: np.ndarray, into: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+        into[key] = into[key] + counts if key in into else counts
+
+
+def count_today(workspace: Workspace, as_of: pd.Timestamp, champions: list[Champion], contractual: bool,
+                chunk_rows: int = CHUNK_ROWS) -> DriftCounts:
+    counts = DriftCounts()
+    stage_profile = next((drift.profile_from_dict(c.reference["stage_mix"]) for c in champions  # type: ignore[arg-type]
+                          if "stage_mix" in c.reference), None)
+    profiles = {c.model: {name: drift.profile_from_dict(p) for name, p in c.reference["features"].items()}  # type: ignore[union-attr]
+                for c in champions}
+    for chunk in snapshot_chunks(workspace, as_of, chunk_rows):
+        live = chunk[in_population(chunk, contractual)].reset_index(drop=True)
+        if live.empty:
+            continue
+        counts.rows += len(live)
+        empty = pd.Series(np.nan, index=live.index)
+        for champion in champions:
+            for name, profile in profiles[champion.model].items():
+                counts.add((champion.model, name), profile.count(live[name] if name in live else empty), counts.features)
+            values, _ = drift.model_score(champion.trained, live)
+            score_profile = drift.profile_from_dict(champion.reference["score"])  # type: ignore[arg-type]
+            counts.add(champion.model, score_profile.count(values), counts.scores)
+        if stage_profile is not None:
+            stages = stage_profile.count(current_stage(live, contractual))
+            counts.stage_mix = stages if counts.stage_mix is None else counts.stage_mix + stages
+    return counts
+
+
+def drift_table(champions: list[Champion], counts: DriftCounts, thresholds: Thresholds) -> pd.DataFrame:
+    """One row per (model, what): PSI, chi-square p-value (categories), flagged."""
+    rows = []
+    for champion in champions:
+        importance = champion.reference.get("importance") or {}
+        ranked = list(importance)[: thresholds.top_features]  # largest share first
+        for name, data in champion.reference["features"].items():  # type: ignore[union-attr]
+            profile = drift.profile_from_dict(data)
+            got = counts.features.get((champion.model, name))
+            if got is None:
+                continue
+            row = _drift_row(champion, "feature", name, profile, got, thresholds.feature_psi)
+            row["importance"] = importance.get(name)
+            row["flagged"] = row["flagged"] and (not importance or name in ranked)
+            rows.append(row)
+        profile = drift.profile_from_dict(champion.reference["score"])  # type: ignore[arg-type]
+        if champion.model in counts.scores:
+            rows.append(_drift_row(champion, "score", champion.model, profile, counts.scores[champion.model],
+                                   thresholds.score_psi))
+        if "stage_mix" in champion.reference and counts.stage_mix is not None:
+            profile = drift.profile_from_dict(champion.reference["stage_mix"])  # type: ignore[arg-type]
+            rows.append(_drift_row(champion, "stage mix", "stage", profile, counts.stage_mix, thresholds.stage_mix_psi))
+    columns = ["model", "version", "kind", "variable", "psi", "p_value", "importance", "threshold", "flagged"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["flagged", "psi"], ascending=[False, False],
+                                                           ignore_index=True)
+
+
+def _drift_row(champion: Champion, kind: str, name: str, profile: drift.Profile, counts: np.ndarray,
+               threshold: float) -> dict[str, object]:
+    value = profile.psi(counts)
+    return {"model": champion.model, "version": champion.version, "kind": kind, "variable": name, "psi": value,
+            "p_value": profile.p_value(counts), "importance": None, "threshold": threshold,
+            "flagged": bool(value > threshold)}
+
+
+# ---------------------------------------------------------------- delivered scores
+def scores_dir(workspace: Workspace) -> Path:
+    return workspace.root / "scores"
+
+
+def delivered_outputs(workspace: Workspace) -> dict[pd.Timestamp, Path]:
+    """Batch outputs in WORKSPACE/scores/ by their as-of date (from each one's manifest)."""
+    from pipelines.score import read_manifest
+
+    found = {}
+    for path in sorted(scores_dir(workspace).glob("*.parquet")):
+        manifest = read_manifest(path) if path.is_dir() else None
+        if manifest is not None and "as_of" in manifest:
+            found[pd.Timestamp(str(manifest["as_of"]), tz="UTC")] = path
+    return found
+
+
+def matured_performance(workspace: Workspace, as_of: pd.Timestamp, horizon_days: int, contractual: bool,
+                        champions: list[Champion], thresholds: Thresholds) -> pd.DataFrame:
+    """Per delivered batch whose outcome window has matured by as_of (and the data's end):
+    each binary score's ROC AUC, ECE and top-decile lift against what happened."""
+    end = min(as_of, workspace.read_manifest().end)
+    horizon = pd.Timedelta(days=horizon_days)
+    test_auc = {c.model: c.test_figures.get("test_roc_auc") for c in champions}
+    rows = []
+    for date, path in delivered_outputs(workspace).items():
+        if date + horizon > end:
+            continue
+        scores = pd.read_parquet(path, columns=["customer_id", *BINARY_SCORES.values()])
+        labels = outcome_labels(workspace, [date], LabelConfig(horizon_days=horizon_days), contractual)
+        joined = scores.merge(labels, on="customer_id", how="inner")
+        for model, column in BINARY_SCORES.items():
+            known = joined[joined[column].notna() & joined[model].notna()]
+            y = known[model].to_numpy(dtype=float)
+            if len(known) < 2 or len(np.unique(y)) < 2:
+                continue
+            p = known[column].to_numpy(dtype=float)
+            figures = ev.binary_metrics(y, p)
+            ece_limit = max(thresholds.max_ece, registry.ece_bound(p))
+            reference = test_auc.get(model)
+            auc_low = reference is not None and figures["roc_auc"] < reference - thresholds.max_auc_drop
+            rows.append({
+                "scored_at": f"{date:%Y-%m-%d}", "model": model, "customers": len(known),
+                "positive_rate": figures["positive_rate"], "roc_auc": figures["roc_auc"],
+                "champion_test_auc": reference, "ece": figures["ece"], "ece_limit": ece_limit,
+                "lift_top_decile": figures["lift_top_decile"],
+                "flagged": bool(auc_low or figures["ece"] > ece_limit),
+            })
+    columns = ["scored_at", "model", "customers", "positive_rate", "roc_auc", "champion_test_auc", "ece",
+               "ece_limit", "lift_top_decile", "flagged"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------- uplift and policy
+def policy_over_time(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None,
+                     thresholds: Thresholds, catalogue=None) -> tuple[pd.DataFrame, pd.DataFrame, str]:  # type: ignore[no-untyped-def]
+    """(policy value per matured decision date, realised uplift by predicted decile at the
+    latest one, a note when there is nothing to evaluate)."""
+    from pipelines.offpolicy import HORIZON_DAYS, clm_targets, estimate, logged_evidence
+    from serving.catalogue import load_catalogue
+    from training.labels import candidate_cutoffs
+
+    catalogue = catalogue or load_catalogue()
+    manifest = workspace.read_manifest()
+    cutoffs = candidate_cutoffs(manifest, min(as_of, manifest.end), HORIZON_DAYS)[-thresholds.periods:]
+    rows, deciles, notes = [], pd.DataFrame(), []
+    for cutoff in cutoffs:
+        try:
+            evidence = logged_evidence(workspace, catalogue, cutoff, tracking_uri, HORIZON_DAYS)
+        except ClmError as err:  # no uplift champion, or no decisions logged that day
+            notes.append(f"{cutoff:%Y-%m-%d}: {err}")
+            continue
+        targets = clm_targets(evidence, catalogue)
+        report = estimate(evidence, targets)
+        dr = report.estimates["dr"]
+        fitted = evidence.uplift.fitted_through
+        learned = fitted is not None and cutoff <= fitted
+        rows.append({
+            "decided_at": f"{cutoff:%Y-%m-%d}", "decisions": report.decisions,
+            "dr_value_per_decision": dr.value, "dr_low": dr.low, "dr_high": dr.high,
+            "snips_value_per_decision": report.estimates["snips"].value,
+            "true_value_per_decision": report.truth, "uplift_learned_from_it": learned,
+            "flagged": bool(not learned and dr.high < thresholds.min_policy_value),
+        })
+        deciles = realised_uplift_by_decile(evidence, targets)
+    columns = ["decided_at", "decisions", "dr_value_per_decision", "dr_low", "dr_high", "snips_value_per_decision",
+               "true_value_per_decision", "uplift_learned_from_it", "flagged"]
+    return pd.DataFrame(rows, columns=columns), deciles, "; ".join(notes)
+
+
+def realised_uplift_by_decile(evidence, targets: np.ndarray) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """Deciles of the predicted incremental value of clm's chosen action (10 = highest);
+    in each, the realised value of the customers the logged policy contacted minus that of
+    those it left alone, each weighted by the inverse of the propensity of what was done."""
+    n = np.arange(len(evidence.rows))
+    target_at = np.array([evidence.actions.index(a) for a in targets])
+    predicted = evidence.q[n, target_at] - evidence.q[:, 0]
+    taken = evidence.rows["action"].to_numpy().astype(str)
+    treated = taken != evidence.actions[0]
+    weight = 1.0 / np.clip(evidence.rows["propensity"].to_numpy(dtype=float), 1e-3, 1.0)
+    decile = pd.qcut(pd.Series(predicted).rank(method="first"), 10, labels=False).to_numpy() + 1
+    rows = []
+    for d in range(1, 11):
+        inside = decile == d
+        t, c = inside & treated, inside & ~treated
+
+        def mean(mask: np.ndarray) -> float:
+            return float(np.average(evidence.reward[mask], weights=weight[mask])) if mask.any() else float("nan")
+
+        rows.append({"decile": d, "predicted_value": float(predicted[inside].mean()), "treated": int(t.sum()),
+                     "control": int(c.sum()), "realised_uplift": mean(t) - mean(c)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the whole check
+@dataclass
+class MonitorReport:
+    as_of: pd.Timestamp
+    rows: int
+    drift: pd.DataFrame
+    performance: pd.DataFrame
+    policy: pd.DataFrame
+    uplift_deciles: pd.DataFrame
+    notes: list[str]
+    thresholds: Thresholds
+
+    @property
+    def flags(self) -> list[str]:
+        """Each flag in words."""
+        flagged = self.drift[self.drift.flagged]
+        out = [f"{kind} {variable}: PSI {part.psi.max():.3f} > {part.threshold.iloc[0]} ({', '.join(part.model)})"
+               for (kind, variable), part in flagged.groupby(["kind", "variable"], sort=False)]
+        out += [f"{r.model} scored {r.scored_at}: ROC AUC {r.roc_auc:.3f} (champion's test {r.champion_test_auc:.3f}), "
+                f"ECE {r.ece:.3f} (limit {r.ece_limit:.3f})" for r in self.performance.itertuples() if r.flagged]
+        out += [f"policy decided {r.decided_at}: DR value per decision {r.dr_value_per_decision:.2f} "
+                f"(interval up to {r.dr_high:.2f}) below {self.thresholds.min_policy_value}"
+                for r in self.policy.itertuples() if r.flagged]
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """Figures for MLflow."""
+        out: dict[str, float] = {"flags": float(len(self.flags)), "rows": float(self.rows)}
+        for (model, kind), part in self.drift.groupby(["model", "kind"]):
+            key = kind.replace(" ", "_")
+            out[f"{model}_{key}_psi_max"] = float(part.psi.max())
+        for r in self.performance.itertuples():
+            out[f"{r.model}_auc_{r.scored_at}"] = float(r.roc_auc)
+        for r in self.policy.itertuples():
+            out[f"policy_dr_{r.decided_at}"] = float(r.dr_value_per_decision)
+        return out
+
+
+def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, tracking_uri: str | None = None,
+            horizon_days: int = 90, chunk_rows: int = CHUNK_ROWS) -> MonitorReport:
+    from clm.contracts import require_valid
+
+    manifest = require_valid(workspace)
+    contractual = manifest.business == "contractual"
+    client = registry.connect(workspace, tracking_uri)
+    champions = load_champions(client)
+    build_features(workspace, [as_of], raw_checked=True)
+    counts = count_today(workspace, as_of, champions, contractual, chunk_rows)
+    notes = []
+    performance = matured_performance(workspace, as_of, horizon_days, contractual, champions, thresholds)
+    if performance.empty:
+        notes.append(f"No delivered scores in {scores_dir(workspace)} have a matured {horizon_days}-day outcome "
+                     f"window by {as_of:%Y-%m-%d}: `clm score` (or `clm retrain`) writes them there.")
+    policy, deciles, note = policy_over_time(workspace, as_of, tracking_uri, thresholds)
+    if note:
+        notes.append(f"Policy: {note}")
+    return MonitorReport(as_of, counts.rows, drift_table(champions, counts, thresholds), performance, policy,
+                         deciles, notes, thresholds)
+
+
+def log_to_mlflow(workspace: Workspace, report: MonitorReport, tracking_uri: str | None, html: Path | None) -> str:
+    """One run in the experiment `clm-monitor`: the figures, the tables, the page; its id."""
+    import mlflow
+
+    client = registry.connect(workspace, tracking_uri)
+    found = client.get_experiment_by_name("clm-monitor")
+    experiment = found.experiment_id if found else client.create_experiment(
+        "clm-monitor", artifact_location=registry.artifact_location(client, workspace, "clm-monitor"))
+    with mlflow.start_run(experiment_id=experiment, run_name=f"monitor as of {report.as_of:%Y-%m-%d}") as run:
+        mlflow.log_params({"as_of": f"{report.as_of:%Y-%m-%d}", **report.thresholds.model_dump()})
+        mlflow.log_metrics({k: v for k, v in report.metrics().items() if np.isfinite(v)})
+        mlflow.set_tags({"flags": str(len(report.flags)), **registry.run_owner_tags(workspace)})
+        mlflow.log_table(report.drift, "drift.json")
+        if html is not None:
+            mlflow.log_artifact(str(html))
+        return run.info.run_id
