@@ -25,7 +25,7 @@ DEFAULT_WORKSPACE = "workspace"
 WORKSPACE_ENV = "CLM_WORKSPACE"
 MANIFEST_NAME = "_manifest.json"
 # One business's data and everything made from it, in the order a replacement retires them.
-BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow", "decisions", "scores")
+BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow", "decisions", "scores", "reports")
 LOCK_NAME = ".clm.lock"  # held by the command writing to the workspace; says who it is
 
 

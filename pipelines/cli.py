@@ -779,6 +779,9 @@ def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, bu
     console.print(f"{line}. Wrote {result.path} (champions: {used}).")
 
 
+REPORT_NAME = "reports/report.html"  # where `clm run` writes the lifecycle report, in the workspace
+
+
 def _scores_path(ws: Workspace, when) -> Path:  # type: ignore[no-untyped-def]
     """Where `clm run` and `clm retrain` write the batch for a date (the monitor reads them)."""
     return ws.root / "scores" / f"{when:%Y-%m-%d}.parquet"
@@ -944,6 +947,46 @@ def write_text_atomically(path: Path, text: str) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------- report
+@app.command("report")
+@user_errors
+def report_cmd(
+    as_of: AsOfOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one self-contained file).")] = Path(
+        "report.html"),
+    tracking_uri: TrackingOpt = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The lifecycle report for the business, one HTML file that opens anywhere (no
+    server, no network, plots embedded): KPIs per stage (customers, churn rate, NPS, CLV)
+    and how they moved over the last month, the flow between stages, cohort retention by
+    signup month and by acquisition channel, who is at risk and what clm recommends (with
+    the plan's value and the value finder, from the latest nightly batch), and a card per
+    champion model.
+
+    Example:  clm report --as-of 2025-12-01 --out report.html
+    """
+    from features.build import parse_as_of
+
+    _check_writable(out)
+    ws = Workspace.at(workspace)
+    manifest = ws.read_manifest()
+    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+    with ws.exclusive("clm report"):
+        _write_report(ws, when, out, tracking_uri)
+
+
+def _write_report(ws: Workspace, when, out: Path, tracking_uri: str | None) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.report import lifecycle_report
+    from pipelines.report_page import render
+
+    with console.status(f"Writing the lifecycle report as of {when:%Y-%m-%d}"):
+        page = render(lifecycle_report(ws, when, tracking_uri))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(out, page)
+    console.print(f"Lifecycle report: {out.resolve()}")
 
 
 # ------------------------------------------------------------------- serve
@@ -1247,7 +1290,8 @@ def run(
     """The main job, end to end on embedded defaults: simulate, validate, build
     features, register them in Feast and load the online store, train and register the
     models, judge the decision policy, score and decide for the whole base
-    (WORKSPACE/scores/), then summarise and show how to call the real-time API.
+    (WORKSPACE/scores/), write the lifecycle report (WORKSPACE/reports/report.html), then
+    summarise and show how to call the real-time API.
 
     A workspace holding an earlier simulation is started over; one holding ingested data
     only with --replace.
@@ -1282,8 +1326,12 @@ def run(
                    default_budget(_customers(ws)))
         except ClmError as err:  # e.g. no model passed the gate on a tiny base
             console.print(f"[yellow]Scoring skipped: {err}[/yellow]")
+        console.rule("[bold]Report")
+        _write_report(ws, manifest.end, ws.root / REPORT_NAME, None)
         console.rule("[bold]Summary")
         _print_summary(ws)
+        console.print(f"\nThe lifecycle report (open it in a browser): {(ws.root / REPORT_NAME).resolve()}",
+                      soft_wrap=True)
         console.print(f"\nThe real-time API: start it with\n  clm serve -w {ws.root}\nand, from another "
                       f"terminal, ask for a customer's scores and next-best actions:\n  "
                       f"{_curl('127.0.0.1', 3000, _example_customer(ws))}", soft_wrap=True)

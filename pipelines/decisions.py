@@ -13,7 +13,7 @@ import pandas as pd
 from clm.domain import Action
 from serving import decision_log
 from serving.catalogue import Catalogue
-from serving.decide import Decisions
+from serving.decide import Decisions, value_finder
 from serving.scoring import Champions, DecisionData, Scored, decide_rows, explain
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
@@ -43,7 +43,7 @@ class BatchPlan:
         actions = pd.Series(names[np.where(self.final >= 0, self.final, len(names) - 1)]).value_counts()
         return {"actions": {str(a): int(k) for a, k in actions.items()}, "expected_value": float(self.value.sum()),
                 "spent": float(self.cost.sum()), "budget": self.budget, "explored": int(self.explored.sum()),
-                "allocation_gap": float(self.decided.gap)}
+                "allocation_gap": float(self.decided.gap), "value_finder": value_finder(self.decided)}
 
 
 def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: pd.Timestamp,

@@ -67,12 +67,16 @@ def paragraph(text: str, css: str = "note") -> str:
     return f'<p class="{css}">{escape(text)}</p>'
 
 
+def number(value: float, digits: int = 3) -> str:
+    """Whole units from 100 up (with thousands separators), else `digits` significant places."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+
+
 def table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as an HTML table; floats to `digits` significant places."""
+    """A DataFrame as an HTML table (numbers by `number`)."""
     if frame.empty:
         return paragraph("(nothing to show)")
-    return frame.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:,.{digits}g}",
-                         escape=True)
+    return frame.to_html(index=False, border=0, na_rep="", float_format=lambda v: number(v, digits), escape=True)
 
 
 def figure(fig) -> str:  # type: ignore[no-untyped-def]

@@ -130,3 +130,11 @@ def retrained(main_job, tmp_path_factory: pytest.TempPathFactory):  # -> dict
     from tests.retraining import retrain_three_times
 
     return retrain_three_times(main_job, tmp_path_factory.mktemp("retrain"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a Chromium binary (installed with apt-get when missing: tests.browser)."""
+    from tests.browser import chromium_binary
+
+    return chromium_binary()

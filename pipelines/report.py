@@ -1,0 +1,256 @@
+"""`clm report`: the lifecycle report for the business, as figures (`lifecycle_report`);
+`pipelines.report_page` turns them into one self-contained HTML file.
+
+Everything is read off what clm already keeps: the feature snapshots (the stage rules at
+each month start, NPS answers), the raw customers table (signup month and acquisition
+channel), the CLV champion, the nightly batch in WORKSPACE/scores/ (who is at risk, what
+clm recommends, the plan's value and the value finder) and the MLflow registry (model
+cards).
+
+Definitions:
+- stage: the stage rules (`clm.stages`) at a date; the period is the month before D;
+- churn rate of a stage: of the customers in that stage at the period's start, the share
+  in stage `churned` at its end (for a transactions-only business churned means lapsed by
+  the rules: an estimate, not a cancellation);
+- NPS: % promoters (9-10) minus % detractors (0-6) among customers whose latest answer is
+  at most a year old;
+- retained k months after signup: not churned (contractual), or neither dormant nor
+  churned (transactions only), at the k-th month start after signup.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clm.domain import STAGES, Table
+from clm.stages import current_stage
+from clm.workspace import Workspace
+from features.build import build_features, snapshot_chunks, snapshot_dates
+from training import registry
+from training.population import in_population
+
+CHURNED, DORMANT = "churned", "dormant"
+NEW_CUSTOMER = "(not yet a customer)"
+AT_RISK_ROWS = 25
+COHORT_MONTHS = 12
+CHUNK_ROWS = 100_000
+STAGE_COLUMNS = ["customer_id", "stage", "last_nps", "days_since_last_nps", "clv"]
+
+
+@dataclass
+class ModelCard:
+    model: str
+    version: str
+    kind: str  # lightgbm or baseline (or the uplift learner)
+    as_of: str
+    window: dict[str, str]  # train, valid and test cutoffs
+    figures: dict[str, float]  # test figures
+    truth: dict[str, float]  # oracle or true-effect figures (simulated data)
+    features: int
+    importance: list[tuple[str, float]]  # top features by share of gain
+    promoted: str  # the audit trail's latest event, in words
+
+
+@dataclass
+class LifecycleReport:
+    as_of: pd.Timestamp
+    previous: pd.Timestamp  # the start of the period (one month before as_of)
+    contractual: bool
+    kpis: pd.DataFrame
+    flow: pd.DataFrame  # customers by stage at the period's start (rows) and end (columns)
+    cohorts_by_month: pd.DataFrame  # retention share: signup month x months since signup
+    cohorts_by_channel: pd.DataFrame  # retention share: acquisition channel x months since signup
+    at_risk: pd.DataFrame
+    plan: dict[str, object] | None
+    scored_at: str | None
+    models: list[ModelCard]
+    notes: list[str] = field(default_factory=list)
+
+
+def stages_at(workspace: Workspace, when: pd.Timestamp, contractual: bool, clv_model=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """Every customer known at `when`: stage, latest NPS answer and its age, and the CLV
+    champion's value (population only; NaN elsewhere or without a champion)."""
+    build_features(workspace, [when], raw_checked=True)
+    parts = []
+    for chunk in snapshot_chunks(workspace, when, CHUNK_ROWS):
+        part = pd.DataFrame({"customer_id": chunk["customer_id"].to_numpy(),
+                             "stage": current_stage(chunk, contractual).to_numpy()})
+        for column in ("last_nps", "days_since_last_nps"):
+            part[column] = chunk[column].to_numpy(dtype=float) if column in chunk else np.nan
+        part["clv"] = np.nan
+        if clv_model is not None:
+            live = in_population(chunk, contractual)
+            if live.any():
+                part.loc[live, "clv"] = clv_model.predict(chunk[live])
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=STAGE_COLUMNS)
+
+
+def nps(scores: pd.Series) -> float:
+    """% promoters (9-10) minus % detractors (0-6); NaN without answers."""
+    answered = scores.dropna()
+    if answered.empty:
+        return float("nan")
+    return float(100 * ((answered >= 9).mean() - (answered <= 6).mean()))
+
+
+def churn_rates(start: pd.DataFrame, end: pd.DataFrame) -> pd.Series:
+    """Per stage at the period's start: the share of its customers churned at the end."""
+    joined = start[["customer_id", "stage"]].merge(end[["customer_id", "stage"]], on="customer_id",
+                                                   suffixes=("", "_end"))
+    joined = joined[joined.stage != CHURNED]
+    return joined.assign(churned=joined.stage_end == CHURNED).groupby("stage").churned.mean()
+
+
+def stage_kpis(now: pd.DataFrame, before: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """KPIs per stage at the period's end and start: customers, churn rate over the period
+    that ends there, NPS, mean CLV."""
+    def figures(frame: pd.DataFrame, rates: pd.Series) -> pd.DataFrame:
+        recent = frame[frame.days_since_last_nps <= 365]
+        return pd.DataFrame({
+            "customers": frame.groupby("stage").size(),
+            "churn_rate": rates,
+            "nps": recent.groupby("stage").last_nps.apply(nps),
+            "clv": frame.groupby("stage").clv.mean(),
+        }).reindex(list(STAGES))
+
+    end, start = figures(now, churn_rates(before, now)), figures(before, churn_rates(earlier, before))
+    out = end.join(start, rsuffix="_before")
+    out["customers"] = out["customers"].fillna(0).astype(int)
+    out["customers_before"] = out["customers_before"].fillna(0).astype(int)
+    order = ["customers", "customers_before", "churn_rate", "churn_rate_before", "nps", "nps_before", "clv",
+             "clv_before"]
+    return out[order].rename_axis("stage").reset_index()
+
+
+def stage_flow(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """Customers by stage at the period's start (rows; new ones as NEW_CUSTOMER) and end."""
+    joined = now[["customer_id", "stage"]].merge(before[["customer_id", "stage"]], on="customer_id", how="left",
+                                                 suffixes=("", "_before"))
+    joined["stage_before"] = joined["stage_before"].fillna(NEW_CUSTOMER)
+    flow = pd.crosstab(joined.stage_before, joined.stage)
+    rows = [s for s in (*STAGES, NEW_CUSTOMER) if s in flow.index]
+    return flow.reindex(index=rows, columns=[s for s in STAGES if s in flow.columns], fill_value=0)
+
+
+def retention_cohorts(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Retention share k months after signup (k = 0..COHORT_MONTHS), by signup month and by
+    acquisition channel, from the stage rules at every month start up to as_of."""
+    customers = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", "signup_time", "acquisition_channel"])
+    signup = customers.set_index("customer_id")
+    month = signup.signup_time.dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("M")
+    lost = {CHURNED} if contractual else {CHURNED, DORMANT}
+    rows = []
+    for when in [d for d in snapshot_dates(workspace.read_manifest(), "monthly") if d <= as_of]:
+        known = stages_at(workspace, when, contractual)
+        cohort = month.reindex(known.customer_id.to_numpy())
+        since = (pd.Period(when.tz_localize(None), "M") - cohort).map(lambda d: d.n if pd.notna(d) else -1).to_numpy()
+        rows.append(pd.DataFrame({
+            "signup_month": cohort.astype(str).to_numpy(), "months": since,
+            "channel": signup.acquisition_channel.reindex(known.customer_id.to_numpy()).fillna("(unknown)").to_numpy(),
+            "retained": ~known.stage.isin(lost).to_numpy(),
+        }))
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["signup_month", "months", "channel", "retained"])
+    frame = frame[(frame.months >= 1) & (frame.months <= COHORT_MONTHS)]
+
+    def table(by: str) -> pd.DataFrame:
+        if frame.empty:
+            return pd.DataFrame()
+        shares = frame.pivot_table(index=by, columns="months", values="retained", aggfunc="mean")
+        shares.columns = [f"m{int(c)}" for c in shares.columns]
+        return shares.reset_index()
+
+    return table("signup_month"), table("channel")
+
+
+def latest_batch(workspace: Workspace, as_of: pd.Timestamp):  # type: ignore[no-untyped-def]
+    """(date, path) of the latest batch output at or before as_of in WORKSPACE/scores/, or None."""
+    from pipelines.monitor import delivered_outputs
+
+    found = [(d, p) for d, p in delivered_outputs(workspace).items() if d <= as_of]
+    return max(found) if found else None
+
+
+def at_risk(scores: pd.DataFrame, rows: int = AT_RISK_ROWS) -> pd.DataFrame:
+    """The customers with the most value at risk (churn probability x CLV), with clm's
+    recommendation and its first reason."""
+    live = scores[scores.churn_probability.notna()].copy()
+    live["value_at_risk"] = live.churn_probability * live.clv.fillna(0)
+    top = live.nlargest(rows, "value_at_risk")
+    first_reason = top.reasons.map(_first_reason) if "reasons" in top else ""
+    return pd.DataFrame({
+        "customer_id": top.customer_id, "stage": top.stage, "churn_probability": top.churn_probability,
+        "clv": top.clv, "value_at_risk": top.value_at_risk, "recommended": top.action.fillna("none"),
+        "expected_value": top.action_value, "why": first_reason,
+    }).reset_index(drop=True)
+
+
+def _first_reason(reasons: object) -> str:
+    import json
+
+    try:
+        found = json.loads(str(reasons))
+    except ValueError:
+        return ""
+    return str(found[0]) if isinstance(found, list) and found else ""
+
+
+def model_cards(client) -> list[ModelCard]:  # type: ignore[no-untyped-def]
+    from training import audit
+    from training.models import feature_importance
+
+    cards = []
+    for model in ("churn", "upsell", "stage", "clv", "uplift"):
+        version = registry.alias_version(client, model, registry.CHAMPION)
+        if version is None:
+            continue
+        name = registry.registered_name(model)
+        run = client.get_run(client.get_model_version(name, version).run_id)
+        params, metrics = run.data.params, run.data.metrics
+        trained = registry.load_version(client, model, version)
+        importance = feature_importance(trained) if hasattr(trained, "estimator") else None
+        events = audit.history(client, name)
+        last = events[-1] if events else None
+        cards.append(ModelCard(
+            model, version, params.get("registered", params.get("learner", "")), params.get("as_of", ""),
+            {k: params[k] for k in ("train_cutoffs", "valid_cutoff", "test_cutoff") if k in params},
+            {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")},
+            {k: v for k, v in metrics.items() if k.startswith(("oracle_", "truth_"))},
+            int(float(params.get("features", 0))), list((importance or {}).items())[:10],
+            f"{last.event} {last.at[:10]} by {last.by} ({last.how}): {last.reason}" if last else "",
+        ))
+    return cards
+
+
+def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> LifecycleReport:
+    from clm.contracts import require_valid
+
+    manifest = require_valid(workspace)
+    contractual = manifest.business == "contractual"
+    client = registry.connect(workspace, tracking_uri)
+    notes = []
+    clv_model = registry.load_champion(client, "clv")
+    if clv_model is None:
+        notes.append("No CLV champion: CLV per stage is left empty (run `clm train`).")
+    previous, earlier = as_of - pd.DateOffset(months=1), as_of - pd.DateOffset(months=2)
+    now = stages_at(workspace, as_of, contractual, clv_model)
+    before = stages_at(workspace, previous, contractual, clv_model)
+    kpis = stage_kpis(now, before, stages_at(workspace, earlier, contractual))
+    notes.append("CAC is not shown: the customers table has no acquisition cost.")
+    by_month, by_channel = retention_cohorts(workspace, as_of, contractual)
+    batch = latest_batch(workspace, as_of)
+    plan, scored_at, risky = None, None, pd.DataFrame()
+    if batch is None:
+        notes.append(f"No nightly batch at or before {as_of:%Y-%m-%d} in WORKSPACE/scores/: run `clm retrain` or "
+                     "`clm score` for the at-risk list and the plan.")
+    else:
+        from pipelines.score import read_manifest
+
+        scored_at = f"{batch[0]:%Y-%m-%d}"
+        risky = at_risk(pd.read_parquet(batch[1]))
+        plan = (read_manifest(batch[1]) or {}).get("decisions")  # type: ignore[assignment]
+    return LifecycleReport(as_of, previous, contractual, kpis, stage_flow(before, now), by_month, by_channel, risky,
+                           plan, scored_at, model_cards(client), notes)
