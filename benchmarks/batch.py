@@ -23,21 +23,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from measure import run_measured  # noqa: E402
 
 
 def tiled(table: pa.Table, copies: int, rows: int | None = None) -> pa.Table:
@@ -112,32 +110,10 @@ def validated(path: Path) -> Path:
 def run_batch(workspace: Path, out: Path, budget: float) -> tuple[float, float, dict]:
     """`clm score` in its own process: wall seconds, peak RSS in GB (with children), manifest."""
     clm = ROOT / ".venv" / "bin" / "clm"
-    started = time.perf_counter()
-    proc = subprocess.Popen([str(clm), "score", "--out", str(out), "--budget", str(budget), "-w", str(workspace)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watched = psutil.Process(proc.pid)
-    peak = 0.0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            try:
-                rss = watched.memory_info().rss + sum(c.memory_info().rss for c in watched.children(recursive=True))
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    _, err = proc.communicate()
-    wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"clm score failed:\n{err[-3000:]}")
-    return wall, peak / 1e9, json.loads((out / "_manifest.json").read_text())
+    done = run_measured([str(clm), "score", "--out", str(out), "--budget", str(budget), "-w", str(workspace)])
+    if done.returncode != 0:
+        raise SystemExit(f"clm score failed:\n{done.stderr[-3000:]}")
+    return done.wall_s, done.peak_gb, json.loads((out / "_manifest.json").read_text())
 
 
 def floor_seconds(workspace: Path) -> tuple[float, int]:

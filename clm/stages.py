@@ -35,7 +35,15 @@ CHURN_QUIET_DAYS = 90  # non-contractual: no purchase this long means churned
 ADVOCATE_MIN_TENURE = 180
 
 
+# Every feature the stage rules read (a reader may load only these: `_col` refuses others).
+STAGE_FEATURES = ("tenure_days", "is_subscribed", "days_since_last_activity", "recency_days", "active_days_90d",
+                  "failed_payments_30d", "open_high_severity", "last_nps", "nps_trend", "recent_past_ratio",
+                  "days_since_last_nps", "referrals_365d")
+
+
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in STAGE_FEATURES:
+        raise KeyError(f"{name} is read by the stage rules but not listed in STAGE_FEATURES")
     if name in frame:
         return pd.to_numeric(frame[name], errors="coerce")
     return pd.Series(np.nan, index=frame.index)

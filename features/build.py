@@ -172,12 +172,12 @@ def snapshot_files(workspace: Workspace, as_of: pd.Timestamp) -> list[Path]:
     return [snapshot_path(workspace, g, as_of) for g in groups]
 
 
-def _exact_chunks(file: pq.ParquetFile, rows: int) -> Iterable[pa.Table]:
-    """The file's rows, exactly `rows` at a time (the last chunk the rest), whatever its
-    row groups: files of equal length then yield chunks that line up."""
+def _exact_chunks(file: pq.ParquetFile, rows: int, columns: list[str] | None = None) -> Iterable[pa.Table]:
+    """The file's rows (of `columns`, default all), exactly `rows` at a time (the last chunk
+    the rest), whatever its row groups: files of equal length then yield chunks that line up."""
     pending: list[pa.RecordBatch] = []
     held = 0
-    for batch in file.iter_batches(batch_size=rows):
+    for batch in file.iter_batches(batch_size=rows, columns=columns):
         pending.append(batch)
         held += batch.num_rows
         while held >= rows:
@@ -189,15 +189,22 @@ def _exact_chunks(file: pq.ParquetFile, rows: int) -> Iterable[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
-def snapshot_chunks(workspace: Workspace, as_of: pd.Timestamp, rows: int) -> Iterable[pd.DataFrame]:
+def snapshot_chunks(workspace: Workspace, as_of: pd.Timestamp, rows: int,
+                    columns: Iterable[str] | None = None) -> Iterable[pd.DataFrame]:
     """Every group's features at as_of, `rows` customers at a time: the point-in-time
     features of every customer known then (each file holds the same customers, sorted by
-    id, so the groups' chunks line up; a test holds this equal to Feast's retrieval)."""
+    id, so the groups' chunks line up; a test holds this equal to Feast's retrieval).
+    columns: only these features (and the keys), read from only the files that hold them."""
     files = [pq.ParquetFile(p) for p in snapshot_files(workspace, as_of)]
     if len({f.metadata.num_rows for f in files}) > 1:
         raise ClmError(f"The feature snapshots at {as_of:%Y-%m-%d} hold different numbers of customers (was a build "
                        "interrupted?): run `clm features build` again.")
-    for tables in zip(*(_exact_chunks(f, rows) for f in files)):
+    wanted = None if columns is None else set(columns)
+    keys = ["customer_id", "event_timestamp"]
+    selected = [(f, None if wanted is None else keys + [c for c in f.schema_arrow.names if c in wanted])
+                for i, f in enumerate(files)
+                if wanted is None or i == 0 or wanted & set(f.schema_arrow.names)]
+    for tables in zip(*(_exact_chunks(f, rows, cols) for f, cols in selected)):
         ids = tables[0].column("customer_id")
         if any(not t.column("customer_id").equals(ids) for t in tables[1:]):
             raise ClmError(f"The feature snapshots at {as_of:%Y-%m-%d} do not hold the same customers in the same "

@@ -782,11 +782,6 @@ def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, bu
 REPORT_NAME = "reports/report.html"  # where `clm run` writes the lifecycle report, in the workspace
 
 
-def _scores_path(ws: Workspace, when) -> Path:  # type: ignore[no-untyped-def]
-    """Where `clm run` and `clm retrain` write the batch for a date (the monitor reads them)."""
-    return ws.root / "scores" / f"{when:%Y-%m-%d}.parquet"
-
-
 # ------------------------------------------------------------------- retrain
 @app.command("retrain")
 @user_errors
@@ -818,6 +813,7 @@ def retrain_cmd(
     """
     from features.build import parse_as_of
     from features.store import apply
+    from pipelines import outputs
     from pipelines.policy import default_budget
     from serving.catalogue import load_catalogue
 
@@ -840,7 +836,7 @@ def retrain_cmd(
         _materialize(ws, f"{when:%Y-%m-%d}")
         console.rule("[bold]4/4 Score and decide")
         spend = default_budget(_customers(ws)) if budget is None else budget
-        _score(ws, when, _scores_path(ws, when), tracking_uri, actions, spend, keep_current=True)
+        _score(ws, when, outputs.scores_path(ws, when), tracking_uri, actions, spend, keep_current=True)
 
 
 # ------------------------------------------------------------------- monitor
@@ -1317,12 +1313,13 @@ def run(
         except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
             console.print(f"[yellow]Policy evaluation skipped: {err}[/yellow]")
         console.rule("[bold]Score and decide")
+        from pipelines import outputs
         from pipelines.policy import default_budget
         from serving.catalogue import load_catalogue
 
         manifest = ws.read_manifest()
         try:
-            _score(ws, manifest.end, _scores_path(ws, manifest.end), None, load_catalogue(None),
+            _score(ws, manifest.end, outputs.scores_path(ws, manifest.end), None, load_catalogue(None),
                    default_budget(_customers(ws)))
         except ClmError as err:  # e.g. no model passed the gate on a tiny base
             console.print(f"[yellow]Scoring skipped: {err}[/yellow]")

@@ -35,6 +35,7 @@ from features.build import build_features, snapshot_chunks
 from training import drift, registry
 from training import evaluate as ev
 from training.labels import LabelConfig, outcome_labels
+from pipelines.outputs import delivered_outputs, scores_dir
 from training.population import in_population
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("monitor.yaml")
@@ -87,12 +88,12 @@ class Champion:
     test_figures: dict[str, float]
 
 
-def load_champions(client, models: tuple[str, ...] = SCORED_MODELS) -> list[Champion]:  # type: ignore[no-untyped-def]
-    """Each model's champion with its recorded reference; a champion trained before clm
-    recorded references is an error saying how to get one."""
+def load_champions(client, models: tuple[str, ...] = SCORED_MODELS) -> tuple[list[Champion], list[str]]:  # type: ignore[no-untyped-def]
+    """Each model's champion with its recorded reference, and a note for each champion
+    trained before clm recorded references (it is left out of the drift figures)."""
     import mlflow
 
-    found = []
+    found, notes = [], []
     for model in models:
         version = registry.alias_version(client, model, registry.CHAMPION)
         if version is None:
@@ -101,13 +102,15 @@ def load_champions(client, models: tuple[str, ...] = SCORED_MODELS) -> list[Cham
         try:
             reference = mlflow.artifacts.load_dict(f"runs:/{run_id}/{drift.REFERENCE_ARTIFACT}")
         except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
-            raise ClmError(f"{registry.registered_name(model)} v{version} has no recorded reference distribution "
-                           "(trained by an earlier clm): run `clm retrain` to train it again.") from None
+            notes.append(f"{registry.registered_name(model)} v{version} has no recorded reference distribution "
+                         "(trained by an earlier clm): its drift is not measured; `clm retrain` records one.")
+            continue
         found.append(Champion(model, version, registry.load_version(client, model, version), reference,
                               registry.version_figures(client, model, version)))
     if not found:
-        raise ClmError("No champion model to monitor: run `clm train` (or `clm run`) first.")
-    return found
+        raise ClmError("No champion model with a recorded reference to monitor: run `clm retrain` (or `clm train`) "
+                       "first." + (" " + " ".join(notes) if notes else ""))
+    return found, notes
 
 
 @dataclass
@@ -184,22 +187,6 @@ def _drift_row(champion: Champion, kind: str, name: str, profile: drift.Profile,
 
 
 # ---------------------------------------------------------------- delivered scores
-def scores_dir(workspace: Workspace) -> Path:
-    return workspace.root / "scores"
-
-
-def delivered_outputs(workspace: Workspace) -> dict[pd.Timestamp, Path]:
-    """Batch outputs in WORKSPACE/scores/ by their as-of date (from each one's manifest)."""
-    from pipelines.score import read_manifest
-
-    found = {}
-    for path in sorted(scores_dir(workspace).glob("*.parquet")):
-        manifest = read_manifest(path) if path.is_dir() else None
-        if manifest is not None and "as_of" in manifest:
-            found[pd.Timestamp(str(manifest["as_of"]), tz="UTC")] = path
-    return found
-
-
 def matured_performance(workspace: Workspace, as_of: pd.Timestamp, horizon_days: int, contractual: bool,
                         champions: list[Champion], thresholds: Thresholds) -> pd.DataFrame:
     """Per delivered batch whose outcome window has matured by as_of (and the data's end):
@@ -342,10 +329,9 @@ def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, t
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"
     client = registry.connect(workspace, tracking_uri)
-    champions = load_champions(client)
+    champions, notes = load_champions(client)
     build_features(workspace, [as_of], raw_checked=True)
     counts = count_today(workspace, as_of, champions, contractual, chunk_rows)
-    notes = []
     performance = matured_performance(workspace, as_of, horizon_days, contractual, champions, thresholds)
     if performance.empty:
         notes.append(f"No delivered scores in {scores_dir(workspace)} have a matured {horizon_days}-day outcome "

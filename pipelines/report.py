@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import STAGES, Table
-from clm.stages import current_stage
+from clm.stages import STAGE_FEATURES, current_stage
 from clm.workspace import Workspace
 from features.build import build_features, snapshot_chunks, snapshot_dates
+from pipelines.outputs import delivered_outputs, read_manifest
 from training import registry
-from training.population import in_population
+from training.population import POPULATION_FEATURES, in_population
 
 CHURNED, DORMANT = "churned", "dormant"
 NEW_CUSTOMER = "(not yet a customer)"
@@ -74,7 +75,9 @@ def stages_at(workspace: Workspace, when: pd.Timestamp, contractual: bool, clv_m
     champion's value (population only; NaN elsewhere or without a champion)."""
     build_features(workspace, [when], raw_checked=True)
     parts = []
-    for chunk in snapshot_chunks(workspace, when, CHUNK_ROWS):
+    # Only what the stage rules, the population rule and the NPS read, unless CLV is scored.
+    columns = None if clv_model is not None else {*STAGE_FEATURES, *POPULATION_FEATURES, "last_nps"}
+    for chunk in snapshot_chunks(workspace, when, CHUNK_ROWS, columns):
         part = pd.DataFrame({"customer_id": chunk["customer_id"].to_numpy(),
                              "stage": current_stage(chunk, contractual).to_numpy()})
         for column in ("last_nps", "days_since_last_nps"):
@@ -168,8 +171,6 @@ def retention_cohorts(workspace: Workspace, as_of: pd.Timestamp, contractual: bo
 
 def latest_batch(workspace: Workspace, as_of: pd.Timestamp):  # type: ignore[no-untyped-def]
     """(date, path) of the latest batch output at or before as_of in WORKSPACE/scores/, or None."""
-    from pipelines.monitor import delivered_outputs
-
     found = [(d, p) for d, p in delivered_outputs(workspace).items() if d <= as_of]
     return max(found) if found else None
 
@@ -247,8 +248,6 @@ def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
         notes.append(f"No nightly batch at or before {as_of:%Y-%m-%d} in WORKSPACE/scores/: run `clm retrain` or "
                      "`clm score` for the at-risk list and the plan.")
     else:
-        from pipelines.score import read_manifest
-
         scored_at = f"{batch[0]:%Y-%m-%d}"
         risky = at_risk(pd.read_parquet(batch[1]))
         plan = (read_manifest(batch[1]) or {}).get("decisions")  # type: ignore[assignment]

@@ -52,6 +52,7 @@ from features.build import build_features, read_snapshot, snapshot_chunks, snaps
 from features.store import apply as apply_features
 from features.store import historical_features
 from pipelines.decisions import DECISION_COLUMNS, BatchPlan, decision_columns, plan_batch
+from pipelines.outputs import MANIFEST_NAME, read_manifest
 from serving import decision_log
 from serving.catalogue import Catalogue, load_catalogue
 from serving.decision_log import DEFAULT_EXPLORATION
@@ -72,7 +73,6 @@ from training.population import in_population, population
 __all__ = ["SCALAR_SCORES", "score_frame", "features_at", "score"]
 
 OUTPUT_COLUMNS = (*SCORE_COLUMNS, "as_of", *DECISION_COLUMNS, "model_versions")
-MANIFEST_NAME = "_manifest.json"
 CHUNK_ROWS = 100_000
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 
@@ -86,14 +86,6 @@ class ScoreResult:
     decisions: dict[str, object] | None = None  # BatchPlan.summary(), with an uplift champion
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False  # keep_current: the output already held these inputs' scores and was left as it was
-
-
-def read_manifest(out: Path) -> dict[str, object] | None:
-    """A finished batch output's manifest, or None (no output there, or not one of ours)."""
-    try:
-        return json.loads((out / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, np.ndarray]:

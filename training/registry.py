@@ -183,6 +183,18 @@ class ClmPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.predict_frame(model_input)
 
 
+# What a logged model needs to load, pinned to the versions it was trained with (besides
+# clm itself, whose classes it pickles by reference). Given explicitly: MLflow's own
+# inference of them starts a subprocess that imports the model, 7 s of every 10 s log.
+MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow", "cloudpickle")
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+
+
 def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> str:
     """Log and register a version (in the active run); returns the version number."""
     from mlflow.utils.logging_utils import disable_logging, enable_logging
@@ -192,7 +204,7 @@ def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> st
     try:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ClmPyfunc(model), signature=signature, input_example=example,
-            registered_model_name=registered_name(model_name),
+            registered_model_name=registered_name(model_name), pip_requirements=pip_requirements(),
         )
     finally:
         enable_logging()

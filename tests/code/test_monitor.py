@@ -32,7 +32,7 @@ def test_drift_is_nil_on_the_window_the_champion_was_judged_on_and_a_planted_one
 
     # Plant: the churn champion's most important feature (tenure for a scikit-learn baseline,
     # which has no importance: every feature's drift flags) tripled in the snapshot read.
-    champion = next(c for c in mon.load_champions(registry.connect(ws)) if c.model == "churn")
+    champion = next(c for c in mon.load_champions(registry.connect(ws))[0] if c.model == "churn")
     feature = next(iter(champion.reference["importance"] or {"tenure_days": 1.0}))
     group = next(g for g in GROUPS if feature in [f.name for f in g.features])
     path = snapshot_path(ws, group, cutoff)

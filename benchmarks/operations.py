@@ -1,0 +1,68 @@
+"""Benchmark: the scheduled operations on a 100,000-customer simulated base, each command in
+its own process (wall time and peak memory with children):
+
+1. `clm retrain --as-of D` on a copy of a base trained at the data's end (D a month
+   earlier, so that every model trains): features, five models, the gate, the online
+   store, the batch.
+2. the same command again: nothing to train, promote or rescore (idempotent); the ratio
+   to the first run is what a scheduler's retry costs.
+3. `clm monitor --html` at the data's end (drift of every champion, matured batch, policy
+   at three matured decision dates).
+4. `clm report` at the data's end (the cohort curves read every monthly snapshot).
+
+Issue 13 names no peer or target; the figures are for the README and the issue note.
+
+    .venv/bin/python benchmarks/operations.py [--customers 100000] [--workspace /tmp/bench100k]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from measure import run_measured  # noqa: E402
+from policy import build  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--workspace", type=Path, default=Path("/tmp/bench100k"))
+    args = parser.parse_args()
+    build(args.workspace, args.customers)
+
+    import pandas as pd
+
+    from clm.workspace import Workspace
+
+    end = Workspace(args.workspace).read_manifest().end
+    as_of = f"{end - pd.DateOffset(months=1):%Y-%m-%d}"
+    clm = str(ROOT / ".venv" / "bin" / "clm")
+    with tempfile.TemporaryDirectory(dir=args.workspace.parent) as tmp:
+        ws = Path(tmp) / "ws"
+        shutil.copytree(args.workspace, ws)
+        steps = [
+            ("retrain (trains)", [clm, "retrain", "--as-of", as_of, "-w", str(ws)]),
+            ("retrain again (no-op)", [clm, "retrain", "--as-of", as_of, "-w", str(ws)]),
+            ("monitor --html", [clm, "monitor", "--html", str(Path(tmp) / "monitor.html"), "-w", str(ws)]),
+            ("report", [clm, "report", "--out", str(Path(tmp) / "report.html"), "-w", str(ws)]),
+        ]
+        print(f"{args.customers:,} customers; retrain as of {as_of}; monitor and report as of {end:%Y-%m-%d}\n")
+        print(f"{'step':<24}{'wall':>10}{'peak RSS':>12}{'exit':>6}")
+        walls = {}
+        for name, command in steps:
+            done = run_measured(command)
+            walls[name] = done.wall_s
+            print(f"{name:<24}{done.wall_s:>9.1f}s{done.peak_gb:>10.2f} GB{done.returncode:>6}", flush=True)
+            if done.returncode not in (0, 4):  # 4: the monitor flagged, which is a result
+                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        print(f"\nA rerun costs {walls['retrain again (no-op)'] / walls['retrain (trains)']:.2f} of a run that trains.")
+
+
+if __name__ == "__main__":
+    main()
