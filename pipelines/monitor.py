@@ -122,8 +122,9 @@ class DriftCounts:
     stage_mix: np.ndarray | None = None
     rows: int = 0
 
-    def add(self, key, counts: np.ndarray, into: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
-        into[key] = into[key] + counts if key in into else counts
+
+def _accumulate(into: dict, key: object, counts: np.ndarray) -> None:  # type: ignore[type-arg]
+    into[key] = into[key] + counts if key in into else counts
 
 
 def count_today(workspace: Workspace, as_of: pd.Timestamp, champions: list[Champion], contractual: bool,
@@ -141,10 +142,10 @@ def count_today(workspace: Workspace, as_of: pd.Timestamp, champions: list[Champ
         empty = pd.Series(np.nan, index=live.index)
         for champion in champions:
             for name, profile in profiles[champion.model].items():
-                counts.add((champion.model, name), profile.count(live[name] if name in live else empty), counts.features)
+                _accumulate(counts.features, (champion.model, name), profile.count(live[name] if name in live else empty))
             values, _ = drift.model_score(champion.trained, live)
             score_profile = drift.profile_from_dict(champion.reference["score"])  # type: ignore[arg-type]
-            counts.add(champion.model, score_profile.count(values), counts.scores)
+            _accumulate(counts.scores, champion.model, score_profile.count(values))
         if stage_profile is not None:
             stages = stage_profile.count(current_stage(live, contractual))
             counts.stage_mix = stages if counts.stage_mix is None else counts.stage_mix + stages

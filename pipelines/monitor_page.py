@@ -16,7 +16,8 @@ def render(report: MonitorReport) -> str:
     flags = report.flags
     summary = (html.paragraph(f"{len(flags)} flag(s): the scheduler sees exit code 4.", "flag") if flags
                else html.paragraph("No threshold crossed.", "ok"))
-    summary += "".join(f"<li>{html.escape(f)}</li>" for f in flags).join(("<ul>", "</ul>")) if flags else ""
+    if flags:
+        summary += "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in flags) + "</ul>"
     summary += "".join(html.paragraph(n) for n in report.notes)
     sections = [
         html.Section("flags", "Flags", summary),
@@ -34,10 +35,13 @@ def _drift(report: MonitorReport) -> str:
         return html.paragraph("No champion with a reference to compare with.")
     body = html.paragraph("PSI of today's population against the rows each champion was judged on; "
                           "below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 a real shift.")
-    features = frame[frame.kind == "feature"].drop_duplicates("variable").head(TOP_FEATURES)
+    features = (frame[frame.kind == "feature"].sort_values(["psi", "flagged"], ascending=False)
+                .drop_duplicates("variable").head(TOP_FEATURES))
     if len(features):
         fig, ax = plt.subplots(figsize=(8, 0.3 * len(features) + 1))
-        ax.barh(features.variable[::-1], features.psi[::-1], color="#0f766e")
+        colours = ["#b91c1c" if flagged else "#0f766e" for flagged in features.flagged[::-1]]
+        ax.barh(features.variable[::-1], features.psi[::-1], color=colours)
+        ax.set_title("highest PSI per feature (red: flagged for a model that relies on it)")
         ax.axvline(report.thresholds.feature_psi, color="#b91c1c", linestyle="--", label="threshold")
         ax.set_xlabel("PSI")
         ax.legend()
