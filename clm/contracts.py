@@ -517,8 +517,11 @@ def recorded_valid(raw_dir: Path) -> bool:
 
 def require_valid(workspace: Workspace) -> RawManifest:
     """For every command that reads raw data: refuse invalid data before writing anything.
-    Data recorded valid as it is now (`record_valid`) is not checked again."""
+    Data recorded valid as it is now (`record_valid`) is not checked again; data found
+    valid here is recorded, so that it is checked once per change, whichever command
+    meets it first."""
     manifest = workspace.read_manifest()
     if not recorded_valid(workspace.raw_dir):
         validate_workspace(workspace).raise_if_invalid()
+        record_valid(workspace.raw_dir)
     return manifest

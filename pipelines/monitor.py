@@ -88,9 +88,15 @@ class Champion:
     test_figures: dict[str, float]
 
 
-def load_champions(client, models: tuple[str, ...] = SCORED_MODELS) -> tuple[list[Champion], list[str]]:  # type: ignore[no-untyped-def]
-    """Each model's champion with its recorded reference, and a note for each champion
-    trained before clm recorded references (it is left out of the drift figures)."""
+REFERENCE_SAMPLE = 200_000  # rows enough for decile edges and shares
+
+
+def load_champions(client, workspace: Workspace, contractual: bool,  # type: ignore[no-untyped-def]
+                   models: tuple[str, ...] = SCORED_MODELS) -> tuple[list[Champion], list[str]]:
+    """Each model's champion with its reference: the one recorded at training, or, for a
+    champion trained before clm recorded them, one computed from the feature snapshot of
+    its test cutoff (the same rows: a test holds the two equal) and recorded in its run
+    for next time (said in a note)."""
     import mlflow
 
     found, notes = [], []
@@ -98,19 +104,35 @@ def load_champions(client, models: tuple[str, ...] = SCORED_MODELS) -> tuple[lis
         version = registry.alias_version(client, model, registry.CHAMPION)
         if version is None:
             continue
-        run_id = client.get_model_version(registry.registered_name(model), version).run_id
+        trained = registry.load_version(client, model, version)
+        run = client.get_run(client.get_model_version(registry.registered_name(model), version).run_id)
         try:
-            reference = mlflow.artifacts.load_dict(f"runs:/{run_id}/{drift.REFERENCE_ARTIFACT}")
+            reference = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{drift.REFERENCE_ARTIFACT}")
         except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
-            notes.append(f"{registry.registered_name(model)} v{version} has no recorded reference distribution "
-                         "(trained by an earlier clm): its drift is not measured; `clm retrain` records one.")
-            continue
-        found.append(Champion(model, version, registry.load_version(client, model, version), reference,
-                              registry.version_figures(client, model, version)))
+            cutoff = pd.Timestamp(run.data.params["test_cutoff"], tz="UTC")
+            rows = reference_rows(workspace, cutoff, contractual)
+            if model == "stage":  # the stage mix is the stage model's to watch, as at training
+                rows = rows.assign(current_stage=current_stage(rows, contractual).to_numpy())
+            reference = drift.model_reference(trained, rows)
+            client.log_dict(run.info.run_id, reference, drift.REFERENCE_ARTIFACT)
+            notes.append(f"{registry.registered_name(model)} v{version} had no recorded reference (trained by an "
+                         f"earlier clm): computed from the snapshot of its test cutoff, {cutoff:%Y-%m-%d}, and "
+                         "recorded.")
+        found.append(Champion(model, version, trained, reference, registry.version_figures(client, model, version)))
     if not found:
-        raise ClmError("No champion model with a recorded reference to monitor: run `clm retrain` (or `clm train`) "
-                       "first." + (" " + " ".join(notes) if notes else ""))
+        raise ClmError("No champion model to monitor: run `clm train` (or `clm run`) first.")
     return found, notes
+
+
+def reference_rows(workspace: Workspace, cutoff: pd.Timestamp, contractual: bool) -> pd.DataFrame:
+    """The model population at a cutoff with its features (a seeded sample of
+    REFERENCE_SAMPLE rows on a larger base)."""
+    build_features(workspace, [cutoff], raw_checked=True)
+    rows = pd.concat([chunk[in_population(chunk, contractual)] for chunk in
+                      snapshot_chunks(workspace, cutoff, CHUNK_ROWS)], ignore_index=True)
+    if len(rows) > REFERENCE_SAMPLE:
+        rows = rows.sample(REFERENCE_SAMPLE, random_state=0).reset_index(drop=True)
+    return rows
 
 
 @dataclass
@@ -330,7 +352,7 @@ def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, t
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"
     client = registry.connect(workspace, tracking_uri)
-    champions, notes = load_champions(client)
+    champions, notes = load_champions(client, workspace, contractual)
     build_features(workspace, [as_of], raw_checked=True)
     counts = count_today(workspace, as_of, champions, contractual, chunk_rows)
     performance = matured_performance(workspace, as_of, horizon_days, contractual, champions, thresholds)

@@ -138,3 +138,16 @@ def chromium() -> str:
     from tests.browser import chromium_binary
 
     return chromium_binary()
+
+
+@pytest.fixture(scope="session")
+def shop_and_sim(tmp_path_factory):
+    """A simulated business, and its paid transactions exported and ingested as a shop
+    (a real-data workspace: transactions only). Tests that change the shop use a copy."""
+    from pipelines.ingest import ingest_exported_transactions
+
+    root = tmp_path_factory.mktemp("backtest")
+    sim = simulate(root / "sim", 1500, 8, "2024-01-01", "2025-12-31")
+    shop = Workspace(root / "shop")
+    ingest_exported_transactions(sim, root / "export.csv", shop)
+    return shop, sim

@@ -9,9 +9,7 @@ import pytest
 
 from clm.domain import Table
 from clm.errors import ClmError
-from clm.workspace import Workspace
 from pipelines.backtest import BacktestConfig, backtest, binary_report
-from pipelines.ingest import ingest_exported_transactions
 from tests.handmade import t
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -30,18 +28,6 @@ def test_binary_figures_by_hand():
     assert r["lift_top_decile"] == pytest.approx(2.5) and r["capture_top_decile"] == pytest.approx(0.5)
     assert r["customers"] == 5
     assert [row["observed_rate"] for row in r["reliability"]] == [0, 0, 1, 0, 1]
-
-
-@pytest.fixture(scope="module")
-def shop_and_sim(tmp_path_factory):
-    """A simulated business, and its paid transactions exported and ingested as a shop."""
-    from tests.conftest import simulate
-
-    root = tmp_path_factory.mktemp("backtest")
-    sim = simulate(root / "sim", 1500, 8, "2024-01-01", "2025-12-31")
-    shop = Workspace(root / "shop")
-    ingest_exported_transactions(sim, root / "export.csv", shop)
-    return shop, sim
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from features.build import snapshot_path
 from features.groups import GROUPS
 from pipelines import monitor as mon
 from tests.clirun import invoke
-from training import registry
+from training import drift, registry
 
 
 def _test_cutoff(ws, model: str) -> pd.Timestamp:  # type: ignore[no-untyped-def]
@@ -29,10 +29,15 @@ def test_drift_is_nil_on_the_window_the_champion_was_judged_on_and_a_planted_one
     # the rows counted today are the rows the reference was recorded on
     assert len(churn) > 20 and churn.psi.max() < 1e-6, churn.head()
     assert not churn.flagged.any()
+    # A champion trained before references were recorded gets one from the snapshot of its
+    # test cutoff: the same distributions as the one recorded at training.
+    champion = next(c for c in mon.load_champions(registry.connect(ws), ws, True)[0] if c.model == "churn")
+    computed = drift.model_reference(champion.trained, mon.reference_rows(ws, cutoff, True))
+    for name, recorded in champion.reference["features"].items():
+        assert computed["features"][name]["shares"] == pytest.approx(recorded["shares"], abs=1e-12), name
 
     # Plant: the churn champion's most important feature (tenure for a scikit-learn baseline,
     # which has no importance: every feature's drift flags) tripled in the snapshot read.
-    champion = next(c for c in mon.load_champions(registry.connect(ws))[0] if c.model == "churn")
     feature = next(iter(champion.reference["importance"] or {"tenure_days": 1.0}))
     group = next(g for g in GROUPS if feature in [f.name for f in g.features])
     path = snapshot_path(ws, group, cutoff)
