@@ -35,7 +35,9 @@ from clm.domain import (
     TRUTH_TABLES,
     Table,
 )
+
 from clm.errors import DataContractError
+from clm.files import write_text_atomically
 from clm.workspace import RawManifest, Workspace
 
 CHUNK_ROWS = 1_000_000
@@ -501,10 +503,7 @@ def raw_fingerprint(raw_dir: Path) -> str:
 
 def record_valid(raw_dir: Path) -> None:
     """Record that raw_dir, as it is now, is valid (call only after a full validation)."""
-    marker = raw_dir / VALIDATED_NAME
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": raw_fingerprint(raw_dir)}))
-    tmp.replace(marker)
+    write_text_atomically(raw_dir / VALIDATED_NAME, json.dumps({"fingerprint": raw_fingerprint(raw_dir)}))
 
 
 def recorded_valid(raw_dir: Path) -> bool:

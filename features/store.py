@@ -19,6 +19,7 @@ import yaml
 from feast import FeatureStore, FileSource
 
 from clm.errors import ClmError
+from clm.files import write_text_atomically
 from clm.rawdb import raw_tables
 from clm.workspace import Workspace
 from features.build import features_dir, group_dir, snapshot_path
@@ -92,9 +93,7 @@ def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStore
 
 def _write_config_file(repo: Path, config: dict[str, object]) -> None:
     """feature_store.yaml, written beside and renamed: never half a config."""
-    temporary = repo / f".{CONFIG_NAME}.{os.getpid()}.tmp"
-    temporary.write_text(yaml.safe_dump(config, sort_keys=False))
-    temporary.replace(repo / CONFIG_NAME)
+    write_text_atomically(repo / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
 
 
 def check_redis(url: str, timeout_seconds: float = 5.0) -> None:

@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table as RichTable
 
 from clm.errors import ClmError
+from clm.files import write_text_atomically
 from clm.workspace import WORKSPACE_ENV, Workspace
 
 if TYPE_CHECKING:  # imported lazily at run time: `clm --help` stays fast
@@ -933,16 +934,6 @@ def _check_writable(path: Path) -> None:
         raise ClmError(f"Cannot write {path}: its folder {path.parent} does not exist.")
     if path.is_dir():
         raise ClmError(f"Cannot write {path}: it is a folder; give a file name such as {path / 'report.html'}.")
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------- report

@@ -74,6 +74,11 @@ def stages_at(workspace: Workspace, when: pd.Timestamp, contractual: bool, clv_m
     """Every customer known at `when`: stage, latest NPS answer and its age, and the CLV
     champion's value (population only; NaN elsewhere or without a champion)."""
     build_features(workspace, [when], raw_checked=True)
+    return _read_stages(workspace, when, contractual, clv_model)
+
+
+def _read_stages(workspace: Workspace, when: pd.Timestamp, contractual: bool, clv_model=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """stages_at from snapshots already built."""
     parts = []
     # Only what the stage rules, the population rule and the NPS read, unless CLV is scored.
     columns = None if clv_model is not None else {*STAGE_FEATURES, *POPULATION_FEATURES, "last_nps"}
@@ -146,8 +151,10 @@ def retention_cohorts(workspace: Workspace, as_of: pd.Timestamp, contractual: bo
     month = signup.signup_time.dt.tz_convert("UTC").dt.tz_localize(None).dt.to_period("M")
     lost = {CHURNED} if contractual else {CHURNED, DORMANT}
     rows = []
-    for when in [d for d in snapshot_dates(workspace.read_manifest(), "monthly") if d <= as_of]:
-        known = stages_at(workspace, when, contractual)
+    dates = [d for d in snapshot_dates(workspace.read_manifest(), "monthly") if d <= as_of]
+    build_features(workspace, dates, raw_checked=True)  # once for every date (usually all built)
+    for when in dates:
+        known = _read_stages(workspace, when, contractual)
         cohort = month.reindex(known.customer_id.to_numpy())
         since = (pd.Period(when.tz_localize(None), "M") - cohort).map(lambda d: d.n if pd.notna(d) else -1).to_numpy()
         rows.append(pd.DataFrame({

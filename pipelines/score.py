@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
 from clm.errors import ClmError
+from clm.files import write_text_atomically
 from clm.workspace import Workspace
 from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files
 from features.store import apply as apply_features
@@ -119,9 +120,7 @@ def check_output_path(out: Path) -> None:
 def write_json(report: dict[str, object], path: Path) -> None:
     """A JSON report, written beside the target and renamed in."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(report, indent=2))
 
 
 def _temporary_folder(out: Path) -> Path:
