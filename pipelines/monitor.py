@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clm.errors import ClmError
+from clm.files import read_yaml_mapping
 from clm.stages import current_stage
 from clm.workspace import Workspace
 from features.build import build_features, snapshot_chunks
@@ -66,12 +66,7 @@ class Thresholds(BaseModel):
 
 def load_thresholds(path: Path | None) -> Thresholds:
     source = path or DEFAULT_THRESHOLDS
-    try:
-        data = yaml.safe_load(source.read_text()) or {}
-    except OSError as err:
-        raise ClmError(f"Cannot read thresholds file {source}: {err.strerror}.") from None
-    except yaml.YAMLError as err:
-        raise ClmError(f"Thresholds file {source} is not valid YAML: {err}.") from None
+    data = read_yaml_mapping(source, "Thresholds file", "threshold names and values (see pipelines/monitor.yaml)")
     try:
         return Thresholds.model_validate(data)
     except ValidationError as err:
@@ -156,6 +151,7 @@ def count_today(workspace: Workspace, as_of: pd.Timestamp, champions: list[Champ
                           if "stage_mix" in c.reference), None)
     profiles = {c.model: {name: drift.profile_from_dict(p) for name, p in c.reference["features"].items()}  # type: ignore[union-attr]
                 for c in champions}
+    score_profiles = {c.model: drift.profile_from_dict(c.reference["score"]) for c in champions}  # type: ignore[arg-type]
     for chunk in snapshot_chunks(workspace, as_of, chunk_rows):
         live = chunk[in_population(chunk, contractual)].reset_index(drop=True)
         if live.empty:
@@ -166,8 +162,7 @@ def count_today(workspace: Workspace, as_of: pd.Timestamp, champions: list[Champ
             for name, profile in profiles[champion.model].items():
                 _accumulate(counts.features, (champion.model, name), profile.count(live[name] if name in live else empty))
             values, _ = drift.model_score(champion.trained, live)
-            score_profile = drift.profile_from_dict(champion.reference["score"])  # type: ignore[arg-type]
-            _accumulate(counts.scores, champion.model, score_profile.count(values))
+            _accumulate(counts.scores, champion.model, score_profiles[champion.model].count(values))
         if stage_profile is not None:
             stages = stage_profile.count(current_stage(live, contractual))
             counts.stage_mix = stages if counts.stage_mix is None else counts.stage_mix + stages

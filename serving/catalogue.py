@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clm.domain import Action, Stage
 from clm.errors import ClmError
+from clm.files import read_yaml_mapping
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
 
@@ -152,14 +152,7 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
     path = Path(path) if path is not None else DEFAULT_CATALOGUE
     if not path.is_file():
         raise ClmError(f"Catalogue {path} not found: pass --catalogue with a YAML file (see {DEFAULT_CATALOGUE}).")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ClmError(f"Catalogue {path} is not valid YAML{where}: {getattr(err, 'problem', err)}.") from None
-    if not isinstance(raw, dict):
-        raise ClmError(f"Catalogue {path} must be a mapping with 'contact_policy' and 'actions'.")
+    raw = read_yaml_mapping(path, "Catalogue", "'contact_policy' and 'actions'")
     try:
         return Catalogue.model_validate(raw)
     except ValidationError as err:

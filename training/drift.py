@@ -4,8 +4,8 @@ A model's *reference* is recorded when it is trained (`reference_profile`): for 
 features, for its score and (stage model) for the stage mix, the distribution on its test
 window, the latest labelled rows it was judged on. Numbers are kept as decile bins (edges
 from the reference's quantiles) with a bin for missing values; categories as their
-shares. `clm monitor` counts today's rows into the same bins (chunk by chunk: `Profile.count`
-then `Profile.add`) and compares:
+shares. `clm monitor` counts today's rows into the same bins (`Profile.count`, chunk by
+chunk, the counts summed) and compares:
 
 - PSI, the population stability index, sum over bins of (q - p) ln(q / p), with p the
   reference's share and q today's, each floored at PSI_FLOOR so an empty bin stays finite.
