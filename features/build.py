@@ -1,8 +1,10 @@
-"""Build feature snapshots with DuckDB: WORKSPACE/features/<group>/<as-of date>.parquet.
+"""Build feature snapshots: WORKSPACE/features/<group>/<as-of date>.parquet.
 
 Each file holds one group's features for every customer who signed up before the as-of
 instant (00:00 UTC of that date), keyed by customer_id with event_timestamp = as_of: the
-layout Feast reads as a FileSource. Builds are incremental: only dates without a file are
+layout Feast reads as a FileSource. DuckDB writes one file; the Spark engine
+(`features.spark`) writes a folder of that name holding part files, sorted by customer_id
+across them in name order (`snapshot_parts` reads either). Builds are incremental: only dates without a file are
 computed. If the raw data or a feature definition changes, every snapshot is rebuilt. Each file is written to a
 temporary name and renamed, so an interrupted build leaves no half-written snapshot.
 """
@@ -30,6 +32,9 @@ from features.groups import FLOAT, GROUPS, FeatureGroup, available_groups
 FREQUENCIES = ("monthly", "weekly")
 DATES_PER_QUERY = 6
 BUILD_STATE = "_build.json"
+# Every snapshot file of a group, whether a date's snapshot is one file (DuckDB) or a folder
+# of part files (Spark): what the Feast source of the group reads.
+SNAPSHOT_GLOB = "**/*.parquet"
 
 
 def features_dir(workspace: Workspace) -> Path:
@@ -122,11 +127,13 @@ def build_features(
     frequency: str = "monthly",
     progress: Callable[[int, int], None] | None = None,
     raw_checked: bool = False,
+    spark=None,  # type: ignore[no-untyped-def]
 ) -> BuildResult:
     """Build the snapshots that are missing; returns what was built.
 
     dates: as-of instants to build (default: every snapshot of `frequency` in the data);
-    raw_checked: the caller has already validated the raw data in this command.
+    raw_checked: the caller has already validated the raw data in this command;
+    spark: a Spark session to run the SQL on (`features.spark`), else DuckDB in-process.
     """
     manifest = workspace.read_manifest() if raw_checked else require_valid(workspace)
     dates = sorted(dates if dates is not None else snapshot_dates(manifest, frequency))
@@ -139,10 +146,21 @@ def build_features(
 
     groups = available_groups(raw_tables(workspace))
     todo = [d for d in dates if any(not snapshot_path(workspace, g, d).exists() for g in groups)]
-    con = connect_raw(workspace)
-    rows = 0
     batches = [todo[i : i + DATES_PER_QUERY] for i in range(0, len(todo), DATES_PER_QUERY)]
     steps, done = len(batches) * len(groups), 0
+    if spark is not None:
+        from features.spark import build_on_spark
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+
+        rows = build_on_spark(spark, workspace, groups, batches, lambda g: group_dir(workspace, g), step)
+        return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows)
+    con = connect_raw(workspace)
+    rows = 0
     for batch in batches:
         for group in groups:
             table = compute_group(con, group, batch)
@@ -158,8 +176,30 @@ def build_features(
     return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows)
 
 
+def snapshot_parts(path: Path) -> list[Path]:
+    """A snapshot's Parquet files: the file itself (built by DuckDB), or the part files of a
+    folder of that name (built by Spark), in name order; either way rows come sorted by
+    customer_id when read in this order."""
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+
+
+def snapshot_rows(path: Path) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in snapshot_parts(path))
+
+
+def snapshot_batches(path: Path, batch_size: int, columns: list[str] | None = None) -> Iterable[pa.RecordBatch]:
+    """A snapshot's rows (of `columns`, default all) in order, in record batches."""
+    for part in snapshot_parts(path):
+        yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def snapshot_columns(path: Path) -> list[str]:
+    return pq.ParquetFile(snapshot_parts(path)[0]).schema_arrow.names
+
+
 def read_snapshot(workspace: Workspace, group: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    return pd.read_parquet(snapshot_path(workspace, group, as_of))
+    parts = snapshot_parts(snapshot_path(workspace, group, as_of))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if len(parts) > 1 else pd.read_parquet(parts[0])
 
 
 def snapshot_files(workspace: Workspace, as_of: pd.Timestamp) -> list[Path]:
@@ -172,12 +212,13 @@ def snapshot_files(workspace: Workspace, as_of: pd.Timestamp) -> list[Path]:
     return [snapshot_path(workspace, g, as_of) for g in groups]
 
 
-def _exact_chunks(file: pq.ParquetFile, rows: int, columns: list[str] | None = None) -> Iterable[pa.Table]:
-    """The file's rows (of `columns`, default all), exactly `rows` at a time (the last chunk
-    the rest), whatever its row groups: files of equal length then yield chunks that line up."""
+def _exact_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterable[pa.Table]:
+    """The snapshot's rows (of `columns`, default all), exactly `rows` at a time (the last
+    chunk the rest), whatever its files and row groups: snapshots of equal length then yield
+    chunks that line up."""
     pending: list[pa.RecordBatch] = []
     held = 0
-    for batch in file.iter_batches(batch_size=rows, columns=columns):
+    for batch in snapshot_batches(path, rows, columns):
         pending.append(batch)
         held += batch.num_rows
         while held >= rows:
@@ -195,15 +236,16 @@ def snapshot_chunks(workspace: Workspace, as_of: pd.Timestamp, rows: int,
     features of every customer known then (each file holds the same customers, sorted by
     id, so the groups' chunks line up; a test holds this equal to Feast's retrieval).
     columns: only these features (and the keys), read from only the files that hold them."""
-    files = [pq.ParquetFile(p) for p in snapshot_files(workspace, as_of)]
-    if len({f.metadata.num_rows for f in files}) > 1:
+    files = snapshot_files(workspace, as_of)
+    if len({snapshot_rows(f) for f in files}) > 1:
         raise ClmError(f"The feature snapshots at {as_of:%Y-%m-%d} hold different numbers of customers (was a build "
                        "interrupted?): run `clm features build` again.")
     wanted = None if columns is None else set(columns)
     keys = ["customer_id", "event_timestamp"]
-    selected = [(f, None if wanted is None else keys + [c for c in f.schema_arrow.names if c in wanted])
-                for i, f in enumerate(files)
-                if wanted is None or i == 0 or wanted & set(f.schema_arrow.names)]
+    names = [snapshot_columns(f) for f in files]
+    selected = [(f, None if wanted is None else keys + [c for c in held if c in wanted])
+                for i, (f, held) in enumerate(zip(files, names))
+                if wanted is None or i == 0 or wanted & set(held)]
     for tables in zip(*(_exact_chunks(f, rows, cols) for f, cols in selected)):
         ids = tables[0].column("customer_id")
         if any(not t.column("customer_id").equals(ids) for t in tables[1:]):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import yaml
 from feast import FeatureStore, FileSource
 
@@ -22,7 +21,7 @@ from clm.errors import ClmError
 from clm.files import write_text_atomically
 from clm.rawdb import raw_tables
 from clm.workspace import Workspace
-from features.build import features_dir, group_dir, snapshot_path
+from features.build import SNAPSHOT_GLOB, features_dir, group_dir, snapshot_batches, snapshot_path
 from features.feast_repo import (
     SNAPSHOT_TTL,
     customer,
@@ -147,7 +146,8 @@ def check_online_store(workspace: Workspace) -> None:
 def open_store(workspace: Workspace) -> FeatureStore:
     """The workspace's store. Its registry names snapshot files by absolute path (DuckDB
     reads them as given): in a copied or moved workspace the definitions are applied again,
-    so that it reads its own snapshots, never the original's."""
+    so that it reads its own snapshots, never the original's (and so are those of an older
+    clm, whose sources did not read snapshot folders)."""
     repo = repo_dir(workspace)
     if not (repo / CONFIG_NAME).exists():
         raise ClmError(
@@ -157,7 +157,7 @@ def open_store(workspace: Workspace) -> FeatureStore:
     store = FeatureStore(repo_path=str(repo))
     here = str(features_dir(workspace).resolve())
     sources = [s for s in store.list_data_sources() if isinstance(s, FileSource)]
-    if any(not s.path.startswith(here + os.sep) for s in sources):
+    if any(not s.path.startswith(here + os.sep) or not s.path.endswith(SNAPSHOT_GLOB) for s in sources):
         store.apply(definitions(workspace))
     return store
 
@@ -176,7 +176,7 @@ def definitions(workspace: Workspace) -> list[object]:
         )
     views = {}
     for g in groups:
-        source = snapshot_source(g, str((group_dir(workspace, g) / "*.parquet").resolve()))
+        source = snapshot_source(g, str(group_dir(workspace, g).resolve() / SNAPSHOT_GLOB))
         views[g.name] = feature_view(g, source)
     return [customer, *views.values(), *feature_services(views)]
 
@@ -236,9 +236,8 @@ def materialize(
     snapshots = [
         ViewSnapshot(
             view,
-            pq.ParquetFile(snapshot_path(workspace, view.name, date)).iter_batches(
-                batch_size=LOAD_BATCH_ROWS, columns=["customer_id", *[f.name for f in view.features]]
-            ),
+            snapshot_batches(snapshot_path(workspace, view.name, date), LOAD_BATCH_ROWS,
+                             ["customer_id", *[f.name for f in view.features]]),
         )
         for view in views
     ]

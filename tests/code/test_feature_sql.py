@@ -16,8 +16,12 @@ def test_every_group_transpiles_to_spark(group):
     tree = sqlglot.parse_one(sql, read="spark")
     # Every declared feature is an output column, in the declared order, after the keys.
     assert tree.named_selects == ["customer_id", "event_timestamp", *group.feature_names]
-    # DuckDB-only functions are gone; Spark's are in.
-    assert "epoch(" not in sql.lower() and "UNIX_TIMESTAMP" in sql
+    # DuckDB-only functions are gone; Spark's are in, keeping fractions of a second.
+    assert "epoch(" not in sql.lower() and "UNIX_MICROS" in sql and "UNIX_TIMESTAMP" not in sql
+    # Every literal with a decimal point is a DOUBLE (Spark would make it a DECIMAL).
+    tree = sqlglot.parse_one(sql, read="spark")
+    decimals = [lit for lit in tree.find_all(exp.Literal) if lit.is_number and "." in lit.this]
+    assert decimals and all(isinstance(lit.parent, exp.Cast) and lit.parent.to.is_type("double") for lit in decimals)
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.name)
