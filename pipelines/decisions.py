@@ -14,7 +14,8 @@ from clm.domain import Action
 from serving import decision_log
 from serving.catalogue import Catalogue
 from serving.decide import Decisions, value_finder
-from serving.scoring import Champions, DecisionData, Scored, decide_rows, explain
+from serving.reasons import value_sentence
+from serving.scoring import Champions, DecisionData, Scored, decide_rows, with_drivers
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
 EXPLORED = "exploration: a random allowed action, so that every action's effect stays measurable"
@@ -61,24 +62,47 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     return BatchPlan(decided, final, propensity, explored, budget)
 
 
-def decision_columns(catalogue: Catalogue, champions: Champions, plan: BatchPlan, rows: np.ndarray,
+# What deciding needs of each customer in the population once the selection is made:
+# computed once for the whole base, then read chunk by chunk (or partition by partition).
+PLAN_COLUMNS = ("choice", "action_value", "action_cost", "propensity", "explored", "retention_value",
+                "upgrade_value", "why")
+
+
+def plan_frame(plan: BatchPlan) -> pd.DataFrame:
+    """PLAN_COLUMNS per customer of the plan, in its population order: the final choice
+    (-1: none), its expected value, cost and value parts, its propensity, whether it was
+    explored, and the funnel's reason for those left with none."""
+    d, final = plan.decided, plan.final
+    return pd.DataFrame({
+        "choice": final, "action_value": plan.value, "action_cost": plan.cost, "propensity": plan.propensity,
+        "explored": plan.explored, "retention_value": _of(d.parts.retention, final),
+        "upgrade_value": _of(d.parts.upgrade, final), "why": d.why.astype(str),
+    })
+
+
+def decision_columns(catalogue: Catalogue, champions: Champions, actions: list[str], planned: pd.DataFrame,
                      features: pd.DataFrame) -> pd.DataFrame:
-    """DECISION_COLUMNS for the plan's rows `rows` (positions in its population order);
-    features: those customers' features, in the same order (for the reasons' drivers)."""
-    d, final = plan.decided, plan.final[rows]
-    names = np.asarray([*d.actions, Action.NONE.value], dtype=object)
-    pairs = [(int(r), int(final[i])) for i, r in enumerate(rows) if final[i] >= 0]
-    by_row = features.set_axis(rows, axis=0)  # explain() finds a customer's features by their row in the plan
-    reasons_of = dict(zip((r for r, _ in pairs), explain(catalogue, champions, by_row, d, pairs)))
+    """DECISION_COLUMNS for some customers of a plan. planned: their rows of `plan_frame`;
+    features: their features, in the same order (for the reasons' drivers); actions: the
+    plan's contact actions (`Decisions.actions`)."""
+    final = planned["choice"].to_numpy(dtype=int)
+    names = np.asarray([*actions, Action.NONE.value], dtype=object)
+    chosen = np.flatnonzero(final >= 0)
+    pairs = [(int(i), int(final[i])) for i in chosen]
+    value, cost = planned["action_value"].to_numpy(float), planned["action_cost"].to_numpy(float)
+    retention, upgrade = planned["retention_value"].to_numpy(float), planned["upgrade_value"].to_numpy(float)
+    sentences = [value_sentence(actions[j], value[i], retention[i], upgrade[i], cost[i]) for i, j in pairs]
+    reasons_of = dict(zip(chosen.tolist(), with_drivers(catalogue, champions, features.reset_index(drop=True),
+                                                         pairs, sentences)))
+    explored, why = planned["explored"].to_numpy(bool), planned["why"].to_numpy(object)
     reasons = []
-    for i, r in enumerate(rows):
-        said = [EXPLORED] if plan.explored[r] else []
-        said += reasons_of[int(r)] if final[i] >= 0 else [str(d.why[r]) or CONTROL]
+    for i in range(len(final)):
+        said = [EXPLORED] if explored[i] else []
+        said += reasons_of[i] if final[i] >= 0 else [str(why[i]) or CONTROL]
         reasons.append(decision_log.reasons_json(said))
     return pd.DataFrame({
-        "action": names[np.where(final >= 0, final, len(names) - 1)],
-        "action_value": plan.value[rows], "action_cost": plan.cost[rows], "reasons": reasons,
-        "propensity": plan.propensity[rows], "explored": plan.explored[rows],
+        "action": names[np.where(final >= 0, final, len(names) - 1)], "action_value": value, "action_cost": cost,
+        "reasons": reasons, "propensity": planned["propensity"].to_numpy(float), "explored": explored,
     })
 
 

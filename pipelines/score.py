@@ -49,10 +49,10 @@ from clm.contracts import require_valid
 from clm.errors import ClmError
 from clm.files import write_text_atomically
 from clm.workspace import Workspace
-from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files
+from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files, snapshot_parts, snapshot_rows
 from features.store import apply as apply_features
 from features.store import historical_features
-from pipelines.decisions import DECISION_COLUMNS, BatchPlan, decision_columns, plan_batch
+from pipelines.decisions import DECISION_COLUMNS, decision_columns, plan_batch, plan_frame
 from pipelines.outputs import MANIFEST_NAME, read_manifest
 from serving import decision_log
 from serving.catalogue import Catalogue, load_catalogue
@@ -146,9 +146,9 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def fingerprint(paths: list[Path], settings: dict[str, object]) -> str:
-    """SHA-256 of the input files' bytes and the run's settings."""
+    """SHA-256 of the input files' bytes (a snapshot folder's part files) and the run's settings."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in paths:
+    for path in (part for p in paths for part in snapshot_parts(p)):
         h.update(path.name.encode())
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -173,6 +173,69 @@ def require_champions(workspace: Workspace, client) -> Champions:  # type: ignor
     raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
 
 
+@dataclass
+class BatchInputs:
+    """What one batch run reads, gathered before any output is written (both engines)."""
+
+    workspace: Workspace
+    as_of: pd.Timestamp
+    out: Path
+    contractual: bool
+    champions: Champions
+    catalogue: Catalogue
+    budget: float | None
+    exploration: float
+    customers: int
+    fingerprint: str
+    started: float
+
+    def manifest(self, scored: int, summary: dict[str, object] | None, timings: dict[str, float],
+                 layout: dict[str, object]) -> str:
+        """The output's _manifest.json; layout: how the output was cut (chunks or partitions)."""
+        return json.dumps({
+            "as_of": f"{self.as_of:%Y-%m-%d}", "workspace": str(self.workspace.root), "models": self.champions.versions,
+            "customers": self.customers, "scored": scored, **layout,
+            "decisions": summary, "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "input_fingerprint": self.fingerprint,
+            "columns": list(OUTPUT_COLUMNS),
+        }, indent=2)
+
+
+def prepare(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None,
+            catalogue: Catalogue | None, budget: float | None, exploration: float, spark=None) -> BatchInputs:  # type: ignore[no-untyped-def]
+    """Check the output path, the raw data and the champions; build the date's snapshots if
+    missing (on Spark when given); fingerprint the inputs."""
+    started = time.perf_counter()
+    check_output_path(out)
+    manifest = require_valid(workspace)
+    champions = require_champions(workspace, registry.connect(workspace, tracking_uri))
+    catalogue = catalogue or load_catalogue()
+    build_features(workspace, [as_of], raw_checked=True, spark=spark)
+    files = snapshot_files(workspace, as_of)
+    inputs = fingerprint(files, {"as_of": str(as_of), "models": champions.versions,
+                                 "catalogue": catalogue.model_dump(mode="json"), "budget": budget,
+                                 "exploration": exploration})
+    return BatchInputs(workspace, as_of, out, manifest.business == "contractual", champions, catalogue, budget,
+                       exploration, snapshot_rows(files[0]), inputs, started)
+
+
+def kept_output(inputs: BatchInputs) -> ScoreResult | None:
+    """The output already at `out`, if it was made from the same inputs."""
+    earlier = read_manifest(inputs.out)
+    if earlier is None or earlier.get("input_fingerprint") != inputs.fingerprint:
+        return None
+    return ScoreResult(inputs.out, int(earlier["customers"]), int(earlier["scored"]), inputs.champions.versions,  # type: ignore[arg-type]
+                       earlier.get("decisions"), dict(earlier.get("timings_s", {})), kept=True)  # type: ignore[arg-type]
+
+
+def finish(inputs: BatchInputs, tmp: Path, manifest: str, log: decision_log.BatchLog | None) -> None:
+    """Commit the decision log and swap the finished output in."""
+    (tmp / MANIFEST_NAME).write_text(manifest)
+    if log is not None:
+        log.commit()  # the log replaces the date's earlier batch (idempotent), just before the output
+    _swap_in(tmp, inputs.out)
+
+
 def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,
           catalogue: Catalogue | None = None, budget: float | None = None,
           exploration: float = DEFAULT_EXPLORATION, chunk_rows: int = CHUNK_ROWS,
@@ -180,27 +243,14 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     """Score and decide for every customer known at as_of into `out` (see the module's
     docstring). keep_current: if `out` already holds the output of the same inputs (snapshot
     files, champion versions, catalogue, budget, exploration), leave it and return its figures."""
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    inputs = prepare(workspace, as_of, out, tracking_uri, catalogue, budget, exploration)
+    if keep_current and (kept := kept_output(inputs)) is not None:
+        return kept
+    champions, catalogue, contractual = inputs.champions, inputs.catalogue, inputs.contractual
     say = progress or (lambda step, done, total: None)
-    check_output_path(out)
-    manifest = require_valid(workspace)
-    contractual = manifest.business == "contractual"
-    champions = require_champions(workspace, registry.connect(workspace, tracking_uri))
-    catalogue = catalogue or load_catalogue()
-    build_features(workspace, [as_of], raw_checked=True)
-    files = snapshot_files(workspace, as_of)
-    customers = pq.ParquetFile(files[0]).metadata.num_rows
-    chunks = max(1, -(-customers // chunk_rows))
-    inputs = fingerprint(files, {"as_of": str(as_of), "models": champions.versions,
-                                 "catalogue": catalogue.model_dump(mode="json"), "budget": budget,
-                                 "exploration": exploration})
-    earlier = read_manifest(out) if keep_current else None
-    if earlier is not None and earlier.get("input_fingerprint") == inputs:
-        return ScoreResult(out, int(earlier["customers"]), int(earlier["scored"]), champions.versions,  # type: ignore[arg-type]
-                           earlier.get("decisions"), dict(earlier.get("timings_s", {})), kept=True)  # type: ignore[arg-type]
+    chunks = max(1, -(-inputs.customers // chunk_rows))
     data = load_decision_data(workspace, as_of)
-    timings["prepare_s"] = time.perf_counter() - started
+    timings = {"prepare_s": time.perf_counter() - inputs.started}
 
     tmp = _temporary_folder(out)
     log: decision_log.BatchLog | None = None
@@ -224,56 +274,47 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
         del everyone, parts
         # 3. decisions and reasons added per chunk, and the decision log
         t0 = time.perf_counter()
-        versions = champions.versions_json()
         log = decision_log.BatchLog(workspace, as_of) if plan is not None else None
+        planned = plan_frame(plan) if plan is not None else None
+        actions = plan.decided.actions if plan is not None else []
         for k, chunk in enumerate(snapshot_chunks(workspace, as_of, chunk_rows)):
             scores_path = tmp / f"scores-{k:05d}.parquet"
-            part = _with_decisions(pd.read_parquet(scores_path), chunk, plan, catalogue, champions, contractual,
-                                   offsets[k], log)
-            part["model_versions"] = versions
-            pq.write_table(pa.Table.from_pandas(part[list(OUTPUT_COLUMNS)], preserve_index=False),
-                           tmp / f"part-{k:05d}.parquet")
+            mine = planned.iloc[offsets[k]:offsets[k + 1]] if planned is not None else None
+            part = with_decisions(pd.read_parquet(scores_path), chunk, mine, actions, catalogue, champions, contractual)
+            if log is not None and part["action"].notna().any():
+                log.add(log_rows(part))
+            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / f"part-{k:05d}.parquet")
             scores_path.unlink()
             say("Deciding" if plan is not None else "Writing", k + 1, chunks)
         timings["explain_write_s"] = time.perf_counter() - t0
-        timings["total_s"] = time.perf_counter() - started
+        timings["total_s"] = time.perf_counter() - inputs.started
         summary = plan.summary() if plan is not None else None
-        (tmp / MANIFEST_NAME).write_text(json.dumps({
-            "as_of": f"{as_of:%Y-%m-%d}", "workspace": str(workspace.root), "models": champions.versions,
-            "customers": customers, "scored": scored_count, "chunks": chunks, "chunk_rows": chunk_rows,
-            "decisions": summary, "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "input_fingerprint": inputs,
-            "columns": list(OUTPUT_COLUMNS),
-        }, indent=2))
-        if log is not None:
-            log.commit()  # the log replaces the date's earlier batch (idempotent), just before the output
-        _swap_in(tmp, out)
+        finish(inputs, tmp, inputs.manifest(scored_count, summary, timings, {"chunks": chunks, "chunk_rows": chunk_rows}),
+               log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if log is not None:
             log.discard()
         raise
-    return ScoreResult(out, customers, scored_count, champions.versions, summary, timings)
+    return ScoreResult(out, inputs.customers, scored_count, champions.versions, summary, timings)
 
 
-def _with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, plan: BatchPlan | None, catalogue: Catalogue,
-                    champions: Champions, contractual: bool, offset: int,
-                    log: decision_log.BatchLog | None) -> pd.DataFrame:
-    """A chunk's scores with its customers' decisions (nulls outside the population)."""
-    for column in DECISION_COLUMNS:
-        scores[column] = None
-    if plan is None:
-        return scores
+def with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, planned: pd.DataFrame | None, actions: list[str],
+                   catalogue: Catalogue, champions: Champions, contractual: bool) -> pd.DataFrame:
+    """A chunk's scores with its customers' decisions (nulls outside the population), in
+    OUTPUT_COLUMNS. chunk: the chunk's features; planned: its population's rows of the
+    plan (`pipelines.decisions.plan_frame`), in order; None without decisions."""
+    scores = scores.assign(**{c: None for c in DECISION_COLUMNS}, model_versions=champions.versions_json())
     live = in_population(chunk, contractual)
-    if not live.any():
-        return scores
-    rows = offset + np.arange(int(live.sum()))
-    decided = decision_columns(catalogue, champions, plan, rows, chunk[live].reset_index(drop=True))
-    scores = scores.astype({c: object for c in DECISION_COLUMNS})
-    for column in DECISION_COLUMNS:
-        scores.loc[live, column] = decided[column].to_numpy()
+    if planned is not None and live.any():
+        decided = decision_columns(catalogue, champions, actions, planned, chunk[live].reset_index(drop=True))
+        scores = scores.astype({c: object for c in DECISION_COLUMNS})
+        for column in DECISION_COLUMNS:
+            scores.loc[live, column] = decided[column].to_numpy()
     scores = scores.astype({"action_value": float, "action_cost": float, "propensity": float})
-    if log is not None:
-        log.add(decided.assign(customer_id=scores.loc[live, "customer_id"].to_numpy())
-                .rename(columns={"action_value": "expected_value"}))
-    return scores
+    return scores[list(OUTPUT_COLUMNS)]
+
+
+def log_rows(output: pd.DataFrame) -> pd.DataFrame:
+    """The decision log's rows of a chunk of output: its customers with a decision."""
+    return output[output["action"].notna()].rename(columns={"action_value": "expected_value"})

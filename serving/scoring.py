@@ -225,7 +225,17 @@ def explain(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, 
     """Reasons for each (row, action index) pair: the value sentence, then the top drivers
     of the score the action answers to. features: the customers' features, indexed by
     their row in `decided` (a pair's first number)."""
-    entries, p = catalogue.contact_actions, decided.parts
+    p = decided.parts
+    sentences = [value_sentence(decided.actions[j], p.total[i, j], p.retention[i, j], p.upgrade[i, j], p.cost[i, j])
+                 for i, j in pairs]
+    return with_drivers(catalogue, champions, features, pairs, sentences)
+
+
+def with_drivers(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, pairs: list[tuple[int, int]],
+                 sentences: list[str]) -> list[list[str]]:
+    """Each pair's value sentence followed by the top drivers of the score its action
+    answers to (`DRIVER_MODEL`). features: indexed by the pairs' first numbers."""
+    entries = catalogue.contact_actions
     wanted: dict[str, set[int]] = {}
     for i, j in pairs:
         model = DRIVER_MODEL.get(entries[j].target)
@@ -236,11 +246,8 @@ def explain(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, 
         ordered = sorted(rows)
         for i, found in zip(ordered, top_drivers(champions.models[model], features.loc[ordered])):
             drivers[(model, i)] = found
-    out = []
-    for i, j in pairs:
-        sentence = value_sentence(decided.actions[j], p.total[i, j], p.retention[i, j], p.upgrade[i, j], p.cost[i, j])
-        out.append([sentence, *drivers.get((DRIVER_MODEL.get(entries[j].target, ""), i), [])])
-    return out
+    return [[sentence, *drivers.get((DRIVER_MODEL.get(entries[j].target, ""), i), [])]
+            for (i, j), sentence in zip(pairs, sentences)]
 
 
 # ------------------------------------------------------------------ the API's call
