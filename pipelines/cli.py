@@ -5,6 +5,7 @@ success and non-zero with a one-paragraph error on a user's mistake (no tracebac
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -84,6 +85,16 @@ TrackingOpt = Annotated[
 ]
 CatalogueOpt = Annotated[Path | None, typer.Option(
     "--catalogue", help="Action catalogue (YAML); default: the one shipped (serving/catalogue.yaml).")]
+
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="Where the work runs: local (DuckDB and pandas in this process) or spark (Apache Spark: "
+                     "the same feature SQL and scoring functions, for bases that outgrow one machine).")]
+SparkMasterOpt = Annotated[str | None, typer.Option(
+    "--spark-master", help="With --engine spark: the master URL, e.g. local[8], spark://host:7077, yarn "
+                           "(default local[*]). For Spark Connect set SPARK_REMOTE=sc://host:15002 instead.")]
+SparkConfOpt = Annotated[Path | None, typer.Option(
+    "--spark-conf", help="With --engine spark: a file of Spark properties in spark-defaults.conf format, "
+                         "e.g. a line `spark.executor.memory 8g`.")]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -381,13 +392,31 @@ def validate(workspace: WorkspaceOpt = None) -> None:
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (features use data before it).")]
 
 
-def _build_features(ws: Workspace, as_of: str | None, frequency: str) -> None:
+@contextlib.contextmanager
+def _engine(ws: Workspace, engine: str, spark_master: str | None, spark_conf: Path | None):  # type: ignore[no-untyped-def]
+    """None for the local engine; a Spark session (stopped at the end) for --engine spark."""
+    from pipelines.spark import check_engine, settings_from_options, spark_session
+
+    if check_engine(engine) == "local":
+        if spark_master is not None or spark_conf is not None:
+            raise ClmError("--spark-master and --spark-conf apply to --engine spark; add `--engine spark`.")
+        yield None
+        return
+    settings = settings_from_options(spark_master, spark_conf)
+    with contextlib.ExitStack() as stack:
+        with console.status(f"Starting Spark ({settings.remote or settings.master or 'local[*]'})"):
+            spark = stack.enter_context(spark_session(settings, ws.root / ".spark"))
+        yield spark
+
+
+def _build_features(ws: Workspace, as_of: str | None, frequency: str, spark=None) -> None:  # type: ignore[no-untyped-def]
     from features.build import build_features, parse_as_of
 
     dates = [parse_as_of(as_of, ws.read_manifest())] if as_of is not None else None
     with _progress() as bar:
-        task = bar.add_task("Building feature snapshots", total=None)
-        result = build_features(ws, dates, frequency, lambda done, total: bar.update(task, completed=done, total=total))
+        task = bar.add_task("Building feature snapshots" + (" on Spark" if spark is not None else ""), total=None)
+        result = build_features(ws, dates, frequency, lambda done, total: bar.update(task, completed=done, total=total),
+                                spark=spark)
         bar.update(task, completed=bar.tasks[0].total or 1, total=bar.tasks[0].total or 1)
     console.print(
         f"Feature groups: {', '.join(result.groups)}. Built {len(result.built_dates)} snapshot date(s) "
@@ -421,19 +450,28 @@ def _materialize(ws: Workspace, as_of: str | None) -> None:
 def features_build(
     as_of: AsOfOpt = None,
     frequency: Annotated[str, typer.Option(help="Snapshot schedule: monthly or weekly.")] = "monthly",
+    engine: EngineOpt = "local",
+    spark_master: SparkMasterOpt = None,
+    spark_conf: SparkConfOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Compute feature snapshots (incrementally: only dates not built yet).
+
+    With --engine spark the same SQL runs on Spark (transpiled by sqlglot) and each
+    snapshot is a folder of Parquet part files sorted by customer_id; training, scoring
+    and Feast read either layout.
 
     Examples:
 
       clm features build                       # every month start in the data
 
       clm features build --as-of 2025-06-15    # one extra date, on demand
+
+      clm features build --engine spark --spark-master spark://head:7077 --spark-conf spark.conf
     """
     ws = Workspace.at(workspace)
-    with ws.exclusive("clm features build"):
-        _build_features(ws, as_of, frequency)
+    with ws.exclusive("clm features build"), _engine(ws, engine, spark_master, spark_conf) as spark:
+        _build_features(ws, as_of, frequency, spark)
 
 
 @features_app.command("apply")
@@ -705,6 +743,11 @@ def score_cmd(
         help="Share of decisions replaced by a random allowed action (or none), logged with its propensity.")] = 0.02,
     chunk_rows: Annotated[int, typer.Option(
         help="Customers scored at a time: memory stays flat whatever the size of the base.")] = 100_000,
+    engine: EngineOpt = "local",
+    spark_master: SparkMasterOpt = None,
+    spark_conf: SparkConfOpt = None,
+    partitions: Annotated[int | None, typer.Option(
+        help="With --engine spark: partitions the base is cut into (default: Spark's).")] = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -728,11 +771,17 @@ def score_cmd(
     --budget and the daily capacities across the whole base; decisions are logged in
     WORKSPACE/decisions/. Read the output with pandas.read_parquet(OUT).
 
+    --engine spark scores and decides on Spark with the same functions: the models run on
+    the executors, the budget's allocation across the whole base on the driver, so every
+    decision is the one the local engine makes (see pipelines/score_spark.py).
+
     Examples:
 
       clm score --as-of 2025-12-01 --out scores.parquet
 
       clm score --as-of 2025-12-01 --out plan.parquet --budget 5000 --catalogue my_actions.yaml
+
+      clm score --out scores.parquet --engine spark --spark-master local[8]
     """
     from features.build import parse_as_of
     from pipelines.score import check_output_path
@@ -746,24 +795,35 @@ def score_cmd(
         raise ClmError(f"--exploration {exploration} must be a share between 0 and 1 (e.g. 0.02).")
     if chunk_rows < 1:
         raise ClmError(f"--chunk-rows {chunk_rows} must be at least 1 (e.g. 100000).")
+    if partitions is not None and (partitions < 1 or engine != "spark"):
+        raise ClmError(f"--partitions {partitions} needs --engine spark and a number of at least 1 (e.g. 16).")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-    with ws.exclusive("clm score"):
-        _score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows)
+    with ws.exclusive("clm score"), _engine(ws, engine, spark_master, spark_conf) as spark:
+        _score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, spark=spark,
+               partitions=partitions)
 
 
 def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, budget: float | None,  # type: ignore[no-untyped-def]
-           exploration: float = 0.02, chunk_rows: int = 100_000, keep_current: bool = False) -> None:
+           exploration: float = 0.02, chunk_rows: int = 100_000, keep_current: bool = False, spark=None,
+           partitions: int | None = None) -> None:
     from pipelines.score import score
 
-    with _progress() as bar:
-        task = bar.add_task(f"Scoring customers as of {when:%Y-%m-%d}", total=None)
+    if spark is not None:
+        from pipelines.score_spark import score_on_spark
 
-        def show(step: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{step} (chunks of {chunk_rows:,})", completed=done, total=total)
+        with console.status(f"Scoring and deciding on Spark as of {when:%Y-%m-%d}"):
+            result = score_on_spark(spark, ws, when, out, tracking_uri, actions, budget, exploration, partitions,
+                                    keep_current)
+    else:
+        with _progress() as bar:
+            task = bar.add_task(f"Scoring customers as of {when:%Y-%m-%d}", total=None)
 
-        result = score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, show, keep_current)
+            def show(step: str, done: int, total: int) -> None:
+                bar.update(task, description=f"{step} (chunks of {chunk_rows:,})", completed=done, total=total)
+
+            result = score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, show, keep_current)
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
     if result.kept:
         console.print(f"{result.path} already holds the scores of these champions ({used}) on these data as of "
@@ -792,6 +852,9 @@ def retrain_cmd(
     budget: Annotated[float | None, typer.Option(help="Budget for the decisions (default: the default budget "
                                                  "for the base's size).")] = None,
     catalogue: CatalogueOpt = None,
+    engine: EngineOpt = "local",
+    spark_master: SparkMasterOpt = None,
+    spark_conf: SparkConfOpt = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -811,6 +874,9 @@ def retrain_cmd(
       clm retrain                      (nightly, from cron or a scheduler: see README)
 
       CLM_ACTOR=airflow:clm_nightly clm retrain --as-of 2025-12-01
+
+      clm retrain --engine spark --spark-conf spark.conf   (features and the batch on Spark;
+      training reads the snapshots through Feast as always)
     """
     from features.build import parse_as_of
     from features.store import apply
@@ -823,11 +889,11 @@ def retrain_cmd(
         raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
     check_horizon(horizon_days)
     ws = Workspace.at(workspace)
-    with ws.exclusive("clm retrain"):
+    with ws.exclusive("clm retrain"), _engine(ws, engine, spark_master, spark_conf) as spark:
         when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else ws.read_manifest().end
         console.rule("[bold]1/4 Features")
-        _build_features(ws, None, "monthly")
-        _build_features(ws, f"{when:%Y-%m-%d}", "monthly")
+        _build_features(ws, None, "monthly", spark)
+        _build_features(ws, f"{when:%Y-%m-%d}", "monthly", spark)
         with console.status("Registering feature views in Feast"):
             apply(ws)  # the online store already configured stays
         console.rule("[bold]2/4 Train, gate and promote")
@@ -837,7 +903,7 @@ def retrain_cmd(
         _materialize(ws, f"{when:%Y-%m-%d}")
         console.rule("[bold]4/4 Score and decide")
         spend = default_budget(_customers(ws)) if budget is None else budget
-        _score(ws, when, outputs.scores_path(ws, when), tracking_uri, actions, spend, keep_current=True)
+        _score(ws, when, outputs.scores_path(ws, when), tracking_uri, actions, spend, keep_current=True, spark=spark)
 
 
 # ------------------------------------------------------------------- monitor

@@ -1,0 +1,243 @@
+"""The nightly batch on Spark (`clm score --engine spark`): the same scores and decisions as
+`pipelines.score`, from the same functions, with the heavy work spread over executors.
+
+1. Features: each group's snapshot at the date, read by Spark and joined on customer_id
+   (every group holds the same customers), with the consents of the raw customers table.
+2. Pass 1, on the executors (`mapInPandas`): `serving.scoring.score_rows` on each Arrow
+   batch: scores, who is in the population, the funnel's inputs and the uplift effects.
+   The champion models travel pickled inside the function and are unpickled once per
+   Python worker (`_champions`), not once per batch.
+3. The selection, on the driver: the budget and the daily capacities are shared by the
+   whole base, so a customer's decision depends on everyone else's value per unit of cost.
+   The population's funnel inputs (about 200 bytes a customer: the funnel's columns and
+   two effects per action) are read back in customer_id order and
+   `pipelines.decisions.plan_batch` runs on them, exactly as in the local batch: the
+   multiple-choice knapsack's greedy takes hull increments in falling value per unit of
+   cost over the whole base (one global threshold, the LP's dual price of the budget), with
+   capacities priced by their own multipliers (`serving.allocation`). So a customer's
+   decision is the same however the base is partitioned, and the same as the local
+   engine's. The plan per customer (`pipelines.decisions.plan_frame`: eight numbers) is
+   written as Parquet.
+4. Pass 2, on the executors: scores, features and plan joined on customer_id;
+   `pipelines.score.with_decisions` per batch adds the decision columns and the reasons
+   (the drivers' TreeSHAP values are the costly part, computed where the features are).
+5. The output (OUTPUT_COLUMNS, sorted by customer_id) is written by Spark into the same
+   hidden temporary folder as the local batch's, the decision log filled from it, the
+   manifest written and the folder renamed in.
+
+The driver holds the population's funnel inputs for the selection: about 200 MB per
+million customers in the population (measured by `benchmarks/spark_engine.py`).
+"""
+from __future__ import annotations
+
+import functools
+import pickle
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from clm.domain import CONTACT_ACTIONS, Table
+from features.build import snapshot_files
+from pipelines.decisions import PLAN_COLUMNS, plan_batch, plan_frame
+from pipelines.score import (
+    OUTPUT_COLUMNS,
+    ScoreResult,
+    _temporary_folder,
+    finish,
+    kept_output,
+    log_rows,
+    prepare,
+    with_decisions,
+)
+from serving import decision_log
+from serving.catalogue import Catalogue
+from serving.decision_log import DEFAULT_EXPLORATION
+from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Champions, Scored, load_decision_data, score_rows
+
+LIVE = "_live"
+# The funnel's inputs that are not already score columns, and the effects, one column each.
+FUNNEL_EXTRA = tuple(c for c in FUNNEL_COLUMNS if c not in SCORE_COLUMNS)
+EFFECTS = {kind: tuple(f"_{kind}_change__{a}" for a in CONTACT_ACTIONS) for kind in ("churn", "upgrade")}
+STRINGS = {"customer_id", "stage", "predicted_stage", "stage_probabilities", "segment", "action", "reasons",
+           "model_versions", "why"}
+BOOLEANS = {"consent_email", "consent_phone", "explored", LIVE}
+
+
+def _spark_type(column: str) -> str:
+    if column in STRINGS:
+        return "string"
+    if column in BOOLEANS:
+        return "boolean"
+    if column == "as_of":
+        return "timestamp"
+    if column == "choice":
+        return "int"
+    return "double"
+
+
+def _schema(columns: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"`{c}` {_spark_type(c)}" for c in columns)
+
+
+LOG_COLUMNS = ("customer_id", "action", "action_value", "propensity", "explored", "reasons")
+PASS1_COLUMNS = (*SCORE_COLUMNS, LIVE, *FUNNEL_EXTRA, *EFFECTS["churn"], *EFFECTS["upgrade"])
+
+
+@functools.lru_cache(maxsize=2)
+def _champions(blob: bytes) -> Champions:
+    """The champions, unpickled once per Python worker (Spark reuses its workers)."""
+    return pickle.loads(blob)
+
+
+def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """frame's columns as the Spark schema says (object columns of all-None become typed)."""
+    out = frame.reindex(columns=list(columns))
+    for column in columns:
+        kind = _spark_type(column)
+        if kind == "double":
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+        elif kind == "boolean":
+            out[column] = out[column].astype(object).where(out[column].notna(), None)
+    return out
+
+
+def score_batches(blob: bytes, contractual: bool):  # type: ignore[no-untyped-def]
+    """Pass 1's function for mapInPandas: PASS1_COLUMNS for each batch of features (with
+    consents)."""
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        champions = _champions(blob)
+        for frame in batches:
+            consents = frame[["customer_id", *CONSENT_COLUMNS]].set_index("customer_id")
+            scored = score_rows(champions, frame.drop(columns=list(CONSENT_COLUMNS)), contractual, consents)
+            out = scored.scores.assign(**{LIVE: scored.live})
+            live = np.flatnonzero(scored.live)
+            for column in FUNNEL_EXTRA:
+                values = np.full(len(out), None, dtype=object)
+                values[live] = scored.funnel[column].to_numpy(dtype=object)
+                out[column] = values
+            for kind, change in (("churn", scored.churn_change), ("upgrade", scored.upgrade_change)):
+                for j, column in enumerate(EFFECTS[kind]):
+                    values = np.full(len(out), np.nan)
+                    if change is not None:
+                        values[live] = change[:, j]
+                    out[column] = values
+            yield _typed(out, PASS1_COLUMNS)
+    return run
+
+
+def decide_batches(blob: bytes, contractual: bool, catalogue: Catalogue, actions: list[str],
+                   feature_columns: list[str], as_of: pd.Timestamp, with_plan: bool):  # type: ignore[no-untyped-def]
+    """Pass 2's function for mapInPandas: OUTPUT_COLUMNS for each batch of scores, features
+    and plan rows (null plan rows outside the population)."""
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        champions = _champions(blob)
+        for frame in batches:
+            scores = frame[list(SCORE_COLUMNS)].assign(as_of=as_of)
+            features = frame[feature_columns]
+            planned = frame.loc[frame["choice"].notna(), list(PLAN_COLUMNS)] if with_plan else None
+            yield _typed(with_decisions(scores, features, planned, actions, catalogue, champions, contractual),
+                         OUTPUT_COLUMNS)
+    return run
+
+
+def read_features(spark, workspace, as_of: pd.Timestamp, partitions: int | None):  # type: ignore[no-untyped-def]
+    """Every group's snapshot at as_of joined on customer_id, with the consents."""
+    from pyspark.sql import functions as F
+
+    frames = [spark.read.parquet(str(p.resolve())) for p in snapshot_files(workspace, as_of)]
+    features = frames[0]
+    for other in frames[1:]:
+        features = features.join(other.drop("event_timestamp"), "customer_id", "inner")
+    customers = workspace.table_path(Table.CUSTOMERS)
+    if customers.exists():
+        consents = spark.read.parquet(str(customers.resolve())).select("customer_id", *CONSENT_COLUMNS)
+        features = features.join(consents, "customer_id", "left")
+    else:
+        features = features.select("*", *(F.lit(False).alias(c) for c in CONSENT_COLUMNS))
+    return features.repartition(partitions, "customer_id") if partitions else features
+
+
+def funnel_inputs(pass1: Path, with_effects: bool) -> Scored:
+    """The population's funnel inputs from pass 1's output, in customer_id order (the local
+    batch's population order); with_effects: an uplift champion gave effects."""
+    columns = [c for c in FUNNEL_COLUMNS if c not in CONSENT_COLUMNS] + list(CONSENT_COLUMNS)
+    effects = [*EFFECTS["churn"], *EFFECTS["upgrade"]]
+    table = ds.dataset(str(pass1), format="parquet").to_table(
+        columns=[*dict.fromkeys(columns), *effects], filter=ds.field(LIVE))
+    frame = table.to_pandas().sort_values("customer_id", kind="stable").reset_index(drop=True)
+    change = {kind: frame[list(EFFECTS[kind])].to_numpy(float) for kind in EFFECTS}
+    funnel = frame[columns]
+    return Scored(pd.DataFrame(), np.ones(len(frame), dtype=bool), funnel,
+                  change["churn"] if with_effects else None, change["upgrade"] if with_effects else None)
+
+
+def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,  # type: ignore[no-untyped-def]
+                   catalogue: Catalogue | None = None, budget: float | None = None,
+                   exploration: float = DEFAULT_EXPLORATION, partitions: int | None = None,
+                   keep_current: bool = False) -> ScoreResult:
+    """`pipelines.score.score` on Spark (see the module's docstring); partitions: how many
+    partitions the base is cut into (default: Spark's)."""
+    inputs = prepare(workspace, as_of, out, tracking_uri, catalogue, budget, exploration, spark=spark)
+    if keep_current and (kept := kept_output(inputs)) is not None:
+        return kept
+    contractual, catalogue = inputs.contractual, inputs.catalogue
+    timings = {"prepare_s": time.perf_counter() - inputs.started}
+    blob = pickle.dumps(inputs.champions)
+    features = read_features(spark, workspace, as_of, partitions)
+    feature_columns = [c for c in features.columns if c not in CONSENT_COLUMNS]
+    tmp = _temporary_folder(out)
+    pass1, plan_dir, written = tmp / "_pass1", tmp / "_plan", tmp / "_output"
+    log: decision_log.BatchLog | None = None
+    try:
+        # 1. scores and funnel inputs, on the executors
+        t0 = time.perf_counter()
+        features.mapInPandas(score_batches(blob, contractual), _schema(PASS1_COLUMNS)).write.parquet(str(pass1))
+        timings["score_s"] = time.perf_counter() - t0
+        # 2. the selection across the whole base, on the driver
+        t0 = time.perf_counter()
+        everyone = funnel_inputs(pass1, inputs.champions.uplift is not None)
+        ids, scored_count = everyone.funnel["customer_id"].to_numpy(), len(everyone.funnel)
+        plan = plan_batch(catalogue, everyone, load_decision_data(workspace, as_of), as_of, inputs.budget,
+                          inputs.exploration)
+        del everyone
+        if plan is not None:
+            plan_dir.mkdir()
+            plan_frame(plan).assign(customer_id=ids).to_parquet(plan_dir / "part-0.parquet", index=False)
+        timings["decide_s"] = time.perf_counter() - t0
+        # 3. decisions and reasons, on the executors; the output sorted by customer_id
+        t0 = time.perf_counter()
+        joined = (spark.read.parquet(str(pass1)).select(*SCORE_COLUMNS)
+                  .join(features.drop(*CONSENT_COLUMNS), "customer_id"))
+        if plan is not None:
+            joined = joined.join(spark.read.parquet(str(plan_dir)), "customer_id", "left")
+        actions = plan.decided.actions if plan is not None else []
+        decided = joined.mapInPandas(
+            decide_batches(blob, contractual, catalogue, actions, feature_columns, as_of, plan is not None),
+            _schema(OUTPUT_COLUMNS))
+        decided.orderBy("customer_id").write.parquet(str(written))
+        log = decision_log.BatchLog(workspace, as_of) if plan is not None else None
+        for k, part in enumerate(sorted(written.glob("part-*.parquet"))):
+            if log is not None:
+                chunk = pq.read_table(part, columns=list(LOG_COLUMNS)).to_pandas()
+                if chunk["action"].notna().any():
+                    log.add(log_rows(chunk))
+            part.rename(tmp / f"part-{k:05d}.parquet")
+        for scratch in (pass1, plan_dir, written):
+            shutil.rmtree(scratch, ignore_errors=True)
+        timings["explain_write_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - inputs.started
+        summary = plan.summary() if plan is not None else None
+        finish(inputs, tmp, inputs.manifest(scored_count, summary, timings, {"engine": "spark", "partitions": partitions}),
+               log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if log is not None:
+            log.discard()
+        raise
+    return ScoreResult(out, inputs.customers, scored_count, inputs.champions.versions, summary, timings)
