@@ -5,7 +5,7 @@
 table as temporary views, runs `spark_sql(group)`, casts the result to the declared
 types (`features.build.arrow_schema`'s rule: floats as double, the rest as strings) and
 writes each date's snapshot as a folder of Parquet part files, range-partitioned and
-sorted by customer_id, so that the parts read in name order give the rows sorted by
+sorted by customer_id (at most ROWS_PER_PART rows a file), so that the parts read in name order give the rows sorted by
 customer_id (`features.build.snapshot_parts`), the layout the local batch and Feast's
 source glob (`features.build.SNAPSHOT_GLOB`) read. A date's folder is written under
 `WORKSPACE/features/.spark-tmp` and renamed in once complete. Nothing here restates a
@@ -74,16 +74,16 @@ def compute_group(spark, group: FeatureGroup, dates: list[pd.Timestamp]):  # typ
 
 
 def write_group(spark, frame, group_folder: Path, scratch: Path, dates: list[pd.Timestamp]) -> int:  # type: ignore[no-untyped-def]
-    """Write a computed batch as one snapshot folder per date; returns the rows written."""
-    from pyspark.sql import functions as F
+    """Write a computed batch as one snapshot folder per date; returns the rows written.
+    Sorted by (date, customer_id) across tasks, each task's file split every ROWS_PER_PART
+    rows: part files in name order hold the date's customers in order."""
+    from features.build import snapshot_rows
 
-    counts = {r[SNAPSHOT_DATE]: int(r["count"]) for r in frame.groupBy(SNAPSHOT_DATE).count().collect()}
-    parts = max(1, -(-sum(counts.values()) // ROWS_PER_PART))
     out = scratch / group_folder.name
     shutil.rmtree(out, ignore_errors=True)
-    (frame.repartitionByRange(parts, F.col(SNAPSHOT_DATE), F.col("customer_id"))
-     .sortWithinPartitions(SNAPSHOT_DATE, "customer_id")
-     .write.partitionBy(SNAPSHOT_DATE).option("compression", "zstd").parquet(str(out)))
+    (frame.orderBy(SNAPSHOT_DATE, "customer_id").write.partitionBy(SNAPSHOT_DATE)
+     .option("compression", "zstd").option("maxRecordsPerFile", ROWS_PER_PART).parquet(str(out)))
+    rows = 0
     for as_of in dates:
         day = f"{as_of:%Y-%m-%d}"
         target = group_folder / f"{day}.parquet"
@@ -92,12 +92,13 @@ def write_group(spark, frame, group_folder: Path, scratch: Path, dates: list[pd.
             spark.createDataFrame([], frame.drop(SNAPSHOT_DATE).schema).coalesce(1).write.parquet(str(written))
         for stray in written.glob("[._]*"):  # _SUCCESS and checksums: not part of the snapshot
             stray.unlink()
+        rows += snapshot_rows(written)
         group_folder.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target) if target.is_dir() else target.unlink()
         written.rename(target)
     shutil.rmtree(out, ignore_errors=True)
-    return sum(counts.values())
+    return rows
 
 
 def build_on_spark(spark, workspace: Workspace, groups: list[FeatureGroup], batches: list[list[pd.Timestamp]],  # type: ignore[no-untyped-def]

@@ -392,17 +392,25 @@ def validate(workspace: WorkspaceOpt = None) -> None:
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (features use data before it).")]
 
 
-@contextlib.contextmanager
-def _engine(ws: Workspace, engine: str, spark_master: str | None, spark_conf: Path | None):  # type: ignore[no-untyped-def]
-    """None for the local engine; a Spark session (stopped at the end) for --engine spark."""
-    from pipelines.spark import check_engine, settings_from_options, spark_session
+def _engine_settings(engine: str, spark_master: str | None, spark_conf: Path | None):  # type: ignore[no-untyped-def]
+    """The Spark settings for --engine spark (None for local), checked before any work."""
+    from pipelines.spark import check_engine, settings_from_options
 
     if check_engine(engine) == "local":
         if spark_master is not None or spark_conf is not None:
             raise ClmError("--spark-master and --spark-conf apply to --engine spark; add `--engine spark`.")
+        return None
+    return settings_from_options(spark_master, spark_conf)
+
+
+@contextlib.contextmanager
+def _engine(ws: Workspace, settings):  # type: ignore[no-untyped-def]
+    """None for the local engine; a Spark session (stopped at the end) for --engine spark."""
+    from pipelines.spark import spark_session
+
+    if settings is None:
         yield None
         return
-    settings = settings_from_options(spark_master, spark_conf)
     with contextlib.ExitStack() as stack:
         with console.status(f"Starting Spark ({settings.remote or settings.master or 'local[*]'})"):
             spark = stack.enter_context(spark_session(settings, ws.root / ".spark"))
@@ -469,8 +477,9 @@ def features_build(
 
       clm features build --engine spark --spark-master spark://head:7077 --spark-conf spark.conf
     """
+    settings = _engine_settings(engine, spark_master, spark_conf)
     ws = Workspace.at(workspace)
-    with ws.exclusive("clm features build"), _engine(ws, engine, spark_master, spark_conf) as spark:
+    with ws.exclusive("clm features build"), _engine(ws, settings) as spark:
         _build_features(ws, as_of, frequency, spark)
 
 
@@ -788,6 +797,7 @@ def score_cmd(
     from serving.catalogue import load_catalogue
 
     check_output_path(out)  # before any work
+    settings = _engine_settings(engine, spark_master, spark_conf)
     actions = load_catalogue(catalogue)
     if budget is not None and not budget >= 0:
         raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
@@ -800,7 +810,7 @@ def score_cmd(
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-    with ws.exclusive("clm score"), _engine(ws, engine, spark_master, spark_conf) as spark:
+    with ws.exclusive("clm score"), _engine(ws, settings) as spark:
         _score(ws, when, out, tracking_uri, actions, budget, exploration, chunk_rows, spark=spark,
                partitions=partitions)
 
@@ -888,8 +898,9 @@ def retrain_cmd(
     if budget is not None and not budget >= 0:
         raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
     check_horizon(horizon_days)
+    settings = _engine_settings(engine, spark_master, spark_conf)
     ws = Workspace.at(workspace)
-    with ws.exclusive("clm retrain"), _engine(ws, engine, spark_master, spark_conf) as spark:
+    with ws.exclusive("clm retrain"), _engine(ws, settings) as spark:
         when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else ws.read_manifest().end
         console.rule("[bold]1/4 Features")
         _build_features(ws, None, "monthly", spark)

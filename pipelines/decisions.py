@@ -15,9 +15,12 @@ from serving import decision_log
 from serving.catalogue import Catalogue
 from serving.decide import Decisions, value_finder
 from serving.reasons import value_sentence
-from serving.scoring import Champions, DecisionData, Scored, decide_rows, with_drivers
+from serving.scoring import SCORE_COLUMNS, Champions, DecisionData, Scored, decide_rows, with_drivers
+from training.population import in_population
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
+# The nightly batch's output, whatever the engine.
+OUTPUT_COLUMNS = (*SCORE_COLUMNS, "as_of", *DECISION_COLUMNS, "model_versions")
 EXPLORED = "exploration: a random allowed action, so that every action's effect stays measurable"
 CONTROL = "do nothing: exploration's control group"
 
@@ -111,3 +114,24 @@ def _of(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
     if matrix.shape[1] == 0:
         return np.zeros(len(choice))
     return np.where(choice >= 0, matrix[np.arange(len(choice)), np.maximum(choice, 0)], 0.0)
+
+
+def with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, planned: pd.DataFrame | None, actions: list[str],
+                   catalogue: Catalogue, champions: Champions, contractual: bool) -> pd.DataFrame:
+    """A chunk's scores with its customers' decisions (nulls outside the population), in
+    OUTPUT_COLUMNS. chunk: the chunk's features; planned: its population's rows of the
+    plan (`pipelines.decisions.plan_frame`), in order; None without decisions."""
+    scores = scores.assign(**{c: None for c in DECISION_COLUMNS}, model_versions=champions.versions_json())
+    live = in_population(chunk, contractual)
+    if planned is not None and live.any():
+        decided = decision_columns(catalogue, champions, actions, planned, chunk[live].reset_index(drop=True))
+        scores = scores.astype({c: object for c in DECISION_COLUMNS})
+        for column in DECISION_COLUMNS:
+            scores.loc[live, column] = decided[column].to_numpy()
+    scores = scores.astype({"action_value": float, "action_cost": float, "propensity": float})
+    return scores[list(OUTPUT_COLUMNS)]
+
+
+def log_rows(output: pd.DataFrame) -> pd.DataFrame:
+    """The decision log's rows of a chunk of output: its customers with a decision."""
+    return output[output["action"].notna()].rename(columns={"action_value": "expected_value"})

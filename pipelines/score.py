@@ -52,7 +52,7 @@ from clm.workspace import Workspace
 from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files, snapshot_parts, snapshot_rows
 from features.store import apply as apply_features
 from features.store import historical_features
-from pipelines.decisions import DECISION_COLUMNS, decision_columns, plan_batch, plan_frame
+from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame, with_decisions
 from pipelines.outputs import MANIFEST_NAME, read_manifest
 from serving import decision_log
 from serving.catalogue import Catalogue, load_catalogue
@@ -60,7 +60,6 @@ from serving.decision_log import DEFAULT_EXPLORATION
 from serving.scoring import (
     MODELS,
     SCALAR_SCORES,
-    SCORE_COLUMNS,
     Champions,
     Scored,
     load_champions,
@@ -69,11 +68,10 @@ from serving.scoring import (
     score_rows,
 )
 from training import registry
-from training.population import in_population, population
+from training.population import population
 
 __all__ = ["SCALAR_SCORES", "score_frame", "features_at", "score"]
 
-OUTPUT_COLUMNS = (*SCORE_COLUMNS, "as_of", *DECISION_COLUMNS, "model_versions")
 CHUNK_ROWS = 100_000
 Progress = Callable[[str, int, int], None]  # (step, done, total)
 
@@ -123,7 +121,7 @@ def write_json(report: dict[str, object], path: Path) -> None:
     write_text_atomically(path, json.dumps(report, indent=2))
 
 
-def _temporary_folder(out: Path) -> Path:
+def temporary_folder(out: Path) -> Path:
     """A fresh hidden folder beside out; leftovers of killed runs are removed first."""
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -252,7 +250,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     data = load_decision_data(workspace, as_of)
     timings = {"prepare_s": time.perf_counter() - inputs.started}
 
-    tmp = _temporary_folder(out)
+    tmp = temporary_folder(out)
     log: decision_log.BatchLog | None = None
     try:
         # 1. scores, chunk by chunk
@@ -297,24 +295,3 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
             log.discard()
         raise
     return ScoreResult(out, inputs.customers, scored_count, champions.versions, summary, timings)
-
-
-def with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, planned: pd.DataFrame | None, actions: list[str],
-                   catalogue: Catalogue, champions: Champions, contractual: bool) -> pd.DataFrame:
-    """A chunk's scores with its customers' decisions (nulls outside the population), in
-    OUTPUT_COLUMNS. chunk: the chunk's features; planned: its population's rows of the
-    plan (`pipelines.decisions.plan_frame`), in order; None without decisions."""
-    scores = scores.assign(**{c: None for c in DECISION_COLUMNS}, model_versions=champions.versions_json())
-    live = in_population(chunk, contractual)
-    if planned is not None and live.any():
-        decided = decision_columns(catalogue, champions, actions, planned, chunk[live].reset_index(drop=True))
-        scores = scores.astype({c: object for c in DECISION_COLUMNS})
-        for column in DECISION_COLUMNS:
-            scores.loc[live, column] = decided[column].to_numpy()
-    scores = scores.astype({"action_value": float, "action_cost": float, "propensity": float})
-    return scores[list(OUTPUT_COLUMNS)]
-
-
-def log_rows(output: pd.DataFrame) -> pd.DataFrame:
-    """The decision log's rows of a chunk of output: its customers with a decision."""
-    return output[output["action"].notna()].rename(columns={"action_value": "expected_value"})

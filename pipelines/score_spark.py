@@ -6,12 +6,12 @@
 2. Pass 1, on the executors (`mapInPandas`): `serving.scoring.score_rows` on each Arrow
    batch: scores, who is in the population, the funnel's inputs and the uplift effects.
    The champion models travel pickled inside the function and are unpickled once per
-   Python worker (`_champions`), not once per batch.
+   Python worker, not once per batch (the workers' functions: `pipelines.spark_tasks`).
 3. The selection, on the driver: the budget and the daily capacities are shared by the
    whole base, so a customer's decision depends on everyone else's value per unit of cost.
-   The population's funnel inputs (about 200 bytes a customer: the funnel's columns and
-   two effects per action) are read back in customer_id order and
-   `pipelines.decisions.plan_batch` runs on them, exactly as in the local batch: the
+   The population's funnel inputs (the funnel's columns and two effects per action) are
+   read back in customer_id order and `pipelines.decisions.plan_batch` runs on them,
+   exactly as in the local batch: the
    multiple-choice knapsack's greedy takes hull increments in falling value per unit of
    cost over the whole base (one global threshold, the LP's dual price of the budget), with
    capacities priced by their own multipliers (`serving.allocation`). So a customer's
@@ -19,22 +19,21 @@
    engine's. The plan per customer (`pipelines.decisions.plan_frame`: eight numbers) is
    written as Parquet.
 4. Pass 2, on the executors: scores, features and plan joined on customer_id;
-   `pipelines.score.with_decisions` per batch adds the decision columns and the reasons
+   `pipelines.decisions.with_decisions` per batch adds the decision columns and the reasons
    (the drivers' TreeSHAP values are the costly part, computed where the features are).
 5. The output (OUTPUT_COLUMNS, sorted by customer_id) is written by Spark into the same
    hidden temporary folder as the local batch's, the decision log filled from it, the
    manifest written and the folder renamed in.
 
-The driver holds the population's funnel inputs for the selection: about 200 MB per
-million customers in the population (measured by `benchmarks/spark_engine.py`).
+The driver holds the population's funnel inputs for the selection: its Python process
+peaked at 1.96 GB scoring 1,000,000 customers (423,000 in the population), models
+included (`benchmarks/spark_engine.py`; the manifest records `driver_peak_gb`).
 """
 from __future__ import annotations
 
-import functools
 import pickle
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,108 +41,32 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from clm.domain import CONTACT_ACTIONS, Table
+from clm.domain import Table
 from features.build import snapshot_files
-from pipelines.decisions import PLAN_COLUMNS, plan_batch, plan_frame
-from pipelines.score import (
-    OUTPUT_COLUMNS,
-    ScoreResult,
-    _temporary_folder,
-    finish,
-    kept_output,
-    log_rows,
-    prepare,
-    with_decisions,
+from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame
+from pipelines.score import ScoreResult, temporary_folder, finish, kept_output, prepare
+from pipelines.spark_tasks import (
+    EFFECTS,
+    LIVE,
+    PASS1_COLUMNS,
+    decide_batches,
+    schema,
+    score_batches,
 )
 from serving import decision_log
 from serving.catalogue import Catalogue
 from serving.decision_log import DEFAULT_EXPLORATION
-from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Champions, Scored, load_decision_data, score_rows
-
-LIVE = "_live"
-# The funnel's inputs that are not already score columns, and the effects, one column each.
-FUNNEL_EXTRA = tuple(c for c in FUNNEL_COLUMNS if c not in SCORE_COLUMNS)
-EFFECTS = {kind: tuple(f"_{kind}_change__{a}" for a in CONTACT_ACTIONS) for kind in ("churn", "upgrade")}
-STRINGS = {"customer_id", "stage", "predicted_stage", "stage_probabilities", "segment", "action", "reasons",
-           "model_versions", "why"}
-BOOLEANS = {"consent_email", "consent_phone", "explored", LIVE}
-
-
-def _spark_type(column: str) -> str:
-    if column in STRINGS:
-        return "string"
-    if column in BOOLEANS:
-        return "boolean"
-    if column == "as_of":
-        return "timestamp"
-    if column == "choice":
-        return "int"
-    return "double"
-
-
-def _schema(columns: tuple[str, ...] | list[str]) -> str:
-    return ", ".join(f"`{c}` {_spark_type(c)}" for c in columns)
-
+from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Scored, load_decision_data
 
 LOG_COLUMNS = ("customer_id", "action", "action_value", "propensity", "explored", "reasons")
-PASS1_COLUMNS = (*SCORE_COLUMNS, LIVE, *FUNNEL_EXTRA, *EFFECTS["churn"], *EFFECTS["upgrade"])
 
 
-@functools.lru_cache(maxsize=2)
-def _champions(blob: bytes) -> Champions:
-    """The champions, unpickled once per Python worker (Spark reuses its workers)."""
-    return pickle.loads(blob)
+def _driver_peak_gb() -> float:
+    """Peak memory of this (the driver's) Python process so far: Spark's JVM and workers are
+    other processes."""
+    import resource
 
-
-def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """frame's columns as the Spark schema says (object columns of all-None become typed)."""
-    out = frame.reindex(columns=list(columns))
-    for column in columns:
-        kind = _spark_type(column)
-        if kind == "double":
-            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
-        elif kind == "boolean":
-            out[column] = out[column].astype(object).where(out[column].notna(), None)
-    return out
-
-
-def score_batches(blob: bytes, contractual: bool):  # type: ignore[no-untyped-def]
-    """Pass 1's function for mapInPandas: PASS1_COLUMNS for each batch of features (with
-    consents)."""
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        champions = _champions(blob)
-        for frame in batches:
-            consents = frame[["customer_id", *CONSENT_COLUMNS]].set_index("customer_id")
-            scored = score_rows(champions, frame.drop(columns=list(CONSENT_COLUMNS)), contractual, consents)
-            out = scored.scores.assign(**{LIVE: scored.live})
-            live = np.flatnonzero(scored.live)
-            for column in FUNNEL_EXTRA:
-                values = np.full(len(out), None, dtype=object)
-                values[live] = scored.funnel[column].to_numpy(dtype=object)
-                out[column] = values
-            for kind, change in (("churn", scored.churn_change), ("upgrade", scored.upgrade_change)):
-                for j, column in enumerate(EFFECTS[kind]):
-                    values = np.full(len(out), np.nan)
-                    if change is not None:
-                        values[live] = change[:, j]
-                    out[column] = values
-            yield _typed(out, PASS1_COLUMNS)
-    return run
-
-
-def decide_batches(blob: bytes, contractual: bool, catalogue: Catalogue, actions: list[str],
-                   feature_columns: list[str], as_of: pd.Timestamp, with_plan: bool):  # type: ignore[no-untyped-def]
-    """Pass 2's function for mapInPandas: OUTPUT_COLUMNS for each batch of scores, features
-    and plan rows (null plan rows outside the population)."""
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        champions = _champions(blob)
-        for frame in batches:
-            scores = frame[list(SCORE_COLUMNS)].assign(as_of=as_of)
-            features = frame[feature_columns]
-            planned = frame.loc[frame["choice"].notna(), list(PLAN_COLUMNS)] if with_plan else None
-            yield _typed(with_decisions(scores, features, planned, actions, catalogue, champions, contractual),
-                         OUTPUT_COLUMNS)
-    return run
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)  # KB on Linux
 
 
 def read_features(spark, workspace, as_of: pd.Timestamp, partitions: int | None):  # type: ignore[no-untyped-def]
@@ -191,13 +114,13 @@ def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_ur
     blob = pickle.dumps(inputs.champions)
     features = read_features(spark, workspace, as_of, partitions)
     feature_columns = [c for c in features.columns if c not in CONSENT_COLUMNS]
-    tmp = _temporary_folder(out)
+    tmp = temporary_folder(out)
     pass1, plan_dir, written = tmp / "_pass1", tmp / "_plan", tmp / "_output"
     log: decision_log.BatchLog | None = None
     try:
         # 1. scores and funnel inputs, on the executors
         t0 = time.perf_counter()
-        features.mapInPandas(score_batches(blob, contractual), _schema(PASS1_COLUMNS)).write.parquet(str(pass1))
+        features.mapInPandas(score_batches(blob, contractual), schema(PASS1_COLUMNS)).write.parquet(str(pass1))
         timings["score_s"] = time.perf_counter() - t0
         # 2. the selection across the whole base, on the driver
         t0 = time.perf_counter()
@@ -219,7 +142,7 @@ def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_ur
         actions = plan.decided.actions if plan is not None else []
         decided = joined.mapInPandas(
             decide_batches(blob, contractual, catalogue, actions, feature_columns, as_of, plan is not None),
-            _schema(OUTPUT_COLUMNS))
+            schema(OUTPUT_COLUMNS))
         decided.orderBy("customer_id").write.parquet(str(written))
         log = decision_log.BatchLog(workspace, as_of) if plan is not None else None
         for k, part in enumerate(sorted(written.glob("part-*.parquet"))):
@@ -233,8 +156,8 @@ def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_ur
         timings["explain_write_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - inputs.started
         summary = plan.summary() if plan is not None else None
-        finish(inputs, tmp, inputs.manifest(scored_count, summary, timings, {"engine": "spark", "partitions": partitions}),
-               log)
+        layout = {"engine": "spark", "partitions": partitions, "driver_peak_gb": _driver_peak_gb()}
+        finish(inputs, tmp, inputs.manifest(scored_count, summary, timings, layout), log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if log is not None:

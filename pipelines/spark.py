@@ -46,8 +46,8 @@ FIXED_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.ui.showConsoleProgress": "false",
 }
-LOCAL_DEFAULTS = {"spark.driver.memory": "2g", "spark.ui.enabled": "false",
-                  "spark.sql.shuffle.partitions": "8"}
+# A local master runs its executors inside the driver's JVM: its heap is theirs too.
+LOCAL_DEFAULTS = {"spark.driver.memory": "4g", "spark.ui.enabled": "false"}
 
 
 class SparkSettings(BaseModel):
@@ -156,8 +156,9 @@ def _require_pyspark() -> None:
 
 @contextmanager
 def spark_session(settings: SparkSettings, scratch: Path) -> Iterator["SparkSession"]:  # type: ignore[name-defined]  # noqa: F821
-    """A Spark session for one command, stopped at the end. scratch: a folder for Spark's
-    local files and clm's Java wrapper (the workspace's `.spark`)."""
+    """A Spark session for one command, stopped at the end (a session already active in
+    this process is used and left running). scratch: a folder for clm's Java wrapper (the
+    workspace's `.spark`)."""
     _require_pyspark()
     from pyspark.sql import SparkSession
 
@@ -171,10 +172,10 @@ def spark_session(settings: SparkSettings, scratch: Path) -> Iterator["SparkSess
             # PySpark reads both from the environment when it starts the JVM and its workers.
             os.environ["JAVA_HOME"] = str(find_java_home(dict(os.environ), scratch / "java"))
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python, with clm
-            conf = {**LOCAL_DEFAULTS, "spark.local.dir": str(scratch / "tmp"), **conf}
-            (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+            conf = {**LOCAL_DEFAULTS, **conf}
     for key, value in {**conf, **FIXED_CONF}.items():
         builder = builder.config(key, value)
+    existing = SparkSession.getActiveSession()  # e.g. a notebook's: used, and left running
     try:
         spark = builder.getOrCreate()
     except Exception as err:  # the JVM did not start, or the cluster refused
@@ -185,4 +186,5 @@ def spark_session(settings: SparkSettings, scratch: Path) -> Iterator["SparkSess
     try:
         yield spark
     finally:
-        spark.stop()
+        if existing is None:
+            spark.stop()

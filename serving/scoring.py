@@ -32,7 +32,6 @@ from serving.decide import Context, Decisions, decide
 from serving.eligibility import CUSTOMER_COLUMNS
 from serving.reasons import top_drivers, value_sentence
 from serving.value import plan_prices
-from training import registry
 from training.models import TrainedModel
 from training.population import in_population
 from training.uplift import UpliftModel
@@ -63,11 +62,15 @@ class Champions:
 
 def champion_versions(client) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
     """The registry's champion version of every model (None: none)."""
+    from training import registry  # MLflow: imported where the registry is read, not by Spark's workers
+
     return {m: registry.alias_version(client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
 
 
 def load_champions(client) -> Champions:  # type: ignore[no-untyped-def]
     """The registry's champions (alias `champion`), loaded once."""
+    from training import registry
+
     versions = champion_versions(client)
     models = {m: registry.load_version(client, m, v) for m in MODELS if (v := versions[m]) is not None}
     uplift = registry.load_version(client, "uplift", versions["uplift"]) if versions["uplift"] else None

@@ -73,7 +73,7 @@ def test_ordinary_mistakes_are_clear_errors_that_change_nothing(tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     result = invoke("simulate", "-n", "10", "-w", str(a_file))
-    assert result.exit_code == 2 and f"Workspace '{a_file}' is a file" in result.output
+    assert result.exit_code == 2 and result.mentions(f"Workspace '{a_file}' is a file")
     assert a_file.read_text() == "mine"
 
     folder = tmp_path / "out"
