@@ -27,7 +27,8 @@ The output is a Parquet dataset (a folder of `part-*.parquet` files) with `_mani
 inside (models and versions, counts, timings, input fingerprint). It is built in a hidden
 temporary folder beside the target and renamed in only when complete: a run killed at any
 point leaves the previous output (or none) and can simply be run again; the same as-of
-gives the same rows.
+gives the same rows. `pipelines.score_spark` runs the same steps on Spark (`--engine
+spark`), from the same functions (`prepare`, `with_decisions`, `finish`).
 """
 from __future__ import annotations
 
