@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
@@ -25,9 +26,11 @@ from sqlglot.errors import ErrorLevel
 from clm.domain import Table
 from clm.rawdb import EMPTY_SUBSCRIPTIONS
 from clm.workspace import Workspace
-from features.groups import FLOAT, FeatureGroup
+from features.build import arrow_schema, snapshot_rows
+from features.groups import FeatureGroup
 
 SNAPSHOT_DATE = "_snapshot_date"  # the partition column of a batch's output, one folder per date
+SPARK_TYPES = {pa.float64(): "double", pa.string(): "string"}
 ROWS_PER_PART = 250_000  # rows per Parquet part file of a snapshot (about 10 MB)
 
 
@@ -68,8 +71,9 @@ def compute_group(spark, group: FeatureGroup, dates: list[pd.Timestamp]):  # typ
     rows = [(d.to_pydatetime(),) for d in dates]
     spark.createDataFrame(rows, "as_of timestamp").createOrReplaceTempView("snapshots")
     frame = spark.sql(spark_sql(group))
-    typed = [F.col("customer_id").cast("string").alias("customer_id"), F.col("event_timestamp").cast("timestamp")]
-    typed += [F.col(f.name).cast("double" if f.kind == FLOAT else "string").alias(f.name) for f in group.features]
+    declared = arrow_schema(group, pa.timestamp("us", tz="UTC"))  # the one rule, as DuckDB's output is cast
+    typed = [F.col(f.name).cast("timestamp" if pa.types.is_timestamp(f.type) else SPARK_TYPES[f.type]).alias(f.name)
+             for f in declared]
     return frame.select(*typed, F.date_format("event_timestamp", "yyyy-MM-dd").alias(SNAPSHOT_DATE))
 
 
@@ -77,8 +81,6 @@ def write_group(spark, frame, group_folder: Path, scratch: Path, dates: list[pd.
     """Write a computed batch as one snapshot folder per date; returns the rows written.
     Sorted by (date, customer_id) across tasks, each task's file split every ROWS_PER_PART
     rows: part files in name order hold the date's customers in order."""
-    from features.build import snapshot_rows
-
     out = scratch / group_folder.name
     shutil.rmtree(out, ignore_errors=True)
     (frame.orderBy(SNAPSHOT_DATE, "customer_id").write.partitionBy(SNAPSHOT_DATE)
