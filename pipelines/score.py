@@ -280,7 +280,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
             scores_path = tmp / f"scores-{k:05d}.parquet"
             mine = planned.iloc[offsets[k]:offsets[k + 1]] if planned is not None else None
             part = with_decisions(pd.read_parquet(scores_path), chunk, mine, actions, catalogue, champions, contractual)
-            if log is not None and part["action"].notna().any():
+            if log is not None:
                 log.add(log_rows(part))
             pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / f"part-{k:05d}.parquet")
             scores_path.unlink()

@@ -147,9 +147,7 @@ def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_ur
         log = decision_log.BatchLog(workspace, as_of) if plan is not None else None
         for k, part in enumerate(sorted(written.glob("part-*.parquet"))):
             if log is not None:
-                chunk = pq.read_table(part, columns=list(LOG_COLUMNS)).to_pandas()
-                if chunk["action"].notna().any():
-                    log.add(log_rows(chunk))
+                log.add(log_rows(pq.read_table(part, columns=list(LOG_COLUMNS)).to_pandas()))
             part.rename(tmp / f"part-{k:05d}.parquet")
         for scratch in (pass1, plan_dir, written):
             shutil.rmtree(scratch, ignore_errors=True)

@@ -101,7 +101,10 @@ class BatchLog:
         self.writer: pq.ParquetWriter | None = None
 
     def add(self, decisions: pd.DataFrame) -> None:
-        """decisions: customer_id, action, propensity, explored, expected_value, reasons."""
+        """decisions: customer_id, action, propensity, explored, expected_value, reasons (a
+        chunk without any is skipped)."""
+        if decisions.empty:
+            return
         table = pa.Table.from_pandas(batch_rows(self.as_of, decisions), preserve_index=False)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema)
