@@ -1,13 +1,22 @@
-"""Writing files so that a reader never sees half of one."""
+"""Files a user gives clm (YAML settings, conf files), read with one clear error for each
+way they can be wrong, and files clm writes, written so that a reader never sees half of one."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
+
+import yaml
+
+from clm.errors import ClmError
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a hidden temporary file beside `path`, then rename it over `path` (atomic
-    on one file system); a failed write leaves `path` as it was and no temporary behind."""
+    """Write to a hidden temporary file beside `path` (its folder made if missing), then
+    rename it over `path` (atomic on one file system); a failed write leaves `path` as it
+    was and no temporary behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -16,20 +25,52 @@ def write_text_atomically(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:  # type: ignore[type-arg]
-    """A YAML file holding a mapping (an empty file is an empty one). A ClmError names
-    `what`, the file and the line where the YAML breaks, or says it must be a mapping of
-    `expected`."""
-    import yaml
-
-    from clm.errors import ClmError
-
+def sqlite_damage(path: Path, required_table: str | None = None) -> str | None:
+    """What is wrong with a SQLite database file (truncated, overwritten, or without
+    `required_table`: emptied), or None if it is sound (or absent). SQLite's own quick
+    check, read-only, on the file as it is (immutable: a database in WAL mode gets no -wal
+    and -shm files from the look)."""
+    if not path.is_file():
+        return None
     try:
-        text = path.read_text()
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+            verdict = str(conn.execute("PRAGMA quick_check").fetchone()[0])
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        return str(err)
+    if verdict != "ok":
+        return verdict
+    if required_table is not None and required_table not in tables:
+        return f"it holds no table {required_table}: an emptied file?"
+    return None
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a UTF-8 file the user gave (`what` names it in errors: "Catalogue",
+    "--spark-conf"): a missing or unreadable file, a folder, or bytes that are not UTF-8
+    (said with the line and byte) are a ClmError."""
+    if path.is_dir():
+        raise ClmError(f"{what} {path} is a folder; give the file itself.")
+    try:
+        data = path.read_bytes()
     except OSError as err:
         raise ClmError(f"Cannot read {what} {path}: {err.strerror}.") from None
     try:
-        raw = yaml.safe_load(text)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ClmError(f"{what} {path} is not UTF-8 text: byte 0x{data[err.start]:02x} at line {line} (byte "
+                       f"{err.start}) is not UTF-8. Save the file as UTF-8.") from None
+
+
+def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:  # type: ignore[type-arg]
+    """A YAML file holding a mapping (an empty file is an empty one). A ClmError names
+    `what`, the file and the line where the YAML breaks or a key is given twice (YAML
+    would keep the last without a word), or says it must be a mapping of `expected`."""
+    text = read_text_file(path, what)
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -39,3 +80,18 @@ def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:  # type: ig
     if not isinstance(raw, dict):
         raise ClmError(f"{what} {path} must be a mapping with {expected}.")
     return raw
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's SafeLoader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' is given twice (lines {seen[key] + 1} and "
+                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)

@@ -1,8 +1,14 @@
 """Workspace layout: every generated file lives under one folder, ignored by git.
 
 The folder is `--workspace DIR` on every command, else `$CLM_WORKSPACE`, else
-`./workspace`. Raw tables are `raw/<table>.parquet`, described by `raw/_manifest.json`.
+`./workspace`; an empty one (`-w ""`, a script's unset variable) is an error, never the
+current folder. Raw tables are `raw/<table>.parquet`, described by `raw/_manifest.json`.
 Writers never leave a half-written folder: they build it beside the target and rename.
+
+A folder is a clm workspace only when it says so: clm writes the marker `.clm-workspace`
+when it makes a folder its workspace (a new or empty folder, or one an earlier clm filled
+before markers existed, told by its raw data's manifest). clm writes into, and removes
+folders from, no other folder: a project's own `features/` is never taken for clm's.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import pandas as pd
 
 from clm.domain import Table
 from clm.errors import ClmError
+from clm.files import write_text_atomically
 
 DEFAULT_WORKSPACE = "workspace"
 WORKSPACE_ENV = "CLM_WORKSPACE"
@@ -27,13 +34,35 @@ MANIFEST_NAME = "_manifest.json"
 # One business's data and everything made from it, in the order a replacement retires them.
 BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow", "decisions", "scores", "reports")
 LOCK_NAME = ".clm.lock"  # held by the command writing to the workspace; says who it is
+MARKER_NAME = ".clm-workspace"  # written when clm makes a folder its workspace: what makes it clm's
+# Leftovers of clm's own writers (staging of raw data, Spark's scratch): clm's names too.
+CLM_HIDDEN = (LOCK_NAME, MARKER_NAME, ".spark")
+CLM_HIDDEN_PREFIXES = (".raw-staging-", ".raw-retired-")
 
 
 def resolve_workspace(path: str | os.PathLike[str] | None) -> Path:
-    """The workspace folder: the explicit path, else $CLM_WORKSPACE, else ./workspace."""
-    if path:
-        return Path(path)
-    return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE)
+    """The workspace folder: the explicit path, else $CLM_WORKSPACE, else ./workspace.
+
+    An empty path is refused, never read as the current folder (`Path("")` is `.`): a
+    script's `-w "$WS"` with WS unset would otherwise write into wherever it runs."""
+    if path is not None:
+        text = os.fspath(path)
+        if not text.strip():
+            raise ClmError("--workspace is empty (in a script, is its variable set?): name a folder, e.g. "
+                           "`-w ./workspace`, or leave the option out for ./workspace.")
+        return Path(text)
+    from_env = os.environ.get(WORKSPACE_ENV)
+    if from_env is not None:
+        if not from_env.strip():
+            raise ClmError(f"${WORKSPACE_ENV} is set but empty: set it to a folder (e.g. "
+                           f"`export {WORKSPACE_ENV}=$HOME/clm-workspace`), unset it for ./workspace, or pass -w.")
+        return Path(from_env)
+    return Path(DEFAULT_WORKSPACE)
+
+
+def is_clm_name(name: str) -> bool:
+    """A name clm itself gives to what it writes at a workspace's top level."""
+    return name in BUSINESS_FOLDERS or name in CLM_HIDDEN or name.startswith(CLM_HIDDEN_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -89,6 +118,79 @@ class Workspace:
     def has_raw(self) -> bool:
         return self.manifest_path.exists()
 
+    @property
+    def marker_path(self) -> Path:
+        return self.root / MARKER_NAME
+
+    def is_marked(self) -> bool:
+        return self.marker_path.is_file()
+
+    def _made_by_an_earlier_clm(self) -> bool:
+        """A folder without the marker that clm filled before markers existed: its raw data's
+        manifest is clm's (source, business and data bounds)."""
+        try:
+            return bool(self.read_manifest().business)
+        except (ClmError, OSError):
+            return False
+
+    def _foreign_entries(self) -> list[str]:
+        """What stops an unmarked folder from becoming a workspace: anything clm did not
+        name, and clm's folder names holding something (e.g. a project's `features/`)."""
+        foreign = []
+        for entry in sorted(self.root.iterdir()):
+            if not is_clm_name(entry.name):
+                foreign.append(entry.name)
+            elif entry.name in BUSINESS_FOLDERS and (not entry.is_dir() or any(entry.iterdir())):
+                foreign.append(f"{entry.name}/")
+        return foreign
+
+    def claim(self) -> Path | None:
+        """Make sure the folder is a clm workspace before anything is written to it: a
+        missing folder is created, and it, an empty folder or one an earlier clm filled get
+        the marker; any other folder is refused, with nothing written. Returns what this
+        call made (the folder, or the marker in a folder that was there), None if nothing."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ClmError(f"Workspace '{self.root}' is a file, not a folder: choose another --workspace.")
+        if self.is_marked():
+            return None
+        self.check_ours()
+        created = not self.root.exists()
+        marker = {"clm_workspace": 1, "marked_at": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ}"}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(self.marker_path, json.dumps(marker) + "\n")
+        except OSError as err:
+            raise ClmError(f"Cannot write to workspace '{self.root}': {err.strerror}. Choose a folder you can "
+                           "write to with --workspace.") from None
+        return self.root if created else self.marker_path
+
+    def check_ours(self) -> None:
+        """Refuse a folder clm may not write to: one that holds files clm did not make and
+        is not marked as a workspace (nor filled by an earlier clm). Writes nothing."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ClmError(f"Workspace '{self.root}' is a file, not a folder: choose another --workspace.")
+        if not self.root.exists() or self.is_marked():
+            return
+        foreign = self._foreign_entries()
+        if foreign and not self._made_by_an_earlier_clm():
+            shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+            raise ClmError(
+                f"'{self.root}' is not a clm workspace: it holds files clm did not make ({shown}), and clm "
+                f"writes only into a folder it made (marked by a {MARKER_NAME} file). Choose a new or empty "
+                "folder with --workspace, e.g. `-w ./workspace`."
+            )
+
+    def require_existing(self) -> None:
+        """A command that only reads: the folder must be there and be a workspace (nothing
+        is created)."""
+        if self.root.is_dir() and not self.is_marked() and not self._made_by_an_earlier_clm():
+            raise ClmError(f"'{self.root}' is not a clm workspace (it has no {MARKER_NAME} file nor raw data of "
+                           "clm's): name one with --workspace, e.g. `-w ./workspace`.")
+        if not self.root.is_dir():
+            raise ClmError(f"No workspace at '{self.root}'. Create one with `clm run`, `clm simulate --workspace "
+                           f"{self.root}` or `clm ingest transactions FILE --workspace {self.root} ...`, or name an "
+                           "existing one with --workspace.")
+
     def read_manifest(self) -> RawManifest:
         if not self.manifest_path.exists():
             raise ClmError(
@@ -120,9 +222,9 @@ class Workspace:
         killed command never leaves the workspace locked. A workspace folder this call
         created is removed again if the command left nothing in it.
         """
-        created = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
+        made = self.claim()
         path = self.root / LOCK_NAME
+        new_lock = not path.exists()
         with open(path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,9 +242,17 @@ class Workspace:
                 yield
             finally:
                 handle.truncate(0)
-                if created and [p.name for p in self.root.iterdir()] == [LOCK_NAME]:
-                    path.unlink()
-                    self.root.rmdir()
+                if made is not None and new_lock and {p.name for p in self.root.iterdir()} <= {LOCK_NAME, MARKER_NAME}:
+                    self._unmake(made)
+
+    def _unmake(self, made: Path) -> None:
+        """Undo `claim` for a command that wrote nothing: the folder it made, or the marker
+        (and the lock) it added to a folder that was there."""
+        if made == self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        else:
+            made.unlink(missing_ok=True)
+            (self.root / LOCK_NAME).unlink(missing_ok=True)
 
     def business_folders(self) -> list[Path]:
         """The folders holding one business's data and what was made from it, non-empty ones:
@@ -151,7 +261,9 @@ class Workspace:
 
     def check_new_business(self, replace: bool) -> None:
         """A workspace holds one business. Writing another into it would mix the two (the
-        old features and models would score the new customers): refused unless replace."""
+        old features and models would score the new customers): refused unless replace.
+        A folder that is not a clm workspace is refused whatever replace says (`claim`)."""
+        self.check_ours()
         held = self.business_folders()
         if replace or not held:
             return
@@ -188,7 +300,7 @@ class Workspace:
         the workspace is untouched.
         """
         self.check_new_business(replace)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.claim()
         self._remove_abandoned_staging()
         staging = self.root / f".raw-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()

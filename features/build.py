@@ -24,7 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
+from clm.dates import parse_day
 from clm.errors import ClmError
+from clm.files import write_text_atomically
 from clm.rawdb import connect_raw, raw_tables
 from clm.workspace import RawManifest, Workspace
 from features.groups import FLOAT, GROUPS, FeatureGroup, available_groups
@@ -35,6 +37,7 @@ BUILD_STATE = "_build.json"
 # Every snapshot file of a group, whether a date's snapshot is one file (DuckDB) or a folder
 # of part files (Spark): what the Feast source of the group reads.
 SNAPSHOT_GLOB = "**/*.parquet"
+SNAPSHOT_NAME = "????-??-??.parquet"  # a date's snapshot in a group's folder (a file, or Spark's folder)
 
 
 def features_dir(workspace: Workspace) -> Path:
@@ -61,13 +64,8 @@ def snapshot_dates(manifest: RawManifest, frequency: str = "monthly") -> list[pd
 
 
 def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
-    try:
-        as_of = pd.Timestamp(text)
-    except ValueError:
-        as_of = pd.NaT
-    if pd.isna(as_of):  # pd.Timestamp("") is NaT, not an error
-        raise ClmError(f"--as-of '{text}' is not a date; write it as YYYY-MM-DD.")
-    as_of = (as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")).normalize()
+    """--as-of as a day (`clm.dates.parse_day`) inside the workspace's data."""
+    as_of = parse_day(text, "--as-of")
     if not manifest.start < as_of <= manifest.end:
         first = manifest.start.normalize() + pd.Timedelta(days=1)
         raise ClmError(
@@ -119,6 +117,7 @@ class BuildResult:
     built_dates: list[pd.Timestamp]
     skipped_dates: int
     rows: int
+    repaired: int = 0  # damaged snapshots found and made again
 
 
 def build_features(
@@ -139,12 +138,16 @@ def build_features(
     dates = sorted(dates if dates is not None else snapshot_dates(manifest, frequency))
     state_path = features_dir(workspace) / BUILD_STATE
     fingerprint = inputs_fingerprint(workspace)
-    if state_path.exists() and json.loads(state_path.read_text()).get("raw") != fingerprint:
-        shutil.rmtree(features_dir(workspace))  # raw data changed: every snapshot is stale
+    if features_dir(workspace).exists() and _built_from(state_path) != fingerprint:
+        shutil.rmtree(features_dir(workspace))  # raw data changed (or unknown): every snapshot is stale
     features_dir(workspace).mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"raw": fingerprint}))
+    write_text_atomically(state_path, json.dumps({"raw": fingerprint}))
 
     groups = available_groups(raw_tables(workspace))
+    damaged = damaged_snapshots(workspace)
+    for path in damaged:  # e.g. truncated by a full disk: made again (Feast's source reads every file)
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    dates = sorted({*dates, *(pd.Timestamp(p.name.removesuffix(".parquet"), tz="UTC") for p in damaged)})
     todo = [d for d in dates if any(not snapshot_path(workspace, g, d).exists() for g in groups)]
     batches = [todo[i : i + DATES_PER_QUERY] for i in range(0, len(todo), DATES_PER_QUERY)]
     steps, done = len(batches) * len(groups), 0
@@ -158,7 +161,7 @@ def build_features(
                 progress(done, steps)
 
         rows = build_on_spark(spark, workspace, groups, batches, lambda g: group_dir(workspace, g), step)
-        return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows)
+        return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows, len(damaged))
     con = connect_raw(workspace)
     rows = 0
     for batch in batches:
@@ -173,7 +176,40 @@ def build_features(
             if progress is not None:
                 progress(done, steps)
     con.close()
-    return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows)
+    return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows, len(damaged))
+
+
+def _built_from(state_path: Path) -> str | None:
+    """The raw data's fingerprint the snapshots were built from (None if unknown: missing or damaged)."""
+    try:
+        return str(json.loads(state_path.read_text()).get("raw"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def readable(path: Path) -> bool:
+    """Whether a snapshot's Parquet files can be read (their footers are whole)."""
+    try:
+        parts = snapshot_parts(path)
+        for part in parts:
+            pq.read_metadata(part)
+    except (OSError, pa.ArrowException):
+        return False
+    return bool(parts)
+
+
+def damaged_snapshots(workspace: Workspace) -> list[Path]:
+    """Every snapshot in the workspace that cannot be read (a truncated file)."""
+    return [p for p in sorted(features_dir(workspace).glob(f"*/{SNAPSHOT_NAME}")) if not readable(p)]
+
+
+def check_snapshots(workspace: Workspace) -> None:
+    """Before reading snapshots without building them first: a damaged one is said, with
+    how to make it again (`clm features build` does)."""
+    damaged = damaged_snapshots(workspace)
+    if damaged:
+        raise ClmError(f"Feature snapshot(s) {', '.join(str(p) for p in damaged)} are damaged (truncated?): run "
+                       f"`clm features build --workspace {workspace.root}` to make them again.")
 
 
 def snapshot_parts(path: Path) -> list[Path]:

@@ -12,16 +12,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
 from feast import FeatureStore, FileSource
+from google.protobuf.message import DecodeError
 
 from clm.errors import ClmError
-from clm.files import write_text_atomically
+from clm.files import read_yaml_mapping, sqlite_damage, write_text_atomically
 from clm.rawdb import raw_tables
 from clm.workspace import Workspace
-from features.build import SNAPSHOT_GLOB, features_dir, group_dir, snapshot_batches, snapshot_path
+from features.build import SNAPSHOT_GLOB, check_snapshots, features_dir, group_dir, snapshot_batches, snapshot_path
 from features.feast_repo import (
     SNAPSHOT_TTL,
     customer,
@@ -115,10 +117,29 @@ def check_redis(url: str, timeout_seconds: float = 5.0) -> None:
         ) from None
 
 
+def read_config(repo: Path) -> dict[str, Any]:
+    """The repo's feature_store.yaml, whole: a damaged one (truncated, overwritten) is a
+    ClmError saying how to write it again, never a parser's traceback."""
+    path = repo / CONFIG_NAME
+    again = ("Write it again with `clm features apply` (with --online-store redis --redis-url HOST:PORT if the "
+             "online store was Redis).")
+    try:
+        config = read_yaml_mapping(path, "The feature store's config", "project, registry and online_store")
+    except ClmError as err:
+        raise ClmError(f"{err} {again}") from None
+    registry = config.get("registry")
+    online = config.get("online_store")
+    if not (isinstance(registry, dict) and isinstance(registry.get("path"), str) and isinstance(online, dict)
+            and isinstance(online.get("type"), str)):
+        raise ClmError(f"The feature store's config {path} is damaged: it lacks the registry or the online store. "
+                       f"{again}")
+    return config
+
+
 def _relocate_config(repo: Path) -> None:
     """A config written by an older clm holds absolute paths (possibly another folder's):
     rewritten relative, keeping its online store."""
-    config = yaml.safe_load((repo / CONFIG_NAME).read_text())
+    config = read_config(repo)
     online = config.get("online_store", {})
     stale = Path(config["registry"]["path"]).is_absolute() or Path(str(online.get("path", ""))).is_absolute()
     if not stale:
@@ -135,12 +156,15 @@ def check_online_store(workspace: Workspace) -> None:
     config_path = repo_dir(workspace) / CONFIG_NAME
     if not config_path.exists():
         raise ClmError(f"No feature store in {workspace.root}: run `clm features apply -w {workspace.root}` first.")
-    online = yaml.safe_load(config_path.read_text()).get("online_store", {})
+    online = read_config(repo_dir(workspace))["online_store"]
     if "redis" in str(online.get("type", "")):
         check_redis(str(online.get("connection_string", "localhost:6379")))
     elif not (repo_dir(workspace) / ONLINE_DB).exists():
         raise ClmError(f"The online store of {workspace.root} is empty: run "
                        f"`clm features materialize -w {workspace.root}` first.")
+    elif (problem := sqlite_damage(repo_dir(workspace) / ONLINE_DB)) is not None:
+        raise ClmError(f"The online store {repo_dir(workspace) / ONLINE_DB} is damaged ({problem}): load it again "
+                       f"with `clm features materialize -w {workspace.root}`.")
 
 
 def open_store(workspace: Workspace) -> FeatureStore:
@@ -156,8 +180,13 @@ def open_store(workspace: Workspace) -> FeatureStore:
     _relocate_config(repo)
     store = FeatureStore(repo_path=str(repo))
     here = str(features_dir(workspace).resolve())
-    sources = [s for s in store.list_data_sources() if isinstance(s, FileSource)]
-    if any(not s.path.startswith(here + os.sep) or not s.path.endswith(SNAPSHOT_GLOB) for s in sources):
+    try:
+        sources = [s for s in store.list_data_sources() if isinstance(s, FileSource)]
+    except DecodeError:  # a damaged registry: it holds only clm's definitions, registered again below
+        (repo / REGISTRY_DB).unlink(missing_ok=True)
+        store = FeatureStore(repo_path=str(repo))
+        sources = []
+    if not sources or any(not s.path.startswith(here + os.sep) or not s.path.endswith(SNAPSHOT_GLOB) for s in sources):
         store.apply(definitions(workspace))
     return store
 
@@ -195,6 +224,15 @@ def apply(workspace: Workspace, online: OnlineStoreSettings | None = None) -> Fe
     return store
 
 
+def _remove_damaged_online_db(workspace: Workspace) -> None:
+    """The embedded online store holds only what materialising loads from the snapshots: a
+    damaged one (truncated, overwritten) is removed, to be loaded again whole."""
+    db = repo_dir(workspace) / ONLINE_DB
+    if sqlite_damage(db) is not None:
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            path.unlink(missing_ok=True)
+
+
 def latest_snapshot_date(workspace: Workspace, views: list[str], as_of: pd.Timestamp) -> pd.Timestamp:
     """The latest date at or before as_of (within the views' TTL) with a snapshot of every view."""
     common: set[pd.Timestamp] | None = None
@@ -218,6 +256,8 @@ def materialize(
     Our stores take the snapshot files in bounded chunks through `bulk_load`; Feast's own
     stores go through `FeatureStore.materialize`.
     """
+    check_snapshots(workspace)
+    _remove_damaged_online_db(workspace)
     store = open_store(workspace)
     store_type = store.config.online_store.type
     fast = next((cls for cls in FAST_STORES.values() if store_type.endswith(cls.__name__)), None)

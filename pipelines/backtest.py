@@ -44,6 +44,12 @@ EXPERIMENT = "clm-backtest"
 TARGETS = ("churn", "upsell", "clv")
 
 
+def check_targets(targets: tuple[str, ...]) -> None:
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise ClmError(f"--targets: unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}.")
+
+
 @dataclass(frozen=True)
 class BacktestConfig:
     as_of: pd.Timestamp
@@ -112,9 +118,7 @@ def backtest(
     refused = _check_window(as_of, horizon, manifest.end, "churn and upsell")
     if refused:
         raise ClmError(f"Cannot backtest as of {as_of:%Y-%m-%d}: {refused}.")
-    unknown = [t for t in config.targets if t not in TARGETS]
-    if unknown:
-        raise ClmError(f"Unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}.")
+    check_targets(config.targets)
 
     train_config = TrainConfig(labels=LabelConfig(horizon_days=horizon), as_of=as_of)
     report: dict[str, object] = {
@@ -185,7 +189,7 @@ def flat_metrics(report: dict[str, object]) -> dict[str, float]:
 
 
 def _log(workspace: Workspace, config: BacktestConfig, report: dict[str, object]) -> None:
-    client = registry.connect(workspace, config.tracking_uri)
+    client = registry.connect(workspace, config.tracking_uri, create=True)
     found = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = found.experiment_id if found else client.create_experiment(
         EXPERIMENT, artifact_location=registry.artifact_location(client, workspace, "backtest"))

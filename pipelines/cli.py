@@ -25,9 +25,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table as RichTable
+from rich.text import Text
 
+from clm.dates import parse_day
 from clm.errors import ClmError
 from clm.files import write_text_atomically
+from clm.limits import COUNT, CUSTOMERS, DAYS, HORIZON_DAYS, MONEY, RELOAD_SECONDS, SEED, SHARE
+from clm.output_paths import check_output_dataset, check_output_file
 from clm.workspace import WORKSPACE_ENV, Workspace
 
 if TYPE_CHECKING:  # imported lazily at run time: `clm --help` stays fast
@@ -99,15 +103,27 @@ SparkConfOpt = Annotated[Path | None, typer.Option(
 console = Console()
 err_console = Console(stderr=True)
 
-WorkspaceOpt = Annotated[
-    Path | None,
+WorkspaceOpt = Annotated[  # text, not a Path: typer reads "" as Path("."), the current folder
+    str | None,
     typer.Option("--workspace", "-w", help=f"Workspace folder (default ./workspace, or ${WORKSPACE_ENV}).", show_default=False),
 ]
 
 CustomersOpt = Annotated[int, typer.Option("--customers", "-n", help="Customers who sign up over the period.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed: the same arguments give byte-identical files.")]
-StartOpt = Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.")]
-EndOpt = Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.")]
+def _a_day(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A day option, checked as it is read (`clm.dates.parse_day`): a date written another
+    way is refused before any work, by every command alike."""
+    if value is not None:
+        option = param.opts[0] if param.opts else str(param.name)
+        try:
+            parse_day(value, option)
+        except ClmError as err:
+            raise typer.BadParameter(str(err).removeprefix(f"{option} ")) from None
+    return value
+
+
+StartOpt = Annotated[str, typer.Option(help="First simulated day, YYYY-MM-DD.", callback=_a_day)]
+EndOpt = Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-MM-DD.", callback=_a_day)]
 DEFAULT_CUSTOMERS, DEFAULT_SEED, DEFAULT_START, DEFAULT_END = 5000, 42, "2024-01-01", "2025-12-31"
 ReplaceOpt = Annotated[
     bool,
@@ -176,7 +192,8 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ClmError as err:
-            err_console.print(Panel(str(err), title="clm: error", title_align="left", border_style="red"))
+            # As text, not Rich markup: a value the user gave ("local[x]", a path with brackets) is shown as given.
+            err_console.print(Panel(Text(str(err)), title="clm: error", title_align="left", border_style="red"))
             raise typer.Exit(code=err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -195,20 +212,7 @@ def _progress() -> Progress:
 
 
 def check_horizon(horizon_days: int) -> None:
-    if horizon_days < 7:
-        raise ClmError(f"--horizon-days must be at least 7 (got {horizon_days}).")
-
-
-def _parse_day(value: str, option: str):  # -> pd.Timestamp
-    import pandas as pd
-
-    try:
-        day = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        day = pd.NaT
-    if pd.isna(day):  # pd.Timestamp("") is NaT, not an error
-        raise ClmError(f"{option} '{value}' is not a date; write it as YYYY-MM-DD, e.g. 2024-01-31.")
-    return (day.tz_localize("UTC") if day.tzinfo is None else day.tz_convert("UTC")).normalize()
+    HORIZON_DAYS.check(horizon_days, "--horizon-days")
 
 
 # ------------------------------------------------------------------- simulate
@@ -217,11 +221,12 @@ def _simulation_config(customers: int, seed: int, start: str, end: str) -> Simul
 
     from simulator.engine import SimulationConfig
 
-    if customers < 1:
-        raise ClmError(f"--customers must be at least 1 (got {customers}).")
-    start_ts, end_ts = _parse_day(start, "--start"), _parse_day(end, "--end")
+    CUSTOMERS.check(customers, "--customers")
+    SEED.check(seed, "--seed")
+    start_ts, end_ts = parse_day(start, "--start"), parse_day(end, "--end")
     if end_ts < start_ts + pd.Timedelta(days=30):
         raise ClmError(f"--end ({end}) must be at least 30 days after --start ({start}).")
+    DAYS.check((end_ts - start_ts).days, "The simulated period (--start to --end, in days)")
     return SimulationConfig(n_customers=customers, seed=seed, start=start_ts, end=end_ts)
 
 
@@ -322,6 +327,11 @@ def ingest_transactions_cmd(
         bool, typer.Option("--drop-duplicates", help="Leave out rows identical in customer, date and amount "
                                                      "(by default they are kept and counted).")
     ] = False,
+    earliest_date: Annotated[
+        str, typer.Option("--earliest-date", help="Purchases dated before this day (YYYY-MM-DD) are taken for "
+                                                  "placeholders of a missing date (1900-01-01, 1970-01-01) and "
+                                                  "refused, or left out with --skip-bad-rows.", callback=_a_day)
+    ] = "1990-01-01",
     replace: ReplaceOpt = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -332,6 +342,7 @@ def ingest_transactions_cmd(
     unless --replace, which starts it over only if the whole ingest succeeds.
     Compressed files (.gz, .bz2, .xz, .zip) are read as they are; times with UTC offsets are
     converted to UTC; day/month order is read from the file itself, or from --date-format.
+    Dates before --earliest-date (1990-01-01) are taken for placeholders of a missing date.
 
     Examples:
 
@@ -346,7 +357,7 @@ def ingest_transactions_cmd(
         raise ClmError(f"--decimal must be '.' or ',' (got '{decimal}').")
     ws = Workspace.at(workspace)
     src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows,
-                             encoding, drop_duplicates)
+                             encoding, drop_duplicates, parse_day(earliest_date, "--earliest-date"))
     with ws.exclusive("clm ingest transactions"), console.status(f"Reading {file}"):
         s = ingest_transactions(src, ws, replace)
     console.print(
@@ -389,7 +400,8 @@ def validate(workspace: WorkspaceOpt = None) -> None:
 
 
 # ------------------------------------------------------------------- features
-AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (features use data before it).")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (features use data before it).",
+                                             callback=_a_day)]
 
 
 def _engine_settings(engine: str, spark_master: str | None, spark_conf: Path | None):  # type: ignore[no-untyped-def]
@@ -430,6 +442,8 @@ def _build_features(ws: Workspace, as_of: str | None, frequency: str, spark=None
         f"Feature groups: {', '.join(result.groups)}. Built {len(result.built_dates)} snapshot date(s) "
         f"({result.rows:,} rows); {result.skipped_dates} already built."
     )
+    if result.repaired:
+        console.print(f"[yellow]{result.repaired} damaged snapshot file(s) (truncated?) were made again.[/yellow]")
 
 
 def _apply_features(ws: Workspace, online_store: str, redis_url: str) -> None:
@@ -477,6 +491,10 @@ def features_build(
 
       clm features build --engine spark --spark-master spark://head:7077 --spark-conf spark.conf
     """
+    from features.build import FREQUENCIES
+
+    if frequency not in FREQUENCIES:
+        raise ClmError(f"--frequency '{frequency}' is not one of: {', '.join(FREQUENCIES)}.")
     settings = _engine_settings(engine, spark_master, spark_conf)
     ws = Workspace.at(workspace)
     with ws.exclusive("clm features build"), _engine(ws, settings) as spark:
@@ -496,6 +514,10 @@ def features_apply(
 
     Example:  clm features apply --online-store redis --redis-url localhost:6379
     """
+    from features.store import ONLINE_STORES
+
+    if online_store not in ONLINE_STORES:
+        raise ClmError(f"--online-store '{online_store}' is not one of: {', '.join(ONLINE_STORES)}.")
     ws = Workspace.at(workspace)
     with ws.exclusive("clm features apply"):
         _apply_features(ws, online_store, redis_url)
@@ -520,9 +542,7 @@ def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tra
     from training.labels import LabelConfig
     from training.train import TrainConfig, train
 
-    chosen = tuple(m.strip() for m in models.split(",") if m.strip())
-    if not chosen:
-        raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv,uplift (comma-separated).")
+    chosen = _model_list(models)
     check_horizon(horizon_days)
     when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else None
     config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when,
@@ -596,7 +616,8 @@ def _say_what_was_left_out(reports: list[ModelReport]) -> None:
 def train_cmd(
     models: Annotated[str, typer.Option(help="Comma-separated: churn,upsell,stage,clv,uplift.")] = "churn,upsell,stage,clv,uplift",
     horizon_days: Annotated[int, typer.Option(help="Label horizon H in days (churn, upsell, stage).")] = 90,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Train as if today were this date (YYYY-MM-DD).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Train as if today were this date (YYYY-MM-DD).",
+                                              callback=_a_day)] = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -608,9 +629,22 @@ def train_cmd(
 
       clm train --models churn --as-of 2025-06-01 --horizon-days 60
     """
+    _check_tracking(tracking_uri)
+    _model_list(models)
+    check_horizon(horizon_days)
     ws = Workspace.at(workspace)
     with ws.exclusive("clm train"):
         _train(ws, models, horizon_days, as_of, tracking_uri)
+
+
+def _model_list(models: str) -> tuple[str, ...]:
+    """--models: comma-separated model names, each known (`churn` or `clm-churn`)."""
+    from training.names import model_key
+
+    chosen = tuple(dict.fromkeys(model_key(m) for m in models.split(",") if m.strip()))
+    if not chosen:
+        raise ClmError("--models names no model; give one or more of churn,upsell,stage,clv,uplift (comma-separated).")
+    return chosen
 
 
 # ------------------------------------------------------------------- models
@@ -621,9 +655,15 @@ def models_list(tracking_uri: TrackingOpt = None, workspace: WorkspaceOpt = None
 
     Example:  clm models list -w demo
     """
+    _check_tracking(tracking_uri)
     from training import registry
 
-    client = registry.connect(Workspace.at(workspace), tracking_uri)
+    ws = Workspace.at(workspace)
+    if not registry.has_store(ws, tracking_uri):
+        ws.require_existing()
+        console.print(f"No registered models in {ws.root} yet: train them with `clm train -w {ws.root}`.")
+        return
+    client = registry.connect(ws, tracking_uri)
     table = RichTable(title="Registered models", title_justify="left")
     for col in ("model", "version", "aliases", "created", "test figures"):
         table.add_column(col)
@@ -637,6 +677,23 @@ def models_list(tracking_uri: TrackingOpt = None, workspace: WorkspaceOpt = None
             created = pd_timestamp(mv.creation_timestamp)
             table.add_row(rm.name, str(mv.version), ", ".join(aliases_by_version.get(str(mv.version), [])), created, shown)
     console.print(table)
+
+
+def _check_tracking(tracking_uri: str | None) -> None:
+    """--tracking-uri, checked before any work (and before MLflow is imported)."""
+    if tracking_uri is not None:
+        from training.uri import check_tracking_uri
+
+        check_tracking_uri(tracking_uri, "--tracking-uri")
+
+
+def _require_model_store(ws: Workspace, tracking_uri: str | None) -> None:
+    """Models to read: a store by URI, or the workspace's own (said before anything is made)."""
+    from training import registry
+
+    if not registry.has_store(ws, tracking_uri):
+        ws.require_existing()
+        registry.tracking_uri(ws, tracking_uri)  # says there are no models yet, and how to train them
 
 
 SHOWN_FIGURES = ("test_roc_auc", "test_ece", "test_macro_f1", "test_spearman", "test_mae", "test_uplift_r2")
@@ -662,11 +719,16 @@ def models_promote(
 
     Example:  clm models promote churn 3 --reason "better on the Q3 backtest"
     """
+    _check_tracking(tracking_uri)
+    from training.names import model_key
+
+    model = model_key(model)
+    ws = Workspace.at(workspace)
     from mlflow.exceptions import MlflowException
 
     from training import registry
 
-    ws = Workspace.at(workspace)
+    _require_model_store(ws, tracking_uri)
     with ws.exclusive("clm models promote"):
         client = registry.connect(ws, tracking_uri)
         try:
@@ -691,11 +753,16 @@ def models_rollback(
 
     Example:  clm models rollback churn --reason "complaints about retention offers"
     """
+    _check_tracking(tracking_uri)
+    from training.names import model_key
+
+    model = model_key(model)
+    ws = Workspace.at(workspace)
     from mlflow.exceptions import MlflowException
 
     from training import registry
 
-    ws = Workspace.at(workspace)
+    _require_model_store(ws, tracking_uri)
     with ws.exclusive("clm models rollback"):
         client = registry.connect(ws, tracking_uri)
         try:
@@ -714,11 +781,17 @@ def models_history(model: ModelArg, tracking_uri: TrackingOpt = None, workspace:
 
     Example:  clm models history churn
     """
+    _check_tracking(tracking_uri)
+    from training.names import model_key
+
+    model = model_key(model)
+    ws = Workspace.at(workspace)
     from mlflow.exceptions import MlflowException
 
     from training import audit, registry
 
-    client = registry.connect(Workspace.at(workspace), tracking_uri)
+    _require_model_store(ws, tracking_uri)
+    client = registry.connect(ws, tracking_uri)
     try:
         events = audit.history(client, registry.registered_name(model))
     except MlflowException:
@@ -792,21 +865,21 @@ def score_cmd(
 
       clm score --out scores.parquet --engine spark --spark-master local[8]
     """
+    _check_tracking(tracking_uri)
     from features.build import parse_as_of
-    from pipelines.score import check_output_path
+    from pipelines.outputs import is_batch_output
     from serving.catalogue import load_catalogue
 
-    check_output_path(out)  # before any work
+    check_output_dataset(out, "--out", is_batch_output, "`clm score` output")  # before any work
     settings = _engine_settings(engine, spark_master, spark_conf)
     actions = load_catalogue(catalogue)
-    if budget is not None and not budget >= 0:
-        raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
-    if not 0 <= exploration <= 1:
-        raise ClmError(f"--exploration {exploration} must be a share between 0 and 1 (e.g. 0.02).")
-    if chunk_rows < 1:
-        raise ClmError(f"--chunk-rows {chunk_rows} must be at least 1 (e.g. 100000).")
-    if partitions is not None and (partitions < 1 or engine != "spark"):
-        raise ClmError(f"--partitions {partitions} needs --engine spark and a number of at least 1 (e.g. 16).")
+    _check_budget(budget)
+    SHARE.check(exploration, "--exploration")
+    COUNT.check(chunk_rows, "--chunk-rows")
+    if partitions is not None:
+        if engine != "spark":
+            raise ClmError(f"--partitions {partitions} applies to --engine spark; add `--engine spark`.")
+        COUNT.check(partitions, "--partitions")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
@@ -853,6 +926,11 @@ def _score(ws: Workspace, when, out: Path, tracking_uri: str | None, actions, bu
 REPORT_NAME = "reports/report.html"  # where `clm run` writes the lifecycle report, in the workspace
 
 
+def _check_budget(budget: float | None) -> None:
+    if budget is not None:
+        MONEY.check(budget, "--budget")
+
+
 # ------------------------------------------------------------------- retrain
 @app.command("retrain")
 @user_errors
@@ -888,19 +966,27 @@ def retrain_cmd(
       clm retrain --engine spark --spark-conf spark.conf   (features and the batch on Spark;
       training reads the snapshots through Feast as always)
     """
+    _check_tracking(tracking_uri)
+    _check_budget(budget)
+    check_horizon(horizon_days)
+    settings = _engine_settings(engine, spark_master, spark_conf)
+    ws = Workspace.at(workspace)
+    # The lock first, before the heavy imports: a second run is refused at once.
+    with ws.exclusive("clm retrain"):
+        from serving.catalogue import load_catalogue
+
+        actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
+        _retrain(ws, as_of, horizon_days, budget, actions, settings, tracking_uri)
+
+
+def _retrain(ws: Workspace, as_of: str | None, horizon_days: int, budget: float | None, actions, settings,  # type: ignore[no-untyped-def]
+             tracking_uri: str | None) -> None:
     from features.build import parse_as_of
     from features.store import apply
     from pipelines import outputs
     from pipelines.policy import default_budget
-    from serving.catalogue import load_catalogue
 
-    actions = load_catalogue(catalogue)
-    if budget is not None and not budget >= 0:
-        raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
-    check_horizon(horizon_days)
-    settings = _engine_settings(engine, spark_master, spark_conf)
-    ws = Workspace.at(workspace)
-    with ws.exclusive("clm retrain"), _engine(ws, settings) as spark:
+    with _engine(ws, settings) as spark:
         when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else ws.read_manifest().end
         console.rule("[bold]1/4 Features")
         _build_features(ws, None, "monthly", spark)
@@ -945,13 +1031,14 @@ def monitor_cmd(
 
       clm monitor --thresholds my-thresholds.yaml || notify-team
     """
+    _check_tracking(tracking_uri)
     from features.build import parse_as_of
     from pipelines import monitor as mon
 
     check_horizon(horizon_days)
     limits = mon.load_thresholds(thresholds)
     if html is not None:
-        _check_writable(html)
+        check_output_file(html, "--html")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
@@ -1005,14 +1092,6 @@ def _print_monitor(report) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[yellow]{note}[/yellow]")
 
 
-def _check_writable(path: Path) -> None:
-    """An output file's folder must exist (checked before any work)."""
-    if not path.parent.exists():
-        raise ClmError(f"Cannot write {path}: its folder {path.parent} does not exist.")
-    if path.is_dir():
-        raise ClmError(f"Cannot write {path}: it is a folder; give a file name such as {path / 'report.html'}.")
-
-
 # ------------------------------------------------------------------- report
 @app.command("report")
 @user_errors
@@ -1032,9 +1111,10 @@ def report_cmd(
 
     Example:  clm report --as-of 2025-12-01 --out report.html
     """
+    _check_tracking(tracking_uri)
     from features.build import parse_as_of
 
-    _check_writable(out)
+    check_output_file(out, "--out")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
@@ -1048,7 +1128,6 @@ def _write_report(ws: Workspace, when, out: Path, tracking_uri: str | None) -> N
 
     with console.status(f"Writing the lifecycle report as of {when:%Y-%m-%d}"):
         page = render(lifecycle_report(ws, when, tracking_uri))
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out, page)
     console.print(f"Lifecycle report: {out.resolve()}")
 
@@ -1071,6 +1150,25 @@ def _example_customer(ws: Workspace) -> str:
                                                                                           "frequency_total"])
     live = frame["customer_id"][in_population(frame, contractual)]
     return str(live.iloc[0] if len(live) else frame["customer_id"].iloc[0])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """The address must be free before the server starts (else BentoML fails in a traceback)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ClmError(f"--host '{host}' is not an address of this machine ({err.strerror}); e.g. 127.0.0.1 or "
+                       "0.0.0.0.") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a closing socket is no user
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ClmError(f"Cannot listen on {host}:{port} ({err.strerror}): another server holds the port? Choose "
+                           "another with --port, e.g. --port 3001.") from None
 
 
 def _curl(host: str, port: int, customer: str) -> str:
@@ -1104,6 +1202,7 @@ def serve_cmd(
 
       CLM_API_KEYS=s3cret clm serve --workers 2
     """
+    _check_tracking(tracking_uri)
     from features.store import check_online_store
     from pipelines.score import require_champions
     from serving.catalogue import load_catalogue
@@ -1111,10 +1210,9 @@ def serve_cmd(
 
     if not 0 < port < 65536:
         raise ClmError(f"--port {port} is not a port number (1-65535).")
-    if workers < 1:
-        raise ClmError(f"--workers {workers} must be at least 1.")
-    if not reload_seconds > 0:
-        raise ClmError(f"--reload-seconds {reload_seconds} must be more than 0.")
+    COUNT.check(workers, "--workers")
+    RELOAD_SECONDS.check(reload_seconds, "--reload-seconds")
+    _check_port_free(host, port)
     load_catalogue(catalogue)  # a broken catalogue is named before the server starts
     ws = Workspace.at(workspace)
     ws.read_manifest()
@@ -1146,14 +1244,11 @@ def _evaluate_policy(ws: Workspace, as_of: str | None, budget: float | None, cat
     from features.build import parse_as_of
     from pipelines.offpolicy import clm_offpolicy
     from pipelines.policy import check_decision_date, default_budget, evaluate, load_inputs, report_json
-    from pipelines.score import check_output_path, write_json
+    from pipelines.score import write_json
     from serving.catalogue import load_catalogue
 
     actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
-    if json_out is not None:
-        check_output_path(json_out)
-    if budget is not None and not budget >= 0:
-        raise ClmError(f"--budget {budget} must be zero or more (currency units for this decision run).")
+    _check_budget(budget)
     if not ws.table_path(Table.ACTIONS).exists():
         raise ClmError(f"{ws.root} holds no logged decisions (actions table): there is no uplift model to decide "
                        "with and nothing to evaluate a policy from. A transactions export cannot be evaluated.")
@@ -1255,6 +1350,9 @@ def evaluate_policy_cmd(
 
       clm evaluate-policy --as-of 2025-12-01 --catalogue my_actions.yaml --json policy.json
     """
+    _check_tracking(tracking_uri)
+    if json_out is not None:
+        check_output_file(json_out, "--json")
     ws = Workspace.at(workspace)
     with ws.exclusive("clm evaluate-policy"):  # it may build the date's feature snapshots
         _evaluate_policy(ws, as_of, budget, catalogue, json_out, tracking_uri)
@@ -1264,7 +1362,8 @@ def evaluate_policy_cmd(
 @app.command("backtest")
 @user_errors
 def backtest_cmd(
-    as_of: Annotated[str, typer.Option("--as-of", help="Scoring date D (YYYY-MM-DD); D + H must be within the data.")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Scoring date D (YYYY-MM-DD); D + H must be within the data.",
+                                       callback=_a_day)],
     horizon_days: Annotated[int, typer.Option(help="Outcome window H in days (churn, upsell).")] = 90,
     targets: Annotated[str, typer.Option(help="Comma-separated: churn,upsell,clv.")] = "churn,upsell,clv",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report (reliability tables too) here.")] = None,
@@ -1285,16 +1384,20 @@ def backtest_cmd(
 
       clm backtest --as-of 2011-09-01 --horizon-days 91 --targets churn --json backtest.json -w shop
     """
+    _check_tracking(tracking_uri)
     from features.build import parse_as_of
-    from pipelines.backtest import BacktestConfig, backtest
+    from pipelines.backtest import BacktestConfig, backtest, check_targets
     from pipelines.score import write_json
 
     check_horizon(horizon_days)
-    ws = Workspace.at(workspace)
-    when = parse_as_of(as_of, ws.read_manifest())
+    if json_out is not None:
+        check_output_file(json_out, "--json")
     chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
     if not chosen:
         raise ClmError("--targets names no target; give one or more of churn,upsell,clv (comma-separated).")
+    check_targets(chosen)
+    ws = Workspace.at(workspace)
+    when = parse_as_of(as_of, ws.read_manifest())
     config = BacktestConfig(when, horizon_days, chosen, tracking_uri)
     with ws.exclusive("clm backtest"), console.status("Backtesting") as status:
         report = backtest(ws, config, progress=status.update)

@@ -26,6 +26,9 @@ from clm.workspace import RawManifest, Workspace, write_manifest
 SEPARATORS = {",": ",", ";": ";", "tab": "\t", "\\t": "\t", "whitespace": r"\s+"}
 SNIFF_LINES = 50
 MAX_EXAMPLES = 5
+# Purchases before this day are taken for placeholders (1900-01-01, 1970-01-01: an empty
+# date in many systems' exports) unless --earliest-date says the data goes back further.
+EARLIEST_PLAUSIBLE = pd.Timestamp("1990-01-01", tz="UTC")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class TransactionsSource:
     skip_bad_rows: bool = False
     encoding: str = "utf-8-sig"  # of text files; e.g. "latin-1" for older spreadsheet exports
     drop_duplicates: bool = False  # leave out rows identical in customer, time and amount
+    earliest: pd.Timestamp = EARLIEST_PLAUSIBLE  # a purchase before it is a placeholder date
 
 
 @dataclass
@@ -59,13 +63,15 @@ class IngestSummary:
 
 # Day/month/year or month/day/year with '/', '.' or '-': the first two fields tell which.
 DAY_MONTH = r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}"
+# Year first (2024-05-03, 2024/05/03 2:15 PM): always year, month, day.
+YEAR_FIRST = r"^\s*\d{4}[/.-]\d{1,2}[/.-]\d{1,2}"
 
 
 def detect_separator(sample: str) -> str:
     """The separator of a delimited text sample: ',', ';', tab, or runs of whitespace."""
     lines = [ln for ln in sample.splitlines() if ln.strip()][:SNIFF_LINES]
     if not lines:
-        raise ClmError("The file is empty: no header line to read.")
+        raise ClmError("the file is empty: no header line to read.")
     try:
         return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t").delimiter
     except csv.Error:
@@ -124,7 +130,10 @@ def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
         "".encode(src.encoding)
     except LookupError:
         raise ClmError(f"--encoding '{src.encoding}' is not a known text encoding (e.g. utf-8, latin-1, cp1252).") from None
-    sep = SEPARATORS[src.sep] if src.sep else detect_separator(_sample_lines(path, src.encoding))
+    try:
+        sep = SEPARATORS[src.sep] if src.sep else detect_separator(_sample_lines(path, src.encoding))
+    except ClmError as err:
+        raise ClmError(f"{path}: {err}") from None
     try:
         with warnings.catch_warnings():
             # A row longer than the header would silently become an index or lose its tail.
@@ -158,7 +167,11 @@ def _parse_dates(values: pd.Series, date_format: str | None, column: str) -> pd.
     if date_format:
         return pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
     month_first = pd.to_datetime(text, format="mixed", errors="coerce", utc=True, dayfirst=False)
+    year_first = text.str.match(YEAR_FIRST).fillna(False).to_numpy(dtype=bool)
+    if year_first.all():
+        return month_first  # dayfirst would swap month and day of '2024-05-03 2:15 PM'
     day_first = pd.to_datetime(text, format="mixed", errors="coerce", utc=True, dayfirst=True)
+    day_first[year_first] = month_first[year_first]
     differ = month_first.notna() & day_first.notna() & (month_first != day_first)
     if not differ.any():
         return month_first
@@ -230,6 +243,9 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
         f"amount that is infinite or implausibly large (>= {MAX_AMOUNT:.0e}) in column '{src.amount_col}'":
             raw[src.amount_col][amount.abs() >= MAX_AMOUNT],
         f"date after today ({now:%Y-%m-%d}) in column '{src.date_col}'": raw[src.date_col][when > now],
+        f"date before {src.earliest:%Y-%m-%d} in column '{src.date_col}' (a placeholder for a missing date, such "
+        f"as 1900-01-01 or 1970-01-01? If the data goes back that far, pass --earliest-date)":
+            raw[src.date_col][when < src.earliest],
     }
     problems = {k: v for k, v in problems.items() if len(v)}
     bad = np.zeros(len(raw), dtype=bool)

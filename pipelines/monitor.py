@@ -35,7 +35,7 @@ from features.build import build_features, snapshot_chunks
 from training import drift, registry
 from training import evaluate as ev
 from training.labels import LabelConfig, outcome_labels
-from pipelines.outputs import delivered_outputs, scores_dir
+from pipelines.outputs import damaged_outputs, delivered_outputs, scores_dir
 from training.population import in_population
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("monitor.yaml")
@@ -48,10 +48,10 @@ FLAG_EXIT_CODE = 4
 class Thresholds(BaseModel):
     """When a figure is flagged. PSI: 0.1 moderate, 0.25 a real shift (the usual reading)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `.nan` would never flag
     feature_psi: float = Field(0.25, gt=0, description="a feature's PSI above this flags, if it is one of the "
                                                        "model's top_features")
-    top_features: int = Field(10, ge=1, description="the features, by importance, whose drift flags; the others' "
+    top_features: int = Field(10, ge=1, le=10_000, description="the features, by importance, whose drift flags; the others' "
                                                     "PSI is shown only (their drift moves the score little, and "
                                                     "score drift is watched itself)")
     score_psi: float = Field(0.25, gt=0, description="a model's score PSI above this flags")
@@ -61,7 +61,7 @@ class Thresholds(BaseModel):
                                                    "window, whichever is larger) flags")
     min_policy_value: float = Field(0.0, description="clm's off-policy value per decision (DR, upper end of its "
                                                      "interval) below this flags")
-    periods: int = Field(3, ge=1, description="how many matured decision dates to evaluate the policy at")
+    periods: int = Field(3, ge=1, le=1000, description="how many matured decision dates to evaluate the policy at")
 
 
 def load_thresholds(path: Path | None) -> Thresholds:
@@ -81,6 +81,7 @@ class Champion:
     trained: object  # TrainedModel
     reference: dict[str, object]
     test_figures: dict[str, float]
+    judged_at: pd.Timestamp | None = None  # the test window's cutoff: the reference's date
 
 
 REFERENCE_SAMPLE = 200_000  # rows enough for decile edges and shares
@@ -113,10 +114,25 @@ def load_champions(client, workspace: Workspace, contractual: bool,  # type: ign
             notes.append(f"{registry.registered_name(model)} v{version} had no recorded reference (trained by an "
                          f"earlier clm): computed from the snapshot of its test cutoff, {cutoff:%Y-%m-%d}, and "
                          "recorded.")
-        found.append(Champion(model, version, trained, reference, registry.version_figures(client, model, version)))
+        cutoff_text = run.data.params.get("test_cutoff")
+        judged_at = pd.Timestamp(cutoff_text, tz="UTC") if cutoff_text else None
+        found.append(Champion(model, version, trained, reference, registry.version_figures(client, model, version),
+                              judged_at))
     if not found:
         raise ClmError("No champion model to monitor: run `clm train` (or `clm run`) first.")
     return found, notes
+
+
+def check_after_reference(champions: list[Champion], as_of: pd.Timestamp) -> None:
+    """Drift is measured after the window each champion was judged on (its reference): an
+    earlier --as-of would flag what is only the past, so it is refused, with the first
+    date that means something."""
+    early = [c for c in champions if c.judged_at is not None and as_of < c.judged_at]
+    if early:
+        first = max(c.judged_at for c in early)  # type: ignore[type-var]
+        which = ", ".join(f"{registry.registered_name(c.model)} v{c.version} on {c.judged_at:%Y-%m-%d}" for c in early)
+        raise ClmError(f"--as-of {as_of:%Y-%m-%d} is before the window the champions were judged on ({which}): drift "
+                       f"compares later data with that window. Choose --as-of {first:%Y-%m-%d} or later.")
 
 
 def reference_rows(workspace: Workspace, cutoff: pd.Timestamp, contractual: bool) -> pd.DataFrame:
@@ -348,9 +364,11 @@ def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, t
     contractual = manifest.business == "contractual"
     client = registry.connect(workspace, tracking_uri)
     champions, notes = load_champions(client, workspace, contractual)
+    check_after_reference(champions, as_of)
     build_features(workspace, [as_of], raw_checked=True)
     counts = count_today(workspace, as_of, champions, contractual, chunk_rows)
     performance = matured_performance(workspace, as_of, horizon_days, contractual, champions, thresholds)
+    notes.extend(damaged_outputs(workspace))
     if performance.empty:
         notes.append(f"No delivered scores in {scores_dir(workspace)} have a matured {horizon_days}-day outcome "
                      f"window by {as_of:%Y-%m-%d}: `clm score` (or `clm retrain`) writes them there.")

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from clm.workspace import Workspace
 
@@ -31,11 +33,42 @@ def read_manifest(out: Path) -> dict[str, object] | None:
         return None
 
 
+# What every batch output's manifest holds (and another folder's `_manifest.json`, such
+# as raw data's, does not): how an earlier output is told from anything else.
+BATCH_KEYS = ("as_of", "models", "input_fingerprint", "columns")
+
+
+def is_batch_output(path: Path) -> bool:
+    """Whether `path` is a batch output (a folder whose manifest is a batch's): clm's, to replace."""
+    manifest = read_manifest(path) if path.is_dir() else None
+    return isinstance(manifest, dict) and all(key in manifest for key in BATCH_KEYS)
+
+
+def is_whole_batch(path: Path) -> bool:
+    """Whether `path` is a batch output whose part files are whole (their footers read)."""
+    if not is_batch_output(path):
+        return False
+    parts = sorted(path.glob("part-*.parquet"))
+    try:
+        for part in parts:
+            pq.read_metadata(part)
+    except (OSError, pa.ArrowException):
+        return False
+    return bool(parts)
+
+
 def delivered_outputs(workspace: Workspace) -> dict[pd.Timestamp, Path]:
     """Batch outputs in WORKSPACE/scores/ by their as-of date (from each one's manifest)."""
     found = {}
     for path in sorted(scores_dir(workspace).glob("*.parquet")):
-        manifest = read_manifest(path) if path.is_dir() else None
-        if manifest is not None and "as_of" in manifest:
-            found[pd.Timestamp(str(manifest["as_of"]), tz="UTC")] = path
+        if is_whole_batch(path):
+            found[pd.Timestamp(str(read_manifest(path)["as_of"]), tz="UTC")] = path  # type: ignore[index]
     return found
+
+
+def damaged_outputs(workspace: Workspace) -> list[str]:
+    """A note for each folder in WORKSPACE/scores/ that is no finished batch output (its
+    manifest missing or damaged): the readers leave it out, and say so."""
+    return [f"{p} is not a finished nightly batch (its {MANIFEST_NAME} or a part file is missing or damaged): left "
+            "out. Run `clm retrain` (or `clm score` with that --out) again to make it whole."
+            for p in sorted(scores_dir(workspace).glob("*.parquet")) if p.is_dir() and not is_whole_batch(p)]

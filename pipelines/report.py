@@ -28,7 +28,7 @@ from clm.domain import STAGES, Table
 from clm.stages import STAGE_FEATURES, current_stage
 from clm.workspace import Workspace
 from features.build import build_features, snapshot_chunks, snapshot_dates
-from pipelines.outputs import delivered_outputs, read_manifest
+from pipelines.outputs import damaged_outputs, delivered_outputs, read_manifest
 from training import registry
 from training.population import POPULATION_FEATURES, in_population
 
@@ -238,9 +238,9 @@ def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
 
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"
-    client = registry.connect(workspace, tracking_uri)
+    client = registry.connect(workspace, tracking_uri) if registry.has_store(workspace, tracking_uri) else None
     notes = []
-    clv_model = registry.load_champion(client, "clv")
+    clv_model = registry.load_champion(client, "clv") if client is not None else None
     if clv_model is None:
         notes.append("No CLV champion: CLV per stage is left empty (run `clm train`).")
     previous, earlier = as_of - pd.DateOffset(months=1), as_of - pd.DateOffset(months=2)
@@ -250,6 +250,7 @@ def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
     notes.append("CAC is not shown: the customers table has no acquisition cost.")
     by_month, by_channel = retention_cohorts(workspace, as_of, contractual)
     batch = latest_batch(workspace, as_of)
+    notes.extend(damaged_outputs(workspace))
     plan, scored_at, risky = None, None, pd.DataFrame()
     if batch is None:
         notes.append(f"No nightly batch at or before {as_of:%Y-%m-%d} in WORKSPACE/scores/: run `clm retrain` or "
@@ -259,4 +260,4 @@ def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
         risky = at_risk(pd.read_parquet(batch[1]))
         plan = (read_manifest(batch[1]) or {}).get("decisions")  # type: ignore[assignment]
     return LifecycleReport(as_of, previous, contractual, kpis, stage_flow(before, now), by_month, by_channel, risky,
-                           plan, scored_at, model_cards(client), notes)
+                           plan, scored_at, model_cards(client) if client is not None else [], notes)

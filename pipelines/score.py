@@ -54,7 +54,7 @@ from features.build import build_features, read_snapshot, snapshot_chunks, snaps
 from features.store import apply as apply_features
 from features.store import historical_features
 from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame, with_decisions
-from pipelines.outputs import MANIFEST_NAME, read_manifest
+from pipelines.outputs import MANIFEST_NAME, is_batch_output, is_whole_batch, read_manifest, scores_dir
 from serving import decision_log
 from serving.catalogue import Catalogue, load_catalogue
 from serving.decision_log import DEFAULT_EXPLORATION
@@ -102,18 +102,14 @@ def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) ->
 
 
 # ------------------------------------------------------------------ output paths
-def check_output_path(out: Path) -> None:
-    """Refuse, before any work, an output path that cannot become the output (a folder of
-    something else than an earlier output, or a place that cannot be written)."""
-    if out.is_dir() and not (out / MANIFEST_NAME).exists():
-        raise ClmError(f"--out {out} is a folder that holds no earlier `clm score` output; name a new path in it, "
-                       f"e.g. {out / 'scores.parquet'}.")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ClmError(f"Cannot create the folder of --out {out}: {err.strerror}.") from None
-    if not os.access(out.parent, os.W_OK):
-        raise ClmError(f"Cannot write --out {out}: its folder {out.parent} is not writable.")
+def check_output_path(workspace: Workspace, out: Path) -> None:
+    """Refuse an output path holding something other than an earlier batch output (or, in
+    the workspace's own scores/ folder, anything clm left there, e.g. a damaged batch):
+    only that is replaced. (The CLI checks a user's --out further first: clm.output_paths.)"""
+    in_scores = out.parent.resolve() == scores_dir(workspace).resolve()
+    if (out.exists() or out.is_symlink()) and not is_batch_output(out) and not in_scores:
+        raise ClmError(f"--out {out} already holds something that is not an earlier `clm score` output: clm "
+                       f"replaces only its own output. Name a new path, e.g. {out.parent / 'scores.parquet'}.")
 
 
 def write_json(report: dict[str, object], path: Path) -> None:
@@ -124,6 +120,7 @@ def write_json(report: dict[str, object], path: Path) -> None:
 
 def temporary_folder(out: Path) -> Path:
     """A fresh hidden folder beside out; leftovers of killed runs are removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -205,7 +202,7 @@ def prepare(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: 
     """Check the output path, the raw data and the champions; build the date's snapshots if
     missing (on Spark when given); fingerprint the inputs."""
     started = time.perf_counter()
-    check_output_path(out)
+    check_output_path(workspace, out)
     manifest = require_valid(workspace)
     champions = require_champions(workspace, registry.connect(workspace, tracking_uri))
     catalogue = catalogue or load_catalogue()
@@ -220,7 +217,7 @@ def prepare(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: 
 
 def kept_output(inputs: BatchInputs) -> ScoreResult | None:
     """The output already at `out`, if it was made from the same inputs."""
-    earlier = read_manifest(inputs.out)
+    earlier = read_manifest(inputs.out) if is_whole_batch(inputs.out) else None
     if earlier is None or earlier.get("input_fingerprint") != inputs.fingerprint:
         return None
     return ScoreResult(inputs.out, int(earlier["customers"]), int(earlier["scored"]), inputs.champions.versions,  # type: ignore[arg-type]

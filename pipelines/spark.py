@@ -34,6 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from clm.errors import ClmError
+from clm.files import read_text_file
 
 ENGINES = ("local", "spark")
 MIN_JAVA = 17
@@ -71,10 +72,7 @@ def check_engine(engine: str) -> str:
 
 def read_conf_file(path: Path) -> dict[str, str]:
     """Spark properties from a file in spark-defaults.conf format."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise ClmError(f"Cannot read --spark-conf {path}: {err.strerror}.") from None
+    lines = read_text_file(path, "--spark-conf").splitlines()
     conf: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -88,8 +86,24 @@ def read_conf_file(path: Path) -> dict[str, str]:
     return conf
 
 
+# Master URLs Spark takes (its docs' "Master URLs"): local[N], local[N,F], spark://,
+# yarn, k8s://; anything else fails only once a JVM has started, in pages of Java logs.
+MASTER_URL = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]|spark://\S+(:\d+)?(,\S+)*"
+                        r"|yarn|k8s://\S+")
+
+
+def check_master(master: str) -> str:
+    if not MASTER_URL.fullmatch(master.strip()):
+        raise ClmError(f"--spark-master '{master}' is not a Spark master URL: write local[*], local[8], "
+                       "spark://HOST:7077, yarn or k8s://https://HOST:443 (or set SPARK_REMOTE=sc://HOST:15002 "
+                       "for Spark Connect).")
+    return master.strip()
+
+
 def settings_from_options(master: str | None, conf_file: Path | None) -> SparkSettings:
     """The CLI's --spark-master and --spark-conf, with $SPARK_REMOTE."""
+    if master is not None:
+        master = check_master(master)
     settings = SparkSettings(master=master, conf=read_conf_file(conf_file) if conf_file else {})
     if settings.remote is not None and master is not None:
         raise ClmError(f"Both --spark-master {master} and SPARK_REMOTE={settings.remote} are set: Spark Connect "

@@ -15,12 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from clm.domain import Action, Stage
 from clm.errors import ClmError
 from clm.files import read_yaml_mapping
+from clm.limits import COUNT, DAYS, MONEY, VALUE_MONTHS, WEIGHT
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number finite (`.inf` or `.nan` would reach the allocation's solver) and within
+    # its bound (clm.limits): a typo is named on load, not found by the solver.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -50,7 +53,7 @@ class Discount(_Strict):
     """share off the next `bills` bills: costs share x bills x the monthly price."""
 
     share: float = Field(gt=0, le=1)
-    bills: int = Field(ge=1)
+    bills: int = Field(ge=1, le=VALUE_MONTHS.high)
 
 
 Target = Literal["retain", "upgrade", "activate", "refer", "win_back", "none"]
@@ -62,13 +65,13 @@ class ActionEntry(_Strict):
     id: Action
     description: str = Field(min_length=1)
     channel: Literal["email", "phone", "in_app", "none"]
-    unit_cost: float = Field(ge=0)
+    unit_cost: float = Field(ge=MONEY.low, le=MONEY.high)
     discount: Discount | None = None
     target: Target
     eligibility: Eligibility = Eligibility()
-    cooldown_days: int = Field(ge=0)
-    daily_capacity: int | None = Field(default=None, ge=0)
-    weight: float = Field(default=1.0, gt=0)
+    cooldown_days: int = Field(ge=0, le=DAYS.high)
+    daily_capacity: int | None = Field(default=None, ge=0, le=COUNT.high)
+    weight: float = Field(default=1.0, gt=WEIGHT.low, le=WEIGHT.high)
 
     @model_validator(mode="after")
     def _nothing_is_free_of_rules(self) -> "ActionEntry":
@@ -86,16 +89,16 @@ class ActionEntry(_Strict):
 class ContactPolicy(_Strict):
     """At most max_contacts contacts (any action but none) per customer within window_days."""
 
-    max_contacts: int = Field(ge=0)
-    window_days: int = Field(ge=1)
+    max_contacts: int = Field(ge=0, le=COUNT.high)
+    window_days: int = Field(ge=1, le=DAYS.high)
 
 
 class ValueSettings(_Strict):
     """How outcomes are priced (`serving.value`): keeping a customer is worth keep_months
     of their monthly revenue; an upgrade, upgrade_months of the price difference."""
 
-    keep_months: float = Field(default=12.0, gt=0)
-    upgrade_months: float = Field(default=12.0, ge=0)
+    keep_months: float = Field(default=12.0, gt=VALUE_MONTHS.low, le=VALUE_MONTHS.high)
+    upgrade_months: float = Field(default=12.0, ge=VALUE_MONTHS.low, le=VALUE_MONTHS.high)
 
 
 class ContextWeights(_Strict):
@@ -105,14 +108,15 @@ class ContextWeights(_Strict):
     same_channel: the weight of actions on the channel the customer is on right now."""
 
     intent: dict[str, dict[Target, float]] = Field(default_factory=dict)
-    same_channel: float = Field(default=1.0, gt=0)
+    same_channel: float = Field(default=1.0, gt=WEIGHT.low, le=WEIGHT.high)
 
     @model_validator(mode="after")
     def _positive(self) -> "ContextWeights":
         for intent, weights in self.intent.items():
-            bad = {t: w for t, w in weights.items() if not w > 0}
+            bad = {t: w for t, w in weights.items() if not WEIGHT.low < w <= WEIGHT.high}
             if bad:
-                raise ValueError(f"intent {intent}: weights must be positive, got {bad}")
+                raise ValueError(f"intent {intent}: weights must be above {WEIGHT.low:g} and at most "
+                                 f"{WEIGHT.high:g}, got {bad}")
         return self
 
 

@@ -24,9 +24,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from clm.errors import ClmError
+from clm.files import sqlite_damage
 from clm.workspace import Workspace, process_alive
 from training import audit
-from training.models import BINARY, MULTICLASS, TrainedModel
+from training.models import BINARY, MULTICLASS, REGRESSION, TrainedModel
+from training.names import model_key, registered_name  # noqa: F401 - the registry's names, used as registry.*
+from training.uri import check_tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
@@ -36,22 +39,46 @@ DEFAULT_MARGIN = {"roc_auc": 0.002, "macro_f1": 0.005, "mae": 0.0}
 MAX_ECE = 0.05
 
 
-def registered_name(model: str) -> str:
-    return f"clm-{model}"
-
-
 # The user's setting, read once: mlflow.set_tracking_uri() itself writes this variable, so
 # reading it later would carry one workspace's store over to the next in the same process.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def tracking_uri(workspace: Workspace, explicit: str | None = None) -> str:
+def tracking_uri(workspace: Workspace, explicit: str | None = None, create: bool = False) -> str:
+    """The store to use: --tracking-uri, else $MLFLOW_TRACKING_URI, else the workspace's own
+    SQLite store, made only when `create` (training): a command that reads models never
+    leaves an empty store behind."""
     if explicit:
-        return explicit
+        return check_tracking_uri(explicit, "--tracking-uri")
     if USER_TRACKING_URI:
-        return USER_TRACKING_URI
-    (workspace.root / "mlflow").mkdir(parents=True, exist_ok=True)
+        return check_tracking_uri(USER_TRACKING_URI, "$MLFLOW_TRACKING_URI")
+    if create:
+        (workspace.root / "mlflow").mkdir(parents=True, exist_ok=True)
+    elif not embedded_db(workspace).exists():
+        raise ClmError(f"No models in workspace '{workspace.root}' yet ({embedded_db(workspace)} does not exist): "
+                       "train them with `clm train` (or `clm run`).")
     return embedded_uri(workspace)
+
+
+def embedded_db(workspace: Workspace) -> Path:
+    return workspace.root / "mlflow" / "mlflow.db"
+
+
+def has_store(workspace: Workspace, explicit_uri: str | None = None) -> bool:
+    """Whether there is a model store to read: a URI given, or the workspace's own made."""
+    return bool(explicit_uri or USER_TRACKING_URI) or embedded_db(workspace).exists()
+
+
+def check_sqlite_store(uri: str, create: bool = False) -> None:
+    """A SQLite store must be a sound database (holding MLflow's tables, unless `create`):
+    a truncated, overwritten or emptied file is said in one sentence, with what to do,
+    instead of failing deep inside MLflow (or being filled with empty tables)."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    problem = sqlite_damage(path, None if create else "registered_models")
+    if problem is not None:
+        raise ClmError(f"The MLflow store {path} is damaged ({problem}): its models cannot be read. Restore it from "
+                       f"a backup; or move it aside (e.g. `mv {path} {path}.damaged`) and train again with "
+                       "`clm train`.")
 
 
 def embedded_uri(workspace: Workspace) -> str:
@@ -122,12 +149,15 @@ def check_server(uri: str) -> None:
         ) from None
 
 
-def connect(workspace: Workspace, explicit_uri: str | None = None) -> MlflowClient:
-    uri = tracking_uri(workspace, explicit_uri)
+def connect(workspace: Workspace, explicit_uri: str | None = None, create: bool = False) -> MlflowClient:
+    """A client of the model store (see `tracking_uri`; `create` for a command that trains)."""
+    uri = tracking_uri(workspace, explicit_uri, create)
     if uri.startswith(("http://", "https://")):
         check_server(uri)
-    elif uri == embedded_uri(workspace):
-        rebase_artifacts(workspace)
+    elif uri.startswith("sqlite:///"):
+        check_sqlite_store(uri, create)
+        if uri == embedded_uri(workspace):
+            rebase_artifacts(workspace)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -212,8 +242,17 @@ def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> st
 
 
 def load_version(client: MlflowClient, model: str, version: str) -> TrainedModel:
+    """A registered version's model; one whose files cannot be loaded (damaged, removed) is
+    a ClmError naming it and what to do."""
     uri = f"models:/{registered_name(model)}/{version}"
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+    try:
+        return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+    except Exception as err:  # noqa: BLE001 - unpickling and MLflow's loaders fail in many ways
+        raise ClmError(
+            f"{registered_name(model)} version {version} cannot be loaded ({type(err).__name__}: {str(err)[:160]}): "
+            f"its files in the model store are damaged or gone. Roll back to the previous champion "
+            f"(`clm models rollback {model}`) or train a new version (`clm train --models {model}`)."
+        ) from None
 
 
 def alias_version(client: MlflowClient, model: str, alias: str) -> str | None:
@@ -267,12 +306,19 @@ class GateDecision:
     champion_score: float | None
 
 
+# A classic model a challenger may not fall below on the same test customers (given its
+# figures): model -> (the figure, the classic's key in ModelReport.btyd, its name).
+CLASSIC_FLOOR = {"clv": ("spearman", "bgnbd_gg_spearman", "BG/NBD + Gamma-Gamma")}
+
+
 def decide_promotion(
     challenger: TrainedModel, champion: TrainedModel | None, test: pd.DataFrame, margin: float | None = None,
-    baseline: TrainedModel | None = None,
+    baseline: TrainedModel | None = None, classic: dict[str, float] | None = None,
 ) -> GateDecision:
     """Champion/challenger on the same latest window: promote if sane (and, given its
-    baseline, better than it: a first version too) and better than the champion by margin."""
+    baseline, better than it: a first version too; given the classic models' figures on
+    the same customers, not below the one in CLASSIC_FLOOR) and better than the champion
+    by margin."""
     from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
 
     task = challenger.spec.task
@@ -308,6 +354,13 @@ def decide_promotion(
             return GateDecision(False, f"{metric} {mine:.4f} is no better than its scikit-learn baseline's "
                                 f"{simple:.4f} on the test window: kept as challenger (promote it by hand "
                                 "with `clm models promote` if you still want it)", mine, None)
+    floor = CLASSIC_FLOOR.get(challenger.spec.name)
+    if floor is not None and classic and np.isfinite(classic.get(floor[1], np.nan)):
+        figure, key, name = floor
+        own = (regression_metrics if task == REGRESSION else binary_metrics)(y, predictions)[figure]
+        if not own >= classic[key]:
+            return GateDecision(False, f"{figure} {own:.4f} is below {name}'s {classic[key]:.4f} on the same "
+                                "customers: kept as challenger", mine, None)
     if champion is None:
         return GateDecision(True, "first version", mine, None)
     theirs = score(champion, champion.predict(test))

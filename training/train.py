@@ -36,10 +36,11 @@ from training.labels import (
     time_split,
 )
 from training.models import BINARY, MULTICLASS, SPECS, ModelSpec, TrainedModel, fit_baseline, fit_lightgbm
+from training.names import MODEL_NAMES
 from training.oracle import oracle_probabilities
 from training.train_uplift import train_uplift
 
-MODELS = (*SPECS, "uplift")
+MODELS = MODEL_NAMES
 KEYS = ["customer_id", "event_timestamp"]
 
 
@@ -333,7 +334,7 @@ def _log_and_register(
         client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
         decision = registry.decide_promotion(
             candidate, registry.load_champion(client, model), parts["test"], config.margin,
-            baseline=fitted.baseline if candidate is lgbm else None,
+            baseline=fitted.baseline if candidate is lgbm else None, classic=report.btyd,
         )
         registry.record_gate(decision.promote, decision.reason)
         report.note = decision.reason
@@ -360,7 +361,7 @@ def train(
     if as_of > manifest.end:
         raise ClmError(f"--as-of {as_of:%Y-%m-%d} is after the data's end ({manifest.data_end[:10]}).")
     contractual = manifest.business == "contractual"
-    client = registry.connect(workspace, config.tracking_uri)
+    client = registry.connect(workspace, config.tracking_uri, create=True)
     registry.fail_abandoned_runs(client, workspace)
     inputs = training_inputs(workspace, config, as_of)
     reports, shared = [], {}

@@ -394,7 +394,7 @@ def test_only_hashes_of_the_keys_are_kept(tmp_path):
 def test_clm_serve_refuses_what_it_cannot_serve_before_starting(trained_copy):
     ws = trained_copy.root
     assert invoke("serve", "--port", "70000", "-w", str(ws)).mentions("--port 70000 is not a port number")
-    assert invoke("serve", "--workers", "0", "-w", str(ws)).mentions("--workers 0 must be at least 1")
+    assert invoke("serve", "--workers", "0", "-w", str(ws)).mentions("--workers 0 is out of bounds: it must be from 1")
     (ws / "feature_repo" / "online.db").unlink()
     empty = invoke("serve", "-w", str(ws))
     assert empty.exit_code == 2 and empty.mentions("is empty: run `clm features materialize")

@@ -120,7 +120,7 @@ def test_failed_ingest_leaves_previous_data_untouched(tmp_path):
     with pytest.raises(ClmError):
         ingest_transactions(TransactionsSource(bad, "customer", "date", "amount"), ws)
     assert {p.name: p.read_bytes() for p in ws.raw_dir.iterdir()} == before
-    assert [p.name for p in ws.root.iterdir()] == ["raw"]  # no staging folder left behind
+    assert sorted(p.name for p in ws.root.iterdir()) == [".clm-workspace", "raw"]  # no staging folder left behind
 
 
 def test_missing_column_names_the_columns_there_are(tmp_path):

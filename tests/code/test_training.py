@@ -159,7 +159,7 @@ def test_registry_aliases_promotion_and_rollback(good_and_bad, tmp_path):
 
     good, bad, test = good_and_bad
     ws = Workspace(tmp_path / "ws")
-    client = registry.connect(ws)
+    client = registry.connect(ws, create=True)  # as training does
     mlflow.set_experiment(experiment_id=registry.experiment(client, ws, "churn"))
     versions = []
     for model in (bad, good, bad):

@@ -32,7 +32,7 @@ def test_a_second_business_is_refused_and_replace_starts_over(tmp_path):
         assert not (staging / "a.txt").exists()
         (staging / "b.txt").write_text("second")
     assert sorted(p.name for p in ws.raw_dir.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # nothing of the first business is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clm-workspace", "raw"]  # nothing of the first business
 
 
 def test_empty_leftover_folders_are_no_business(tmp_path):
@@ -55,7 +55,7 @@ def test_failed_replacement_keeps_the_old_business(tmp_path):
             raise RuntimeError("boom")
     assert (ws.raw_dir / "a.txt").read_text() == "kept"
     assert (tmp_path / "features" / "x").read_text() == "kept too"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["features", "raw"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clm-workspace", "features", "raw"]
 
 
 def test_a_damaged_manifest_is_a_clear_error(tmp_path):

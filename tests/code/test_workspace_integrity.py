@@ -162,7 +162,7 @@ START_A_RUN_AND_DIE = textwrap.dedent("""
     from clm.workspace import Workspace
     from training import registry
     ws = Workspace.at(sys.argv[1])
-    client = registry.connect(ws)
+    client = registry.connect(ws, create=True)  # as training does
     mlflow.set_experiment(experiment_id=registry.experiment(client, ws, "churn"))
     run = mlflow.start_run(tags=registry.run_owner_tags(ws))
     print(run.info.run_id, flush=True)
