@@ -149,8 +149,6 @@ class Workspace:
         missing folder is created, and it, an empty folder or one an earlier clm filled get
         the marker; any other folder is refused, with nothing written. Returns what this
         call made (the folder, or the marker in a folder that was there), None if nothing."""
-        if self.root.exists() and not self.root.is_dir():
-            raise ClmError(f"Workspace '{self.root}' is a file, not a folder: choose another --workspace.")
         if self.is_marked():
             return None
         self.check_ours()

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -55,3 +59,38 @@ def child_environment() -> dict[str, str]:
     """This process's environment for a child, less MLFLOW_TRACKING_URI: in-process tests'
     mlflow.set_tracking_uri() exports it, and a child would write to that store."""
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+HOLD_THE_LOCK = textwrap.dedent("""
+    import sys, time
+    from clm.workspace import Workspace
+    with Workspace.at(sys.argv[1]).exclusive(sys.argv[2]):
+        print("holding", flush=True)
+        time.sleep(120)
+""")
+
+
+@contextmanager
+def lock_held(ws: Path, command: str) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+    """Another process holding the workspace's lock as `command` does; killed at the end
+    (SIGKILL: the lock goes with the process)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(ws), command], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def write_sales(path: Path, rows: str = "c1,2024-05-01,10\nc2,2024-05-03,4.5\nc1,2024-06-02,7\n") -> Path:
+    """A small transactions export (customer, date, total)."""
+    path.write_text("customer,date,total\n" + rows)
+    return path
+
+
+def ingest_args(export: Path, ws: Path, *extra: str) -> list[str]:
+    """`clm ingest transactions` of a `write_sales` export into ws."""
+    return ["ingest", "transactions", str(export), "--customer-col", "customer", "--date-col", "date",
+            "--amount-col", "total", "-w", str(ws), *extra]

@@ -19,22 +19,12 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import MARKER_NAME, Workspace
-from tests.clirun import child_environment, invoke, run_clm, tree_digest
+from tests.clirun import child_environment, ingest_args, invoke, lock_held, tree_digest, write_sales
 
 
 def refused(result, *named: str) -> bool:
     """Exit code 2, each of `named` in the message, no traceback."""
     return result.exit_code == 2 and all(result.mentions(n) for n in named) and "Traceback" not in result.output
-
-
-def write_sales(path: Path, rows: str = "c1,2024-05-01,10\nc2,2024-05-03,4.5\nc1,2024-06-02,7\n") -> Path:
-    path.write_text("customer,date,total\n" + rows)
-    return path
-
-
-def ingest_args(export: Path, ws: Path, *extra: str) -> list[str]:
-    return ["ingest", "transactions", str(export), "--customer-col", "customer", "--date-col", "date",
-            "--amount-col", "total", "-w", str(ws), *extra]
 
 
 def a_project(root: Path) -> Path:
@@ -432,13 +422,6 @@ def test_a_bad_spark_master_is_named_before_spark_starts(workspace_copy):
     assert tree_digest(ws) == before
 
 
-HOLD_THE_LOCK = textwrap.dedent("""
-    import sys, time
-    from clm.workspace import Workspace
-    with Workspace.at(sys.argv[1]).exclusive("clm retrain"):
-        print("holding", flush=True)
-        time.sleep(120)
-""")
 SECOND_RETRAIN = textwrap.dedent("""
     import json, sys
     from tests.clirun import invoke
@@ -450,15 +433,10 @@ SECOND_RETRAIN = textwrap.dedent("""
 
 def test_a_second_retrain_is_refused_before_anything_heavy_is_loaded(workspace_copy):
     ws = workspace_copy.root
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(ws)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with lock_held(ws, "clm retrain"):
         root = Path(__file__).resolve().parents[2]
         second = subprocess.run([sys.executable, "-c", SECOND_RETRAIN, str(ws)], capture_output=True, text=True,
                                 cwd=root, env=child_environment())
-    finally:
-        holder.kill()
-        holder.wait()
     assert second.returncode == 0, second.stderr
     said = json.loads(second.stdout.strip().splitlines()[-1])
     assert said["exit_code"] == 2 and "is busy: `clm retrain`" in said["output"], said

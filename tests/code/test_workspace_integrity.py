@@ -16,17 +16,7 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import Workspace
-from tests.clirun import child_environment, invoke, tree_digest
-
-
-def write_sales(path: Path) -> Path:
-    path.write_text("customer,date,total\nc1,2024-05-01,10\nc2,2024-05-03,4.5\nc1,2024-06-02,7\n")
-    return path
-
-
-def ingest_args(export: Path, ws: Path, *extra: str) -> list[str]:
-    return ["ingest", "transactions", str(export), "--customer-col", "customer", "--date-col", "date",
-            "--amount-col", "total", "-w", str(ws), *extra]
+from tests.clirun import child_environment, ingest_args, invoke, lock_held, tree_digest, write_sales
 
 
 @pytest.fixture
@@ -125,20 +115,9 @@ def test_redis_down_leaves_the_feature_store_as_it_was(featured_copy):
     assert bad.exit_code == 2 and "--redis-url 'localhost:sixty' is not host:port" in bad.output
 
 
-HOLD_THE_LOCK = textwrap.dedent("""
-    import sys, time
-    from clm.workspace import Workspace
-    with Workspace.at(sys.argv[1]).exclusive("clm train"):
-        print("holding", flush=True)
-        time.sleep(120)
-""")
-
-
 def test_a_second_writer_is_refused_while_the_first_runs_and_free_once_it_is_killed(featured_copy):
     ws = featured_copy.root
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(ws)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with lock_held(ws, "clm train") as holder:
         before = tree_digest(ws)
         sales = write_sales(ws.parent / "sales.csv")
         for command in (["train", "--models", "churn", "-w", str(ws)], ["features", "build", "-w", str(ws)],
@@ -148,9 +127,7 @@ def test_a_second_writer_is_refused_while_the_first_runs_and_free_once_it_is_kil
             assert result.exit_code == 2, (command, result.output)
             assert result.mentions(f"Workspace '{ws}' is busy: `clm train` (pid {holder.pid}")
         assert tree_digest(ws) == before
-    finally:
-        holder.send_signal(signal.SIGKILL)  # killed: the lock goes with the process
-        holder.wait()
+    # Killed (SIGKILL): the lock went with the process.
     assert invoke("features", "build", "-w", str(ws)).exit_code == 0
     # Reading is never locked out.
     assert invoke("validate", "-w", str(ws)).exit_code == 0
