@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,6 +99,35 @@ def check_master(master: str) -> str:
                        "spark://HOST:7077, yarn or k8s://https://HOST:443 (or set SPARK_REMOTE=sc://HOST:15002 "
                        "for Spark Connect).")
     return master.strip()
+
+
+MASTER_TIMEOUT_SECONDS = 10
+
+
+def check_master_reachable(master: str) -> None:
+    """A standalone master (spark://HOST:PORT[,HOST:PORT]) must accept a connection before
+    a JVM is started for it: Spark itself retries for a minute and then prints pages of
+    Java logs without the cause."""
+    if not master.startswith("spark://"):
+        return
+    problems = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host or address, int(port or 7077)), timeout=MASTER_TIMEOUT_SECONDS):
+                return
+        except (OSError, ValueError) as err:
+            problems.append(f"{address}: {getattr(err, 'strerror', None) or err}")
+    raise ClmError(f"Cannot reach the Spark master {master} ({'; '.join(problems)}). Start it, check --spark-master "
+                   "(spark://HOST:7077), or use --spark-master local[*] on this machine.")
+
+
+def root_cause(err: BaseException) -> str:
+    """The line that says why, from a Py4J error's Java trace (its last `Caused by:`), else
+    its first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    causes = [line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")]
+    return (causes[-1] if causes else lines[0] if lines else type(err).__name__)[:300]
 
 
 def settings_from_options(master: str | None, conf_file: Path | None) -> SparkSettings:
@@ -190,11 +220,13 @@ def spark_session(settings: SparkSettings, scratch: Path) -> Iterator["SparkSess
     for key, value in {**conf, **FIXED_CONF}.items():
         builder = builder.config(key, value)
     existing = SparkSession.getActiveSession()  # e.g. a notebook's: used, and left running
+    if settings.remote is None and settings.master is not None:
+        check_master_reachable(settings.master)
     try:
         spark = builder.getOrCreate()
     except Exception as err:  # the JVM did not start, or the cluster refused
         raise ClmError(f"Spark did not start ({settings.remote or settings.master or DEFAULT_MASTER}): "
-                       f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                       f"{root_cause(err)}") from None
     if settings.remote is None:
         spark.sparkContext.setLogLevel("ERROR")
     try:

@@ -419,7 +419,22 @@ def test_a_bad_spark_master_is_named_before_spark_starts(workspace_copy):
     for master in ("foo", "local[x]", "spark:/head:7077"):
         result = invoke("features", "build", "--engine", "spark", "--spark-master", master, "-w", str(ws))
         assert refused(result, f"--spark-master '{master}' is not a Spark master URL", "local[*]"), result.output
+    # Well formed, but nothing listens there: said at once, not after a minute of Java logs.
+    nobody = f"spark://127.0.0.1:{_free_port()}"
+    result = invoke("features", "build", "--engine", "spark", "--spark-master", nobody, "-w", str(ws))
+    assert refused(result, f"Cannot reach the Spark master {nobody}", "Connection refused"), result.output
     assert tree_digest(ws) == before
+
+
+def test_a_spark_failure_says_its_java_cause():
+    from pipelines.spark import root_cause
+
+    trace = ("An error occurred while calling None.org.apache.spark.sql.classic.SparkSession.\n"
+             ": org.apache.spark.SparkException: Exception thrown in awaitResult:\n\tat org.apache.spark.util...\n"
+             "Caused by: java.io.IOException: Failed to connect to /10.0.0.9:7077\n\tat io.netty...\n"
+             "Caused by: java.net.ConnectException: Connection refused\n\tat sun.nio...")
+    assert root_cause(RuntimeError(trace)) == "java.net.ConnectException: Connection refused"
+    assert root_cause(RuntimeError("Java gateway process exited")) == "Java gateway process exited"
 
 
 SECOND_RETRAIN = textwrap.dedent("""
