@@ -196,7 +196,7 @@ class SnapshotTruth:
         per_bump_days = np.log1p(-p + p * np.exp(-kappa * np.arange(F + 1))[None, :])
         out = -kappa * np.minimum(s.dunning_days_left[:, None], k[None, :]).astype(float)
         for b in s.billing_offsets.T:
-            if b.min() >= k[-1]:
+            if b.size == 0 or b.min() >= k[-1]:  # nobody live at this snapshot, or no bill inside the window
                 continue
             bump_days = np.clip(k[None, :] - b[:, None], 0, F)
             out += np.take_along_axis(per_bump_days, bump_days, axis=1)

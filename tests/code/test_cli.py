@@ -67,7 +67,7 @@ def test_bad_date_is_a_clear_error(tmp_path):
 
 def test_ordinary_mistakes_are_clear_errors_that_change_nothing(tmp_path):
     result = invoke("simulate", "--start", "", "-w", str(tmp_path / "ws"))
-    assert result.exit_code == 2 and "--start '' is not a day written YYYY-MM-DD" in result.output
+    assert result.exit_code == 2 and "Invalid value for '--start': '' is not a day written YYYY-MM-DD" in result.output
     assert not (tmp_path / "ws").exists()
 
     a_file = tmp_path / "notes.txt"
@@ -381,7 +381,7 @@ def test_features_commands(tmp_path):
     assert result.exit_code == 2 and "outside the data: choose a date from 2024-01-02 to 2024-05-01" in result.output
     assert invoke("features", "build", "--as-of", "2024-01-02", "-w", str(ws)).exit_code == 0  # the first it offers
     result = invoke("features", "build", "--as-of", "", "-w", str(ws))  # empty is a mistake, not the default
-    assert result.exit_code == 2 and "--as-of '' is not a day written YYYY-MM-DD" in result.output
+    assert result.exit_code == 2 and "Invalid value for '--as-of': '' is not a day written YYYY-MM-DD" in result.output
     result = invoke("features", "materialize", "-w", str(ws))
     assert result.exit_code == 2 and "clm features apply" in result.output
     assert invoke("features", "apply", "-w", str(ws)).exit_code == 0
