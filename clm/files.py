@@ -46,10 +46,28 @@ def sqlite_damage(path: Path, required_table: str | None = None) -> str | None:
     return None
 
 
+# What a file system takes: a name of at most 255 bytes, a path of at most 4,095.
+NAME_MAX, PATH_MAX = 255, 4095
+
+
+def check_path_length(path: Path, what: str) -> Path:
+    """A path a user gave that no file system takes (a name over 255 bytes) is a ClmError
+    naming `what`, not an OSError from the first look at it."""
+    long = next((part for part in Path(path).parts if len(part.encode()) > NAME_MAX), None)
+    if long is not None:
+        raise ClmError(f"{what} {str(path)[:80]}...: the name '{long[:40]}...' has {len(long.encode())} bytes; a file "
+                       f"or folder name may have at most {NAME_MAX}. Choose a shorter one.")
+    if len(os.fsencode(os.path.abspath(path))) > PATH_MAX:
+        raise ClmError(f"{what} {str(path)[:80]}...: the path is longer than the {PATH_MAX} bytes a file system "
+                       "takes. Choose a shorter one.")
+    return path
+
+
 def read_text_file(path: Path, what: str) -> str:
     """The text of a UTF-8 file the user gave (`what` names it in errors: "Catalogue",
     "--spark-conf"): a missing or unreadable file, a folder, or bytes that are not UTF-8
     (said with the line and byte) are a ClmError."""
+    check_path_length(path, what)
     if path.is_dir():
         raise ClmError(f"{what} {path} is a folder; give the file itself.")
     try:

@@ -50,8 +50,12 @@ MONEY = Bound(0, 1e12, "5000")
 SHARE = Bound(0, 1, "0.02")
 # Months of revenue an outcome is worth (the value rule's keep_months, upgrade_months), bills discounted.
 VALUE_MONTHS = Bound(0, 120, "12")
-# A count of things: rows at a time, contacts, a daily capacity, partitions, workers.
-COUNT = Bound(1, 1_000_000_000, "100000")
+# A count of things in a catalogue: contacts, a daily capacity.
+COUNT = Bound(1, 1_000_000_000, "1000")
+# Customers scored at a time (--chunk-rows), partitions of a Spark job, the API's worker processes.
+CHUNK_ROWS = Bound(1, 1_000_000_000, "100000")
+PARTITIONS = Bound(1, 100_000, "16")
+WORKERS = Bound(1, 1_000, "2")
 # A business weight, a context multiplier.
 WEIGHT = Bound(0, 1_000_000, "1.0")
 # Seconds between looks for a newly promoted champion (clm serve).

@@ -3,8 +3,9 @@ made before any work, so that a mistake costs a sentence, not a finished run:
 
 - not inside a workspace's own folders (`raw/`, `features/`, `mlflow/`, ...) nor the
   workspace folder itself: an output there would overwrite what clm keeps;
-- a file output is not a folder; a folder output (a Parquet dataset) replaces only an
-  earlier output of the same kind, never another folder or file;
+- a file output is not a folder, and replaces only a file clm wrote (its HTML pages and
+  JSON reports carry clm's signature); a folder output (a Parquet dataset) replaces only
+  an earlier output of the same kind, never another folder or file;
 - its folder exists or can be made, and can be written (tried, not assumed: permission
   bits say nothing to root, nor about a read-only file system).
 
@@ -18,15 +19,40 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clm.errors import ClmError
-from clm.workspace import MANIFEST_NAME, MARKER_NAME, is_clm_name
+from clm.files import check_path_length
+from clm.workspace import is_clm_name, workspace_holding
 
 
-def check_output_file(path: Path, option: str) -> Path:
-    """A file clm will write at `path` (an earlier file there is replaced)."""
+# How clm's own output files say so (a later run may replace them, and nothing else).
+HTML_SIGNATURE = '<meta name="generator" content="clm">'
+JSON_SIGNATURE = ("generator", "clm")  # the first key of a JSON report
+
+
+def written_by_clm(path: Path) -> bool:
+    """Whether the file at `path` is an HTML page or a JSON report that clm wrote."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    key, value = JSON_SIGNATURE
+    return HTML_SIGNATURE.encode() in head or f'"{key}": "{value}"'.encode() in head
+
+
+def check_output_file(path: Path | str, option: str) -> Path:
+    """A file clm will write at `path`: nothing there yet, or a file clm wrote before
+    (replaced). A path ending in '/' names a folder, not a file."""
+    if str(path).endswith(os.sep):
+        raise ClmError(f"{option} {path} names a folder; name a file in it, e.g. {Path(path) / _example_name(option)}.")
+    path = Path(path)
+    check_path_length(path, option)
     _refuse_inside_a_workspace(path, option)
     if path.is_dir():
         raise ClmError(f"Cannot write {option} {path}: it is a folder; name a file in it, e.g. "
                        f"{path / _example_name(option)}.")
+    if (path.exists() or path.is_symlink()) and not written_by_clm(path):
+        raise ClmError(f"{option} {path} already exists and is not a page or report clm wrote: clm replaces only "
+                       "its own files. Name a new file, or move that one away.")
     _check_folder_writable(path, option)
     return path
 
@@ -34,6 +60,7 @@ def check_output_file(path: Path, option: str) -> Path:
 def check_output_dataset(path: Path, option: str, is_earlier_output: Callable[[Path], bool], what: str) -> Path:
     """A folder clm will write at `path` (a dataset): nothing there yet, or an earlier
     output of the same kind (`is_earlier_output`, described as `what`), which it replaces."""
+    check_path_length(path, option)
     _refuse_inside_a_workspace(path, option)
     if path.is_dir() and not is_earlier_output(path):
         raise ClmError(f"{option} {path} is a folder that holds no earlier {what}: clm replaces only its own "
@@ -47,16 +74,6 @@ def check_output_dataset(path: Path, option: str, is_earlier_output: Callable[[P
 
 def _example_name(option: str) -> str:
     return {"--json": "report.json", "--html": "monitor.html"}.get(option, "report.html")
-
-
-def workspace_holding(path: Path) -> Path | None:
-    """The workspace folder that `path` lies in (or is), if any: the nearest folder above
-    it marked as a workspace, or filled by an earlier clm (its raw data's manifest)."""
-    target = Path(os.path.abspath(path))
-    for folder in (target, *target.parents):
-        if (folder / MARKER_NAME).is_file() or (folder / "raw" / MANIFEST_NAME).is_file():
-            return folder
-    return None
 
 
 def _refuse_inside_a_workspace(path: Path, option: str) -> None:

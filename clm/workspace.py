@@ -26,13 +26,13 @@ import pandas as pd
 
 from clm.domain import Table
 from clm.errors import ClmError
-from clm.files import write_text_atomically
+from clm.files import check_path_length, write_text_atomically
+from clm.layout import BUSINESS_FOLDERS, foreign_files
 
 DEFAULT_WORKSPACE = "workspace"
 WORKSPACE_ENV = "CLM_WORKSPACE"
 MANIFEST_NAME = "_manifest.json"
-# One business's data and everything made from it, in the order a replacement retires them.
-BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow", "decisions", "scores", "reports")
+BUSINESSES = ("contractual", "non_contractual")
 LOCK_NAME = ".clm.lock"  # held by the command writing to the workspace; says who it is
 MARKER_NAME = ".clm-workspace"  # written when clm makes a folder its workspace: what makes it clm's
 # Leftovers of clm's own writers (staging of raw data, Spark's scratch): clm's names too.
@@ -50,13 +50,13 @@ def resolve_workspace(path: str | os.PathLike[str] | None) -> Path:
         if not text.strip():
             raise ClmError("--workspace is empty (in a script, is its variable set?): name a folder, e.g. "
                            "`-w ./workspace`, or leave the option out for ./workspace.")
-        return Path(text)
+        return check_path_length(Path(text), "--workspace")
     from_env = os.environ.get(WORKSPACE_ENV)
     if from_env is not None:
         if not from_env.strip():
             raise ClmError(f"${WORKSPACE_ENV} is set but empty: set it to a folder (e.g. "
                            f"`export {WORKSPACE_ENV}=$HOME/clm-workspace`), unset it for ./workspace, or pass -w.")
-        return Path(from_env)
+        return check_path_length(Path(from_env), f"${WORKSPACE_ENV}")
     return Path(DEFAULT_WORKSPACE)
 
 
@@ -81,6 +81,25 @@ class RawManifest:
     data_end: str
     tables: list[str]
     details: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """A manifest edited by hand is checked here, where every reader meets it: a
+        ValueError says which field is wrong (the readers call it damaged)."""
+        if self.business not in BUSINESSES:
+            raise ValueError(f"business '{self.business}' is not one of {', '.join(BUSINESSES)}")
+        bounds = []
+        for name, text in (("data_start", self.data_start), ("data_end", self.data_end)):
+            try:
+                bound = pd.Timestamp(text)
+            except (ValueError, TypeError):
+                bound = pd.NaT
+            if pd.isna(bound) or bound.tzinfo is None:
+                raise ValueError(f"{name} '{text}' is not an ISO time in UTC such as 2024-01-01T00:00:00+00:00")
+            bounds.append(bound)
+        if not bounds[0] < bounds[1]:
+            raise ValueError(f"data_end {self.data_end} is not after data_start {self.data_start}")
+        if not isinstance(self.tables, list) or not all(isinstance(t, str) for t in self.tables):
+            raise ValueError("tables is not a list of table names")
 
     @property
     def start(self) -> pd.Timestamp:
@@ -165,8 +184,18 @@ class Workspace:
     def check_ours(self) -> None:
         """Refuse a folder clm may not write to: one that holds files clm did not make and
         is not marked as a workspace (nor filled by an earlier clm). Writes nothing."""
+        if self.root.is_symlink() and not self.root.exists():
+            raise ClmError(f"Workspace '{self.root}' is a symbolic link to nowhere (a missing folder, or a loop): "
+                           "choose another --workspace.")
         if self.root.exists() and not self.root.is_dir():
             raise ClmError(f"Workspace '{self.root}' is a file, not a folder: choose another --workspace.")
+        outer = workspace_holding(self.root.parent)
+        if outer is not None:
+            inside = Path(os.path.abspath(self.root)).relative_to(outer).parts
+            if is_clm_name(inside[0]):
+                raise ClmError(f"Workspace '{self.root}' would lie inside workspace '{outer}' (its folder {inside[0]}/), "
+                               "where clm keeps that workspace's data and would remove it with a --replace. Choose "
+                               "a folder outside it.")
         if not self.root.exists() or self.is_marked():
             return
         foreign = self._foreign_entries()
@@ -177,6 +206,16 @@ class Workspace:
                 f"writes only into a folder it made (marked by a {MARKER_NAME} file). Choose a new or empty "
                 "folder with --workspace, e.g. `-w ./workspace`."
             )
+
+    def check_folders(self) -> None:
+        """The workspace's own folders must be folders it made: a file or a link in their
+        place (to somewhere else's data) is refused, never written through or removed."""
+        for name in BUSINESS_FOLDERS:
+            path = self.root / name
+            if path.is_symlink() or path.exists() and not path.is_dir():
+                kind = "a symbolic link" if path.is_symlink() else "a file"
+                raise ClmError(f"{path} is {kind}, not a folder clm made: clm keeps its {name} there. Move it "
+                               "away, or choose another --workspace.")
 
     def require_existing(self) -> None:
         """A command that only reads: the folder must be there and be a workspace (nothing
@@ -221,6 +260,7 @@ class Workspace:
         created is removed again if the command left nothing in it.
         """
         made = self.claim()
+        self.check_folders()
         path = self.root / LOCK_NAME
         new_lock = not path.exists()
         with open(path, "a+") as handle:
@@ -262,15 +302,25 @@ class Workspace:
         old features and models would score the new customers): refused unless replace.
         A folder that is not a clm workspace is refused whatever replace says (`claim`)."""
         self.check_ours()
+        self.check_folders()
         held = self.business_folders()
-        if replace or not held:
+        if not held:
             return
-        raise ClmError(
-            f"Workspace '{self.root}' already holds {self.describe()} ({', '.join(f.name for f in held)}). "
-            "Writing another business into it would mix the two. Pass --replace to start it over (its raw "
-            "data, features, Feast repo and MLflow models are removed once the new data is complete), or "
-            "choose another --workspace."
-        )
+        if not replace:
+            raise ClmError(
+                f"Workspace '{self.root}' already holds {self.describe()} ({', '.join(f.name for f in held)}). "
+                "Writing another business into it would mix the two. Pass --replace to start it over (its "
+                f"folders {', '.join(BUSINESS_FOLDERS)} are removed once the new data is complete), or choose "
+                "another --workspace."
+            )
+        others = foreign_files(self.root)
+        if others:
+            shown = ", ".join(others[:6]) + (f" and {len(others) - 6} more" if len(others) > 6 else "")
+            raise ClmError(
+                f"Workspace '{self.root}' holds files clm did not make in its own folders ({shown}): --replace "
+                "would remove them with the old business. Move them out of the workspace's folders first (the "
+                "workspace folder itself is fine), then run again."
+            )
 
     def describe(self) -> str:
         """What the workspace holds, in words, even when its manifest is unreadable."""
@@ -314,6 +364,16 @@ class Workspace:
                 (self.root / name).rename(retired / name)
         staging.rename(self.raw_dir)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def workspace_holding(path: Path) -> Path | None:
+    """The workspace folder that `path` lies in (or is), if any: the nearest folder above
+    it marked as a workspace, or filled by an earlier clm (its raw data's manifest)."""
+    target = Path(os.path.abspath(path))
+    for folder in (target, *target.parents):
+        if (folder / MARKER_NAME).is_file() or (folder / "raw" / MANIFEST_NAME).is_file():
+            return folder
+    return None
 
 
 def process_alive(pid: int) -> bool:

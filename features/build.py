@@ -27,6 +27,7 @@ from clm.contracts import require_valid
 from clm.dates import parse_day
 from clm.errors import ClmError
 from clm.files import write_text_atomically
+from clm.layout import remove_clm_files
 from clm.rawdb import connect_raw, raw_tables
 from clm.workspace import RawManifest, Workspace
 from features.groups import FLOAT, GROUPS, FeatureGroup, available_groups
@@ -139,7 +140,7 @@ def build_features(
     state_path = features_dir(workspace) / BUILD_STATE
     fingerprint = inputs_fingerprint(workspace)
     if features_dir(workspace).exists() and _built_from(state_path) != fingerprint:
-        shutil.rmtree(features_dir(workspace))  # raw data changed (or unknown): every snapshot is stale
+        remove_clm_files(workspace.root, "features")  # raw data changed (or unknown): every snapshot is stale
     features_dir(workspace).mkdir(parents=True, exist_ok=True)
     write_text_atomically(state_path, json.dumps({"raw": fingerprint}))
 

@@ -6,6 +6,7 @@ success and non-zero with a one-paragraph error on a user's mistake (no tracebac
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -30,7 +31,9 @@ from rich.text import Text
 from clm.dates import parse_day
 from clm.errors import ClmError
 from clm.files import write_text_atomically
-from clm.limits import COUNT, CUSTOMERS, DAYS, HORIZON_DAYS, MONEY, RELOAD_SECONDS, SEED, SHARE
+from clm.limits import (
+    CHUNK_ROWS, CUSTOMERS, DAYS, HORIZON_DAYS, MONEY, PARTITIONS, RELOAD_SECONDS, SEED, SHARE, WORKERS,
+)
 from clm.output_paths import check_output_dataset, check_output_file
 from clm.workspace import WORKSPACE_ENV, Workspace
 
@@ -127,8 +130,9 @@ EndOpt = Annotated[str, typer.Option(help="Last simulated day (inclusive), YYYY-
 DEFAULT_CUSTOMERS, DEFAULT_SEED, DEFAULT_START, DEFAULT_END = 5000, 42, "2024-01-01", "2025-12-31"
 ReplaceOpt = Annotated[
     bool,
-    typer.Option("--replace", help="Start over a workspace that already holds a business: its raw data, features, "
-                                   "Feast repo and MLflow models are removed once the new data is complete."),
+    typer.Option("--replace", help="Start over a workspace that already holds a business: its folders (raw data, "
+                                   "features, Feast repo, MLflow models, decisions, scores, reports) are removed once "
+                                   "the new data is complete; files of yours in them stop it."),
 ]
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -141,6 +145,12 @@ def _main(
 ) -> None:
     _quiet_libraries()
     _exit_cleanly_on_sigterm()
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # removed under a shell still standing in it
+        _print_error("The current folder no longer exists (removed while your shell stood in it): `cd` to an "
+                     "existing folder and run the command again.")
+        raise typer.Exit(code=2) from None
     if version:
         from importlib.metadata import version as installed_version
 
@@ -184,19 +194,35 @@ def _quiet_libraries() -> None:
     warnings.showwarning = show_unless_deprecation
 
 
+# What the machine refuses (not clm's mistake, nor the user's input): said in one sentence.
+MACHINE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def user_errors(func: F) -> F:
-    """Print a ClmError as a paragraph on stderr and exit with its code."""
+    """Print a ClmError as a paragraph on stderr and exit with its code; likewise a file
+    the machine will not let clm write (no permission, a read-only or full disk)."""
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return func(*args, **kwargs)
         except ClmError as err:
-            # As text, not Rich markup: a value the user gave ("local[x]", a path with brackets) is shown as given.
-            err_console.print(Panel(Text(str(err)), title="clm: error", title_align="left", border_style="red"))
+            _print_error(str(err))
             raise typer.Exit(code=err.exit_code) from None
+        except OSError as err:
+            if err.errno not in MACHINE_ERRNOS:
+                raise
+            where = f" {err.filename}" if err.filename else ""
+            _print_error(f"clm cannot use{where}: {err.strerror}. Check that you may write to the workspace (and the "
+                         "output's folder) and that the disk has room, then run the command again.")
+            raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(message: str) -> None:
+    # As text, not Rich markup: a value the user gave ("local[x]", a path with brackets) is shown as given.
+    err_console.print(Panel(Text(message), title="clm: error", title_align="left", border_style="red"))
 
 
 def _progress() -> Progress:
@@ -507,7 +533,8 @@ def features_apply(
     online_store: Annotated[
         str, typer.Option(help="Online store: sqlite (embedded), redis, or Feast's own feast-sqlite / feast-redis.")
     ] = "sqlite",
-    redis_url: Annotated[str, typer.Option(help="Redis host:port[,db=N] when --online-store redis.")] = "localhost:6379",
+    redis_url: Annotated[str | None, typer.Option(
+        help="Redis host:port[,db=N] when --online-store redis (default localhost:6379).")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Register entities, feature views and per-model feature services in Feast.
@@ -518,9 +545,12 @@ def features_apply(
 
     if online_store not in ONLINE_STORES:
         raise ClmError(f"--online-store '{online_store}' is not one of: {', '.join(ONLINE_STORES)}.")
+    if redis_url is not None and "redis" not in online_store:
+        raise ClmError(f"--redis-url applies to a Redis online store; add `--online-store redis` (the store now: "
+                       f"{online_store}).")
     ws = Workspace.at(workspace)
     with ws.exclusive("clm features apply"):
-        _apply_features(ws, online_store, redis_url)
+        _apply_features(ws, online_store, redis_url or "localhost:6379")
 
 
 @features_app.command("materialize")
@@ -729,12 +759,17 @@ def models_promote(
     from training import registry
 
     _require_model_store(ws, tracking_uri)
+    if not version.strip().isdigit() or int(version) < 1:
+        raise ClmError(f"VERSION '{version}' is not a version number: see `clm models list` (e.g. 3).")
+    version = str(int(version))  # 03 is version 3
     with ws.exclusive("clm models promote"):
         client = registry.connect(ws, tracking_uri)
         try:
-            changed = registry.set_champion(client, model, version, reason=reason, command="clm models promote")
+            client.get_model_version(registry.registered_name(model), version)
         except MlflowException:
             raise ClmError(f"{registry.registered_name(model)} has no version {version}; see `clm models list`.") from None
+        registry.load_version(client, model, version)  # one whose files are gone is said now, not by the next batch
+        changed = registry.set_champion(client, model, version, reason=reason, command="clm models promote")
     if changed:
         console.print(f"{registry.registered_name(model)}: version {version} is now champion.")
     else:
@@ -875,11 +910,11 @@ def score_cmd(
     actions = load_catalogue(catalogue)
     _check_budget(budget)
     SHARE.check(exploration, "--exploration")
-    COUNT.check(chunk_rows, "--chunk-rows")
+    CHUNK_ROWS.check(chunk_rows, "--chunk-rows")
     if partitions is not None:
         if engine != "spark":
             raise ClmError(f"--partitions {partitions} applies to --engine spark; add `--engine spark`.")
-        COUNT.check(partitions, "--partitions")
+        PARTITIONS.check(partitions, "--partitions")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
@@ -1008,7 +1043,7 @@ def _retrain(ws: Workspace, as_of: str | None, horizon_days: int, budget: float 
 @user_errors
 def monitor_cmd(
     as_of: AsOfOpt = None,
-    html: Annotated[Path | None, typer.Option("--html", help="Also write the page (plots and tables) to this "
+    html: Annotated[str | None, typer.Option("--html", help="Also write the page (plots and tables) to this "
                                               "self-contained HTML file.")] = None,
     thresholds: Annotated[Path | None, typer.Option(help="YAML file of thresholds (default: the one shipped, "
                                                     "pipelines/monitor.yaml).")] = None,
@@ -1037,21 +1072,20 @@ def monitor_cmd(
 
     check_horizon(horizon_days)
     limits = mon.load_thresholds(thresholds)
-    if html is not None:
-        check_output_file(html, "--html")
+    page = check_output_file(html, "--html") if html is not None else None
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
     with ws.exclusive("clm monitor"), console.status(f"Monitoring as of {when:%Y-%m-%d}"):
         report = mon.monitor(ws, when, limits, tracking_uri, horizon_days)
-        if html is not None:
+        if page is not None:
             from pipelines.monitor_page import render
 
-            write_text_atomically(html, render(report))
-        mon.log_to_mlflow(ws, report, tracking_uri, html)
+            write_text_atomically(page, render(report))
+        mon.log_to_mlflow(ws, report, tracking_uri, page)
     _print_monitor(report)
-    if html is not None:
-        console.print(f"Wrote {html}.")
+    if page is not None:
+        console.print(f"Wrote {page}.")
     if report.flags:
         err_console.print(f"[bold red]{len(report.flags)} flag(s):[/bold red] " + "; ".join(report.flags))
         raise typer.Exit(mon.FLAG_EXIT_CODE)
@@ -1097,8 +1131,7 @@ def _print_monitor(report) -> None:  # type: ignore[no-untyped-def]
 @user_errors
 def report_cmd(
     as_of: AsOfOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one self-contained file).")] = Path(
-        "report.html"),
+    out: Annotated[str, typer.Option("--out", help="The HTML file to write (one self-contained file).")] = "report.html",
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -1114,12 +1147,12 @@ def report_cmd(
     _check_tracking(tracking_uri)
     from features.build import parse_as_of
 
-    check_output_file(out, "--out")
+    page = check_output_file(out, "--out")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
     with ws.exclusive("clm report"):
-        _write_report(ws, when, out, tracking_uri)
+        _write_report(ws, when, page, tracking_uri)
 
 
 def _write_report(ws: Workspace, when, out: Path, tracking_uri: str | None) -> None:  # type: ignore[no-untyped-def]
@@ -1210,7 +1243,7 @@ def serve_cmd(
 
     if not 0 < port < 65536:
         raise ClmError(f"--port {port} is not a port number (1-65535).")
-    COUNT.check(workers, "--workers")
+    WORKERS.check(workers, "--workers")
     RELOAD_SECONDS.check(reload_seconds, "--reload-seconds")
     _check_port_free(host, port)
     load_catalogue(catalogue)  # a broken catalogue is named before the server starts
@@ -1333,7 +1366,7 @@ def evaluate_policy_cmd(
     budget: Annotated[float | None, typer.Option(
         help="What this decision run may spend (contacts and discounts); default 0.15 per customer of the base.")] = None,
     catalogue: CatalogueOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures per policy here.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the figures per policy here.")] = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -1351,11 +1384,10 @@ def evaluate_policy_cmd(
       clm evaluate-policy --as-of 2025-12-01 --catalogue my_actions.yaml --json policy.json
     """
     _check_tracking(tracking_uri)
-    if json_out is not None:
-        check_output_file(json_out, "--json")
+    json_path = check_output_file(json_out, "--json") if json_out is not None else None
     ws = Workspace.at(workspace)
     with ws.exclusive("clm evaluate-policy"):  # it may build the date's feature snapshots
-        _evaluate_policy(ws, as_of, budget, catalogue, json_out, tracking_uri)
+        _evaluate_policy(ws, as_of, budget, catalogue, json_path, tracking_uri)
 
 
 # ------------------------------------------------------------------- backtest
@@ -1366,7 +1398,7 @@ def backtest_cmd(
                                        callback=_a_day)],
     horizon_days: Annotated[int, typer.Option(help="Outcome window H in days (churn, upsell).")] = 90,
     targets: Annotated[str, typer.Option(help="Comma-separated: churn,upsell,clv.")] = "churn,upsell,clv",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report (reliability tables too) here.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the full report (reliability tables too) here.")] = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -1390,8 +1422,7 @@ def backtest_cmd(
     from pipelines.score import write_json
 
     check_horizon(horizon_days)
-    if json_out is not None:
-        check_output_file(json_out, "--json")
+    json_path = check_output_file(json_out, "--json") if json_out is not None else None
     chosen = tuple(t.strip() for t in targets.split(",") if t.strip())
     if not chosen:
         raise ClmError("--targets names no target; give one or more of churn,upsell,clv (comma-separated).")
@@ -1402,9 +1433,9 @@ def backtest_cmd(
     with ws.exclusive("clm backtest"), console.status("Backtesting") as status:
         report = backtest(ws, config, progress=status.update)
     _print_backtest(report)
-    if json_out:
-        write_json(report, json_out)
-        console.print(f"Report written to {json_out}.")
+    if json_path is not None:
+        write_json(report, json_path)
+        console.print(f"Report written to {json_path}.")
 
 
 def _print_backtest(report: dict) -> None:
@@ -1436,12 +1467,17 @@ def _customers(ws: Workspace) -> int:
     return pq.ParquetFile(ws.table_path(Table.CUSTOMERS)).metadata.num_rows
 
 
-def _holds_a_simulation(ws: Workspace) -> bool:
-    """An earlier simulation can be made again from its arguments: `clm run` starts over."""
+def _holds_this_simulation(ws: Workspace, config: SimulationConfig) -> bool:
+    """The same main job again (a simulation with these arguments): `clm run` starts it over
+    by itself. Another business, or another simulation, needs --replace."""
+    import pandas as pd
+
     try:
-        return ws.read_manifest().source == "simulator"
+        m = ws.read_manifest()
     except ClmError:  # no manifest, or a damaged one: not ours to remove
         return False
+    same = (m.details.get("customers"), m.details.get("seed"), m.start) == (config.n_customers, config.seed, config.start)
+    return m.source == "simulator" and same and m.end == config.end + pd.Timedelta(days=1)
 
 
 @app.command()
@@ -1460,15 +1496,15 @@ def run(
     (WORKSPACE/scores/), write the lifecycle report (WORKSPACE/reports/report.html), then
     summarise and show how to call the real-time API.
 
-    A workspace holding an earlier simulation is started over; one holding ingested data
-    only with --replace.
+    A workspace holding the same simulation (the same -n, --seed, --start and --end) is
+    started over; one holding another simulation or ingested data only with --replace.
 
     Example:  clm run -n 20000 -w demo
     """
     ws, config = Workspace.at(workspace), _simulation_config(customers, seed, start, end)
     with ws.exclusive("clm run"):
         console.rule("[bold]1/5 Simulate")
-        _simulate(ws, config, replace or _holds_a_simulation(ws))
+        _simulate(ws, config, replace or _holds_this_simulation(ws, config))
         console.rule("[bold]2/5 Validate")
         _validate(ws)
         console.rule("[bold]3/5 Features")

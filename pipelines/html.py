@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from clm.output_paths import HTML_SIGNATURE
+
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0; color: #1f2937; }
 header { background: #0f766e; color: white; padding: 1.2em 2em; }
@@ -94,7 +96,7 @@ def page(title: str, subtitle: str, sections: list[Section]) -> str:
     nav = "".join(f'<a href="#{s.id}">{escape(s.title)}</a>' for s in sections)
     body = "".join(f'<section id="{s.id}"><h2>{escape(s.title)}</h2>{s.body}</section>' for s in sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{HTML_SIGNATURE}"
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><div>{escape(subtitle)}</div></header>"
         f"<nav>{nav}</nav><main>{body}</main><script>{SCRIPT}</script></body></html>\n"

@@ -11,6 +11,7 @@ pass their contracts, so a failed ingest leaves the previous data untouched.
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 from clm.contracts import MAX_AMOUNT, record_valid, validate_raw_dir
 from clm.domain import Table
 from clm.errors import ClmError
+from clm.files import check_path_length
 from clm.workspace import RawManifest, Workspace, write_manifest
 
 SEPARATORS = {",": ",", ";": ";", "tab": "\t", "\\t": "\t", "whitespace": r"\s+"}
@@ -109,19 +111,25 @@ def _sample_lines(path: Path, encoding: str) -> str:
             return raw.decode(encoding, errors="replace")
         with openers.get(suffix, open)(path, "rt", encoding=encoding, errors="replace") as fh:
             return "".join(fh.readline() for _ in range(SNIFF_LINES))
+    except UnicodeError as err:  # e.g. utf-16 without its byte-order mark
+        raise ClmError(f"{path} cannot be read as {encoding} text ({err}). Check --encoding (e.g. utf-8, latin-1, "
+                       "cp1252, utf-16).") from None
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as err:
         raise ClmError(f"Could not read {path}: {err}") from err
 
 
-def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
-    path = src.path
+def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None, list[str]]:
+    """The export as text columns, its separator, and its header's names as written
+    (pandas renames a repeated name, `customer` to `customer.1`)."""
+    path = check_path_length(src.path, "The export")
     if not path.exists():
         raise ClmError(f"Input file not found: {path}")
     if path.is_dir():
         raise ClmError(f"{path} is a folder; give the export file itself, e.g. {path / 'orders.csv'}.")
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
-            return pd.read_parquet(path), None
+            frame = pd.read_parquet(path)
+            return frame, None, [str(c) for c in frame.columns]
         except Exception as err:  # pyarrow raises several types for a bad file
             raise ClmError(f"Could not read {path} as Parquet: {err}") from err
     if src.sep is not None and src.sep not in SEPARATORS:
@@ -130,18 +138,22 @@ def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
         "".encode(src.encoding)
     except LookupError:
         raise ClmError(f"--encoding '{src.encoding}' is not a known text encoding (e.g. utf-8, latin-1, cp1252).") from None
-    try:
-        sep = SEPARATORS[src.sep] if src.sep else detect_separator(_sample_lines(path, src.encoding))
-    except ClmError as err:
-        raise ClmError(f"{path}: {err}") from None
+    if src.sep:
+        sep = SEPARATORS[src.sep]
+    else:
+        sample = _sample_lines(path, src.encoding)
+        try:
+            sep = detect_separator(sample)
+        except ClmError as err:
+            raise ClmError(f"{path}: {err}") from None
     try:
         with warnings.catch_warnings():
             # A row longer than the header would silently become an index or lose its tail.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                path, sep=sep, dtype=str, keep_default_na=False, encoding=src.encoding, index_col=False,
-                engine="python" if sep == r"\s+" else "c", skipinitialspace=True,
-            )
+            options = {"sep": sep, "dtype": str, "keep_default_na": False, "encoding": src.encoding,
+                       "engine": "python" if sep == r"\s+" else "c", "skipinitialspace": True}
+            frame = pd.read_csv(path, index_col=False, **options)
+            header = pd.read_csv(path, header=None, nrows=1, **options).iloc[0].str.strip().tolist()
     except pd.errors.ParserWarning:
         raise ClmError(
             f"{path}: a row has more fields than the header line (separator {sep!r}). Check --sep, or quote "
@@ -152,10 +164,12 @@ def _read_raw(src: TransactionsSource) -> tuple[pd.DataFrame, str | None]:
             f"{path} is not {src.encoding} text ({err.reason} at byte {err.start}). "
             "Pass its encoding, e.g. --encoding latin-1 (or cp1252 for Windows exports)."
         ) from err
+    except UnicodeError as err:  # e.g. utf-16 without its byte-order mark
+        raise ClmError(f"{path} cannot be read as {src.encoding} text ({err}). Check --encoding.") from None
     except (pd.errors.ParserError, ValueError, OSError, EOFError) as err:
         raise ClmError(f"Could not parse {path} as delimited text (separator {sep!r}): {err}") from err
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame, sep
+    return frame, sep, header
 
 
 def _parse_dates(values: pd.Series, date_format: str | None, column: str) -> pd.Series:
@@ -201,12 +215,20 @@ def _parse_dates_any(values: pd.Series, date_format: str | None, column: str) ->
 
 
 def _parse_amounts(values: pd.Series, decimal: str) -> pd.Series:
+    """Amounts from text with `decimal` as the decimal mark. The other mark ('.' or ',') is
+    a thousands separator only where it groups digits by three (1,234.56; 1.234,56):
+    '1.5' with --decimal ',' does not parse (it is not read as 15), nor '1,234.56' with
+    --decimal ',' (it is not read as 1.23456). What does not parse is a bad row, named."""
     if pd.api.types.is_numeric_dtype(values):
         return values.astype(float)
+    thousands = "," if decimal == "." else "."
+    d, t = re.escape(decimal), re.escape(thousands)
+    grouped = rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?"
+    plain = rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?"
     text = values.astype("string").str.strip().str.replace(r"\s", "", regex=True)
-    if decimal == ",":
-        text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    return pd.to_numeric(text, errors="coerce").astype(float)
+    readable = text.str.fullmatch(f"{grouped}|{plain}").fillna(False).astype(bool)
+    normal = text.str.replace(thousands, "", regex=False).str.replace(decimal, ".", regex=False)
+    return pd.to_numeric(normal.where(readable), errors="coerce").astype(float)
 
 
 def _bad_row_report(problems: dict[str, pd.Series], path: Path) -> str:
@@ -218,9 +240,30 @@ def _bad_row_report(problems: dict[str, pd.Series], path: Path) -> str:
     return "\n".join(lines)
 
 
+def _customer_ids(values: pd.Series) -> pd.Series:
+    """Customer ids as text: whole numbers stored as floats (a Parquet export's 213.0) are
+    written as whole numbers, as the source system wrote them."""
+    if pd.api.types.is_float_dtype(values) and bool(((values % 1 == 0) | values.isna()).all()):
+        return values.astype("Int64").astype("string")
+    return values.astype("string").str.strip()
+
+
+def _refuse_repeated_columns(src: TransactionsSource, header: list[str]) -> None:
+    """A header naming a chosen column twice is ambiguous: refused, not the first one taken
+    (nor its renamed twin, `customer.1`, accepted)."""
+    repeated = {name for name in header if header.count(name) > 1}
+    chosen = (src.customer_col, src.date_col, src.amount_col)
+    clash = sorted({c for c in chosen if c in repeated or re.fullmatch(r"(.*)\.\d+", c) and
+                    re.fullmatch(r"(.*)\.\d+", c).group(1) in repeated})  # type: ignore[union-attr]
+    if clash:
+        raise ClmError(f"{src.path}: the header names {', '.join(repr(c) for c in sorted(repeated))} more than once, "
+                       f"so column(s) {', '.join(repr(c) for c in clash)} cannot be told apart. Rename the repeated "
+                       "columns in the file so that each has its own name.")
+
+
 def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, IngestSummary]:
     """Read and clean the export; returns (customers, transactions, summary)."""
-    raw, sep = _read_raw(src)
+    raw, sep, header = _read_raw(src)
     missing = [c for c in (src.customer_col, src.date_col, src.amount_col) if c not in raw.columns]
     if missing:
         raise ClmError(
@@ -228,17 +271,22 @@ def build_tables(src: TransactionsSource) -> tuple[pd.DataFrame, pd.DataFrame, I
             f"Its columns are: {', '.join(repr(c) for c in raw.columns)}. "
             "Name them with --customer-col, --date-col and --amount-col."
         )
+    _refuse_repeated_columns(src, header)
+    if raw.empty:
+        raise ClmError(f"{src.path} has a header and no rows: nothing to ingest.")
     raw = raw.reset_index(drop=True)
-    customer = raw[src.customer_col].astype("string").str.strip()
+    customer = _customer_ids(raw[src.customer_col])
     when = _parse_dates_any(raw[src.date_col], src.date_format, src.date_col)
     amount = _parse_amounts(raw[src.amount_col], src.decimal)
     now = pd.Timestamp.now(tz="UTC")
 
     problems = {
         f"empty customer id in column '{src.customer_col}'": raw[src.customer_col][customer.isna() | (customer == "")],
+        f"customer id with a line break or another control character in column '{src.customer_col}'":
+            raw[src.customer_col][customer.str.contains(r"[\x00-\x1f\x7f]", regex=True).fillna(False).astype(bool)],
         f"date that does not parse in column '{src.date_col}'"
         + (f" with format '{src.date_format}'" if src.date_format else ""): raw[src.date_col][when.isna()],
-        f"amount that is not a number in column '{src.amount_col}'": raw[src.amount_col][amount.isna()],
+        f"amount that is not a number in column '{src.amount_col}' (decimal mark '{src.decimal}')": raw[src.amount_col][amount.isna()],
         f"negative amount in column '{src.amount_col}'": raw[src.amount_col][amount < 0],
         f"amount that is infinite or implausibly large (>= {MAX_AMOUNT:.0e}) in column '{src.amount_col}'":
             raw[src.amount_col][amount.abs() >= MAX_AMOUNT],

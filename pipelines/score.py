@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from clm.contracts import require_valid
 from clm.errors import ClmError
 from clm.files import write_text_atomically
+from clm.output_paths import JSON_SIGNATURE
 from clm.workspace import Workspace
 from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files, snapshot_parts, snapshot_rows
 from features.store import apply as apply_features
@@ -113,9 +114,10 @@ def check_output_path(workspace: Workspace, out: Path) -> None:
 
 
 def write_json(report: dict[str, object], path: Path) -> None:
-    """A JSON report, written beside the target and renamed in."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(report, indent=2))
+    """A JSON report, signed as clm's (its first key: a later run may replace it), written
+    beside the target and renamed in."""
+    key, value = JSON_SIGNATURE
+    write_text_atomically(path, json.dumps({key: value, **report}, indent=2))
 
 
 def temporary_folder(out: Path) -> Path:

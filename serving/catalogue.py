@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clm.domain import Action, Stage
 from clm.errors import ClmError
-from clm.files import read_yaml_mapping
+from clm.files import check_path_length, read_yaml_mapping
 from clm.limits import COUNT, DAYS, MONEY, VALUE_MONTHS, WEIGHT
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
@@ -47,6 +47,16 @@ class Eligibility(_Strict):
     tenure_days: Range | None = None
     churn_probability: Range | None = None
     upsell_probability: Range | None = None
+
+    @model_validator(mode="after")
+    def _probabilities_between_0_and_1(self) -> "Eligibility":
+        for name in ("churn_probability", "upsell_probability"):
+            bounds = getattr(self, name)
+            outside = [v for v in (bounds.min, bounds.max) if v is not None and not 0 <= v <= 1] if bounds else []
+            if outside:
+                raise ValueError(f"{name} bounds must lie between 0 and 1 (got {outside[0]}): the action could "
+                                 "never, or always, apply")
+        return self
 
 
 class Discount(_Strict):
@@ -153,7 +163,7 @@ class Catalogue(_Strict):
 def load_catalogue(path: Path | None = None) -> Catalogue:
     """The catalogue at `path` (default: the one shipped with clm), validated; a ClmError
     names the file, the entry and the field of every problem."""
-    path = Path(path) if path is not None else DEFAULT_CATALOGUE
+    path = check_path_length(Path(path), "Catalogue") if path is not None else DEFAULT_CATALOGUE
     if not path.is_file():
         raise ClmError(f"Catalogue {path} not found: pass --catalogue with a YAML file (see {DEFAULT_CATALOGUE}).")
     raw = read_yaml_mapping(path, "Catalogue", "'contact_policy' and 'actions'")

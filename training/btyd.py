@@ -8,7 +8,10 @@ the CLV window times Gamma-Gamma's expected spend per purchase.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,12 +23,24 @@ from training import evaluate as ev
 PENALIZERS = (0.001, 0.01, 0.1)  # tried in turn: small bases may not converge with the first
 
 
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """lifetimes prints scipy's whole OptimizeResult when a fit does not converge (then
+    raises, which the callers handle), and its likelihoods warn on the way: neither is
+    for the user's screen."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def fit_btyd(fitter_class: type, summary: pd.DataFrame) -> object:
     """Fit BG/NBD or Pareto/NBD on (frequency, recency, T), with a stronger penalizer
     where the fit does not converge (few customers, e.g. early in a history)."""
     for penalizer in PENALIZERS:
         try:
-            return fitter_class(penalizer_coef=penalizer).fit(summary["frequency"], summary["recency"], summary["T"])
+            with quietly():
+                return fitter_class(penalizer_coef=penalizer).fit(summary["frequency"], summary["recency"],
+                                                                  summary["T"])
         except ConvergenceError:
             continue
     raise ConvergenceError(f"{fitter_class.__name__} did not converge with penalizers {PENALIZERS}")
@@ -108,7 +123,8 @@ def clv_values(transactions: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> p
         warnings.simplefilter("ignore")
         bgf = fit_btyd(BetaGeoFitter, summary)
         repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-        ggf = GammaGammaFitter(penalizer_coef=PENALIZERS[0]).fit(repeat["frequency"], repeat["monetary_value"])
+        with quietly():
+            ggf = GammaGammaFitter(penalizer_coef=PENALIZERS[0]).fit(repeat["frequency"], repeat["monetary_value"])
         spend = ggf.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])
     return expected_purchases(bgf, summary, days) * pd.Series(np.asarray(spend, dtype=float), index=summary.index)
 

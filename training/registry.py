@@ -74,6 +74,12 @@ def check_sqlite_store(uri: str, create: bool = False) -> None:
     a truncated, overwritten or emptied file is said in one sentence, with what to do,
     instead of failing deep inside MLflow (or being filled with empty tables)."""
     path = Path(uri.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        raise ClmError(f"The tracking URI {uri} names a file in a folder that does not exist ({path.parent}): "
+                       "create the folder first, or correct the URI.")
+    if not create and not path.is_file():
+        raise ClmError(f"No MLflow store at {path} (tracking URI {uri}): no models to read there. Train into it "
+                       f"first (`clm train --tracking-uri {uri}`), or correct the URI.")
     problem = sqlite_damage(path, None if create else "registered_models")
     if problem is not None:
         raise ClmError(f"The MLflow store {path} is damaged ({problem}): its models cannot be read. Restore it from "
@@ -118,6 +124,9 @@ def rebase_artifacts(workspace: Workspace) -> int:
             return 0
         locations = [loc for (loc,) in conn.execute("SELECT artifact_location FROM experiments") if loc]
         elsewhere = {loc[: loc.rindex(marker) + len(marker) - 1] for loc in locations if marker in loc} - {here}
+        default = conn.execute("SELECT artifact_location FROM experiments WHERE name = 'Default'").fetchone()
+        if not elsewhere and (default is None or str(default[0]).startswith(here)):
+            return 0  # already here: nothing written (a read-only store stays readable)
         for old in elsewhere:
             for table, column in ARTIFACT_URI_COLUMNS:
                 if table in tables:
@@ -272,6 +281,16 @@ def _history(client: MlflowClient, model: str) -> list[str]:
     return [v for v in tags.get(HISTORY_TAG, "").split(",") if v]
 
 
+def champion_horizon(client: MlflowClient, model: str) -> int | None:
+    """The label horizon (days) the champion was trained for, if it has one on record."""
+    version = alias_version(client, model, CHAMPION)
+    if version is None:
+        return None
+    run_id = client.get_model_version(registered_name(model), version).run_id
+    value = client.get_run(run_id).data.params.get("horizon_days") if run_id else None
+    return int(float(value)) if value not in (None, "None", "") else None
+
+
 def version_figures(client: MlflowClient, model: str, version: str) -> dict[str, float]:
     """A version's test figures, from its training run."""
     run_id = client.get_model_version(registered_name(model), version).run_id
@@ -314,11 +333,14 @@ CLASSIC_FLOOR = {"clv": ("spearman", "bgnbd_gg_spearman", "BG/NBD + Gamma-Gamma"
 def decide_promotion(
     challenger: TrainedModel, champion: TrainedModel | None, test: pd.DataFrame, margin: float | None = None,
     baseline: TrainedModel | None = None, classic: dict[str, float] | None = None,
+    horizons: tuple[int, int | None] | None = None,
 ) -> GateDecision:
     """Champion/challenger on the same latest window: promote if sane (and, given its
     baseline, better than it: a first version too; given the classic models' figures on
     the same customers, not below the one in CLASSIC_FLOOR) and better than the champion
-    by margin."""
+    by margin. horizons: (the challenger's, the champion's) label horizon in days; a
+    champion predicting another horizon is never replaced by the gate (what the scores
+    mean would change without a word), only by hand."""
     from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
 
     task = challenger.spec.task
@@ -363,6 +385,10 @@ def decide_promotion(
                                 "customers: kept as challenger", mine, None)
     if champion is None:
         return GateDecision(True, "first version", mine, None)
+    if horizons is not None and horizons[1] is not None and horizons[0] != horizons[1]:
+        return GateDecision(False, f"its horizon ({horizons[0]} days) is not the champion's ({horizons[1]} days): "
+                            "promoting it would change what the scores mean; promote it by hand (`clm models "
+                            "promote`) if you mean to", mine, None)
     theirs = score(champion, champion.predict(test))
     better = direction * (mine - theirs) > margin
     verdict = "better" if better else "not better"
@@ -426,6 +452,7 @@ def rollback(client: MlflowClient, model: str, *, reason: str = "", command: str
     if len(history) < 2:
         raise ClmError(f"{name} has no previous champion to roll back to (champion history: {history or 'empty'}).")
     previous, current = history[-2], history[-1]
+    load_version(client, model, previous)  # one whose files are gone is said now, not by the next batch
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history[:-1]))
     audit.record(client, name, audit.ChampionEvent(

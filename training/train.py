@@ -41,6 +41,9 @@ from training.oracle import oracle_probabilities
 from training.train_uplift import train_uplift
 
 MODELS = MODEL_NAMES
+# Models whose label looks H days ahead (--horizon-days): a champion is replaced by the
+# gate only with a model of the same horizon. (CLV's window follows the history's length.)
+HORIZON_MODELS = ("churn", "upsell", "stage")
 KEYS = ["customer_id", "event_timestamp"]
 
 
@@ -335,6 +338,7 @@ def _log_and_register(
         decision = registry.decide_promotion(
             candidate, registry.load_champion(client, model), parts["test"], config.margin,
             baseline=fitted.baseline if candidate is lgbm else None, classic=report.btyd,
+            horizons=(window, registry.champion_horizon(client, model)) if model in HORIZON_MODELS else None,
         )
         registry.record_gate(decision.promote, decision.reason)
         report.note = decision.reason

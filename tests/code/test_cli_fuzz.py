@@ -69,6 +69,9 @@ def make_files(root: Path, ws: Path) -> Files:
         "inf.yaml": changed("  keep_months: 12", "  keep_months: .inf"),
         "huge.yaml": changed("  keep_months: 12", "  keep_months: 1.0e+200"),
         "negative-cost.yaml": changed("unit_cost: 2.0", "unit_cost: -3"),
+        "probability.yaml": changed("      stages: [onboarding, engaged, at_risk, dormant]\n",
+                                    "      stages: [onboarding, engaged, at_risk, dormant]\n"
+                                    "      churn_probability: {max: 1.5}\n"),
         "nan-thresholds.yaml": b"feature_psi: .nan\n",
         "bad-thresholds.yaml": b"feature_psi: -1\ntop_features: 0\n",
         "unknown-thresholds.yaml": b"feature_psy: 0.2\n",
@@ -76,6 +79,8 @@ def make_files(root: Path, ws: Path) -> Files:
         "latin.conf": "spark.app.name caf\xe9\n".encode("latin-1"),
         "a-file.txt": b"not a folder\n",
         "empty.csv": b"",
+        "header.csv": b"customer,date,total\n",
+        "repeated.csv": b"customer,date,total,customer\nc1,2024-05-01,10,x\n",
     }
     for name, data in files.items():
         (root / name).write_bytes(data)
@@ -97,15 +102,18 @@ HORIZONS = ["-1", "0", "6", "3654", "999999999", "x", "", "1e3"]
 MONEY = ["-1", "nan", "inf", "-inf", "1e13", "x", ""]
 SHARES = ["-0.1", "1.5", "nan", "inf", "x"]
 COUNTS = ["0", "-5", "x", "2000000000"]
-URIS = ["not a uri", "relative/mlflow.db", "file:///tmp/mlruns", "./mlruns", "ftp://host/x", "mlruns"]
+URIS = ["not a uri", "relative/mlflow.db", "file:///tmp/mlruns", "./mlruns", "ftp://host/x", "mlruns", "",
+        "sqlite:////nonexistent-clm-folder/mlflow.db"]
+LONG = "y" * 300  # a name no file system takes
 CATALOGUES = ["missing.yaml", "a-folder", "latin.yaml", "twice.yaml", "list.yaml", "broken.yaml", "inf.yaml",
-              "huge.yaml", "negative-cost.yaml", "empty.csv"]
+              "huge.yaml", "negative-cost.yaml", "empty.csv", "probability.yaml", LONG]
 THRESHOLDS = ["missing.yaml", "a-folder", "latin.yaml", "list.yaml", "broken.yaml", "nan-thresholds.yaml",
               "bad-thresholds.yaml", "unknown-thresholds.yaml"]
-OUT_FILES = ["a-folder", "WS/raw/x.json", "WS", "WS/mlflow/x.html", "a-file.txt/x.json", "/sys/x.json"]
+OUT_FILES = ["a-folder", "WS/raw/x.json", "WS", "WS/mlflow/x.html", "a-file.txt/x.json", "/sys/x.json", "a-file.txt",
+             "new-folder/", LONG]
 OUT_DATASETS = ["a-folder", "theirs.parquet", "a-file.txt", "WS/raw", "WS/scores/x.parquet", "WS",
-                "a-file.txt/s.parquet", "/sys/s.parquet"]
-WORKSPACES = ["", "a-file.txt", "project"]
+                "a-file.txt/s.parquet", "/sys/s.parquet", LONG]
+WORKSPACES = ["", "a-file.txt", "project", "WS/scores/inner", LONG]
 
 # What each option may wrongly be. "FILE:" values name a file made by make_files.
 WRONG = {
@@ -116,13 +124,16 @@ WRONG = {
     "--report-out": [f"FILE:{o}" for o in OUT_FILES], "-w": [f"FILE:{w}" for w in WORKSPACES],
     "--models": ["", ",", "foo", "churn,foo", "clm-foo"], "--targets": ["", " , ", "foo"],
     "--engine": ["dask", "", "SPARK"], "--frequency": ["daily", ""], "--online-store": ["mongo", ""],
+    "--redis-url": ["localhost:1", "x:y"],
     "--spark-master": ["foo", "local[x]", "spark:/h:7077"], "--spark-conf": ["FILE:bad.conf", "FILE:latin.conf",
                                                                              "FILE:missing.conf"],
     "--partitions": ["0", "-1", "x"], "--seed": ["-1", "x"], "--customers": ["0", "-3", "100000000000", "x"],
     "--start": DAYS, "--end": DAYS, "--port": ["0", "-1", "65536", "x"], "--workers": ["0", "x"],
     "--reload-seconds": ["0", "-1", "nan"], "--earliest-date": DAYS, "--decimal": ["x", ""],
-    "--sep": ["|", "x"], "--encoding": ["klingon"], "MODEL": ["foo", "", "clm-"], "VERSION": ["abc", "999", ""],
-    "FILE": ["FILE:missing.csv", "FILE:a-folder", "FILE:empty.csv"],
+    "--sep": ["|", "x"], "--encoding": ["klingon", "utf-16", "utf-32"], "MODEL": ["foo", "", "clm-"],
+    "VERSION": ["abc", "999", "", "0", "-1"],
+    "FILE": ["FILE:missing.csv", "FILE:a-folder", "FILE:empty.csv", "FILE:header.csv", "FILE:repeated.csv",
+             f"FILE:{LONG}"],
 }
 
 # Each command with right values for its options ("NEW": a new workspace path, "OUT": a
@@ -136,7 +147,7 @@ COMMANDS = {
     "validate": (["validate"], {"-w": "WS"}, ["-w"]),
     "features build": (["features", "build"], {"-w": "WS"},
                        ["--as-of", "--frequency", "--engine", "--spark-master", "--spark-conf", "-w"]),
-    "features apply": (["features", "apply"], {"-w": "WS"}, ["--online-store", "-w"]),
+    "features apply": (["features", "apply"], {"-w": "WS"}, ["--online-store", "--redis-url", "-w"]),
     "features materialize": (["features", "materialize"], {"-w": "WS"}, ["--as-of", "-w"]),
     "train": (["train"], {"--models": "churn", "-w": "WS"},
               ["--models", "--horizon-days", "--as-of", "--tracking-uri", "-w"]),
@@ -170,7 +181,7 @@ def resolve(value: str, files: Files, new: Path, out: Path, port: int) -> str:
             return name
         if name == "WS" or name.startswith("WS/"):
             return str(files.ws / name.removeprefix("WS").lstrip("/"))
-        return files.path(name) if name else ""
+        return files.path(name) + ("/" if name.endswith("/") else "") if name else ""
     return {"NEW": str(new), "WS": str(files.ws), "OUT": str(out), "FREE": str(port)}.get(value, value)
 
 
@@ -232,7 +243,8 @@ def test_a_wrong_option_value_is_refused_before_any_work(case, fuzz_ground):
         assert "Traceback" not in result.output
         flag = {"--report-out": "--out", "-w": "--workspace", "FILE": "", "MODEL": "model", "VERSION": "version"}.get(
             option, option)
-        named = (flag and flag in result.output) or (shown.strip() and result.mentions(shown.strip()))
+        named = ((flag and flag in result.output) or (shown.strip() and result.mentions(shown.strip()))
+                 or LONG in value and "a file or folder name may have at most 255" in result.output)
         assert named or option == "-w" and "workspace" in result.output.lower(), (args, result.output)
         assert not new.exists() and not out.exists(), args
     assert stat_digest(files.root) == before, args

@@ -4,6 +4,7 @@ workspace and folder involved byte for byte as it was; or, where clm can mend wh
 made itself (a damaged snapshot), mended and said."""
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -178,6 +179,7 @@ def featured(workspace_copy) -> Path:
     ws = workspace_copy.root
     assert invoke("features", "build", "-w", str(ws)).exit_code == 0
     assert invoke("features", "apply", "-w", str(ws)).exit_code == 0
+    gc.collect()  # closes the in-process store's SQLite connection: its WAL is folded in now, not mid-test
     return ws
 
 
@@ -456,3 +458,239 @@ def test_a_second_retrain_is_refused_before_anything_heavy_is_loaded(workspace_c
     said = json.loads(second.stdout.strip().splitlines()[-1])
     assert said["exit_code"] == 2 and "is busy: `clm retrain`" in said["output"], said
     assert said["heavy"] == [], f"loaded before the refusal: {said['heavy']}"
+
+
+# ------------------------------------------------------------------ a second probe (issue 22, again)
+def test_replace_stops_at_files_of_yours_in_the_workspaces_folders(workspace_copy, tmp_path):
+    ws = workspace_copy.root
+    (ws / "raw" / "README.txt").write_text("how I made this\n")
+    (ws / "scores").mkdir()
+    (ws / "scores" / "q3.csv").write_text("mine\n")
+    before = tree_digest(ws)
+    result = invoke("simulate", "-n", "40", "--end", "2024-02-29", "--replace", "-w", str(ws))
+    assert refused(result, "holds files clm did not make in its own folders", "raw/README.txt", "scores/q3.csv",
+                   "Move them out")
+    assert tree_digest(ws) == before
+
+
+def test_a_rebuild_of_every_snapshot_keeps_files_of_yours(featured):
+    ws = featured
+    (ws / "features" / "NOTES.txt").write_text("mine\n")
+    (ws / "features" / "_build.json").unlink()  # unknown origin: every snapshot is made again
+    result = invoke("features", "build", "-w", str(ws))
+    assert result.exit_code == 0 and result.mentions("0 already built"), result.output
+    assert (ws / "features" / "NOTES.txt").read_text() == "mine\n"
+
+
+def test_a_workspace_folder_that_is_a_file_or_a_link_is_refused(workspace_copy, tmp_path):
+    ws = workspace_copy.root
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.csv").write_text("theirs\n")
+    (ws / "features").symlink_to(elsewhere)
+    before = {**tree_digest(elsewhere)}
+    result = invoke("features", "build", "-w", str(ws))
+    assert refused(result, f"{ws / 'features'} is a symbolic link, not a folder clm made")
+    (ws / "features").unlink()
+    (ws / "features").write_text("a file\n")
+    result = invoke("score", "--out", str(tmp_path / "s.parquet"), "-w", str(ws))
+    assert refused(result, f"{ws / 'features'} is a file, not a folder clm made")
+    assert tree_digest(elsewhere) == before and (ws / "features").read_text() == "a file\n"
+
+
+def test_a_workspace_inside_another_workspaces_folders_is_refused(workspace_copy, tmp_path):
+    ws = workspace_copy.root
+    before = tree_digest(ws)
+    result = invoke(*ingest_args(write_sales(tmp_path / "sales.csv"), ws / "scores" / "shop"))
+    assert refused(result, "would lie inside workspace", "its folder scores/")
+    assert tree_digest(ws) == before
+
+
+def test_run_starts_over_only_the_same_simulation(workspace_copy):
+    ws = workspace_copy.root  # 300 customers, seed 11, 2024-01-01 to 2024-04-30
+    before = tree_digest(ws)
+    result = invoke("run", "-n", "50", "--end", "2024-04-30", "-w", str(ws))
+    assert refused(result, "already holds simulator data", "--replace")
+    assert tree_digest(ws) == before
+
+
+def test_an_existing_file_is_replaced_only_if_clm_wrote_it(workspace_copy, tmp_path):
+    from clm.output_paths import HTML_SIGNATURE, written_by_clm
+
+    ws = workspace_copy.root
+    theirs = tmp_path / "data.csv"
+    theirs.write_text("a,b\n1,2\n")
+    for args in (["report", "--out", str(theirs)], ["monitor", "--html", str(theirs)],
+                 ["backtest", "--as-of", "2024-03-01", "--json", str(theirs)],
+                 ["evaluate-policy", "--json", str(theirs)]):
+        assert refused(invoke(*args, "-w", str(ws)), f"{theirs} already exists and is not a page or report clm wrote")
+    assert theirs.read_text() == "a,b\n1,2\n"
+    assert refused(invoke("report", "--out", f"{tmp_path}/new/", "-w", str(ws)), "names a folder")
+    page = tmp_path / "old-report.html"
+    page.write_text(f"<!DOCTYPE html>\n<html><head>{HTML_SIGNATURE}<title>x</title></head></html>")
+    assert written_by_clm(page) and not written_by_clm(theirs)
+
+
+def test_a_sqlite_tracking_uri_creates_nothing_where_it_should_not(workspace_copy, tmp_path):
+    ws = workspace_copy.root
+    missing = tmp_path / "no-such-folder" / "mlflow.db"
+    for args in (["models", "list"], ["train", "--models", "churn"]):
+        result = invoke(*args, "--tracking-uri", f"sqlite:///{missing}", "-w", str(ws))
+        assert refused(result, "names a file in a folder that does not exist"), result.output
+    absent = tmp_path / "absent.db"
+    assert refused(invoke("models", "list", "--tracking-uri", f"sqlite:///{absent}", "-w", str(ws)),
+                   f"No MLflow store at {absent}")
+    assert not missing.parent.exists() and not absent.exists()
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"business": "banana"}, "business 'banana' is not one of contractual, non_contractual"),
+    ({"data_end": "2024-05-01"}, "data_end '2024-05-01' is not an ISO time in UTC"),
+    ({"data_end": "2023-01-01T00:00:00+00:00"}, "is not after data_start"),
+])
+def test_a_manifest_edited_by_hand_is_named(edit, named, featured, tmp_path):
+    ws = featured
+    manifest = Workspace(ws).manifest_path
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **edit}))
+    before = tree_digest(ws)
+    for args in (["validate"], ["score", "--out", str(tmp_path / "s.parquet")], ["features", "build"]):
+        assert refused(invoke(*args, "-w", str(ws)), f"manifest {manifest} is damaged", named), args
+    assert tree_digest(ws) == before  # the snapshots among it
+
+
+def test_paths_no_file_system_takes_are_named(workspace_copy, tmp_path):
+    ws = workspace_copy.root
+    long = "y" * 300
+    cases = [(["validate", "-w", str(tmp_path / long)], "--workspace"),
+             (["score", "--out", str(tmp_path / long), "-w", str(ws)], "--out"),
+             (["report", "--out", str(tmp_path / long), "-w", str(ws)], "--out"),
+             (["score", "--out", str(tmp_path / "s.parquet"), "--catalogue", str(tmp_path / long), "-w", str(ws)],
+              "Catalogue"),
+             (ingest_args(tmp_path / f"{long}.csv", tmp_path / "new"), "The export")]
+    for args, what in cases:
+        assert refused(invoke(*args), what, "bytes; a file or folder name may have at most 255"), args
+
+
+def test_encodings_and_amounts_are_read_as_said_or_refused(tmp_path):
+    export = write_sales(tmp_path / "sales.csv")
+    assert refused(invoke(*ingest_args(export, tmp_path / "a", "--encoding", "utf-16")),
+                   "cannot be read as utf-16 text", "--encoding")
+    dots = write_sales(tmp_path / "dots.csv", "c1,2024-05-01,1.5\nc2,2024-05-03,2000.25\n")
+    result = invoke(*ingest_args(dots, tmp_path / "b", "--decimal", ","))  # '.' groups no thousands here
+    assert refused(result, "amount that is not a number in column 'total' (decimal mark ',')", "'1.5'", "'2000.25'")
+    grouped = tmp_path / "grouped.csv"
+    grouped.write_text('customer,date,total\nc1,2024-05-01,"1,234.56"\nc2,2024-05-03,"2,000.00"\n')
+    assert invoke(*ingest_args(grouped, tmp_path / "c")).exit_code == 0
+    amounts = Workspace(tmp_path / "c").read_table(Table.TRANSACTIONS).sort_values("customer_id").amount
+    assert amounts.tolist() == [1234.56, 2000.0]
+    assert refused(invoke(*ingest_args(grouped, tmp_path / "d", "--decimal", ",")), "'1,234.56'")
+    assert not any((tmp_path / name).exists() for name in ("a", "b", "d"))
+
+
+def test_headers_and_ids_that_cannot_be_read_right_are_refused(tmp_path):
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("customer,date,total,customer\nc1,2024-05-01,10,x\n")
+    assert refused(invoke(*ingest_args(repeated, tmp_path / "a")), "names 'customer' more than once")
+    newline = tmp_path / "newline.csv"
+    newline.write_text('customer,date,total\n"c\n1",2024-05-01,10\n')
+    assert refused(invoke(*ingest_args(newline, tmp_path / "b")), "customer id with a line break")
+    header = tmp_path / "header.csv"
+    header.write_text("customer,date,total\n")
+    assert refused(invoke(*ingest_args(header, tmp_path / "c")), f"{header} has a header and no rows")
+    floats = tmp_path / "floats.parquet"
+    pd.DataFrame({"customer": [213.0, 7.0], "date": pd.to_datetime(["2024-05-01", "2024-05-02"], utc=True),
+                  "total": [1.0, 2.0]}).to_parquet(floats)
+    assert invoke(*ingest_args(floats, tmp_path / "d")).exit_code == 0
+    assert sorted(Workspace(tmp_path / "d").read_table(Table.CUSTOMERS).customer_id) == ["213", "7"]
+
+
+def test_promote_takes_a_version_number_and_only_a_loadable_version(trained_copy):
+    from training import registry
+
+    ws = trained_copy.root
+    client = registry.connect(trained_copy)
+    champion = registry.alias_version(client, "churn", registry.CHAMPION)
+    same = invoke("models", "promote", "churn", f"0{champion}", "-w", str(ws))
+    assert same.exit_code == 0 and f"version {champion} is already champion" in same.output
+    assert refused(invoke("models", "promote", "churn", "abc", "-w", str(ws)), "VERSION 'abc' is not a version")
+    challenger = registry.alias_version(client, "churn", registry.CHALLENGER)
+    version = next(v.version for v in client.search_model_versions("name='clm-churn'") if v.version != champion)
+    source = client.get_model_version("clm-churn", version).source
+    model_id = source.rstrip("/").split("/")[-1]
+    for pickle in (ws / "mlflow" / "artifacts" / "churn" / "models").glob(f"{model_id}/**/python_model.pkl"):
+        pickle.unlink()
+    assert refused(invoke("models", "promote", "churn", str(version), "-w", str(ws)),
+                   f"clm-churn version {version} cannot be loaded")
+    assert registry.alias_version(client, "churn", registry.CHAMPION) == champion and challenger is not None
+
+
+def test_the_gate_keeps_a_champion_of_another_horizon():
+    import numpy as np
+
+    from training.models import SPECS
+    from training.registry import decide_promotion
+
+    class Churn:
+        spec, calibrator = SPECS["churn"], None
+
+        def __init__(self, values):
+            self.values = values
+
+        def predict(self, frame):
+            return self.values
+
+    test = pd.DataFrame({"churn": [0, 0, 1, 1] * 25})
+    perfect = Churn(np.array([0.05, 0.06, 0.95, 0.94] * 25))
+    worse = Churn(np.array([0.3, 0.6, 0.4, 0.7] * 25))
+    decision = decide_promotion(perfect, worse, test, horizons=(30, 90))
+    assert not decision.promote and "its horizon (30 days) is not the champion's (90 days)" in decision.reason
+    assert decide_promotion(perfect, worse, test, horizons=(90, 90)).promote
+
+
+def test_small_option_mistakes_are_named(workspace_copy, tmp_path):
+    ws = workspace_copy.root
+    before = tree_digest(ws)
+    assert refused(invoke("features", "apply", "--redis-url", "localhost:1", "-w", str(ws)),
+                   "--redis-url applies to a Redis online store")
+    assert refused(invoke("serve", "--workers", "0", "-w", str(ws)), "--workers 0 is out of bounds", "e.g. 2")
+    shipped = Path(__file__).resolve().parents[2] / "serving" / "catalogue.yaml"
+    catalogue = tmp_path / "c.yaml"
+    text = shipped.read_text()
+    assert "      stages: [onboarding, engaged, at_risk, dormant]\n" in text
+    catalogue.write_text(text.replace("      stages: [onboarding, engaged, at_risk, dormant]\n",
+                                      "      stages: [onboarding, engaged, at_risk, dormant]\n"
+                                      "      churn_probability: {min: 2}\n", 1))
+    assert refused(invoke("score", "--out", str(tmp_path / "s.parquet"), "--catalogue", str(catalogue), "-w", str(ws)),
+                   "churn_probability bounds must lie between 0 and 1")
+    assert tree_digest(ws) == before
+
+
+def test_what_the_machine_refuses_is_said_in_a_sentence(workspace_copy, monkeypatch):
+    import errno
+
+    import clm.contracts
+
+    def full_disk(raw_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(raw_dir / "_validated.json"))
+
+    monkeypatch.setattr(clm.contracts, "record_valid", full_disk)
+    result = invoke("validate", "-w", str(workspace_copy.root))
+    assert refused(result, f"clm cannot use {workspace_copy.root / 'raw' / '_validated.json'}: No space left on device")
+
+
+def test_a_removed_current_folder_is_said(tmp_path):
+    clm = Path(sys.executable).parent / "clm"
+    script = f"mkdir gone && cd gone && rmdir ../gone && {clm} models list -w {tmp_path / 'ws'}"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=child_environment())
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2 and "current folder no longer exists" in said and "Traceback" not in said, said
+
+
+def test_a_settled_model_store_is_not_written_by_reading_it(trained_copy):
+    from training import registry
+
+    registry.connect(trained_copy)  # rebased to this copy on the first visit
+    db = trained_copy.root / "mlflow" / "mlflow.db"
+    before = (db.read_bytes(), db.stat().st_mtime_ns)
+    assert registry.rebase_artifacts(trained_copy) == 0
+    assert (db.read_bytes(), db.stat().st_mtime_ns) == before  # a read-only store stays readable
