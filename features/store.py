@@ -181,6 +181,7 @@ def open_store(workspace: Workspace) -> FeatureStore:
             f"No feature store in {workspace.root}: run `clm features apply -w {workspace.root}` first."
         )
     _relocate_config(repo)
+    _remove_damaged_online_db(workspace)
     store = FeatureStore(repo_path=str(repo))
     here = str(features_dir(workspace).resolve())
     try:
@@ -229,7 +230,8 @@ def apply(workspace: Workspace, online: OnlineStoreSettings | None = None) -> Fe
 
 def _remove_damaged_online_db(workspace: Workspace) -> None:
     """The embedded online store holds only what materialising loads from the snapshots: a
-    damaged one (truncated, overwritten) is removed, to be loaded again whole."""
+    damaged one (truncated, overwritten) is removed, to be loaded again whole by `clm
+    features materialize` (`clm serve` says it is empty until then)."""
     db = repo_dir(workspace) / ONLINE_DB
     if sqlite_damage(db) is not None:
         for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
@@ -260,7 +262,6 @@ def materialize(
     stores go through `FeatureStore.materialize`.
     """
     check_snapshots(workspace)
-    _remove_damaged_online_db(workspace)
     store = open_store(workspace)
     store_type = store.config.online_store.type
     fast = next((cls for cls in FAST_STORES.values() if store_type.endswith(cls.__name__)), None)

@@ -985,7 +985,9 @@ def retrain_cmd(
     features brought up to date, every model trained (a model whose latest version was
     trained on the same data, date and settings is kept, not trained again), the champion
     gate, the online store materialised, and the base scored and decided into
-    WORKSPACE/scores/DATE.parquet (kept as it is when nothing changed).
+    WORKSPACE/scores/DATE.parquet (kept as it is when nothing changed). All of it as of
+    --as-of (default: the data's end): an earlier date also loads the online store, which
+    the API serves, as it was then.
 
     Champions change only after every model has trained, and each change is recorded in
     the audit trail (`clm models history MODEL`); a run killed before that leaves the

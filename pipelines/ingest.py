@@ -224,7 +224,7 @@ def _parse_amounts(values: pd.Series, decimal: str) -> pd.Series:
     thousands = "," if decimal == "." else "."
     d, t = re.escape(decimal), re.escape(thousands)
     grouped = rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?"
-    plain = rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?"
+    plain = rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:inf|infinity)"  # inf: refused as such
     text = values.astype("string").str.strip().str.replace(r"\s", "", regex=True)
     readable = text.str.fullmatch(f"{grouped}|{plain}").fillna(False).astype(bool)
     normal = text.str.replace(thousands, "", regex=False).str.replace(decimal, ".", regex=False)

@@ -359,6 +359,10 @@ def test_a_sixty_customer_shop_trains_what_it_can_and_says_the_rest(tmp_path):
     assert_registrations_are_said(shop, result.output, ("churn", "stage", "clv"))
     scores = invoke("score", "--out", str(tmp_path / "s.parquet"), "-w", str(shop))
     client = registry.connect(Workspace(shop))
+    clv = registry.alias_version(client, "clv", registry.CHAMPION)
+    if clv is not None:  # the gate promotes no CLV model that ranks below BG/NBD + Gamma-Gamma on its test rows
+        figures = client.get_run(client.get_model_version("clm-clv", clv).run_id).data.metrics
+        assert figures["test_spearman"] >= figures.get("btyd_bgnbd_gg_spearman", -1.0), figures
     if any(registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "stage", "clv")):
         assert scores.exit_code == 0, scores.output
     else:  # nothing passed the gate on so little data: score says so, and what to do

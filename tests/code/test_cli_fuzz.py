@@ -13,7 +13,7 @@
 
 Hypothesis draws the cases (derandomised: the same cases every run, and CI's). Each
 damaged-file case runs a real command on a copy of a trained workspace (about 2 s): CI
-runs 20 of them; `CLM_FUZZ_DAMAGES=200 pytest tests/code/test_cli_fuzz.py` runs more.
+runs 14 of them; `CLM_FUZZ_DAMAGES=200 pytest tests/code/test_cli_fuzz.py` runs more.
 """
 from __future__ import annotations
 
@@ -331,8 +331,8 @@ def settled_copy(master: Path, ws: Path) -> None:
     gc.collect()  # closes that store's SQLite connection: its WAL is folded in now, not mid-example
 
 
-@settings(max_examples=int(os.environ.get("CLM_FUZZ_DAMAGES", "20")), deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
-                                                                                  HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("CLM_FUZZ_DAMAGES", "14")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=damages())
 def test_a_damaged_file_is_named_or_made_again(case, trained_master):
     target, how, reader = case

@@ -96,7 +96,7 @@ def test_bad_rows_stop_the_ingest_with_a_report(tmp_path):
     text = str(err.value)
     assert "empty customer id in column 'customer': 1 row(s); e.g. row 3" in text
     assert "date that does not parse in column 'date': 1 row(s); e.g. row 4: 'yesterday'" in text
-    assert "amount that is not a number in column 'amount': 1 row(s); e.g. row 5: 'ten'" in text
+    assert "amount that is not a number in column 'amount' (decimal mark '.'): 1 row(s); e.g. row 5: 'ten'" in text
     assert "negative amount in column 'amount': 1 row(s); e.g. row 6: '-3'" in text
     assert "--skip-bad-rows" in text
     assert not (tmp_path / "ws" / "raw").exists()

@@ -18,20 +18,21 @@ def test_workspace_resolution_order(monkeypatch, tmp_path):
 def test_a_second_business_is_refused_and_replace_starts_over(tmp_path):
     ws = Workspace(tmp_path)
     with ws.writing_raw() as staging:
-        (staging / "a.txt").write_text("first")
-    for derived in ("features/rfm", "feature_repo", "mlflow/artifacts"):  # made from the first business
-        (tmp_path / derived).mkdir(parents=True)
-        (tmp_path / derived / "x").write_text("old")
+        (staging / "a.parquet").write_text("first")
+    # Made from the first business, with the names clm gives them (clm.layout).
+    for derived in ("features/rfm/2024-02-01.parquet", "feature_repo/registry.db", "mlflow/artifacts/x"):
+        (tmp_path / derived).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / derived).write_text("old")
 
     with pytest.raises(ClmError, match="already holds data .raw, features, feature_repo, mlflow.*--replace"):
         with ws.writing_raw() as staging:
             pytest.fail("the refusal comes before any staging")
-    assert (ws.raw_dir / "a.txt").read_text() == "first" and (tmp_path / "mlflow/artifacts/x").exists()
+    assert (ws.raw_dir / "a.parquet").read_text() == "first" and (tmp_path / "mlflow/artifacts/x").exists()
 
     with ws.writing_raw(replace=True) as staging:
-        assert not (staging / "a.txt").exists()
-        (staging / "b.txt").write_text("second")
-    assert sorted(p.name for p in ws.raw_dir.iterdir()) == ["b.txt"]
+        assert not (staging / "a.parquet").exists()
+        (staging / "b.parquet").write_text("second")
+    assert sorted(p.name for p in ws.raw_dir.iterdir()) == ["b.parquet"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".clm-workspace", "raw"]  # nothing of the first business
 
 
@@ -46,15 +47,15 @@ def test_empty_leftover_folders_are_no_business(tmp_path):
 def test_failed_replacement_keeps_the_old_business(tmp_path):
     ws = Workspace(tmp_path)
     with ws.writing_raw() as staging:
-        (staging / "a.txt").write_text("kept")
+        (staging / "a.parquet").write_text("kept")
     (tmp_path / "features").mkdir()
-    (tmp_path / "features" / "x").write_text("kept too")
+    (tmp_path / "features" / "_build.json").write_text("kept too")
     with pytest.raises(RuntimeError):
         with ws.writing_raw(replace=True) as staging:
-            (staging / "half.txt").write_text("half")
+            (staging / "half.parquet").write_text("half")
             raise RuntimeError("boom")
-    assert (ws.raw_dir / "a.txt").read_text() == "kept"
-    assert (tmp_path / "features" / "x").read_text() == "kept too"
+    assert (ws.raw_dir / "a.parquet").read_text() == "kept"
+    assert (tmp_path / "features" / "_build.json").read_text() == "kept too"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".clm-workspace", "features", "raw"]
 
 
