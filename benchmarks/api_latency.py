@@ -33,7 +33,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from tests.apiserver import running_server  # noqa: E402  (the same start-and-stop as the tests')
+from pipelines.servers import running_server  # noqa: E402  (the same start-and-stop as the tests')
+
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     from policy import build
 
     from clm.workspace import Workspace
-    from features.build import group_dir
+    from features.snapshots import group_dir
 
     build(args.base, args.base_customers)
     ws = Workspace(args.base)

@@ -57,9 +57,11 @@ def ceiling_auc(shop: Path, sim: Path, as_of, horizon: int) -> float:  # type: i
 
     from clm.workspace import Workspace
     from pipelines.score import features_at
+    from training.config import TrainConfig
+    from training.frames import KEYS
     from training.labels import LabelConfig, outcome_labels
     from training.oracle import true_probabilities
-    from training.train import KEYS, TrainConfig, fit_model
+    from training.train import fit_model
 
     ws = Workspace(shop)
     fit = fit_model(ws, "churn", TrainConfig(labels=LabelConfig(horizon), as_of=as_of), False, as_of)

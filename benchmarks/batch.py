@@ -57,7 +57,8 @@ def tiled(table: pa.Table, copies: int, rows: int | None = None) -> pa.Table:
 def scaled_base(base: Path, dst: Path, customers: int) -> Path:
     """A workspace of `customers` customers tiled from the trained base (built once)."""
     from clm.workspace import Workspace
-    from features.build import BUILD_STATE, inputs_fingerprint, features_dir, snapshot_files
+    from features.build import BUILD_STATE, inputs_fingerprint
+    from features.snapshots import features_dir, snapshot_files
 
     marker = dst.with_name(dst.name + ".built")
     if marker.exists():
@@ -119,7 +120,7 @@ def run_batch(workspace: Path, out: Path, budget: float) -> tuple[float, float, 
 def floor_seconds(workspace: Path) -> tuple[float, int]:
     """Raw LightGBM predict of every model the batch applies, on the same (prepared) matrix."""
     from clm.workspace import Workspace
-    from features.build import snapshot_chunks
+    from features.snapshots import snapshot_chunks
     from serving.scoring import load_champions
     from training import registry
     from training.models import prepare_features

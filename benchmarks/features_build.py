@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 def child(workspace: Path) -> None:
     from clm.workspace import Workspace
-    from features.build import build_features, features_dir
+    from features.build import build_features
+    from features.snapshots import features_dir
 
     ws = Workspace(workspace)
     shutil.rmtree(features_dir(ws), ignore_errors=True)

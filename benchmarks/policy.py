@@ -48,7 +48,7 @@ def build(workspace: Path, customers: int) -> None:
 
 def uplift_quality(workspace: Path):  # type: ignore[no-untyped-def]
     from clm.workspace import Workspace
-    from training.train import TrainConfig
+    from training.config import TrainConfig
     from training.train_uplift import fit_uplift, true_effects
     from training.uplift import truth_quality
 
@@ -87,8 +87,8 @@ def policy_value(workspace: Path, fitted) -> None:  # type: ignore[no-untyped-de
     from dataclasses import replace
 
     from clm.workspace import Workspace
+    from decisions.catalogue import load_catalogue
     from pipelines.policy import POLICIES, evaluate, load_inputs
-    from serving.catalogue import load_catalogue
 
     ws = Workspace(workspace)
     as_of = ws.read_manifest().end
@@ -122,8 +122,8 @@ def offpolicy_coverage(workspace: Path, cutoffs: int) -> None:
     """IPS, SNIPS and DR against the truth at the latest matured decision dates, for fixed
     policies (valid at any date) and clm's (only after its training window)."""
     from clm.workspace import Workspace
+    from decisions.catalogue import load_catalogue
     from pipelines.offpolicy import clm_targets, estimate, everyone_allowed, logged_evidence
-    from serving.catalogue import load_catalogue
     from training.labels import candidate_cutoffs
 
     ws = Workspace(workspace)

@@ -65,7 +65,7 @@ def fresh_raw_copy(base: Path, dst: Path) -> Path:
 
 def features(base: Path, scratch: Path, as_of: str, master: str) -> dict[str, tuple[Measured, int]]:
     from clm.workspace import Workspace
-    from features.build import snapshot_rows, snapshot_path
+    from features.snapshots import snapshot_path, snapshot_rows
 
     results = {}
     for engine in ENGINES:

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 def child(workspace: Path, models: str) -> None:
     warnings.simplefilter("ignore")
     from clm.workspace import Workspace
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     start = time.perf_counter()
     reports = train(Workspace(workspace), TrainConfig(models=tuple(models.split(","))))
@@ -60,10 +61,11 @@ def ceiling(workspace: Path) -> None:
     from sklearn.metrics import roc_auc_score
 
     from clm.workspace import Workspace
+    from training.config import TrainConfig
+    from training.frames import KEYS, feature_names, prepare_frames
     from training.labels import candidate_cutoffs, time_split
     from training.models import SPECS, TrainedModel, categories_of
     from training.oracle import oracle_probabilities, true_probabilities
-    from training.train import KEYS, TrainConfig, _feature_names, prepare_frames
 
     ws = Workspace(workspace)
     config = TrainConfig()
@@ -74,7 +76,7 @@ def ceiling(workspace: Path) -> None:
     frame = frame.merge(true_probabilities(ws, "churn", horizon), on=KEYS, how="inner")
     train = frame[frame.event_timestamp.isin(split.train)]
     valid, test = frame[frame.event_timestamp == split.valid], frame[frame.event_timestamp == split.test]
-    features = [f for f in _feature_names(frame) if f != "truth" and train[f].notna().any()]
+    features = [f for f in feature_names(frame) if f != "truth" and train[f].notna().any()]
     shell = TrainedModel(SPECS["churn"], features, categories_of(train, features), estimator=None)
     regressor = lgb.LGBMRegressor(n_estimators=3000, learning_rate=0.05, num_leaves=31, n_jobs=2, verbose=-1)
     regressor.fit(shell.prepare(train), train.truth, eval_set=[(shell.prepare(valid), valid.truth)],

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from clm.domain import Table
 
 FLOAT, STRING = "float", "string"
@@ -502,3 +504,11 @@ GROUPS: tuple[FeatureGroup, ...] = (PROFILE, RFM, ENGAGEMENT, SUPPORT, BILLING, 
 def available_groups(tables: set[Table]) -> list[FeatureGroup]:
     """The groups a workspace holding `tables` can build (profile needs only customers)."""
     return [g for g in GROUPS if set(g.requires) <= tables]
+
+
+def arrow_schema(group: FeatureGroup, timestamp_type: pa.DataType) -> pa.Schema:
+    """The declared types: what Feast's views say, whatever SQL arithmetic produced."""
+    return pa.schema(
+        [pa.field("customer_id", pa.string()), pa.field("event_timestamp", timestamp_type)]
+        + [pa.field(f.name, pa.float64() if f.kind == FLOAT else pa.string()) for f in group.features]
+    )

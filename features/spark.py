@@ -3,11 +3,11 @@
 `features.groups` holds each group's SQL once, in DuckDB's dialect. The Spark engine
 (`clm features build --engine spark`) registers the raw tables and a `snapshots(as_of)`
 table as temporary views, runs `spark_sql(group)`, casts the result to the declared
-types (`features.build.arrow_schema`'s rule: floats as double, the rest as strings) and
+types (`features.groups.arrow_schema`'s rule: floats as double, the rest as strings) and
 writes each date's snapshot as a folder of Parquet part files, range-partitioned and
 sorted by customer_id (at most ROWS_PER_PART rows a file), so that the parts read in name order give the rows sorted by
-customer_id (`features.build.snapshot_parts`), the layout the local batch and Feast's
-source glob (`features.build.SNAPSHOT_GLOB`) read. A date's folder is written under
+customer_id (`features.snapshots.snapshot_parts`), the layout the local batch and Feast's
+source glob (`features.snapshots.SNAPSHOT_GLOB`) read. A date's folder is written under
 `WORKSPACE/features/.spark-tmp` and renamed in once complete. Nothing here restates a
 feature.
 """
@@ -24,10 +24,10 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from clm.domain import Table
-from clm.rawdb import EMPTY_SUBSCRIPTIONS
+from clm.rawdb import EMPTY_SUBSCRIPTIONS, raw_tables
 from clm.workspace import Workspace
-from features.build import arrow_schema, snapshot_rows
-from features.groups import FeatureGroup
+from features.groups import FeatureGroup, arrow_schema
+from features.snapshots import snapshot_rows
 
 SNAPSHOT_DATE = "_snapshot_date"  # the partition column of a batch's output, one folder per date
 SPARK_TYPES = {pa.float64(): "double", pa.string(): "string"}
@@ -106,8 +106,6 @@ def write_group(spark, frame, group_folder: Path, scratch: Path, dates: list[pd.
 def build_on_spark(spark, workspace: Workspace, groups: list[FeatureGroup], batches: list[list[pd.Timestamp]],  # type: ignore[no-untyped-def]
                    group_folder: Callable[[FeatureGroup], Path], progress: Callable[[], None]) -> int:
     """Every group at every batch of dates (see `features.build.build_features`); rows written."""
-    from clm.rawdb import raw_tables
-
     register_raw_tables(spark, workspace, raw_tables(workspace))
     scratch = workspace.root / "features" / ".spark-tmp"
     rows = 0

@@ -23,7 +23,6 @@ from clm.errors import ClmError
 from clm.files import read_yaml_mapping, sqlite_damage, write_text_atomically
 from clm.rawdb import raw_tables
 from clm.workspace import Workspace
-from features.build import SNAPSHOT_GLOB, check_snapshots, features_dir, group_dir, snapshot_batches, snapshot_path
 from features.feast_repo import (
     SNAPSHOT_TTL,
     customer,
@@ -37,6 +36,7 @@ from features.online_store import (
     ClmSqliteOnlineStore,
     ViewSnapshot,
 )
+from features.snapshots import SNAPSHOT_GLOB, check_snapshots, features_dir, group_dir, snapshot_batches, snapshot_path
 
 PROJECT = "clm"
 # Ours (one record per customer, bulk loads) and, for comparison, Feast's own.

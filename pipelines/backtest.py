@@ -36,9 +36,11 @@ from clm.workspace import Workspace
 from pipelines.score import SCALAR_SCORES, features_at, score_frame
 from training import btyd, registry
 from training import evaluate as ev
+from training.config import TrainConfig
+from training.frames import model_window
 from training.labels import LabelConfig, NotEnoughHistory, outcome_labels
 from training.oracle import oracle_probabilities
-from training.train import FittedModel, TrainConfig, fit_model, model_window
+from training.train import FittedModel, fit_model
 
 EXPERIMENT = "clm-backtest"
 TARGETS = ("churn", "upsell", "clv")

@@ -32,14 +32,23 @@ from clm.dates import parse_day
 from clm.errors import ClmError
 from clm.files import write_text_atomically
 from clm.limits import (
-    CHUNK_ROWS, CUSTOMERS, DAYS, HORIZON_DAYS, MONEY, PARTITIONS, RELOAD_SECONDS, SEED, SHARE, WORKERS,
+    CHUNK_ROWS,
+    CUSTOMERS,
+    DAYS,
+    HORIZON_DAYS,
+    MONEY,
+    PARTITIONS,
+    RELOAD_SECONDS,
+    SEED,
+    SHARE,
+    WORKERS,
 )
 from clm.output_paths import check_output_dataset, check_output_file
 from clm.workspace import WORKSPACE_ENV, Workspace
 
 if TYPE_CHECKING:  # imported lazily at run time: `clm --help` stays fast
     from simulator.engine import SimulationConfig
-    from training.train import ModelReport
+    from training.config import ModelReport
 
 app = typer.Typer(
     name="clm",
@@ -91,7 +100,7 @@ TrackingOpt = Annotated[
     typer.Option("--tracking-uri", help="MLflow tracking URI (default: SQLite in WORKSPACE/mlflow, or $MLFLOW_TRACKING_URI)."),
 ]
 CatalogueOpt = Annotated[Path | None, typer.Option(
-    "--catalogue", help="Action catalogue (YAML); default: the one shipped (serving/catalogue.yaml).")]
+    "--catalogue", help="Action catalogue (YAML); default: the one shipped (decisions/catalogue.yaml).")]
 
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="Where the work runs: local (DuckDB and pandas in this process) or spark (Apache Spark: "
@@ -569,8 +578,9 @@ def features_materialize(as_of: AsOfOpt = None, workspace: WorkspaceOpt = None) 
 def _train(ws: Workspace, models: str, horizon_days: int, as_of: str | None, tracking_uri: str | None,
            command: str = "clm train", skip_up_to_date: bool = False) -> None:
     from features.build import parse_as_of
+    from training.config import TrainConfig
     from training.labels import LabelConfig
-    from training.train import TrainConfig, train
+    from training.train import train
 
     chosen = _model_list(models)
     check_horizon(horizon_days)
@@ -901,9 +911,9 @@ def score_cmd(
       clm score --out scores.parquet --engine spark --spark-master local[8]
     """
     _check_tracking(tracking_uri)
+    from decisions.catalogue import load_catalogue
     from features.build import parse_as_of
     from pipelines.outputs import is_batch_output
-    from serving.catalogue import load_catalogue
 
     check_output_dataset(out, "--out", is_batch_output, "`clm score` output")  # before any work
     settings = _engine_settings(engine, spark_master, spark_conf)
@@ -1010,7 +1020,7 @@ def retrain_cmd(
     ws = Workspace.at(workspace)
     # The lock first, before the heavy imports: a second run is refused at once.
     with ws.exclusive("clm retrain"):
-        from serving.catalogue import load_catalogue
+        from decisions.catalogue import load_catalogue
 
         actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
         _retrain(ws, as_of, horizon_days, budget, actions, settings, tracking_uri)
@@ -1172,8 +1182,8 @@ def _example_customer(ws: Workspace) -> str:
     """A customer the online store knows and the models score, for the examples printed."""
     import pandas as pd
 
-    from features.build import group_dir
-    from training.population import in_population
+    from decisions.population import in_population
+    from features.snapshots import group_dir
 
     latest = max(group_dir(ws, "profile").glob("*.parquet"), default=None)
     if latest is None:
@@ -1238,9 +1248,9 @@ def serve_cmd(
       CLM_API_KEYS=s3cret clm serve --workers 2
     """
     _check_tracking(tracking_uri)
+    from decisions.catalogue import load_catalogue
     from features.store import check_online_store
     from pipelines.score import require_champions
-    from serving.catalogue import load_catalogue
     from training import registry
 
     if not 0 < port < 65536:
@@ -1276,11 +1286,11 @@ def serve_cmd(
 def _evaluate_policy(ws: Workspace, as_of: str | None, budget: float | None, catalogue: Path | None,
                      json_out: Path | None, tracking_uri: str | None) -> None:
     from clm.domain import Table
+    from decisions.catalogue import load_catalogue
     from features.build import parse_as_of
     from pipelines.offpolicy import clm_offpolicy
     from pipelines.policy import check_decision_date, default_budget, evaluate, load_inputs, report_json
     from pipelines.score import write_json
-    from serving.catalogue import load_catalogue
 
     actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
     _check_budget(budget)
@@ -1522,9 +1532,9 @@ def run(
         except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
             console.print(f"[yellow]Policy evaluation skipped: {err}[/yellow]")
         console.rule("[bold]Score and decide")
+        from decisions.catalogue import load_catalogue
         from pipelines import outputs
         from pipelines.policy import default_budget
-        from serving.catalogue import load_catalogue
 
         manifest = ws.read_manifest()
         try:

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import Action
-from serving import decision_log
-from serving.catalogue import Catalogue
+from decisions import log as decision_log
+from decisions.catalogue import Catalogue
+from decisions.population import in_population
 from serving.decide import Decisions, value_finder
 from serving.reasons import value_sentence
 from serving.scoring import SCORE_COLUMNS, Champions, DecisionData, Scored, decide_rows, with_drivers
-from training.population import in_population
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
 # The nightly batch's output, whatever the engine.

@@ -27,16 +27,20 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clm.contracts import require_valid
 from clm.errors import ClmError
 from clm.files import read_yaml_mapping
 from clm.stages import current_stage
 from clm.workspace import Workspace
-from features.build import build_features, snapshot_chunks
+from decisions.catalogue import load_catalogue
+from decisions.population import in_population
+from features.build import build_features
+from features.snapshots import snapshot_chunks
+from pipelines.offpolicy import HORIZON_DAYS, clm_targets, estimate, logged_evidence
+from pipelines.outputs import damaged_outputs, delivered_outputs, scores_dir
 from training import drift, registry
 from training import evaluate as ev
-from training.labels import LabelConfig, outcome_labels
-from pipelines.outputs import damaged_outputs, delivered_outputs, scores_dir
-from training.population import in_population
+from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("monitor.yaml")
 SCORED_MODELS = ("churn", "upsell", "stage", "clv")
@@ -262,10 +266,6 @@ def policy_over_time(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
                      thresholds: Thresholds, catalogue=None) -> tuple[pd.DataFrame, pd.DataFrame, str]:  # type: ignore[no-untyped-def]
     """(policy value per matured decision date, realised uplift by predicted decile at the
     latest one, a note when there is nothing to evaluate)."""
-    from pipelines.offpolicy import HORIZON_DAYS, clm_targets, estimate, logged_evidence
-    from serving.catalogue import load_catalogue
-    from training.labels import candidate_cutoffs
-
     catalogue = catalogue or load_catalogue()
     manifest = workspace.read_manifest()
     cutoffs = candidate_cutoffs(manifest, min(as_of, manifest.end), HORIZON_DAYS)[-thresholds.periods:]
@@ -358,7 +358,6 @@ class MonitorReport:
 
 def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, tracking_uri: str | None = None,
             horizon_days: int = 90, chunk_rows: int = CHUNK_ROWS) -> MonitorReport:
-    from clm.contracts import require_valid
 
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"

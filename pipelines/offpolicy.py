@@ -28,13 +28,15 @@ import pandas as pd
 from clm.domain import CONTACT_ACTIONS, Action
 from clm.errors import ClmError
 from clm.workspace import Workspace
+from decisions.catalogue import Catalogue
+from decisions.value import action_costs, customer_values, expected_value
 from pipelines.policy import decision_base, read_true_effects, true_effect_matrices
-from serving.catalogue import Catalogue
 from serving.decide import decide
-from serving.value import action_costs, customer_values, expected_value
+from serving.eligibility import allowed_actions
+from training.frames import KEYS
 from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
 from training.ope import Estimate, incremental_value
-from training.uplift import KEYS, UpliftModel, decision_rows, realised_value
+from training.uplift import UpliftModel, decision_rows, realised_value
 
 NONE = Action.NONE.value
 HORIZON_DAYS = LabelConfig().horizon_days  # the uplift models' outcome window
@@ -157,8 +159,6 @@ def everyone_allowed(evidence: LoggedEvidence, catalogue: Catalogue, action: str
     The estimators need support: the logged policy must have been able to take the target
     action. It never offered an upgrade to a customer on the top plan, so a policy that
     does cannot be judged from its log (measured: IPS +54 per decision against +12 true)."""
-    from serving.eligibility import allowed_actions
-
     allowed = allowed_actions(catalogue, evidence.rows, evidence.history, evidence.cutoff).allowed[action]
     ok = allowed.to_numpy(dtype=bool)
     if catalogue.entry(action).target == "upgrade":

@@ -1,9 +1,9 @@
 """Policy evaluation against the simulator's truth: what `clm evaluate-policy` runs.
 
 At a decision date D (a month's first day), the base is every customer in the model
-population (`training.population`). Every policy faces the same funnel (eligibility,
+population (`decisions.population`). Every policy faces the same funnel (eligibility,
 contact history, thresholds: `serving.eligibility`), the same budget and capacities, and
-is judged by the same accounting: the value rule (`serving.value`) applied to the *true*
+is judged by the same accounting: the value rule (`decisions.value`) applied to the *true*
 effects of what it chose (`ground_truth_effects`, priced at the snapshot of D - 1 day), so
 no policy is judged by its own models.
 
@@ -27,11 +27,11 @@ from clm.domain import CONTACT_ACTIONS, Table
 from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
+from decisions.catalogue import Catalogue
+from decisions.value import action_costs, customer_values, expected_value, plan_prices
 from pipelines.score import features_at
-from serving.scoring import consents_of, contact_history, with_consents
-from serving.catalogue import Catalogue
 from serving.decide import decide, value_finder
-from serving.value import action_costs, customer_values, expected_value, plan_prices
+from serving.scoring import consents_of, contact_history, with_consents
 from training import registry
 from training.uplift import UpliftModel
 

@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from clm.contracts import require_valid
 from clm.domain import STAGES, Table
 from clm.stages import STAGE_FEATURES, current_stage
 from clm.workspace import Workspace
-from features.build import build_features, snapshot_chunks, snapshot_dates
+from decisions.population import POPULATION_FEATURES, in_population
+from features.build import build_features, snapshot_dates
+from features.snapshots import snapshot_chunks
 from pipelines.outputs import damaged_outputs, delivered_outputs, read_manifest
-from training import registry
-from training.population import POPULATION_FEATURES, in_population
+from training import audit, registry
+from training.models import feature_importance
 
 CHURNED, DORMANT = "churned", "dormant"
 NEW_CUSTOMER = "(not yet a customer)"
@@ -207,8 +210,6 @@ def _first_reason(reasons: object) -> str:
 
 
 def model_cards(client) -> list[ModelCard]:  # type: ignore[no-untyped-def]
-    from training import audit
-    from training.models import feature_importance
 
     cards = []
     for model in ("churn", "upsell", "stage", "clv", "uplift"):
@@ -234,7 +235,6 @@ def model_cards(client) -> list[ModelCard]:  # type: ignore[no-untyped-def]
 
 
 def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> LifecycleReport:
-    from clm.contracts import require_valid
 
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"

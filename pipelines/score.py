@@ -3,7 +3,7 @@
 Every customer known at the as-of date (signed up before it) gets a row, with the stage
 the rules give them then. Churn, upsell and CLV scores, the predicted stage, and a
 decision are given to the customers in the model population at that date (the rule the
-models were trained on, `training.population`):
+models were trained on, `decisions.population`):
 
 - non-contractual (transactions only): everyone with a paid purchase before the date,
   however long ago; churn there is an estimate, so lapsed customers are still scored;
@@ -51,14 +51,16 @@ from clm.errors import ClmError
 from clm.files import write_text_atomically
 from clm.output_paths import JSON_SIGNATURE
 from clm.workspace import Workspace
-from features.build import build_features, read_snapshot, snapshot_chunks, snapshot_files, snapshot_parts, snapshot_rows
+from decisions import log as decision_log
+from decisions.catalogue import Catalogue, load_catalogue
+from decisions.log import DEFAULT_EXPLORATION
+from decisions.population import population
+from features.build import build_features
+from features.snapshots import read_snapshot, snapshot_chunks, snapshot_files, snapshot_parts, snapshot_rows
 from features.store import apply as apply_features
 from features.store import historical_features
 from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame, with_decisions
 from pipelines.outputs import MANIFEST_NAME, is_batch_output, is_whole_batch, read_manifest, scores_dir
-from serving import decision_log
-from serving.catalogue import Catalogue, load_catalogue
-from serving.decision_log import DEFAULT_EXPLORATION
 from serving.scoring import (
     MODELS,
     SCALAR_SCORES,
@@ -70,7 +72,6 @@ from serving.scoring import (
     score_rows,
 )
 from training import registry
-from training.population import population
 
 __all__ = ["SCALAR_SCORES", "score_frame", "features_at", "score"]
 

@@ -42,9 +42,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from clm.domain import Table
-from features.build import snapshot_files
+from decisions import log as decision_log
+from decisions.catalogue import Catalogue
+from decisions.log import DEFAULT_EXPLORATION
+from features.snapshots import snapshot_files
 from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame
-from pipelines.score import ScoreResult, temporary_folder, finish, kept_output, prepare
+from pipelines.score import ScoreResult, finish, kept_output, prepare, temporary_folder
 from pipelines.spark_tasks import (
     EFFECTS,
     LIVE,
@@ -53,9 +56,6 @@ from pipelines.spark_tasks import (
     schema,
     score_batches,
 )
-from serving import decision_log
-from serving.catalogue import Catalogue
-from serving.decision_log import DEFAULT_EXPLORATION
 from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Scored, load_decision_data
 
 LOG_COLUMNS = ("customer_id", "action", "action_value", "propensity", "explored", "reasons")

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import CONTACT_ACTIONS
+from decisions.catalogue import Catalogue
 from pipelines.decisions import OUTPUT_COLUMNS, PLAN_COLUMNS, with_decisions
-from serving.catalogue import Catalogue
 from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Champions, score_rows
 
 LIVE = "_live"

@@ -6,7 +6,7 @@ Named steps, each counting what it dropped per action:
 1. eligibility     consent for the channel, stage, segment, tenure (`serving.eligibility`)
 2. applicability   cooldowns and the contact limit, from the contact history
 3. suitability     the models' scores within the action's thresholds
-4. value           the expected incremental value (`serving.value`) must be positive
+4. value           the expected incremental value (`decisions.value`) must be positive
 5. arbitration     score = value x the action's business weight x the context weight
 6. selection       per customer the highest score (no budget, no capacity), or, for a
                    batch under a budget and daily capacities, the allocation that
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import CONTACT_ACTIONS, Action
+from decisions.catalogue import Catalogue
+from decisions.value import ValueParts, action_costs, customer_values, expected_value
 from serving.allocation import allocate
-from serving.catalogue import Catalogue
 from serving.eligibility import allowed_actions
-from serving.value import ValueParts, action_costs, customer_values, expected_value
 
 STEPS = ("eligibility", "applicability", "suitability", "value", "selection")
 NONE = Action.NONE.value

@@ -20,7 +20,7 @@ import pandas as pd
 
 from clm.domain import CHANNEL_CONSENT_COLUMN, Action
 from clm.errors import ClmError
-from serving.catalogue import ActionEntry, Catalogue, Range
+from decisions.catalogue import ActionEntry, Catalogue, Range
 
 # What the funnel reads about each customer (one row per customer).
 CUSTOMER_COLUMNS = ("customer_id", "stage", "segment", "tenure_days", "consent_email", "consent_phone",

@@ -25,10 +25,10 @@ import pandas as pd
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
+from decisions import log as decision_log
+from decisions.catalogue import Catalogue, load_catalogue
 from features.groups import FLOAT, GROUPS
 from features.store import open_store
-from serving import decision_log
-from serving.catalogue import Catalogue, load_catalogue
 from serving.decide import Context
 from serving.scoring import (
     MODELS,

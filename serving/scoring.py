@@ -26,14 +26,14 @@ import pandas as pd
 from clm.domain import Table
 from clm.stages import current_stage
 from clm.workspace import Workspace
-from serving import decision_log
-from serving.catalogue import Catalogue
+from decisions import log as decision_log
+from decisions.catalogue import Catalogue
+from decisions.population import in_population
+from decisions.value import plan_prices
 from serving.decide import Context, Decisions, decide
 from serving.eligibility import CUSTOMER_COLUMNS
 from serving.reasons import top_drivers, value_sentence
-from serving.value import plan_prices
 from training.models import TrainedModel
-from training.population import in_population
 from training.uplift import UpliftModel
 
 MODELS = ("churn", "upsell", "stage", "clv")
@@ -69,7 +69,7 @@ def champion_versions(client) -> dict[str, str | None]:  # type: ignore[no-untyp
 
 def load_champions(client) -> Champions:  # type: ignore[no-untyped-def]
     """The registry's champions (alias `champion`), loaded once."""
-    from training import registry
+    from training import registry  # MLflow, heavy: not for Spark's workers, which import this module
 
     versions = champion_versions(client)
     models = {m: registry.load_version(client, m, v) for m in MODELS if (v := versions[m]) is not None}

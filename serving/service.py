@@ -34,8 +34,8 @@ from starlette.responses import JSONResponse
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
+from decisions.catalogue import load_catalogue
 from serving.auth import ApiKeyMiddleware, key_hashes
-from serving.catalogue import load_catalogue
 from serving.decide import Context
 from serving.runtime import RequestError, Runtime, poll
 from serving.schemas import (

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from training.models import feature_importance
+
 PSI_FLOOR = 1e-4
 BINS = 10
 MISSING = "(missing)"
@@ -146,8 +148,6 @@ def model_reference(model, rows: pd.DataFrame) -> dict[str, object]:  # type: ig
     """A trained model's reference (logged beside it in MLflow): its features', its
     score's and, where the rows carry it, the stage mix's profile on `rows`; and the
     features' importance (share of gain, LightGBM only), which decides whose drift flags."""
-    from training.models import feature_importance
-
     empty = pd.Series(np.nan, index=rows.index)
     features = {name: profile_of(rows[name] if name in rows else empty, name in model.categories).as_dict()
                 for name in model.features}

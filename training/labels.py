@@ -1,7 +1,7 @@
 """Outcome labels, from data strictly after each cutoff, and the time-based split.
 
 For a cutoff T (00:00 UTC of a month's first day) and horizon H, the label window is
-[T, T + H). Labels exist for the population at T (`training.population`: a live contract,
+[T, T + H). Labels exist for the population at T (`decisions.population`: a live contract,
 or any paid purchase before T), the same rows that scoring scores.
 
   churn    contractual: a cancellation in the window; non-contractual: no paid purchase in it
@@ -20,7 +20,7 @@ import pandas as pd
 from clm.errors import ClmError
 from clm.rawdb import connect_raw
 from clm.workspace import RawManifest, Workspace
-from training.population import population_ctes, register_cutoffs
+from decisions.population import population_ctes, register_cutoffs
 
 MIN_HISTORY_DAYS = 30  # a cutoff needs this much data before it
 

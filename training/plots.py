@@ -11,8 +11,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from clm.domain import CONTACT_ACTIONS, Action  # noqa: E402
 from training import evaluate as ev  # noqa: E402
 from training.models import BINARY, MULTICLASS, TrainedModel, feature_importance  # noqa: E402
+from training.uplift import predicted_gross_value, qini_curve, realised_value  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -87,9 +89,6 @@ def qini_plots(model, rows: pd.DataFrame, values, folder: Path) -> Path:  # type
     """One Qini curve per modelled action on logged decision rows (treated vs control,
     inverse propensity weights): realised incremental value when targeting the top share
     by predicted value, beside random targeting."""
-    from clm.domain import CONTACT_ACTIONS, Action
-    from training.uplift import predicted_gross_value, qini_curve, realised_value
-
     predicted = predicted_gross_value(model.effects(rows), values)
     outcome = realised_value(rows, values)
     taken, propensity = rows["action"].to_numpy(), rows["propensity"].to_numpy()

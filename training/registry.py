@@ -27,8 +27,9 @@ from clm.errors import ClmError
 from clm.files import sqlite_damage
 from clm.workspace import Workspace, process_alive
 from training import audit
+from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
 from training.models import BINARY, MULTICLASS, REGRESSION, TrainedModel
-from training.names import model_key, registered_name  # noqa: F401 - the registry's names, used as registry.*
+from training.names import registered_name
 from training.uri import check_tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -341,8 +342,6 @@ def decide_promotion(
     by margin. horizons: (the challenger's, the champion's) label horizon in days; a
     champion predicting another horizon is never replaced by the gate (what the scores
     mean would change without a word), only by hand."""
-    from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
-
     task = challenger.spec.task
     metric, direction = GATE_METRIC[task]
     margin = DEFAULT_MARGIN[metric] if margin is None else margin

@@ -7,11 +7,9 @@ the model in MLflow, the new version as `challenger`, and the promotion gate.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -21,20 +19,15 @@ import pandas as pd
 from clm.contracts import require_valid
 from clm.domain import STAGES, Table
 from clm.errors import ClmError
-from clm.stages import current_stage
 from clm.workspace import Workspace
-from features.build import BUILD_STATE, build_features, features_dir, inputs_fingerprint
+from features.build import build_features
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
-from features.store import historical_features
-from training import btyd
-from training import drift
+from training import btyd, drift, plots, registry
 from training import evaluate as ev
-from training import plots, registry
-from training.labels import (
-    LabelConfig, NotEnoughExamples, NotEnoughHistory, Split, candidate_cutoffs, outcome_labels, split_with_longest_window, stage_labels,
-    time_split,
-)
+from training.config import INPUTS_TAG, ModelReport, TrainConfig, data_fingerprint, training_inputs
+from training.frames import KEYS, feature_names, model_window, prepare_frames
+from training.labels import NotEnoughExamples, NotEnoughHistory, Split
 from training.models import BINARY, MULTICLASS, SPECS, ModelSpec, TrainedModel, fit_baseline, fit_lightgbm
 from training.names import MODEL_NAMES
 from training.oracle import oracle_probabilities
@@ -44,45 +37,6 @@ MODELS = MODEL_NAMES
 # Models whose label looks H days ahead (--horizon-days): a champion is replaced by the
 # gate only with a model of the same horizon. (CLV's window follows the history's length.)
 HORIZON_MODELS = ("churn", "upsell", "stage")
-KEYS = ["customer_id", "event_timestamp"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    models: tuple[str, ...] = MODELS
-    labels: LabelConfig = LabelConfig()
-    as_of: pd.Timestamp | None = None
-    tracking_uri: str | None = None
-    margin: float | None = None
-    command: str = "clm train"  # who promotes, in the audit trail
-    skip_up_to_date: bool = False  # retrain: a model whose latest version was trained on these inputs is kept
-
-
-@dataclass
-class ModelReport:
-    model: str
-    trained: bool
-    note: str = ""
-    version: str | None = None
-    promoted: bool = False
-    metrics: dict[str, float] = field(default_factory=dict)
-    baseline: dict[str, float] = field(default_factory=dict)
-    oracle: dict[str, float] = field(default_factory=dict)
-    btyd: dict[str, float] = field(default_factory=dict)  # non-contractual: buy-till-you-die baselines
-    split: dict[str, object] = field(default_factory=dict)
-    registered_kind: str = "lightgbm"  # or "baseline": the better of the two on the validation window
-    applies: bool = True  # False: the model has no meaning for this business (upsell without plans)
-    up_to_date: bool = False  # not trained again: its latest version was trained on the same inputs
-
-
-def _feature_names(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in (*KEYS, "churn", "upsell", "clv", "stage", "current_stage")]
-
-
-def _stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> pd.DataFrame:
-    """The stage rules at each (customer_id, event_timestamp) row, from features then."""
-    feats = historical_features(workspace, rows[KEYS].drop_duplicates(), "stage")
-    return feats[KEYS].assign(stage=current_stage(feats, contractual).to_numpy())
 
 
 def _oracle(workspace: Workspace, model: TrainedModel, test: pd.DataFrame, horizon: int) -> dict[str, float]:
@@ -111,21 +65,6 @@ def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
     return ev.regression_metrics(y, model.predict(frame))
 
 
-def _data_fingerprint(workspace: Workspace) -> str:
-    state = features_dir(workspace) / BUILD_STATE
-    return json.loads(state.read_text()).get("raw", "") if state.exists() else ""
-
-
-INPUTS_TAG = "training_inputs"
-
-
-def training_inputs(workspace: Workspace, config: TrainConfig, as_of: pd.Timestamp) -> str:
-    """What a trained version is a function of: the raw data and the feature definitions,
-    the date it is trained as of, and the label settings. Same inputs, same model."""
-    key = f"{inputs_fingerprint(workspace)}|{as_of:%Y-%m-%d}|{config.labels!r}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
 def _up_to_date(client: mlflow.tracking.MlflowClient, model: str, inputs: str) -> ModelReport | None:
     """A report for a model whose latest version was trained on these inputs, else None."""
     latest = registry.latest_version(client, model)
@@ -133,37 +72,6 @@ def _up_to_date(client: mlflow.tracking.MlflowClient, model: str, inputs: str) -
         return None
     return ModelReport(model, False, f"up to date: version {latest.version} was trained on these data and settings",
                        version=str(latest.version), up_to_date=True)
-
-
-def prepare_frames(
-    workspace: Workspace, model: str, split: Split, config: TrainConfig, contractual: bool,
-    shared: dict[tuple, pd.DataFrame] | None = None,
-) -> pd.DataFrame:
-    """Features (Feast, point in time) and labels for every cutoff of the split.
-
-    shared: frames already retrieved in this training session, by (feature groups,
-    cutoffs, label settings); models whose services have the same groups reuse one retrieval.
-    """
-    key = (MODEL_GROUPS[model], tuple(split.all), config.labels)
-    if shared is not None and key in shared:
-        frame = shared[key]
-    else:
-        labels = outcome_labels(workspace, split.all, config.labels, contractual)
-        feats = historical_features(workspace, labels[KEYS], model)
-        frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
-        # Feast returns rows in no fixed order; a fixed order makes training reproducible.
-        frame = frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
-        if shared is not None:
-            shared[key] = frame
-    if model == "stage":
-        frame = frame.copy()
-        horizon = pd.Timedelta(days=config.labels.horizon_days)
-        later = frame[KEYS].assign(event_timestamp=frame.event_timestamp + horizon)
-        build_features(workspace, sorted(later.event_timestamp.unique()), raw_checked=True)
-        apply_features(workspace)
-        frame["stage"] = stage_labels(frame, _stages_at(workspace, later, contractual), config.labels.horizon_days)
-        frame["current_stage"] = current_stage(frame, contractual).to_numpy()
-    return frame
 
 
 @dataclass
@@ -193,18 +101,6 @@ class FittedModel:
         }
 
 
-def model_window(workspace: Workspace, model: str, config: TrainConfig, as_of: pd.Timestamp) -> tuple[Split, int]:
-    """The time split and label window for a model trained as of as_of. The churn, upsell
-    and stage horizon is the user's question and is never changed; CLV's year is a
-    convention, shortened (down to LabelConfig.shortest_clv_days) where the history is too
-    short for a split without overlap. Raises NotEnoughHistory otherwise."""
-    manifest = workspace.read_manifest()
-    if model == "clv":
-        return split_with_longest_window(manifest, as_of, config.labels.clv_days, config.labels.shortest_clv_days)
-    window = config.labels.horizon_days
-    return time_split(candidate_cutoffs(manifest, as_of, window), window), window
-
-
 def fit_model(
     workspace: Workspace, model: str, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
     shared: dict[tuple, pd.DataFrame] | None = None,
@@ -225,7 +121,7 @@ def fit_model(
     spec = SPECS[model]
     check_enough_examples(spec, parts)
     # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.
-    features = [f for f in _feature_names(frame) if parts["train"][f].notna().any()]
+    features = [f for f in feature_names(frame) if parts["train"][f].notna().any()]
     lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
     base = fit_baseline(spec, parts["train"], features)
     return FittedModel(model, lgbm, base, features, parts, split, window)
@@ -320,7 +216,7 @@ def _log_and_register(
         })
         mlflow.set_tags({
             "feature_service": f"{model}_features", "feature_groups": ",".join(MODEL_GROUPS[model]),
-            "data_fingerprint": _data_fingerprint(workspace), INPUTS_TAG: training_inputs(workspace, config, as_of),
+            "data_fingerprint": data_fingerprint(workspace), INPUTS_TAG: training_inputs(workspace, config, as_of),
             **registry.run_owner_tags(workspace),
         })
         mlflow.log_metrics({f"test_{k}": v for k, v in report.metrics.items() if np.isfinite(v)})

@@ -21,16 +21,26 @@ import pyarrow.parquet as pq
 
 from clm.domain import Table
 from clm.workspace import Workspace
+from decisions.catalogue import ValueSettings
+from decisions.value import CustomerValues, customer_values, plan_prices
 from features.build import build_features
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
-from serving.catalogue import ValueSettings
-from serving.value import CustomerValues, customer_values, plan_prices
 from training import plots, registry
+from training.config import INPUTS_TAG, ModelReport, TrainConfig, training_inputs
+from training.frames import KEYS, feature_names, model_window, prepare_frames
 from training.labels import NotEnoughExamples, NotEnoughHistory, Split
 from training.uplift import (
-    KEYS, OUTCOMES, UpliftModel, clearly_better, decision_rows, fit_dr_learner, fit_t_learner, pseudo_values,
-    truth_quality, uplift_r2, value_qini,
+    OUTCOMES,
+    UpliftModel,
+    clearly_better,
+    decision_rows,
+    fit_dr_learner,
+    fit_t_learner,
+    pseudo_values,
+    truth_quality,
+    uplift_r2,
+    value_qini,
 )
 
 MODEL = "uplift"
@@ -52,12 +62,10 @@ class FittedUplift:
         return self.learners[self.chosen]
 
 
-def fit_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Timestamp,  # type: ignore[no-untyped-def]
+def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
                shared: dict[tuple, pd.DataFrame] | None = None) -> FittedUplift:
     """Both learners fitted on the decisions logged before as_of. Raises NotEnoughHistory
     or NotEnoughExamples (too few logged decisions)."""
-    from training.train import _feature_names, model_window, prepare_frames
-
     split, _ = model_window(workspace, "churn", config, as_of)
     build_features(workspace, split.all, raw_checked=True)
     apply_features(workspace)
@@ -73,7 +81,7 @@ def fit_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Timest
             f"{len(parts['train']):,} logged decisions in the training windows, {len(parts['valid']):,} in the "
             f"validation and {len(parts['test']):,} in the test window: at least {MIN_DECISIONS} and some in "
             "each are needed to learn what actions change.")
-    features = [f for f in _feature_names(frame) if parts["train"][f].notna().any()]
+    features = [f for f in feature_names(frame) if parts["train"][f].notna().any()]
     outcomes = [o for o, label in OUTCOMES.items() if label in frame and frame[label].notna().any()]
     t_model = fit_t_learner(parts["train"], parts["valid"], features, outcomes, config.labels.horizon_days)
     if not t_model.actions:
@@ -131,10 +139,8 @@ def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | Non
     return UpliftGate(better, f"uplift R2 {mine:.4f} vs champion {theirs:.4f}: {'better' if better else 'not better'}")
 
 
-def train_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Timestamp,  # type: ignore[no-untyped-def]
-                 client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None):
-    from training.train import ModelReport
-
+def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
+                 client: mlflow.tracking.MlflowClient, shared: dict[tuple, pd.DataFrame] | None = None) -> ModelReport:
     if not workspace.table_path(Table.ACTIONS).exists():
         return ModelReport(MODEL, False, "no logged decisions (actions table) in this workspace: uplift is not "
                            "trained", applies=False)
@@ -166,9 +172,7 @@ def train_uplift(workspace: Workspace, config, contractual: bool, as_of: pd.Time
 
 
 def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient, fitted: FittedUplift,
-                      report, as_of: pd.Timestamp, pseudo: np.ndarray, config) -> None:  # type: ignore[no-untyped-def]
-    from training.train import INPUTS_TAG, training_inputs
-
+                      report: ModelReport, as_of: pd.Timestamp, pseudo: np.ndarray, config: TrainConfig) -> None:
     model, test = fitted.model, fitted.parts["test"]
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, MODEL))
     with mlflow.start_run(run_name=f"{MODEL} as of {as_of:%Y-%m-%d}"):

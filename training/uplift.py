@@ -36,7 +36,9 @@ import pandas as pd
 
 from clm.domain import CONTACT_ACTIONS, Action, Table
 from clm.workspace import Workspace
-from serving.value import CustomerValues, expected_value
+from decisions.log import read_decisions
+from decisions.value import CustomerValues, expected_value
+from training.frames import KEYS
 from training.models import SEED, categories_of, lightgbm_predict, prepare_features, prepare_matrix
 
 # Effect name -> label column (`training.labels`).
@@ -46,7 +48,6 @@ MIN_ARM_ROWS = 50  # logged decisions of an action (and of the control) needed t
 MIN_ARM_POSITIVES = 5
 FOLDS = 2
 QINI_POINTS = 20
-KEYS = ["customer_id", "event_timestamp"]
 
 ARM_PARAMS = dict(
     learning_rate=0.05, num_leaves=15, min_child_samples=40, subsample=0.8, subsample_freq=1,
@@ -60,10 +61,8 @@ EFFECT_MAX_TREES = 300
 def decision_rows(workspace: Workspace, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
     """(customer_id, event_timestamp = the cutoff, action, propensity): the first logged
     decision of each customer in [T, T + 1 day) for each cutoff T, from the raw `actions`
-    table and from clm's own decision log (`serving.decision_log`), the raw table first
+    table and from clm's own decision log (`decisions.log`), the raw table first
     where both hold one."""
-    from serving.decision_log import read_decisions
-
     sources = []
     if workspace.table_path(Table.ACTIONS).exists():
         sources.append(workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action", "propensity"]))

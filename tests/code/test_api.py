@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 
 from clm.domain import ALL_ACTIONS
 from clm.workspace import Workspace
-from features.build import snapshot_chunks
+from decisions.catalogue import load_catalogue
+from features.snapshots import snapshot_chunks
 from features.store import latest_snapshot_date
 from serving.auth import key_hashes
-from serving.catalogue import load_catalogue
 from tests.apiserver import running_api
 from tests.clirun import invoke
 from tests.conftest import copy_trained

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.decision_log import read_decisions
+from decisions.log import read_decisions
+from decisions.population import population
 from tests.clirun import child_environment, invoke, tree_digest
 from training import registry
-from training.population import population
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ def test_bentoml_build_packs_the_service_its_code_and_pinned_dependencies(tmp_pa
     routes = {r["route"] for r in spec["schema"]["routes"]}
     assert routes == {"/score", "/score_batch", "/score_features", "/feedback"}
     source = bento / "src"
-    for needed in ("serving/service.py", "serving/scoring.py", "serving/catalogue.yaml", "features/store.py",
+    for needed in ("serving/service.py", "serving/scoring.py", "decisions/catalogue.yaml", "features/store.py",
                    "training/models.py", "clm/workspace.py", "constraints.txt"):
         assert (source / needed).is_file(), needed
     assert not (source / "tests").exists() and not (source / "workspace").exists()

@@ -8,7 +8,7 @@ import yaml
 
 from clm.domain import ACTION_CATALOGUE, ALL_ACTIONS, CHANNELS, Action
 from clm.errors import ClmError
-from serving.catalogue import DEFAULT_CATALOGUE, load_catalogue
+from decisions.catalogue import DEFAULT_CATALOGUE, load_catalogue
 from simulator.params import SimulationParams
 
 

@@ -254,7 +254,7 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     # A decision for every live contract, none for the cancelled; clm's own choices (not
     # explored) are worth something; the whole plan keeps the budget; reasons in words.
     from clm.domain import ALL_ACTIONS
-    from serving.decision_log import read_decisions
+    from decisions.log import read_decisions
 
     assert live.action.isin(ALL_ACTIONS).all() and frame[cancelled].action.isna().all()
     chosen = live[(live.action != "none") & ~live.explored.astype(bool)]

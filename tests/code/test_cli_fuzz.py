@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from pipelines.servers import free_port
 from tests.clirun import invoke, tree_digest
 from tests.conftest import copy_trained
 
@@ -217,14 +218,6 @@ def fuzz_ground(main_job, tmp_path_factory):
     return make_files(root, ws.root)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
                                                                                    HealthCheck.function_scoped_fixture])
 @given(case=mistakes())
@@ -234,7 +227,7 @@ def test_a_wrong_option_value_is_refused_before_any_work(case, fuzz_ground):
     before = stat_digest(files.root)
     with tempfile.TemporaryDirectory() as tmp:
         new, out = Path(tmp) / "new-ws", Path(tmp) / "out.parquet"
-        args = command_line(name, option, value, files, new, out, _free_port())
+        args = command_line(name, option, value, files, new, out, free_port())
         with mock.patch("os.execve", side_effect=AssertionError("`clm serve` started a server")):
             result = invoke(*args)
         event(f"{name} {option}")

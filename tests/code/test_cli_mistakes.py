@@ -20,6 +20,7 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import MARKER_NAME, Workspace
+from pipelines.servers import free_port
 from tests.clirun import child_environment, ingest_args, invoke, lock_held, tree_digest, write_sales
 
 
@@ -155,7 +156,7 @@ def test_commands_that_read_create_nothing(workspace_copy, tmp_path):
     nowhere = tmp_path / "nowhere"
     for args in (["models", "list"], ["models", "history", "churn"], ["validate"], ["report"],
                  ["monitor"], ["score", "--out", str(tmp_path / "s.parquet")], ["features", "materialize"],
-                 ["serve", "--port", str(_free_port())]):
+                 ["serve", "--port", str(free_port())]):
         result = invoke(*args, "-w", str(nowhere))
         assert result.exit_code == 2 and "Traceback" not in result.output, (args, result.output)
         assert not nowhere.exists(), args
@@ -287,7 +288,7 @@ def test_files_that_are_not_utf8_are_named(workspace_copy, tmp_path):
     latin.write_bytes("contact_policy:\n  max_contacts: 2\n# caf\xe9\n".encode("latin-1"))
     for args in (["score", "--out", str(tmp_path / "s.parquet"), "--catalogue", str(latin)],
                  ["evaluate-policy", "--catalogue", str(latin)], ["retrain", "--catalogue", str(latin)],
-                 ["serve", "--port", str(_free_port()), "--catalogue", str(latin)],
+                 ["serve", "--port", str(free_port()), "--catalogue", str(latin)],
                  ["monitor", "--thresholds", str(latin)],
                  ["features", "build", "--engine", "spark", "--spark-conf", str(latin)]):
         result = invoke(*args, "-w", str(ws))
@@ -371,10 +372,6 @@ def test_tracking_uris_that_are_paths_or_nonsense_are_named(trained_copy):
     assert tree_digest(ws) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_on_a_taken_port_is_a_clear_error(tmp_path):
@@ -422,7 +419,7 @@ def test_a_bad_spark_master_is_named_before_spark_starts(workspace_copy):
         result = invoke("features", "build", "--engine", "spark", "--spark-master", master, "-w", str(ws))
         assert refused(result, f"--spark-master '{master}' is not a Spark master URL", "local[*]"), result.output
     # Well formed, but nothing listens there: said at once, not after a minute of Java logs.
-    nobody = f"spark://127.0.0.1:{_free_port()}"
+    nobody = f"spark://127.0.0.1:{free_port()}"
     result = invoke("features", "build", "--engine", "spark", "--spark-master", nobody, "-w", str(ws))
     assert refused(result, f"Cannot reach the Spark master {nobody}", "Connection refused"), result.output
     assert tree_digest(ws) == before

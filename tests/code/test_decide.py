@@ -1,4 +1,4 @@
-"""The decision funnel (serving/decide.py) and the value rule (serving/value.py): values
+"""The decision funnel (serving/decide.py) and the value rule (decisions/value.py): values
 worked out by hand, never a negative-value action, batch equals one at a time, context
 weights, budgets and the reasons for doing nothing."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clm.domain import CONTACT_ACTIONS
-from serving.catalogue import load_catalogue
+from decisions.catalogue import load_catalogue
+from decisions.value import next_plan_price
 from serving.decide import Context, decide, value_finder
-from serving.value import next_plan_price
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
 PLANS = np.array([29.0, 79.0, 199.0])

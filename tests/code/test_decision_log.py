@@ -1,4 +1,4 @@
-"""Exploration and the decision log (serving/decision_log.py), and the uplift models
+"""Exploration and the decision log (decisions/log.py), and the uplift models
 reading clm's own decisions back (training/uplift.py: decision_rows)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from clm.workspace import Workspace
-from serving.decision_log import explore, read_decisions, record_feedback, write_batch
+from decisions.log import explore, read_decisions, record_feedback, write_batch
 from training.uplift import decision_rows
 
 DAY = pd.Timestamp("2025-06-01", tz="UTC")

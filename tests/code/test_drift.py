@@ -49,9 +49,9 @@ def test_a_planted_shift_is_flagged_and_a_second_sample_of_the_same_customers_is
     same population, so only sampling noise), then the other half with one feature
     planted (spend tripled). Only the planted feature is flagged."""
     from clm.workspace import Workspace
-    from features.build import snapshot_chunks
+    from decisions.population import in_population
+    from features.snapshots import snapshot_chunks
     from pipelines.monitor import Champion, DriftCounts, Thresholds, drift_table
-    from training.population import in_population
 
     when = pd.Timestamp("2025-06-01", tz="UTC")  # a monthly snapshot `clm run` built
     rows = pd.concat(list(snapshot_chunks(Workspace(main_job[0]), when, 100_000)), ignore_index=True)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clm.domain import CONTACT_ACTIONS, STAGES, Action
-from serving.catalogue import Catalogue, load_catalogue
+from decisions.catalogue import Catalogue, load_catalogue
 from serving.eligibility import allowed_actions
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from clm.workspace import Workspace
-from features.build import build_features, read_snapshot, snapshot_dates
+from features.build import build_features, snapshot_dates
 from features.feast_repo import MODEL_GROUPS
 from features.groups import GROUPS
+from features.snapshots import read_snapshot
 from features.store import OnlineStoreSettings, apply, historical_features, materialize
 from pipelines.ingest import TransactionsSource, ingest_transactions
 
@@ -131,7 +132,8 @@ def test_apply_refuses_a_half_built_feature_set(tmp_path):
     import shutil
 
     from clm.errors import ClmError
-    from features.build import build_features, group_dir
+    from features.build import build_features
+    from features.snapshots import group_dir
     from features.store import apply, repo_dir
     from tests.handmade import t, write_hand_made
 

@@ -14,8 +14,9 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import Workspace
-from features.build import build_features, read_snapshot, snapshot_dates
+from features.build import build_features, snapshot_dates
 from features.groups import GROUPS
+from features.snapshots import read_snapshot
 from tests.handmade import write_hand_made
 
 AS_OF = pd.Timestamp("2024-03-01", tz="UTC")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from features.build import snapshot_path
 from features.groups import GROUPS
+from features.snapshots import snapshot_path
 from pipelines import monitor as mon
 from tests.clirun import invoke
 from training import drift, registry

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 
 from clm.workspace import Workspace
+from decisions.population import in_population, population
+from features.snapshots import snapshot_chunks
 from pipelines.ingest import TransactionsSource, ingest_transactions
-from features.build import snapshot_chunks
 from pipelines.score import features_at
 from serving.scoring import score_frame
 from tests.handmade import t, write_hand_made
 from training.labels import LabelConfig, outcome_labels
 from training.models import SPECS, fit_baseline, fit_lightgbm
-from training.population import in_population, population
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -14,7 +14,12 @@ from tests.handmade import t, write_hand_made
 from training import evaluate as ev
 from training import registry
 from training.labels import (
-    LabelConfig, NotEnoughHistory, candidate_cutoffs, outcome_labels, split_with_longest_window, time_split,
+    LabelConfig,
+    NotEnoughHistory,
+    candidate_cutoffs,
+    outcome_labels,
+    split_with_longest_window,
+    time_split,
 )
 from training.models import SPECS, PlattCalibrator, fit_lightgbm
 
@@ -190,7 +195,8 @@ def test_registry_aliases_promotion_and_rollback(good_and_bad, tmp_path):
 def test_train_as_of_ignores_data_after_it(tmp_path):
     """Appending data after D changes nothing that `train --as-of D` produces."""
     from tests.conftest import simulate
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     ws = simulate(tmp_path / "a", 1500, 3, "2024-01-01", "2025-06-30")
     later = Workspace(tmp_path / "b")
@@ -231,7 +237,8 @@ def test_transactions_only_workspace_is_compared_with_buy_till_you_die(tmp_path)
 
     from pipelines.ingest import ingest_exported_transactions
     from tests.conftest import simulate
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     sim = simulate(tmp_path / "sim", 1500, 4, "2024-01-01", "2025-12-31")
     ws = Workspace(tmp_path / "shop")

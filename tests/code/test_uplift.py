@@ -8,9 +8,17 @@ import pandas as pd
 import pytest
 
 from clm.domain import CONTACT_ACTIONS
-from serving.catalogue import ValueSettings
-from serving.value import customer_values
-from training.uplift import fit_dr_learner, fit_t_learner, pseudo_outcomes, qini_area, qini_curve, uplift_r2, pseudo_values
+from decisions.catalogue import ValueSettings
+from decisions.value import customer_values
+from training.uplift import (
+    fit_dr_learner,
+    fit_t_learner,
+    pseudo_outcomes,
+    pseudo_values,
+    qini_area,
+    qini_curve,
+    uplift_r2,
+)
 
 RETAIN, UPGRADE = CONTACT_ACTIONS.index("retention_offer"), CONTACT_ACTIONS.index("upgrade_offer")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import Workspace
+from pipelines.servers import free_port
 from tests.clirun import child_environment, ingest_args, invoke, lock_held, tree_digest, write_sales
 
 
@@ -95,16 +95,12 @@ def test_a_truncated_manifest_is_a_clear_error(featured_copy):
     assert tree_digest(ws) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_redis_down_leaves_the_feature_store_as_it_was(featured_copy):
     ws = featured_copy.root
     before = tree_digest(ws)
-    url = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"127.0.0.1:{free_port()}"  # nothing listens there
     result = invoke("features", "apply", "--online-store", "redis", "--redis-url", url, "-w", str(ws))
     assert result.exit_code == 2 and f"Cannot reach Redis at {url}" in result.output and "--redis-url" in result.output
     assert tree_digest(ws) == before

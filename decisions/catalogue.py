@@ -1,6 +1,6 @@
 """The action catalogue: which actions exist, to whom they may go, how often, at what cost.
 
-Loaded from YAML (`serving/catalogue.yaml` by default, `--catalogue FILE` otherwise) and
+Loaded from YAML (`decisions/catalogue.yaml` by default, `--catalogue FILE` otherwise) and
 validated on load: an error names the entry and the field. Action ids are
 `clm.domain.Action` values, the one list the data, the simulator and the catalogue share.
 """
@@ -104,7 +104,7 @@ class ContactPolicy(_Strict):
 
 
 class ValueSettings(_Strict):
-    """How outcomes are priced (`serving.value`): keeping a customer is worth keep_months
+    """How outcomes are priced (`decisions.value`): keeping a customer is worth keep_months
     of their monthly revenue; an upgrade, upgrade_months of the price difference."""
 
     keep_months: float = Field(default=12.0, gt=VALUE_MONTHS.low, le=VALUE_MONTHS.high)

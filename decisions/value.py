@@ -26,7 +26,7 @@ import pandas as pd
 
 from clm.domain import Table
 from clm.workspace import Workspace
-from serving.catalogue import ActionEntry, ValueSettings
+from decisions.catalogue import ActionEntry, ValueSettings
 
 # The customer columns the rule reads; any may be missing or null.
 VALUE_COLUMNS = ("price", "monetary_365d")

@@ -1,0 +1,77 @@
+"""What a model learns from: the time window of a training session and, at every cutoff
+of it, the point-in-time features (Feast) and labels (shared by `training.train`,
+`training.train_uplift` and the backtest)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from clm.stages import current_stage
+from clm.workspace import Workspace
+from features.build import build_features
+from features.feast_repo import MODEL_GROUPS
+from features.store import apply as apply_features
+from features.store import historical_features
+from training.config import TrainConfig
+from training.labels import (
+    Split,
+    candidate_cutoffs,
+    outcome_labels,
+    split_with_longest_window,
+    stage_labels,
+    time_split,
+)
+
+KEYS = ["customer_id", "event_timestamp"]
+
+
+def feature_names(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in (*KEYS, "churn", "upsell", "clv", "stage", "current_stage")]
+
+
+def stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> pd.DataFrame:
+    """The stage rules at each (customer_id, event_timestamp) row, from features then."""
+    feats = historical_features(workspace, rows[KEYS].drop_duplicates(), "stage")
+    return feats[KEYS].assign(stage=current_stage(feats, contractual).to_numpy())
+
+
+def prepare_frames(
+    workspace: Workspace, model: str, split: Split, config: TrainConfig, contractual: bool,
+    shared: dict[tuple, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Features (Feast, point in time) and labels for every cutoff of the split.
+
+    shared: frames already retrieved in this training session, by (feature groups,
+    cutoffs, label settings); models whose services have the same groups reuse one retrieval.
+    """
+    key = (MODEL_GROUPS[model], tuple(split.all), config.labels)
+    if shared is not None and key in shared:
+        frame = shared[key]
+    else:
+        labels = outcome_labels(workspace, split.all, config.labels, contractual)
+        feats = historical_features(workspace, labels[KEYS], model)
+        frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
+        # Feast returns rows in no fixed order; a fixed order makes training reproducible.
+        frame = frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
+        if shared is not None:
+            shared[key] = frame
+    if model == "stage":
+        frame = frame.copy()
+        horizon = pd.Timedelta(days=config.labels.horizon_days)
+        later = frame[KEYS].assign(event_timestamp=frame.event_timestamp + horizon)
+        build_features(workspace, sorted(later.event_timestamp.unique()), raw_checked=True)
+        apply_features(workspace)
+        frame["stage"] = stage_labels(frame, stages_at(workspace, later, contractual), config.labels.horizon_days)
+        frame["current_stage"] = current_stage(frame, contractual).to_numpy()
+    return frame
+
+
+def model_window(workspace: Workspace, model: str, config: TrainConfig, as_of: pd.Timestamp) -> tuple[Split, int]:
+    """The time split and label window for a model trained as of as_of. The churn, upsell
+    and stage horizon is the user's question and is never changed; CLV's year is a
+    convention, shortened (down to LabelConfig.shortest_clv_days) where the history is too
+    short for a split without overlap. Raises NotEnoughHistory otherwise."""
+    manifest = workspace.read_manifest()
+    if model == "clv":
+        return split_with_longest_window(manifest, as_of, config.labels.clv_days, config.labels.shortest_clv_days)
+    window = config.labels.horizon_days
+    return time_split(candidate_cutoffs(manifest, as_of, window), window), window
