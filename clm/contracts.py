@@ -35,7 +35,6 @@ from clm.domain import (
     TRUTH_TABLES,
     Table,
 )
-
 from clm.errors import DataContractError
 from clm.files import write_text_atomically
 from clm.workspace import RawManifest, Workspace
@@ -369,7 +368,9 @@ def _problem_text(check: str, column: str, chunk: pd.DataFrame) -> str:
 # ----------------------------------------------------------------- cross checks
 def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, tuple[str, ...]]:
     """Runs a query returning rows of one example column; returns (count, examples)."""
-    total = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    counted = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()
+    assert counted is not None  # count(*) always returns one row
+    total = counted[0]
     if not total:
         return 0, ()
     ex = con.execute(f"SELECT * FROM ({sql}) LIMIT {MAX_EXAMPLES}").fetchall()

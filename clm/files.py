@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -82,7 +83,7 @@ def read_text_file(path: Path, what: str) -> str:
                        f"{err.start}) is not UTF-8. Save the file as UTF-8.") from None
 
 
-def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:  # type: ignore[type-arg]
+def read_yaml_mapping(path: Path, what: str, expected: str) -> dict[Any, Any]:
     """A YAML file holding a mapping (an empty file is an empty one). A ClmError names
     `what`, the file and the line where the YAML breaks or a key is given twice (YAML
     would keep the last without a word), or says it must be a mapping of `expected`."""
@@ -103,7 +104,7 @@ def read_yaml_mapping(path: Path, what: str, expected: str) -> dict:  # type: ig
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml's SafeLoader, refusing a key given twice in one mapping."""
 
-    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[object, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)

@@ -22,7 +22,6 @@ from clm.errors import ClmError
 from clm.files import check_path_length
 from clm.workspace import is_clm_name, workspace_holding
 
-
 # How clm's own output files say so (a later run may replace them, and nothing else).
 HTML_SIGNATURE = '<meta name="generator" content="clm">'
 JSON_SIGNATURE = ("generator", "clm")  # the first key of a JSON report

@@ -53,6 +53,8 @@ def explore(choice: np.ndarray, allowed: np.ndarray, share: float, rng: np.rando
     option among none and the allowed actions that capacity and budget still permit (their
     own choice's cost given back). Returns (final choice, its propensity, explored mask);
     the propensity counts the options as the allowed actions plus none."""
+    n: int
+    k: int
     n, k = allowed.shape
     spare = np.full(k, np.inf) if spare is None else spare.astype(float).copy()
     cost = np.zeros((n, k)) if cost is None else cost

@@ -15,6 +15,7 @@ rows at the as-of date: a model is never asked to score a row it was not trained
 """
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -46,7 +47,7 @@ def population_ctes(contractual: bool) -> str:
     return POPULATION_CTES.format(contractual="true" if contractual else "false")
 
 
-def register_cutoffs(con, cutoffs: list[pd.Timestamp]) -> None:  # type: ignore[no-untyped-def]
+def register_cutoffs(con: duckdb.DuckDBPyConnection, cutoffs: list[pd.Timestamp]) -> None:
     con.register("cutoffs", pd.DataFrame({"as_of": pd.DatetimeIndex(cutoffs).astype("datetime64[us, UTC]")}))
 
 

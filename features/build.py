@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -104,7 +105,7 @@ def build_features(
     frequency: str = "monthly",
     progress: Callable[[int, int], None] | None = None,
     raw_checked: bool = False,
-    spark=None,  # type: ignore[no-untyped-def]
+    spark: Any = None,  # a pyspark SparkSession, classic or Spark Connect (PySpark is optional)
 ) -> BuildResult:
     """Build the snapshots that are missing; returns what was built.
 

@@ -110,9 +110,12 @@ def _proto_float(v: ValueProto | None) -> float:
 
 
 def _proto_string(v: ValueProto | None) -> str:
-    if v is None or v.WhichOneof("val") in (None, "null_val"):
+    if v is None:
         return NULL_STRING
-    return str(getattr(v, v.WhichOneof("val")))
+    kind = v.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return NULL_STRING
+    return str(getattr(v, kind))
 
 
 def entity_id(key: EntityKeyProto) -> str:
@@ -416,7 +419,13 @@ class ClmRedisOnlineStore(_OneTripReads):
             self._layouts[view_name] = ViewLayout.from_json(raw.decode())
         return self._layouts[view_name]
 
-    def online_write_batch(self, config, table, data, progress) -> None:  # type: ignore[no-untyped-def]
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
         if table.name not in self._layouts:  # Feast's update() set it up at apply time
             self._ensure(config, [table])
         layout = self._layouts[table.name]
@@ -453,12 +462,20 @@ class ClmRedisOnlineStore(_OneTripReads):
             for j, v in enumerate(view_names)
         }
 
-    def update(self, config, tables_to_delete, tables_to_keep, entities_to_delete, entities_to_keep, partial) -> None:  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        config: RepoConfig,
+        tables_to_delete: Sequence[FeatureView],
+        tables_to_keep: Sequence[FeatureView],
+        entities_to_delete: Sequence[Entity],
+        entities_to_keep: Sequence[Entity],
+        partial: bool,
+    ) -> None:
         self._ensure(config, tables_to_keep)
         if tables_to_delete:
             self._redis(config).hdel(self._layouts_key(config), *[v.name for v in tables_to_delete])
 
-    def teardown(self, config, tables, entities) -> None:  # type: ignore[no-untyped-def]
+    def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
         client = self._redis(config)
         for key in client.scan_iter(match=f"{config.project}:*", count=10_000):
             client.unlink(key)

@@ -5,7 +5,7 @@ date, sorted by customer_id. Written by `features.build` (and `features.spark`);
 Feast's source, the batch, the monitor and the report."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -72,7 +72,7 @@ def snapshot_rows(path: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in snapshot_parts(path))
 
 
-def snapshot_batches(path: Path, batch_size: int, columns: list[str] | None = None) -> Iterable[pa.RecordBatch]:
+def snapshot_batches(path: Path, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """A snapshot's rows (of `columns`, default all) in order, in record batches."""
     for part in snapshot_parts(path):
         yield from pq.ParquetFile(part).iter_batches(batch_size=batch_size, columns=columns)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -28,6 +29,12 @@ from clm.rawdb import EMPTY_SUBSCRIPTIONS, raw_tables
 from clm.workspace import Workspace
 from features.groups import FeatureGroup, arrow_schema
 from features.snapshots import snapshot_rows
+
+if TYPE_CHECKING:  # PySpark is optional, imported where used
+    from pyspark.sql import DataFrame
+
+# `spark` below is a SparkSession, classic (pyspark.sql.SparkSession) or Spark Connect's
+# (pyspark.sql.connect.session.SparkSession), two unrelated classes: typed Any.
 
 SNAPSHOT_DATE = "_snapshot_date"  # the partition column of a batch's output, one folder per date
 SPARK_TYPES = {pa.float64(): "double", pa.string(): "string"}
@@ -55,7 +62,7 @@ def _transpile(sql: str) -> str:
     return tree.sql(dialect="spark", unsupported_level=ErrorLevel.RAISE)
 
 
-def register_raw_tables(spark, workspace: Workspace, tables: set[Table]) -> None:  # type: ignore[no-untyped-def]
+def register_raw_tables(spark: Any, workspace: Workspace, tables: set[Table]) -> None:
     """Each raw table as a temporary view named after it (as `clm.rawdb` does for DuckDB)."""
     for table in tables:
         spark.read.parquet(str(workspace.table_path(table).resolve())).createOrReplaceTempView(table.value)
@@ -63,7 +70,7 @@ def register_raw_tables(spark, workspace: Workspace, tables: set[Table]) -> None
         spark.sql(_transpile(EMPTY_SUBSCRIPTIONS)).createOrReplaceTempView(Table.SUBSCRIPTIONS.value)
 
 
-def compute_group(spark, group: FeatureGroup, dates: list[pd.Timestamp]):  # type: ignore[no-untyped-def]
+def compute_group(spark: Any, group: FeatureGroup, dates: list[pd.Timestamp]) -> DataFrame:
     """One group's features at the given as-of instants, as a Spark DataFrame of the
     declared types, with the partition column SNAPSHOT_DATE."""
     from pyspark.sql import functions as F
@@ -77,7 +84,7 @@ def compute_group(spark, group: FeatureGroup, dates: list[pd.Timestamp]):  # typ
     return frame.select(*typed, F.date_format("event_timestamp", "yyyy-MM-dd").alias(SNAPSHOT_DATE))
 
 
-def write_group(spark, frame, group_folder: Path, scratch: Path, dates: list[pd.Timestamp]) -> int:  # type: ignore[no-untyped-def]
+def write_group(spark: Any, frame: DataFrame, group_folder: Path, scratch: Path, dates: list[pd.Timestamp]) -> int:
     """Write a computed batch as one snapshot folder per date; returns the rows written.
     Sorted by (date, customer_id) across tasks, each task's file split every ROWS_PER_PART
     rows: part files in name order hold the date's customers in order."""
@@ -103,7 +110,7 @@ def write_group(spark, frame, group_folder: Path, scratch: Path, dates: list[pd.
     return rows
 
 
-def build_on_spark(spark, workspace: Workspace, groups: list[FeatureGroup], batches: list[list[pd.Timestamp]],  # type: ignore[no-untyped-def]
+def build_on_spark(spark: Any, workspace: Workspace, groups: list[FeatureGroup], batches: list[list[pd.Timestamp]],
                    group_folder: Callable[[FeatureGroup], Path], progress: Callable[[], None]) -> int:
     """Every group at every batch of dates (see `features.build.build_features`); rows written."""
     register_raw_tables(spark, workspace, raw_tables(workspace))

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -36,12 +36,23 @@ from features.online_store import (
     ClmSqliteOnlineStore,
     ViewSnapshot,
 )
-from features.snapshots import SNAPSHOT_GLOB, check_snapshots, features_dir, group_dir, snapshot_batches, snapshot_path
+from features.snapshots import (
+    SNAPSHOT_GLOB,
+    check_snapshots,
+    features_dir,
+    group_dir,
+    snapshot_batches,
+    snapshot_path,
+)
+
+if TYPE_CHECKING:
+    from feast.feast_object import FeastObject
 
 PROJECT = "clm"
 # Ours (one record per customer, bulk loads) and, for comparison, Feast's own.
 ONLINE_STORES = ("sqlite", "redis", "feast-sqlite", "feast-redis")
-FAST_STORES = {"sqlite": ClmSqliteOnlineStore, "redis": ClmRedisOnlineStore}
+FAST_STORES: dict[str, type[ClmSqliteOnlineStore] | type[ClmRedisOnlineStore]] = {
+    "sqlite": ClmSqliteOnlineStore, "redis": ClmRedisOnlineStore}
 LOAD_BATCH_ROWS = 100_000
 CONFIG_NAME = "feature_store.yaml"
 REGISTRY_DB = "registry.db"  # relative to the repo folder
@@ -74,7 +85,7 @@ def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStore
         check_redis(online.redis_url)
     repo = repo_dir(workspace)
     repo.mkdir(parents=True, exist_ok=True)
-    online_cfg: dict[str, object] = {
+    online_cfg: dict[str, str] = {
         "sqlite": {"type": "features.online_store.ClmSqliteOnlineStore", "path": ONLINE_DB},
         "redis": {"type": "features.online_store.ClmRedisOnlineStore", "connection_string": online.redis_url},
         "feast-sqlite": {"type": "sqlite", "path": ONLINE_DB},
@@ -195,7 +206,7 @@ def open_store(workspace: Workspace) -> FeatureStore:
     return store
 
 
-def definitions(workspace: Workspace) -> list[object]:
+def definitions(workspace: Workspace) -> list[FeastObject]:
     """Entity, sources, views and services for the groups this workspace has."""
     expected = available_groups(raw_tables(workspace))
     groups = [g for g in expected if any(group_dir(workspace, g).glob("*.parquet"))]

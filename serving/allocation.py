@@ -13,7 +13,8 @@ an assignment problem with knapsack constraints (a multiple-choice knapsack).
 
 - Up to EXACT_MAX_CANDIDATES candidate pairs: solved exactly by HiGHS's branch and bound
   (`scipy.optimize.milp`), gap 0.
-- Larger (HiGHS needs ~17 s for 15,000 pairs, minutes for a base of 100,000): the multiple-choice
+- Larger (HiGHS's time grows too fast with the pairs for a whole base: see the README's
+  next-best-action section): the multiple-choice
   knapsack's LP relaxation solved by its greedy (Sinha and Zoltners, 1979): each
   customer's options reduced to the upper convex hull of (cost, value) from "none" at
   (0, 0); the hull's increments taken in falling order of value per unit of cost while the
@@ -46,7 +47,7 @@ class Allocation:
     gap: float
 
 
-EXACT_MAX_CANDIDATES = 2_000  # HiGHS takes ~17 s at 15,000 pairs; the greedy, milliseconds
+EXACT_MAX_CANDIDATES = 2_000  # beyond, HiGHS takes seconds to minutes; the greedy, milliseconds
 
 
 def allocate(

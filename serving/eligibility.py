@@ -103,7 +103,8 @@ def allowed_actions(catalogue: Catalogue, customers: pd.DataFrame, history: pd.D
     ids = customers["customer_id"]
     policy = catalogue.contact_policy
     under_limit = contact_counts(history, ids, now, policy.window_days) < policy.max_contacts
-    allowed, dropped = {}, {step: {} for step in STEPS}
+    allowed: dict[str, np.ndarray] = {}
+    dropped: dict[str, dict[str, int]] = {step: {} for step in STEPS}
     survivors: dict[str, dict[str, np.ndarray]] = {step: {} for step in STEPS}
     for entry in catalogue.actions:
         name = entry.id.value

@@ -13,6 +13,7 @@ recommendations carry the value parts only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,15 +24,16 @@ from training.models import TrainedModel, lightgbm_predict, prepare_matrix
 TOP_DRIVERS = 3
 
 
-def _count(noun: str, window: str = "") -> Callable[[object], str]:
-    def phrase(v: object) -> str:
-        n = int(round(float(v)))  # type: ignore[arg-type]
+def _count(noun: str, window: str = "") -> Callable[[Any], str]:
+    def phrase(v: Any) -> str:
+        n = int(round(float(v)))
         return f"{n} {noun}{'' if n == 1 else 's'}{window}"
     return phrase
 
 
 # Feature -> words for its value. Keep them short: a CRM shows them beside the action.
-PHRASES: dict[str, Callable[[object], str]] = {
+# A phrase gets a float for a number, else the frame's cell as it is (text): typed Any.
+PHRASES: dict[str, Callable[[Any], str]] = {
     "days_since_last_activity": lambda v: f"no sessions in {v:.0f} days",
     "sessions_7d": _count("session", " in the last 7 days"),
     "sessions_30d": _count("session", " in the last 30 days"),
@@ -98,7 +100,9 @@ def top_drivers(model: TrainedModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) 
     if getattr(model.estimator, "booster_", None) is None or len(frame) == 0:
         return [[] for _ in range(len(frame))]
     x = prepare_matrix(frame, model.features, model.categories)
-    contrib = lightgbm_predict(model.estimator, x, pred_contrib=True)[:, :-1]  # type: ignore[index]  # last: the bias
+    contributions = lightgbm_predict(model.estimator, x, pred_contrib=True)
+    assert contributions is not None  # None only for an estimator without a booster_ (returned above)
+    contrib = contributions[:, :-1]  # last: the bias
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
     names = model.features
     out = []

@@ -147,7 +147,7 @@ class Runtime:
 
     def _answer(self, frame: pd.DataFrame, context: Context | None, max_actions: int) -> list[dict]:
         loaded = self.loaded  # one reference for the whole request: a swap cannot mix versions
-        out = []
+        out: list[dict] = []
         # Customers are decided as of their own features' time: group rows by it.
         for when, rows in frame.groupby("event_timestamp", sort=False):
             answers = score_and_decide(self.catalogue, loaded.champions, rows.reset_index(drop=True), self.contractual,
@@ -201,8 +201,8 @@ def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions
     }
 
 
-def _number(value: object) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)  # type: ignore[arg-type]
+def _number(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def poll(runtime: Runtime, every_seconds: float, stop: threading.Event) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ from serving.eligibility import CUSTOMER_COLUMNS
 from serving.reasons import top_drivers, value_sentence
 from training.models import TrainedModel
 from training.uplift import UpliftModel
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 MODELS = ("churn", "upsell", "stage", "clv")
 SCALAR_SCORES = {"churn": "churn_probability", "upsell": "upsell_probability", "clv": "clv"}
@@ -60,21 +64,26 @@ class Champions:
         return json.dumps(self.versions, sort_keys=True)
 
 
-def champion_versions(client) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+def champion_versions(client: MlflowClient) -> dict[str, str | None]:
     """The registry's champion version of every model (None: none)."""
-    from training import registry  # MLflow: imported where the registry is read, not by Spark's workers
+    from training import (
+        registry,  # MLflow: imported where the registry is read, not by Spark's workers
+    )
 
     return {m: registry.alias_version(client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
 
 
-def load_champions(client) -> Champions:  # type: ignore[no-untyped-def]
+def load_champions(client: MlflowClient) -> Champions:
     """The registry's champions (alias `champion`), loaded once."""
-    from training import registry  # MLflow, heavy: not for Spark's workers, which import this module
+    from training import (
+        registry,  # MLflow, heavy: not for Spark's workers, which import this module
+    )
 
     versions = champion_versions(client)
     models = {m: registry.load_version(client, m, v) for m in MODELS if (v := versions[m]) is not None}
-    uplift = registry.load_version(client, "uplift", versions["uplift"]) if versions["uplift"] else None
-    return Champions(models, uplift, versions)  # type: ignore[arg-type]
+    # The registered "uplift" model's versions are UpliftModels (load_version is typed for the others).
+    uplift = cast(UpliftModel, registry.load_version(client, "uplift", versions["uplift"])) if versions["uplift"] else None
+    return Champions(models, uplift, versions)
 
 
 @dataclass
@@ -189,8 +198,8 @@ class Scored:
         return Scored(
             pd.DataFrame(), np.concatenate([p.live for p in parts]),
             pd.concat([p.funnel for p in parts], ignore_index=True),
-            np.concatenate([p.churn_change for p in parts]) if with_effects else None,  # type: ignore[misc]
-            np.concatenate([p.upgrade_change for p in parts]) if with_effects else None,  # type: ignore[misc]
+            np.concatenate([p.churn_change for p in parts]) if with_effects else None,
+            np.concatenate([p.upgrade_change for p in parts]) if with_effects else None,
         )
 
 
@@ -270,7 +279,7 @@ class CustomerAnswer:
     """One customer's scores and ranked recommendations (`none` with its reason when no
     action pays or none is allowed)."""
 
-    scores: dict[str, object]
+    scores: dict[str, Any]  # a row of SCORE_COLUMNS, as pandas gives it (to_dict)
     in_population: bool
     recommendations: list[Recommendation]
 
@@ -298,12 +307,12 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
     ranked: dict[int, list[tuple[int, float]]] = {}
     if decided is not None:
         index = {a: j for j, a in enumerate(decided.actions)}
-        for i in range(len(live_rows)):
-            ranked[i] = [(index[a], s) for a, s in decided.ranked(i, max_actions)]
+        for k in range(len(live_rows)):
+            ranked[k] = [(index[a], s) for a, s in decided.ranked(k, max_actions)]
     pairs = [(i, j) for i, picks in ranked.items() for j, _ in picks]
     reasons = iter(explain(catalogue, champions, features, decided, pairs)) if decided is not None else iter(())
     answers = []
-    position = {row: i for i, row in enumerate(live_rows)}
+    position: dict[int | np.integer, int] = {row: i for i, row in enumerate(live_rows)}
     records = scored.scores.to_dict("records")
     for row, record in enumerate(records):
         i = position.get(row)

@@ -25,7 +25,7 @@ import threading
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import bentoml
 import pandas as pd
@@ -62,6 +62,9 @@ def _context(context: ContextIn | None) -> Context | None:
     return None if context is None else Context(intent=context.intent, channel=context.channel)
 
 
+# BentoML sends a Response an API method returns as it is. The methods keep their success
+# type as the return annotation, which BentoML reads for the OpenAPI schema and to check
+# the answers (a union would change both): their error returns ignore mypy's return-value check.
 def _error(err: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(err), "field": err.field}, status_code=err.status)
 
@@ -98,9 +101,9 @@ class Clm:
         try:
             answers, unknown = self.runtime.answer_ids([customer_id], _context(context), max_actions)
         except RequestError as err:
-            return _error(err)  # type: ignore[return-value]
+            return _error(err)  # type: ignore[return-value]  # see _error
         if unknown:
-            return _error(RequestError(404, f"customer '{customer_id}' has no features in the online store: not a "  # type: ignore[return-value]
+            return _error(RequestError(404, f"customer '{customer_id}' has no features in the online store: not a "  # type: ignore[return-value]  # see _error
                                        "customer at its snapshot date, or the store was loaded before they "
                                        "signed up (`clm features materialize`).", "customer_id"))
         return ScoreResponse.model_validate(answers[0])
@@ -112,12 +115,12 @@ class Clm:
                     context: ContextIn | None = None, max_actions: MaxActions = 3) -> BatchResponse:
         """The same as /score for up to 1,000 customers; ids without features are listed in `unknown`."""
         if len(customer_ids) > MAX_BATCH:
-            return _error(RequestError(413, f"customer_ids holds {len(customer_ids):,} ids; at most {MAX_BATCH:,} "  # type: ignore[return-value]
+            return _error(RequestError(413, f"customer_ids holds {len(customer_ids):,} ids; at most {MAX_BATCH:,} "  # type: ignore[return-value]  # see _error
                                        "a request (split the list).", "customer_ids"))
         try:
             answers, unknown = self.runtime.answer_ids(list(dict.fromkeys(customer_ids)), _context(context), max_actions)
         except RequestError as err:
-            return _error(err)  # type: ignore[return-value]
+            return _error(err)  # type: ignore[return-value]  # see _error
         return BatchResponse.model_validate({"results": answers, "unknown": unknown})
 
     @bentoml.api(route="/score_features")
@@ -134,7 +137,7 @@ class Clm:
         try:
             answer = self.runtime.answer_features(customer_id, features, when, _context(context), max_actions)
         except RequestError as err:
-            return _error(err)  # type: ignore[return-value]
+            return _error(err)  # type: ignore[return-value]  # see _error
         return ScoreResponse.model_validate(answer)
 
     @bentoml.api(route="/feedback")
@@ -143,10 +146,11 @@ class Clm:
         try:
             self.runtime.feedback(decision_id, response)
         except ClmError as err:
-            return _error(RequestError(422, str(err), "decision_id"))  # type: ignore[return-value]
+            return _error(RequestError(422, str(err), "decision_id"))  # type: ignore[return-value]  # see _error
         return FeedbackResponse(decision_id=decision_id, response=response, recorded=True)
 
 
 _hashes = key_hashes()
 if _hashes:
-    Clm.add_asgi_middleware(ApiKeyMiddleware, hashes=_hashes, protected=ROUTES)
+    # @bentoml.service made Clm a bentoml.Service; mypy does not apply class decorators.
+    cast("bentoml.Service[Clm]", Clm).add_asgi_middleware(ApiKeyMiddleware, hashes=_hashes, protected=ROUTES)

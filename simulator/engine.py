@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from simulator import latent
 from simulator.effects import LatentState, apply_action
 from simulator.hazards import deterministic_churn_hazard
 from simulator.params import SimulationParams
-from simulator.policy import PolicyInputs, action_probabilities, draw_actions
+from simulator.policy import BusinessPolicyInputs, action_probabilities, draw_actions
 from simulator.stages import true_stage
 from simulator.truth import SnapshotState, SnapshotTruth, TruthModel
 
@@ -72,7 +73,10 @@ class Columns:
         return out
 
 
-class TableColumns(dict):
+_T = TypeVar("_T")
+
+
+class TableColumns(dict[str, dict[str, np.ndarray]]):
     """Tables by name; each table's chunks are concatenated only when first read."""
 
     def __init__(self, tables: dict[str, Columns]):
@@ -85,7 +89,14 @@ class TableColumns(dict):
         self[name] = self._pending.pop(name).arrays()
         return self[name]
 
-    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
+    @overload
+    def get(self, name: str, default: None = None) -> dict[str, np.ndarray] | None: ...
+    @overload
+    def get(self, name: str, default: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    @overload
+    def get(self, name: str, default: _T) -> dict[str, np.ndarray] | _T: ...
+
+    def get(self, name: str, default: object = None) -> object:
         try:
             return self[name]
         except KeyError:
@@ -267,7 +278,7 @@ class Simulation:
             ch: (c[col][eligible] if col else np.ones(eligible.size, dtype=bool))
             for ch, col in CHANNEL_CONSENT_COLUMN.items()
         }
-        inputs = PolicyInputs(
+        inputs = BusinessPolicyInputs(
             open_tickets=self.open_counts[eligible].sum(axis=1),
             sessions_ewm=self.sessions_ewm[eligible],
             days_inactive=self.days_inactive[eligible],

@@ -17,8 +17,9 @@ from simulator.params import SimulationParams
 
 
 @dataclass
-class PolicyInputs:
-    """Observable signals of the eligible customers at decision time."""
+class BusinessPolicyInputs:
+    """What the simulated business's own (logged, randomised) policy sees of the eligible
+    customers at decision time: observable signals only."""
 
     open_tickets: np.ndarray
     sessions_ewm: np.ndarray  # exponentially weighted daily sessions
@@ -31,7 +32,7 @@ class PolicyInputs:
     consent: dict[str, np.ndarray]  # channel -> bool
 
 
-def action_probabilities(inp: PolicyInputs, params: SimulationParams) -> np.ndarray:
+def action_probabilities(inp: BusinessPolicyInputs, params: SimulationParams) -> np.ndarray:
     """(n, len(ALL_ACTIONS)) assignment probabilities, columns in ALL_ACTIONS order."""
     n = inp.open_tickets.size
     has_ticket = (inp.open_tickets > 0).astype(float)

@@ -12,7 +12,7 @@ from clm.domain import TICKET_SEVERITIES, Table
 from simulator.engine import SECONDS_PER_DAY, SimulationOutput
 
 
-class _NoRows(dict):
+class _NoRows(dict[str, np.ndarray]):
     def __missing__(self, key: str) -> np.ndarray:
         return np.zeros(0, dtype=object)
 

@@ -33,7 +33,8 @@ def quietly() -> Iterator[None]:
         yield
 
 
-def fit_btyd(fitter_class: type, summary: pd.DataFrame) -> object:
+def fit_btyd(fitter_class: type[BetaGeoFitter] | type[ParetoNBDFitter],
+             summary: pd.DataFrame) -> BetaGeoFitter | ParetoNBDFitter:
     """Fit BG/NBD or Pareto/NBD on (frequency, recency, T), with a stronger penalizer
     where the fit does not converge (few customers, e.g. early in a history)."""
     for penalizer in PENALIZERS:
@@ -62,7 +63,7 @@ def rfm_summary(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFram
     )
 
 
-def expected_purchases(fitter: object, summary: pd.DataFrame, days: int) -> pd.Series:
+def expected_purchases(fitter: BetaGeoFitter | ParetoNBDFitter, summary: pd.DataFrame, days: int) -> pd.Series:
     values = fitter.conditional_expected_number_of_purchases_up_to_time(
         days, summary["frequency"], summary["recency"], summary["T"]
     )

@@ -20,12 +20,13 @@ pages are plain HTML already.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from training.models import feature_importance
+from training.models import TrainedModel, feature_importance
 
 PSI_FLOOR = 1e-4
 BINS = 10
@@ -126,16 +127,17 @@ def _plain_shares(counts: np.ndarray) -> np.ndarray:
     return counts / total if total > 0 else np.zeros(len(counts))
 
 
-def profile_from_dict(data: dict[str, object]) -> Profile:
-    return Profile(str(data["kind"]), [float(s) for s in data["shares"]],  # type: ignore[union-attr]
-                   [float(e) for e in data.get("edges", [])],  # type: ignore[union-attr]
-                   [str(c) for c in data.get("categories", [])])  # type: ignore[union-attr]
+def profile_from_dict(data: dict[str, Any]) -> Profile:
+    """data: a `Profile.as_dict()`, as read back from JSON."""
+    return Profile(str(data["kind"]), [float(s) for s in data["shares"]],
+                   [float(e) for e in data.get("edges", [])],
+                   [str(c) for c in data.get("categories", [])])
 
 
 REFERENCE_ARTIFACT = "reference/profile.json"
 
 
-def model_score(model, rows: pd.DataFrame) -> tuple[np.ndarray, bool]:  # type: ignore[no-untyped-def]
+def model_score(model: TrainedModel, rows: pd.DataFrame) -> tuple[np.ndarray, bool]:
     """What a model's score drift is measured on: its probability or value, or for a
     multiclass model its predicted class (categorical)."""
     predictions = model.predict(rows)
@@ -144,7 +146,7 @@ def model_score(model, rows: pd.DataFrame) -> tuple[np.ndarray, bool]:  # type: 
     return predictions, False
 
 
-def model_reference(model, rows: pd.DataFrame) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def model_reference(model: TrainedModel, rows: pd.DataFrame) -> dict[str, object]:
     """A trained model's reference (logged beside it in MLflow): its features', its
     score's and, where the rows carry it, the stage mix's profile on `rows`; and the
     features' importance (share of gain, LightGBM only), which decides whose drift flags."""

@@ -12,9 +12,15 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from clm.domain import CONTACT_ACTIONS, Action  # noqa: E402
+from decisions.value import CustomerValues  # noqa: E402
 from training import evaluate as ev  # noqa: E402
 from training.models import BINARY, MULTICLASS, TrainedModel, feature_importance  # noqa: E402
-from training.uplift import predicted_gross_value, qini_curve, realised_value  # noqa: E402
+from training.uplift import (  # noqa: E402
+    UpliftModel,
+    predicted_gross_value,
+    qini_curve,
+    realised_value,
+)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -85,7 +91,7 @@ def model_plots(model: TrainedModel, test: pd.DataFrame, folder: Path) -> list[P
     return paths
 
 
-def qini_plots(model, rows: pd.DataFrame, values, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+def qini_plots(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, folder: Path) -> Path:
     """One Qini curve per modelled action on logged decision rows (treated vs control,
     inverse propensity weights): realised incremental value when targeting the top share
     by predicted value, beside random targeting."""

@@ -17,20 +17,32 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 
 from clm.errors import ClmError
 from clm.files import sqlite_damage
 from clm.workspace import Workspace, process_alive
 from training import audit
-from training.evaluate import binary_metrics, expected_calibration_error, multiclass_metrics, regression_metrics
+from training.evaluate import (
+    binary_metrics,
+    expected_calibration_error,
+    multiclass_metrics,
+    regression_metrics,
+)
 from training.models import BINARY, MULTICLASS, REGRESSION, TrainedModel
 from training.names import registered_name
 from training.uri import check_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from training.uplift import UpliftModel
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
@@ -203,23 +215,25 @@ def fail_abandoned_runs(client: MlflowClient, workspace: Workspace) -> list[str]
     ended = []
     for run in runs:
         tags = run.data.tags
-        mine = tags.get("workspace") == str(workspace.root.resolve()) and tags.get("clm.host") == socket.gethostname()
+        started_here = tags.get("workspace") == str(workspace.root.resolve()) and tags.get("clm.host") == socket.gethostname()
         pid = tags.get("clm.pid", "")
-        if mine and pid.isdigit() and not process_alive(int(pid)):
+        if started_here and pid.isdigit() and not process_alive(int(pid)):
             client.set_tag(run.info.run_id, "clm.failure", "its process ended before the run finished (killed?)")
             client.set_terminated(run.info.run_id, status="FAILED")
             ended.append(run.info.run_id)
     return ended
 
 
-class ClmPyfunc(mlflow.pyfunc.PythonModel):
+class ClmPyfunc(PythonModel):
     """MLflow wrapper: predict returns the model's scores as a frame (`predict_frame`: a
     TrainedModel's scores, or an UpliftModel's effects)."""
 
-    def __init__(self, model: TrainedModel):
+    def __init__(self, model: TrainedModel | UpliftModel):
         self.model = model
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    # MLflow reads these hints (typing.get_type_hints): each must resolve at run time.
+    def predict(self, context: PythonModelContext | None, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self.model.predict_frame(model_input)
 
 
@@ -235,7 +249,7 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
 
 
-def log_model(model: TrainedModel, example: pd.DataFrame, model_name: str) -> str:
+def log_model(model: TrainedModel | UpliftModel, example: pd.DataFrame, model_name: str) -> str:
     """Log and register a version (in the active run); returns the version number."""
     from mlflow.utils.logging_utils import disable_logging, enable_logging
 
@@ -360,38 +374,38 @@ def decide_promotion(
     if np.ptp(predictions, axis=0).max() <= 0:
         return GateDecision(False, "challenger predicts the same value for every customer: it ranks nobody "
                             "(too little data to learn from?)", float("nan"), None)
-    mine = score(challenger, predictions)
+    challenger_score = score(challenger, predictions)
     if task == BINARY:  # sanity holds for the first version too
         slope = challenger.calibrator.slope if challenger.calibrator is not None else 1.0
         if not slope > 0:
             return GateDecision(False, f"calibration slope {slope:.3f} is not positive: it would invert the "
-                                "model's ranking (the validation window contradicts the training data)", mine, None)
+                                "model's ranking (the validation window contradicts the training data)", challenger_score, None)
         ece, bound = expected_calibration_error(y.astype(float), predictions), ece_bound(predictions)
         if ece > bound:
-            return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", mine, None)
+            return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", challenger_score, None)
     if baseline is not None:
         simple = score(baseline, baseline.predict(test))
-        if not direction * (mine - simple) > 0:
-            return GateDecision(False, f"{metric} {mine:.4f} is no better than its scikit-learn baseline's "
+        if not direction * (challenger_score - simple) > 0:
+            return GateDecision(False, f"{metric} {challenger_score:.4f} is no better than its scikit-learn baseline's "
                                 f"{simple:.4f} on the test window: kept as challenger (promote it by hand "
-                                "with `clm models promote` if you still want it)", mine, None)
+                                "with `clm models promote` if you still want it)", challenger_score, None)
     floor = CLASSIC_FLOOR.get(challenger.spec.name)
     if floor is not None and classic and np.isfinite(classic.get(floor[1], np.nan)):
         figure, key, name = floor
         own = (regression_metrics if task == REGRESSION else binary_metrics)(y, predictions)[figure]
         if not own >= classic[key]:
             return GateDecision(False, f"{figure} {own:.4f} is below {name}'s {classic[key]:.4f} on the same "
-                                "customers: kept as challenger", mine, None)
+                                "customers: kept as challenger", challenger_score, None)
     if champion is None:
-        return GateDecision(True, "first version", mine, None)
+        return GateDecision(True, "first version", challenger_score, None)
     if horizons is not None and horizons[1] is not None and horizons[0] != horizons[1]:
         return GateDecision(False, f"its horizon ({horizons[0]} days) is not the champion's ({horizons[1]} days): "
                             "promoting it would change what the scores mean; promote it by hand (`clm models "
-                            "promote`) if you mean to", mine, None)
+                            "promote`) if you mean to", challenger_score, None)
     theirs = score(champion, champion.predict(test))
-    better = direction * (mine - theirs) > margin
+    better = direction * (challenger_score - theirs) > margin
     verdict = "better" if better else "not better"
-    return GateDecision(better, f"{metric} {mine:.4f} vs champion {theirs:.4f}: {verdict} by margin {margin}", mine, theirs)
+    return GateDecision(better, f"{metric} {challenger_score:.4f} vs champion {theirs:.4f}: {verdict} by margin {margin}", challenger_score, theirs)
 
 
 GATE_TAG, GATE_REASON_TAG = "gate_decision", "gate_reason"
@@ -405,7 +419,7 @@ def record_gate(passed: bool, reason: str) -> None:
     mlflow.set_tags({GATE_TAG: GATE_PASSED if passed else GATE_FAILED, GATE_REASON_TAG: reason})
 
 
-def latest_version(client: MlflowClient, model: str):  # -> ModelVersion | None
+def latest_version(client: MlflowClient, model: str) -> ModelVersion | None:
     versions = client.search_model_versions(f"name='{registered_name(model)}'")
     return max(versions, key=lambda v: int(v.version)) if versions else None
 

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import mlflow
 import numpy as np
@@ -25,10 +26,24 @@ from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
 from training import btyd, drift, plots, registry
 from training import evaluate as ev
-from training.config import INPUTS_TAG, ModelReport, TrainConfig, data_fingerprint, training_inputs
+from training.config import (
+    INPUTS_TAG,
+    ModelReport,
+    TrainConfig,
+    data_fingerprint,
+    training_inputs,
+)
 from training.frames import KEYS, feature_names, model_window, prepare_frames
 from training.labels import NotEnoughExamples, NotEnoughHistory, Split
-from training.models import BINARY, MULTICLASS, SPECS, ModelSpec, TrainedModel, fit_baseline, fit_lightgbm
+from training.models import (
+    BINARY,
+    MULTICLASS,
+    SPECS,
+    ModelSpec,
+    TrainedModel,
+    fit_baseline,
+    fit_lightgbm,
+)
 from training.names import MODEL_NAMES
 from training.oracle import oracle_probabilities
 from training.train_uplift import train_uplift
@@ -68,7 +83,8 @@ def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
 def _up_to_date(client: mlflow.tracking.MlflowClient, model: str, inputs: str) -> ModelReport | None:
     """A report for a model whose latest version was trained on these inputs, else None."""
     latest = registry.latest_version(client, model)
-    if latest is None or client.get_run(latest.run_id).data.tags.get(INPUTS_TAG) != inputs:
+    # clm's versions are logged from runs (registry.log_model): run_id is set.
+    if latest is None or client.get_run(cast(str, latest.run_id)).data.tags.get(INPUTS_TAG) != inputs:
         return None
     return ModelReport(model, False, f"up to date: version {latest.version} was trained on these data and settings",
                        version=str(latest.version), up_to_date=True)
@@ -264,7 +280,8 @@ def train(
     client = registry.connect(workspace, config.tracking_uri, create=True)
     registry.fail_abandoned_runs(client, workspace)
     inputs = training_inputs(workspace, config, as_of)
-    reports, shared = [], {}
+    reports: list[ModelReport] = []
+    shared: dict[tuple, pd.DataFrame] = {}
     for model in config.models:
         if progress:
             progress(model)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import mlflow
 import numpy as np
@@ -128,15 +129,15 @@ def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | Non
         return UpliftGate(False, "challenger predicts NaN or infinite effects")
     if np.ptp(stacked, axis=0).max() <= 0:
         return UpliftGate(False, "challenger predicts the same effect for every customer: it ranks nobody")
-    mine = uplift_r2(challenger, test, values, pseudo)
-    if not mine > 0:
-        return UpliftGate(False, f"uplift R2 {mine:.4f} on the test window: it tells no more than assuming that "
+    challenger_r2 = uplift_r2(challenger, test, values, pseudo)
+    if not challenger_r2 > 0:
+        return UpliftGate(False, f"uplift R2 {challenger_r2:.4f} on the test window: it tells no more than assuming that "
                           "no action changes anything")
     if champion is None:
-        return UpliftGate(True, f"first version (uplift R2 {mine:.4f})")
+        return UpliftGate(True, f"first version (uplift R2 {challenger_r2:.4f})")
     theirs = uplift_r2(champion, test, values, pseudo)
-    better = mine > theirs
-    return UpliftGate(better, f"uplift R2 {mine:.4f} vs champion {theirs:.4f}: {'better' if better else 'not better'}")
+    better = challenger_r2 > theirs
+    return UpliftGate(better, f"uplift R2 {challenger_r2:.4f} vs champion {theirs:.4f}: {'better' if better else 'not better'}")
 
 
 def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
@@ -192,7 +193,8 @@ def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient
         report.version = registry.log_model(model, test[model.features].head(5), MODEL)
         client.set_registered_model_alias(registry.registered_name(MODEL), registry.CHALLENGER, report.version)
         champion_version = registry.alias_version(client, MODEL, registry.CHAMPION)
-        champion = registry.load_version(client, MODEL, champion_version) if champion_version else None
+        # The registered uplift model's versions are UpliftModels (load_version is typed for the others).
+        champion = cast(UpliftModel, registry.load_version(client, MODEL, champion_version)) if champion_version else None
         decision = decide_uplift_promotion(model, champion, test, fitted.values["test"], pseudo)
         registry.record_gate(decision.promote, decision.reason)
         report.note = decision.reason

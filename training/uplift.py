@@ -29,6 +29,7 @@ recommended (no evidence, no action).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -39,17 +40,22 @@ from clm.workspace import Workspace
 from decisions.log import read_decisions
 from decisions.value import CustomerValues, expected_value
 from training.frames import KEYS
-from training.models import SEED, categories_of, lightgbm_predict, prepare_features, prepare_matrix
+from training.models import (
+    SEED,
+    categories_of,
+    lightgbm_predict,
+    prepare_features,
+    prepare_matrix,
+)
 
 # Effect name -> label column (`training.labels`).
 OUTCOMES = {"churn": "churn", "upgrade": "upsell"}
-LEARNERS = ("t_learner", "dr_learner")
 MIN_ARM_ROWS = 50  # logged decisions of an action (and of the control) needed to model it
 MIN_ARM_POSITIVES = 5
 FOLDS = 2
 QINI_POINTS = 20
 
-ARM_PARAMS = dict(
+ARM_PARAMS: dict[str, Any] = dict(
     learning_rate=0.05, num_leaves=15, min_child_samples=40, subsample=0.8, subsample_freq=1,
     colsample_bytree=0.8, random_state=SEED, n_jobs=2, verbose=-1, deterministic=True, force_row_wise=True,
 )
@@ -92,10 +98,10 @@ class UpliftModel:
     categories: dict[str, list[str]]
     outcomes: list[str]
     # T-learner: outcome -> arm -> classifier; DR-learner: outcome -> action -> regressor.
-    estimators: dict[str, dict[str, object]] = field(default_factory=dict)
+    estimators: dict[str, dict[str, lgb.LGBMModel]] = field(default_factory=dict)
     horizon_days: int = 90
     # outcome -> the control arm's classifier (P(outcome) with no contact), for both learners.
-    control: dict[str, object] = field(default_factory=dict)
+    control: dict[str, lgb.LGBMModel] = field(default_factory=dict)
     # The latest cutoff whose decisions shaped the model (its validation window's): its
     # policy can be judged off-policy only on later decisions.
     fitted_through: pd.Timestamp | None = None
@@ -147,7 +153,7 @@ def _predict(model: object, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _proba(model: object, x: pd.DataFrame) -> np.ndarray:
+def _proba(model: lgb.LGBMClassifier, x: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict_proba(x), dtype=float)[:, 1]
 
 
@@ -184,10 +190,10 @@ def _trees(model: lgb.LGBMClassifier) -> int:
 def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
                   horizon_days: int) -> UpliftModel:
     categories = categories_of(train, features)
-    estimators: dict[str, dict[str, object]] = {}
+    estimators: dict[str, dict[str, lgb.LGBMModel]] = {}
     for outcome in outcomes:
         label = OUTCOMES[outcome]
-        arms = {}
+        arms: dict[str, lgb.LGBMModel] = {}
         if _enough(_arm_rows(train, Action.NONE.value, label), label):  # no control group, no effects
             for arm in (Action.NONE.value, *CONTACT_ACTIONS):
                 rows = _arm_rows(train, arm, label)
@@ -223,10 +229,10 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
     fold = _folds(train["customer_id"])
     x_train = prepare_features(train, features, categories)
     x_valid = prepare_features(valid, features, categories)
-    estimators: dict[str, dict[str, object]] = {}
+    estimators: dict[str, dict[str, lgb.LGBMModel]] = {}
     for outcome in outcomes:
         label = OUTCOMES[outcome]
-        arms = t_model.estimators[outcome]
+        arms = cast("dict[str, lgb.LGBMClassifier]", t_model.estimators[outcome])  # a T-learner's: classifiers
         estimators[outcome] = {}
         if Action.NONE.value not in arms:
             continue
@@ -247,10 +253,10 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
             phi = pseudo_outcomes(train[labelled], label, action, mu[action][labelled], mu[Action.NONE.value][labelled])
             phi_valid = pseudo_outcomes(valid[labelled_valid], label, action, mu_valid[action][labelled_valid],
                                         mu_valid[Action.NONE.value][labelled_valid])
-            model = lgb.LGBMRegressor(n_estimators=EFFECT_MAX_TREES, **EFFECT_PARAMS)
-            model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
-                      callbacks=[lgb.early_stopping(30, verbose=False)])
-            estimators[outcome][action] = model
+            effect_model = lgb.LGBMRegressor(n_estimators=EFFECT_MAX_TREES, **EFFECT_PARAMS)
+            effect_model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
+                             callbacks=[lgb.early_stopping(30, verbose=False)])
+            estimators[outcome][action] = effect_model
     return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days, dict(t_model.control))
 
 

@@ -14,6 +14,8 @@ TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "
 def check_tracking_uri(uri: str, source: str) -> str:
     """`uri` if MLflow can keep models there, else a ClmError naming `source` and what to write."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme == "sqlite" and uri.startswith("sqlite:///"):
+        check_sqlite_folder(uri)
     if scheme in TRACKING_SCHEMES and (scheme.startswith("databricks") or "://" in uri):
         return uri
     unset = "unset it" if source.startswith("$") else "leave it out"
@@ -25,3 +27,11 @@ def check_tracking_uri(uri: str, source: str) -> str:
         )
     raise ClmError(f"{source} '{uri}' is not an MLflow tracking URI: write http://HOST:5000 (a tracking server) or "
                    f"sqlite:///ABSOLUTE/PATH.db, or {unset} to use the workspace's own store.")
+
+
+def check_sqlite_folder(uri: str) -> None:
+    """A SQLite store's file may be new, its folder may not: a ClmError naming the folder."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        raise ClmError(f"The tracking URI {uri} names a file in a folder that does not exist ({path.parent}): "
+                       "create the folder first, or correct the URI.")

@@ -5,13 +5,13 @@ import numpy as np
 
 from clm.domain import ALL_ACTIONS, Action
 from simulator.params import SimulationParams
-from simulator.policy import PolicyInputs, action_probabilities, draw_actions
+from simulator.policy import BusinessPolicyInputs, action_probabilities, draw_actions
 from simulator.stages import true_stage
 
 P = SimulationParams()
 
 
-def _inputs(n: int, **overrides) -> PolicyInputs:
+def _inputs(n: int, **overrides) -> BusinessPolicyInputs:
     base = dict(
         open_tickets=np.zeros(n), sessions_ewm=np.ones(n), days_inactive=np.zeros(n), tenure_days=np.full(n, 200),
         last_nps=np.full(n, -1), recent_failed_payment=np.zeros(n), enterprise_or_mid=np.zeros(n),
@@ -19,7 +19,7 @@ def _inputs(n: int, **overrides) -> PolicyInputs:
         consent={"email": np.ones(n, dtype=bool), "phone": np.ones(n, dtype=bool), "in_app": np.ones(n, dtype=bool)},
     )
     base.update(overrides)
-    return PolicyInputs(**base)
+    return BusinessPolicyInputs(**base)
 
 
 def col(action: Action) -> int:
