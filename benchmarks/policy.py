@@ -74,7 +74,7 @@ def uplift_quality(workspace: Path):  # type: ignore[no-untyped-def]
 
 def budget_treating(evaluate, catalogue, inputs, share: float) -> float:  # type: ignore[no-untyped-def]
     """The budget at which the oracle treats about `share` of the base (bisection)."""
-    target, low, high = share * len(inputs.customers), 0.0, 1.0
+    target, low, high = share * len(inputs.base.customers), 0.0, 1.0
     while evaluate(catalogue, inputs, high)["oracle"].treated < target and high < 1e9:
         high *= 2
     for _ in range(25):
@@ -95,12 +95,12 @@ def policy_value(workspace: Path, fitted) -> None:  # type: ignore[no-untyped-de
     registered = load_inputs(ws, as_of)
     catalogue = load_catalogue()
     b10 = budget_treating(evaluate, catalogue, registered, 0.10)
-    n = len(registered.customers)
+    n = len(registered.base.customers)
     print(f"\nPolicies as of {as_of:%Y-%m-%d} on {n:,} customers; B10 = {b10:,.0f} (oracle treats ~10%)")
-    candidates = {f"registered v{registered.uplift_version}": registered}
+    candidates = {f"registered v{registered.base.uplift_version}": registered}
     if fitted is not None:
         for name, model in fitted.learners.items():
-            effects = model.effects(registered.customers)
+            effects = model.effects(registered.base.customers)
             candidates[name] = replace(registered, predicted_churn=effects["churn"], predicted_upgrade=effects["upgrade"])
     print(f"{'uplift model':<16}{'budget':>10}" + "".join(f"{p:>12}" for p in POLICIES)
           + f"{'clm/oracle':>12}{'clm/risk':>10}{'treated':>9}")
@@ -123,7 +123,12 @@ def offpolicy_coverage(workspace: Path, cutoffs: int) -> None:
     policies (valid at any date) and clm's (only after its training window)."""
     from clm.workspace import Workspace
     from decisions.catalogue import load_catalogue
-    from pipelines.offpolicy import clm_targets, estimate, everyone_allowed, logged_evidence
+    from pipelines.offpolicy import (
+        clm_targets,
+        estimate,
+        everyone_allowed,
+        logged_evidence,
+    )
     from training.labels import candidate_cutoffs
 
     ws = Workspace(workspace)

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -112,8 +113,9 @@ def _peers(
 
 def backtest(
     workspace: Workspace, config: BacktestConfig, progress: Callable[[str], None] | None = None,
-) -> dict[str, object]:
-    """Fit as of D, score the base at D, compare with what happened; see the module's docstring."""
+) -> dict[str, Any]:
+    """Fit as of D, score the base at D, compare with what happened; see the module's docstring
+    (the report: as_of, horizon_days, business, source, targets -> models -> figures, notes)."""
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"
     as_of, horizon = config.as_of, config.horizon_days
@@ -123,30 +125,32 @@ def backtest(
     check_targets(config.targets)
 
     train_config = TrainConfig(labels=LabelConfig(horizon_days=horizon), as_of=as_of)
-    report: dict[str, object] = {
+    notes: list[str] = []
+    targets: dict[str, dict[str, Any]] = {}
+    report: dict[str, Any] = {
         "as_of": f"{as_of:%Y-%m-%d}", "horizon_days": horizon, "business": manifest.business,
-        "source": manifest.source, "targets": {}, "notes": [],
+        "source": manifest.source, "targets": targets, "notes": notes,
     }
     fitted: dict[str, FittedModel] = {}
     shared: dict[tuple, pd.DataFrame] = {}
     for target in config.targets:
         if target == "upsell" and not contractual:
-            report["notes"].append("upsell: no plans in a transactions-only workspace")
+            notes.append("upsell: no plans in a transactions-only workspace")
             continue
         try:
             _, days = model_window(workspace, target, train_config, as_of)
         except NotEnoughHistory as err:
-            report["notes"].append(f"{target}: {err}")
+            notes.append(f"{target}: {err}")
             continue
         refused = _check_window(as_of, days, manifest.end, target)
         if refused:
-            report["notes"].append(refused)
+            notes.append(refused)
             continue
         if progress:
             progress(f"Fitting {target} as of {as_of:%Y-%m-%d}")
         fitted[target] = fit_model(workspace, target, train_config, contractual, as_of, shared)
     if not fitted:
-        raise ClmError(f"Nothing to backtest as of {as_of:%Y-%m-%d}: " + "; ".join(report["notes"]))
+        raise ClmError(f"Nothing to backtest as of {as_of:%Y-%m-%d}: " + "; ".join(notes))
 
     if progress:
         progress(f"Scoring the base as of {as_of:%Y-%m-%d}")
@@ -168,18 +172,18 @@ def backtest(
                   for name, model in (("clm", fit.lgbm), ("baseline", fit.baseline))}
         make = regression_report if target == "clv" else binary_report
         if target != "clv" and len(np.unique(y)) < 2:
-            report["notes"].append(f"{target}: every customer had the same outcome; no ranking to judge")
+            notes.append(f"{target}: every customer had the same outcome; no ranking to judge")
             continue
         results = {name: make(y, s) for name, s in scores.items()}
         results.update(_peers(workspace, target, rows, y, as_of, fit.window_days, contractual, scores["clm"],
-                              report["notes"]))
-        report["targets"][target] = {"window_days": fit.window_days, "train_cutoffs": fit.split_summary()["train_cutoffs"],
+                              notes))
+        targets[target] = {"window_days": fit.window_days, "train_cutoffs": fit.split_summary()["train_cutoffs"],
                                      "models": results}
     _log(workspace, config, report)
     return report
 
 
-def flat_metrics(report: dict[str, object]) -> dict[str, float]:
+def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     """target_model_figure -> value, for every finite number in the report."""
     out = {}
     for target, block in report["targets"].items():
@@ -190,7 +194,7 @@ def flat_metrics(report: dict[str, object]) -> dict[str, float]:
     return out
 
 
-def _log(workspace: Workspace, config: BacktestConfig, report: dict[str, object]) -> None:
+def _log(workspace: Workspace, config: BacktestConfig, report: dict[str, Any]) -> None:
     client = registry.connect(workspace, config.tracking_uri, create=True)
     found = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = found.experiment_id if found else client.create_experiment(

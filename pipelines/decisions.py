@@ -16,7 +16,14 @@ from decisions.catalogue import Catalogue
 from decisions.population import in_population
 from serving.decide import Decisions, value_finder
 from serving.reasons import value_sentence
-from serving.scoring import SCORE_COLUMNS, Champions, DecisionData, Scored, decide_rows, with_drivers
+from serving.scoring import (
+    SCORE_COLUMNS,
+    Champions,
+    DecisionData,
+    Scored,
+    decide_rows,
+    with_drivers,
+)
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
 # The nightly batch's output, whatever the engine.
@@ -39,8 +46,8 @@ class BatchPlan:
     cost: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.value = _of(self.decided.parts.total, self.final)
-        self.cost = _of(self.decided.parts.cost, self.final)
+        self.value = chosen_entry(self.decided.parts.total, self.final)
+        self.cost = chosen_entry(self.decided.parts.cost, self.final)
 
     def summary(self) -> dict[str, object]:
         names = np.asarray([*self.decided.actions, Action.NONE.value], dtype=object)
@@ -61,7 +68,7 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     rng = np.random.default_rng([seed, int(as_of.value // 10**9)])  # the same date explores the same way
     final, propensity, explored = decision_log.explore(
         choice, decided.allowed, exploration, rng, catalogue.capacities - used, decided.parts.cost,
-        np.inf if budget is None else budget - float(_of(decided.parts.cost, choice).sum()))
+        np.inf if budget is None else budget - float(chosen_entry(decided.parts.cost, choice).sum()))
     return BatchPlan(decided, final, propensity, explored, budget)
 
 
@@ -78,8 +85,8 @@ def plan_frame(plan: BatchPlan) -> pd.DataFrame:
     d, final = plan.decided, plan.final
     return pd.DataFrame({
         "choice": final, "action_value": plan.value, "action_cost": plan.cost, "propensity": plan.propensity,
-        "explored": plan.explored, "retention_value": _of(d.parts.retention, final),
-        "upgrade_value": _of(d.parts.upgrade, final), "why": d.why.astype(str),
+        "explored": plan.explored, "retention_value": chosen_entry(d.parts.retention, final),
+        "upgrade_value": chosen_entry(d.parts.upgrade, final), "why": d.why.astype(str),
     })
 
 
@@ -109,7 +116,7 @@ def decision_columns(catalogue: Catalogue, champions: Champions, actions: list[s
     })
 
 
-def _of(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
+def chosen_entry(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
     """Each customer's entry of a (customers, actions) matrix at their choice; 0 for none."""
     if matrix.shape[1] == 0:
         return np.zeros(len(choice))

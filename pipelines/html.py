@@ -8,7 +8,9 @@ import html
 import io
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from clm.output_paths import HTML_SIGNATURE
 
@@ -81,10 +83,8 @@ def table(frame: pd.DataFrame, digits: int = 3) -> str:
     return frame.to_html(index=False, border=0, na_rep="", float_format=lambda v: number(v, digits), escape=True)
 
 
-def figure(fig) -> str:  # type: ignore[no-untyped-def]
+def figure(fig: Figure) -> str:
     """A matplotlib figure as an embedded PNG (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
     plt.close(fig)

@@ -10,11 +10,17 @@ pass their contracts, so a failed ingest leaves the previous data untouched.
 """
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import lzma
 import re
 import warnings
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -94,13 +100,8 @@ def detect_separator(sample: str) -> str:
 
 def _sample_lines(path: Path, encoding: str) -> str:
     """The first lines of a text file, compressed (.gz, .bz2, .xz, .zip) or not."""
-    import bz2
-    import gzip
-    import lzma
-    import zipfile
-
     suffix = path.suffix.lower()
-    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    openers: dict[str, Callable[..., IO[str]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
     try:
         if suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
@@ -248,13 +249,18 @@ def _customer_ids(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip()
 
 
+def renamed_twin(column: str) -> str | None:
+    """The column pandas renamed `customer.1` is a twin of: `customer` (None for another name)."""
+    found = re.fullmatch(r"(.*)\.\d+", column)
+    return found.group(1) if found else None
+
+
 def _refuse_repeated_columns(src: TransactionsSource, header: list[str]) -> None:
     """A header naming a chosen column twice is ambiguous: refused, not the first one taken
     (nor its renamed twin, `customer.1`, accepted)."""
     repeated = {name for name in header if header.count(name) > 1}
     chosen = (src.customer_col, src.date_col, src.amount_col)
-    clash = sorted({c for c in chosen if c in repeated or re.fullmatch(r"(.*)\.\d+", c) and
-                    re.fullmatch(r"(.*)\.\d+", c).group(1) in repeated})  # type: ignore[union-attr]
+    clash = sorted({c for c in chosen if c in repeated or renamed_twin(c) in repeated})
     if clash:
         raise ClmError(f"{src.path}: the header names {', '.join(repr(c) for c in sorted(repeated))} more than once, "
                        f"so column(s) {', '.join(repr(c) for c in clash)} cannot be told apart. Rename the repeated "

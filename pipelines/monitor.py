@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clm.contracts import require_valid
@@ -32,15 +35,22 @@ from clm.errors import ClmError
 from clm.files import read_yaml_mapping
 from clm.stages import current_stage
 from clm.workspace import Workspace
-from decisions.catalogue import load_catalogue
+from decisions.catalogue import Catalogue, load_catalogue
 from decisions.population import in_population
 from features.build import build_features
 from features.snapshots import snapshot_chunks
-from pipelines.offpolicy import HORIZON_DAYS, clm_targets, estimate, logged_evidence
+from pipelines.offpolicy import (
+    HORIZON_DAYS,
+    LoggedEvidence,
+    clm_targets,
+    estimate,
+    logged_evidence,
+)
 from pipelines.outputs import damaged_outputs, delivered_outputs, scores_dir
 from training import drift, registry
 from training import evaluate as ev
 from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
+from training.models import TrainedModel
 
 DEFAULT_THRESHOLDS = Path(__file__).with_name("monitor.yaml")
 SCORED_MODELS = ("churn", "upsell", "stage", "clv")
@@ -82,8 +92,8 @@ def load_thresholds(path: Path | None) -> Thresholds:
 class Champion:
     model: str
     version: str
-    trained: object  # TrainedModel
-    reference: dict[str, object]
+    trained: TrainedModel
+    reference: dict[str, Any]  # the JSON recorded at training (training.drift)
     test_figures: dict[str, float]
     judged_at: pd.Timestamp | None = None  # the test window's cutoff: the reference's date
 
@@ -91,21 +101,21 @@ class Champion:
 REFERENCE_SAMPLE = 200_000  # rows enough for decile edges and shares
 
 
-def load_champions(client, workspace: Workspace, contractual: bool,  # type: ignore[no-untyped-def]
+def load_champions(client: MlflowClient, workspace: Workspace, contractual: bool,
                    models: tuple[str, ...] = SCORED_MODELS) -> tuple[list[Champion], list[str]]:
     """Each model's champion with its reference: the one recorded at training, or, for a
     champion trained before clm recorded them, one computed from the feature snapshot of
     its test cutoff (the same rows: a test holds the two equal) and recorded in its run
     for next time (said in a note)."""
-    import mlflow
-
     found, notes = [], []
     for model in models:
         version = registry.alias_version(client, model, registry.CHAMPION)
         if version is None:
             continue
         trained = registry.load_version(client, model, version)
-        run = client.get_run(client.get_model_version(registry.registered_name(model), version).run_id)
+        run_id = client.get_model_version(registry.registered_name(model), version).run_id
+        assert run_id is not None  # clm registers every version from its training run
+        run = client.get_run(run_id)
         try:
             reference = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{drift.REFERENCE_ARTIFACT}")
         except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
@@ -131,10 +141,11 @@ def check_after_reference(champions: list[Champion], as_of: pd.Timestamp) -> Non
     """Drift is measured after the window each champion was judged on (its reference): an
     earlier --as-of would flag what is only the past, so it is refused, with the first
     date that means something."""
-    early = [c for c in champions if c.judged_at is not None and as_of < c.judged_at]
+    early = [(c, c.judged_at) for c in champions if c.judged_at is not None and as_of < c.judged_at]
     if early:
-        first = max(c.judged_at for c in early)  # type: ignore[type-var]
-        which = ", ".join(f"{registry.registered_name(c.model)} v{c.version} on {c.judged_at:%Y-%m-%d}" for c in early)
+        first = max(judged_at for _, judged_at in early)
+        which = ", ".join(f"{registry.registered_name(c.model)} v{c.version} on {judged_at:%Y-%m-%d}"
+                          for c, judged_at in early)
         raise ClmError(f"--as-of {as_of:%Y-%m-%d} is before the window the champions were judged on ({which}): drift "
                        f"compares later data with that window. Choose --as-of {first:%Y-%m-%d} or later.")
 
@@ -160,18 +171,18 @@ class DriftCounts:
     rows: int = 0
 
 
-def _accumulate(into: dict, key: object, counts: np.ndarray) -> None:  # type: ignore[type-arg]
+def _accumulate(into: dict[Any, np.ndarray], key: object, counts: np.ndarray) -> None:
     into[key] = into[key] + counts if key in into else counts
 
 
 def count_today(workspace: Workspace, as_of: pd.Timestamp, champions: list[Champion], contractual: bool,
                 chunk_rows: int = CHUNK_ROWS) -> DriftCounts:
     counts = DriftCounts()
-    stage_profile = next((drift.profile_from_dict(c.reference["stage_mix"]) for c in champions  # type: ignore[arg-type]
+    stage_profile = next((drift.profile_from_dict(c.reference["stage_mix"]) for c in champions
                           if "stage_mix" in c.reference), None)
-    profiles = {c.model: {name: drift.profile_from_dict(p) for name, p in c.reference["features"].items()}  # type: ignore[union-attr]
+    profiles = {c.model: {name: drift.profile_from_dict(p) for name, p in c.reference["features"].items()}
                 for c in champions}
-    score_profiles = {c.model: drift.profile_from_dict(c.reference["score"]) for c in champions}  # type: ignore[arg-type]
+    score_profiles = {c.model: drift.profile_from_dict(c.reference["score"]) for c in champions}
     for chunk in snapshot_chunks(workspace, as_of, chunk_rows):
         live = chunk[in_population(chunk, contractual)].reset_index(drop=True)
         if live.empty:
@@ -195,7 +206,7 @@ def drift_table(champions: list[Champion], counts: DriftCounts, thresholds: Thre
     for champion in champions:
         importance = champion.reference.get("importance") or {}
         ranked = list(importance)[: thresholds.top_features]  # largest share first
-        for name, data in champion.reference["features"].items():  # type: ignore[union-attr]
+        for name, data in champion.reference["features"].items():
             profile = drift.profile_from_dict(data)
             got = counts.features.get((champion.model, name))
             if got is None:
@@ -204,12 +215,12 @@ def drift_table(champions: list[Champion], counts: DriftCounts, thresholds: Thre
             row["importance"] = importance.get(name)
             row["flagged"] = row["flagged"] and (not importance or name in ranked)
             rows.append(row)
-        profile = drift.profile_from_dict(champion.reference["score"])  # type: ignore[arg-type]
+        profile = drift.profile_from_dict(champion.reference["score"])
         if champion.model in counts.scores:
             rows.append(_drift_row(champion, "score", champion.model, profile, counts.scores[champion.model],
                                    thresholds.score_psi))
         if "stage_mix" in champion.reference and counts.stage_mix is not None:
-            profile = drift.profile_from_dict(champion.reference["stage_mix"])  # type: ignore[arg-type]
+            profile = drift.profile_from_dict(champion.reference["stage_mix"])
             rows.append(_drift_row(champion, "stage mix", "stage", profile, counts.stage_mix, thresholds.stage_mix_psi))
     columns = ["model", "version", "kind", "variable", "psi", "p_value", "importance", "threshold", "flagged"]
     return pd.DataFrame(rows, columns=columns).sort_values(["flagged", "psi"], ascending=[False, False],
@@ -263,7 +274,7 @@ def matured_performance(workspace: Workspace, as_of: pd.Timestamp, horizon_days:
 
 # ---------------------------------------------------------------- uplift and policy
 def policy_over_time(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None,
-                     thresholds: Thresholds, catalogue=None) -> tuple[pd.DataFrame, pd.DataFrame, str]:  # type: ignore[no-untyped-def]
+                     thresholds: Thresholds, catalogue: Catalogue | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(policy value per matured decision date, realised uplift by predicted decile at the
     latest one, a note when there is nothing to evaluate)."""
     catalogue = catalogue or load_catalogue()
@@ -294,7 +305,7 @@ def policy_over_time(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
     return pd.DataFrame(rows, columns=columns), deciles, "; ".join(notes)
 
 
-def realised_uplift_by_decile(evidence, targets: np.ndarray) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def realised_uplift_by_decile(evidence: LoggedEvidence, targets: np.ndarray) -> pd.DataFrame:
     """Deciles of the predicted incremental value of clm's chosen action (10 = highest);
     in each, the realised value of the customers the logged policy contacted minus that of
     those it left alone, each weighted by the inverse of the propensity of what was done."""
@@ -380,8 +391,6 @@ def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, t
 
 def log_to_mlflow(workspace: Workspace, report: MonitorReport, tracking_uri: str | None, html: Path | None) -> str:
     """One run in the experiment `clm-monitor`: the figures, the tables, the page; its id."""
-    import mlflow
-
     client = registry.connect(workspace, tracking_uri)
     found = client.get_experiment_by_name("clm-monitor")
     experiment = found.experiment_id if found else client.create_experiment(

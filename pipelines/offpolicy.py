@@ -13,14 +13,15 @@ On simulated data the truth of the same quantity is the mean, over those decisio
 the true incremental value of the action clm chose (the true effects, same value rule).
 
 The estimate is honest only out of sample: at a cutoff the uplift model was trained on,
-clm's policy is fitted to that very noise and IPS rewards it (measured: +151 per decision
-estimated against +7 true, on a training cutoff). `clm evaluate-policy` therefore
+clm's policy is fitted to that very noise and IPS rewards it (figures in the README's
+policy section). `clm evaluate-policy` therefore
 estimates at a cutoff after the model's training and validation windows, and the fixed
 policies (`everyone_allowed`) check the estimators at any cutoff.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ class OffPolicyReport:
     estimates: dict[str, Estimate]  # per decision
     truth: float | None  # per decision; None on real data
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         per = 1000.0
         out: dict[str, object] = {
             "cutoff": f"{self.cutoff:%Y-%m-%d}", "decisions": self.decisions, "policy_actions": self.policy_actions,
@@ -158,7 +159,7 @@ def everyone_allowed(evidence: LoggedEvidence, catalogue: Catalogue, action: str
 
     The estimators need support: the logged policy must have been able to take the target
     action. It never offered an upgrade to a customer on the top plan, so a policy that
-    does cannot be judged from its log (measured: IPS +54 per decision against +12 true)."""
+    does cannot be judged from its log (IPS then overstates it several times over)."""
     allowed = allowed_actions(catalogue, evidence.rows, evidence.history, evidence.cutoff).allowed[action]
     ok = allowed.to_numpy(dtype=bool)
     if catalogue.entry(action).target == "upgrade":

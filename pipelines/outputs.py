@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +26,7 @@ def scores_path(workspace: Workspace, when: pd.Timestamp) -> Path:
     return scores_dir(workspace) / f"{when:%Y-%m-%d}.parquet"
 
 
-def read_manifest(out: Path) -> dict[str, object] | None:
+def read_manifest(out: Path) -> dict[str, Any] | None:
     """A finished batch output's manifest, or None (no output there, or not one of ours)."""
     try:
         return json.loads((out / MANIFEST_NAME).read_text())
@@ -61,8 +62,9 @@ def delivered_outputs(workspace: Workspace) -> dict[pd.Timestamp, Path]:
     """Batch outputs in WORKSPACE/scores/ by their as-of date (from each one's manifest)."""
     found = {}
     for path in sorted(scores_dir(workspace).glob("*.parquet")):
-        if is_whole_batch(path):
-            found[pd.Timestamp(str(read_manifest(path)["as_of"]), tz="UTC")] = path  # type: ignore[index]
+        manifest = read_manifest(path) if is_whole_batch(path) else None
+        if manifest is not None:  # a whole batch has its manifest
+            found[pd.Timestamp(str(manifest["as_of"]), tz="UTC")] = path
     return found
 
 

@@ -17,10 +17,13 @@ no policy is judged by its own models.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
 from clm.domain import CONTACT_ACTIONS, Table
@@ -51,27 +54,11 @@ class PolicyResult:
     actions: dict[str, int] = field(default_factory=dict)
     value_finder: list[dict[str, object]] = field(default_factory=list)  # the funnel's policies only
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         per = 1000.0 / max(self.customers, 1)
         out = {"value_per_1000": self.value * per, "cost_per_1000": self.cost * per,
                "customers_treated": self.treated, "actions": self.actions, "value": self.value, "cost": self.cost}
         return out | ({"value_finder": self.value_finder} if self.value_finder else {})
-
-
-@dataclass
-class PolicyInputs:
-    """Everything the policies decide from, for the base at one date."""
-
-    customers: pd.DataFrame  # features, stage, consents, churn and upsell probability
-    history: pd.DataFrame  # contacts before the date
-    true_churn: np.ndarray  # (customers, CONTACT_ACTIONS)
-    true_upgrade: np.ndarray
-    predicted_churn: np.ndarray
-    predicted_upgrade: np.ndarray
-    plan_prices: np.ndarray
-    as_of: pd.Timestamp
-    uplift_version: str
-    uplift_note: str = ""  # set when the uplift model judged is not the champion
 
 
 def _effects_matrix(effects: pd.DataFrame, ids: pd.Series, column: str) -> np.ndarray:
@@ -93,6 +80,19 @@ class DecisionBase:
     contractual: bool
 
 
+@dataclass
+class PolicyInputs:
+    """What every policy decides from and is judged by, for the base at one date: the base
+    as the funnel sees it, the uplift model's predicted effects and the simulator's true
+    ones, each (customers, CONTACT_ACTIONS)."""
+
+    base: DecisionBase
+    predicted_churn: np.ndarray
+    predicted_upgrade: np.ndarray
+    true_churn: np.ndarray
+    true_upgrade: np.ndarray
+
+
 def check_decision_date(as_of: pd.Timestamp) -> None:
     if as_of != as_of.normalize() or as_of.day != 1:
         raise ClmError(f"--as-of {as_of:%Y-%m-%d} is not a month's first day: decisions, and the truth that "
@@ -108,11 +108,12 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
     client = registry.connect(workspace, tracking_uri)
     versions = {m: registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "upsell", "uplift")}
     uplift_note = ""
-    if versions["uplift"] is None:
-        held = registry.alias_version(client, "uplift", registry.CHALLENGER)
-        if held is None:
+    uplift_version = versions["uplift"]
+    if uplift_version is None:
+        uplift_version = registry.alias_version(client, "uplift", registry.CHALLENGER)
+        if uplift_version is None:
             raise ClmError(f"No uplift model in {workspace.root}: run `clm train --models uplift` first.")
-        versions["uplift"] = held
+        held = uplift_version
         uplift_note = (f"uplift v{held} is a challenger (the gate kept it back; `clm models list` says why): "
                        "clm's policy is judged with it anyway")
     contractual = manifest.business == "contractual"
@@ -121,9 +122,12 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
     base["stage"] = current_stage(base, contractual).to_numpy()
     base = with_consents(base, consents_of(workspace))
     for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
-        base[column] = registry.load_version(client, model, versions[model]).predict(base) if versions[model] else np.nan
-    return DecisionBase(base, contact_history(workspace, as_of), registry.load_version(client, "uplift", versions["uplift"]),
-                        versions["uplift"], uplift_note, plan_prices(workspace), as_of, contractual)
+        version = versions[model]
+        base[column] = registry.load_version(client, model, version).predict(base) if version else np.nan
+    uplift = registry.load_version(client, "uplift", uplift_version)
+    assert isinstance(uplift, UpliftModel)  # the registry's uplift models are UpliftModels
+    return DecisionBase(base, contact_history(workspace, as_of), uplift, uplift_version, uplift_note,
+                        plan_prices(workspace), as_of, contractual)
 
 
 def read_true_effects(workspace: Workspace, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -152,14 +156,10 @@ def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | N
     base = decision_base(workspace, as_of, tracking_uri)
     true_churn, true_upgrade = true_effect_matrices(effects, base.customers["customer_id"])
     predicted = base.uplift.effects(base.customers)
-    return PolicyInputs(
-        customers=base.customers, history=base.history, true_churn=true_churn, true_upgrade=true_upgrade,
-        predicted_churn=predicted["churn"], predicted_upgrade=predicted["upgrade"],
-        plan_prices=base.plan_prices, as_of=as_of, uplift_version=base.uplift_version, uplift_note=base.uplift_note,
-    )
+    return PolicyInputs(base, predicted["churn"], predicted["upgrade"], true_churn, true_upgrade)
 
 
-def _in_order(order: np.ndarray, options: list[np.ndarray], cost: np.ndarray, budget: float,
+def _in_order(order: np.ndarray, options: Sequence[Sequence[int]], cost: np.ndarray, budget: float,
               capacity: np.ndarray) -> np.ndarray:
     """First come, first served: customers in `order`, each given the first of their
     options (action indices, best first) that the remaining budget and capacity allow."""
@@ -175,11 +175,11 @@ def _in_order(order: np.ndarray, options: list[np.ndarray], cost: np.ndarray, bu
 
 def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: int = SEED) -> dict[str, PolicyResult]:
     """Every policy at one budget, judged by the true effects."""
-    c = inputs.customers
+    base, c = inputs.base, inputs.base.customers
     entries = catalogue.contact_actions
     ids = [e.id.value for e in entries]
     columns = [CONTACT_ACTIONS.index(a) for a in ids]
-    values = customer_values(c, inputs.plan_prices, catalogue.value)
+    values = customer_values(c, base.plan_prices, catalogue.value)
     cost = action_costs(entries, values.monthly_revenue)
     true_value = expected_value(inputs.true_churn[:, columns], inputs.true_upgrade[:, columns], values, cost).total
     capacity = catalogue.capacities
@@ -188,8 +188,7 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
     finders = {}
     for name, churn, upgrade in (("clm", inputs.predicted_churn, inputs.predicted_upgrade),
                                  ("oracle", inputs.true_churn, inputs.true_upgrade)):
-        decisions = decide(catalogue, c, churn, upgrade, inputs.history, inputs.as_of, inputs.plan_prices,
-                           budget=budget)
+        decisions = decide(catalogue, c, churn, upgrade, base.history, base.as_of, base.plan_prices, budget=budget)
         choices[name], finders[name] = decisions.choice, value_finder(decisions)
     allowed = decisions.allowed  # the rules' verdict, the same for every policy
     retain = [j for j, e in enumerate(entries) if e.target == "retain"]
@@ -220,6 +219,12 @@ def default_budget(customers: int) -> float:
     return DEFAULT_BUDGET_PER_CUSTOMER * customers
 
 
+def workspace_budget(workspace: Workspace) -> float:
+    """The nightly batch's budget when none is given: the default for every customer the
+    workspace knows (signed up at any time)."""
+    return default_budget(pq.ParquetFile(workspace.table_path(Table.CUSTOMERS)).metadata.num_rows)
+
+
 # About what lets the oracle treat 10% of a simulated base with the default catalogue
 # (cheap upgrade offers and nudges go first): measured on 20,000 and 100,000 customers.
 DEFAULT_BUDGET_PER_CUSTOMER = 0.15
@@ -228,6 +233,7 @@ DEFAULT_BUDGET_PER_CUSTOMER = 0.15
 def report_json(results: dict[str, PolicyResult], inputs: PolicyInputs, budget: float) -> dict[str, object]:
     """The JSON report: one entry per policy name, and `run` with the settings."""
     out: dict[str, object] = {name: r.as_dict() for name, r in results.items()}
-    out["run"] = {"as_of": f"{inputs.as_of:%Y-%m-%d}", "budget": budget, "customers": len(inputs.customers),
-                  "uplift_version": inputs.uplift_version, "note": inputs.uplift_note}
+    base = inputs.base
+    out["run"] = {"as_of": f"{base.as_of:%Y-%m-%d}", "budget": budget, "customers": len(base.customers),
+                  "uplift_version": base.uplift_version, "note": base.uplift_note}
     return out

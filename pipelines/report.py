@@ -19,10 +19,14 @@ Definitions:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from clm.contracts import require_valid
 from clm.domain import STAGES, Table
@@ -33,7 +37,7 @@ from features.build import build_features, snapshot_dates
 from features.snapshots import snapshot_chunks
 from pipelines.outputs import damaged_outputs, delivered_outputs, read_manifest
 from training import audit, registry
-from training.models import feature_importance
+from training.models import TrainedModel, feature_importance
 
 CHURNED, DORMANT = "churned", "dormant"
 NEW_CUSTOMER = "(not yet a customer)"
@@ -67,20 +71,22 @@ class LifecycleReport:
     cohorts_by_month: pd.DataFrame  # retention share: signup month x months since signup
     cohorts_by_channel: pd.DataFrame  # retention share: acquisition channel x months since signup
     at_risk: pd.DataFrame
-    plan: dict[str, object] | None
+    plan: dict[str, Any] | None
     scored_at: str | None
     models: list[ModelCard]
     notes: list[str] = field(default_factory=list)
 
 
-def stages_at(workspace: Workspace, when: pd.Timestamp, contractual: bool, clv_model=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def stages_at(workspace: Workspace, when: pd.Timestamp, contractual: bool,
+              clv_model: TrainedModel | None = None) -> pd.DataFrame:
     """Every customer known at `when`: stage, latest NPS answer and its age, and the CLV
     champion's value (population only; NaN elsewhere or without a champion)."""
     build_features(workspace, [when], raw_checked=True)
     return _read_stages(workspace, when, contractual, clv_model)
 
 
-def _read_stages(workspace: Workspace, when: pd.Timestamp, contractual: bool, clv_model=None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+def _read_stages(workspace: Workspace, when: pd.Timestamp, contractual: bool,
+                 clv_model: TrainedModel | None = None) -> pd.DataFrame:
     """stages_at from snapshots already built."""
     parts = []
     # Only what the stage rules, the population rule and the NPS read, unless CLV is scored.
@@ -179,7 +185,7 @@ def retention_cohorts(workspace: Workspace, as_of: pd.Timestamp, contractual: bo
     return table("signup_month"), table("channel")
 
 
-def latest_batch(workspace: Workspace, as_of: pd.Timestamp):  # type: ignore[no-untyped-def]
+def latest_batch(workspace: Workspace, as_of: pd.Timestamp) -> tuple[pd.Timestamp, Path] | None:
     """(date, path) of the latest batch output at or before as_of in WORKSPACE/scores/, or None."""
     found = [(d, p) for d, p in delivered_outputs(workspace).items() if d <= as_of]
     return max(found) if found else None
@@ -200,8 +206,6 @@ def at_risk(scores: pd.DataFrame, rows: int = AT_RISK_ROWS) -> pd.DataFrame:
 
 
 def _first_reason(reasons: object) -> str:
-    import json
-
     try:
         found = json.loads(str(reasons))
     except ValueError:
@@ -209,7 +213,7 @@ def _first_reason(reasons: object) -> str:
     return str(found[0]) if isinstance(found, list) and found else ""
 
 
-def model_cards(client) -> list[ModelCard]:  # type: ignore[no-untyped-def]
+def model_cards(client: MlflowClient) -> list[ModelCard]:
 
     cards = []
     for model in ("churn", "upsell", "stage", "clv", "uplift"):
@@ -217,7 +221,9 @@ def model_cards(client) -> list[ModelCard]:  # type: ignore[no-untyped-def]
         if version is None:
             continue
         name = registry.registered_name(model)
-        run = client.get_run(client.get_model_version(name, version).run_id)
+        run_id = client.get_model_version(name, version).run_id
+        assert run_id is not None  # clm registers every version from its training run
+        run = client.get_run(run_id)
         params, metrics = run.data.params, run.data.metrics
         trained = registry.load_version(client, model, version)
         importance = feature_importance(trained) if hasattr(trained, "estimator") else None
@@ -258,6 +264,6 @@ def lifecycle_report(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: st
     else:
         scored_at = f"{batch[0]:%Y-%m-%d}"
         risky = at_risk(pd.read_parquet(batch[1]))
-        plan = (read_manifest(batch[1]) or {}).get("decisions")  # type: ignore[assignment]
+        plan = (read_manifest(batch[1]) or {}).get("decisions")
     return LifecycleReport(as_of, previous, contractual, kpis, stage_flow(before, now), by_month, by_channel, risky,
                            plan, scored_at, model_cards(client) if client is not None else [], notes)

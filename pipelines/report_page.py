@@ -106,12 +106,12 @@ def _at_risk(report: LifecycleReport) -> str:
         body += html.paragraph("This batch made no decisions: there was no uplift champion (see `clm models list`; "
                                "the gate may have kept the uplift model back on a small base).")
     if plan:
-        actions = ", ".join(f"{a}: {n:,}" for a, n in plan.get("actions", {}).items())  # type: ignore[union-attr]
+        actions = ", ".join(f"{a}: {n:,}" for a, n in plan.get("actions", {}).items())  
         budget = plan.get("budget")
         body += "<h3>The plan</h3>" + html.paragraph(
             f"Expected incremental value {plan['expected_value']:,.0f} for a cost of {plan['spent']:,.0f}"
             + (f" (budget {budget:,.0f})" if budget is not None else "") + f". Actions: {actions}.", "")
-        finder = pd.DataFrame(plan.get("value_finder", []))  # type: ignore[arg-type]
+        finder = pd.DataFrame(plan.get("value_finder", []))
         if len(finder):
             body += ("<h3>Value finder</h3>" + html.paragraph(
                 "Customers left with no action, by the funnel step where their last action fell, and the value "

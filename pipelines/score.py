@@ -37,14 +37,16 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
 
 from clm.contracts import require_valid
 from clm.errors import ClmError
@@ -56,11 +58,29 @@ from decisions.catalogue import Catalogue, load_catalogue
 from decisions.log import DEFAULT_EXPLORATION
 from decisions.population import population
 from features.build import build_features
-from features.snapshots import read_snapshot, snapshot_chunks, snapshot_files, snapshot_parts, snapshot_rows
+from features.snapshots import (
+    read_snapshot,
+    snapshot_chunks,
+    snapshot_files,
+    snapshot_parts,
+    snapshot_rows,
+)
 from features.store import apply as apply_features
 from features.store import historical_features
-from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame, with_decisions
-from pipelines.outputs import MANIFEST_NAME, is_batch_output, is_whole_batch, read_manifest, scores_dir
+from pipelines.decisions import (
+    OUTPUT_COLUMNS,
+    log_rows,
+    plan_batch,
+    plan_frame,
+    with_decisions,
+)
+from pipelines.outputs import (
+    MANIFEST_NAME,
+    is_batch_output,
+    is_whole_batch,
+    read_manifest,
+    scores_dir,
+)
 from serving.scoring import (
     MODELS,
     SCALAR_SCORES,
@@ -82,10 +102,11 @@ Progress = Callable[[str, int, int], None]  # (step, done, total)
 @dataclass
 class ScoreResult:
     path: Path
+    as_of: pd.Timestamp
     customers: int
     scored: int  # customers in the model population, who got scores
     models: dict[str, str | None]  # model -> champion version used
-    decisions: dict[str, object] | None = None  # BatchPlan.summary(), with an uplift champion
+    decisions: dict[str, Any] | None = None  # BatchPlan.summary(), with an uplift champion
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False  # keep_current: the output already held these inputs' scores and was left as it was
 
@@ -156,7 +177,7 @@ def fingerprint(paths: list[Path], settings: dict[str, object]) -> str:
 
 
 # ------------------------------------------------------------------ the batch
-def require_champions(workspace: Workspace, client) -> Champions:  # type: ignore[no-untyped-def]
+def require_champions(workspace: Workspace, client: MlflowClient) -> Champions:
     champions = load_champions(client)
     if any(champions.versions[m] for m in MODELS):
         return champions
@@ -188,8 +209,8 @@ class BatchInputs:
     fingerprint: str
     started: float
 
-    def manifest(self, scored: int, summary: dict[str, object] | None, timings: dict[str, float],
-                 layout: dict[str, object]) -> str:
+    def manifest(self, scored: int, summary: dict[str, Any] | None, timings: Mapping[str, float],
+                 layout: Mapping[str, object]) -> str:
         """The output's _manifest.json; layout: how the output was cut (chunks or partitions)."""
         return json.dumps({
             "as_of": f"{self.as_of:%Y-%m-%d}", "workspace": str(self.workspace.root), "models": self.champions.versions,
@@ -201,7 +222,7 @@ class BatchInputs:
 
 
 def prepare(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None,
-            catalogue: Catalogue | None, budget: float | None, exploration: float, spark=None) -> BatchInputs:  # type: ignore[no-untyped-def]
+            catalogue: Catalogue | None, budget: float | None, exploration: float, spark: Any = None) -> BatchInputs:
     """Check the output path, the raw data and the champions; build the date's snapshots if
     missing (on Spark when given); fingerprint the inputs."""
     started = time.perf_counter()
@@ -223,8 +244,8 @@ def kept_output(inputs: BatchInputs) -> ScoreResult | None:
     earlier = read_manifest(inputs.out) if is_whole_batch(inputs.out) else None
     if earlier is None or earlier.get("input_fingerprint") != inputs.fingerprint:
         return None
-    return ScoreResult(inputs.out, int(earlier["customers"]), int(earlier["scored"]), inputs.champions.versions,  # type: ignore[arg-type]
-                       earlier.get("decisions"), dict(earlier.get("timings_s", {})), kept=True)  # type: ignore[arg-type]
+    return ScoreResult(inputs.out, inputs.as_of, int(earlier["customers"]), int(earlier["scored"]), inputs.champions.versions,
+                       earlier.get("decisions"), dict(earlier.get("timings_s", {})), kept=True)
 
 
 def finish(inputs: BatchInputs, tmp: Path, manifest: str, log: decision_log.BatchLog | None) -> None:
@@ -278,8 +299,8 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
         actions = plan.decided.actions if plan is not None else []
         for k, chunk in enumerate(snapshot_chunks(workspace, as_of, chunk_rows)):
             scores_path = tmp / f"scores-{k:05d}.parquet"
-            mine = planned.iloc[offsets[k]:offsets[k + 1]] if planned is not None else None
-            part = with_decisions(pd.read_parquet(scores_path), chunk, mine, actions, catalogue, champions, contractual)
+            chunk_plan = planned.iloc[offsets[k]:offsets[k + 1]] if planned is not None else None
+            part = with_decisions(pd.read_parquet(scores_path), chunk, chunk_plan, actions, catalogue, champions, contractual)
             if log is not None:
                 log.add(log_rows(part))
             pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / f"part-{k:05d}.parquet")
@@ -295,4 +316,4 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
         if log is not None:
             log.discard()
         raise
-    return ScoreResult(out, inputs.customers, scored_count, champions.versions, summary, timings)
+    return ScoreResult(out, inputs.as_of, inputs.customers, scored_count, champions.versions, summary, timings)

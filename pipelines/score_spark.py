@@ -25,16 +25,20 @@
    hidden temporary folder as the local batch's, the decision log filled from it, the
    manifest written and the folder renamed in.
 
-The driver holds the population's funnel inputs for the selection: its Python process
-peaked at 1.96 GB scoring 1,000,000 customers (423,000 in the population), models
-included (`benchmarks/spark_engine.py`; the manifest records `driver_peak_gb`).
+The driver holds the population's funnel inputs for the selection: its peak memory is
+recorded in the manifest (`driver_peak_gb`) and measured by `benchmarks/spark_engine.py`
+(figures in the README's Spark section).
 """
 from __future__ import annotations
 
 import pickle
+import resource
 import shutil
 import time
 from pathlib import Path
+from typing import (
+    Any,  # PySpark's sessions and frames: an optional dependency, imported lazily
+)
 
 import numpy as np
 import pandas as pd
@@ -42,6 +46,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from clm.domain import Table
+from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue
 from decisions.log import DEFAULT_EXPLORATION
@@ -56,7 +61,13 @@ from pipelines.spark_tasks import (
     schema,
     score_batches,
 )
-from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Scored, load_decision_data
+from serving.scoring import (
+    CONSENT_COLUMNS,
+    FUNNEL_COLUMNS,
+    SCORE_COLUMNS,
+    Scored,
+    load_decision_data,
+)
 
 LOG_COLUMNS = ("customer_id", "action", "action_value", "propensity", "explored", "reasons")
 
@@ -64,12 +75,10 @@ LOG_COLUMNS = ("customer_id", "action", "action_value", "propensity", "explored"
 def _driver_peak_gb() -> float:
     """Peak memory of this (the driver's) Python process so far: Spark's JVM and workers are
     other processes."""
-    import resource
-
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)  # KB on Linux
 
 
-def read_features(spark, workspace, as_of: pd.Timestamp, partitions: int | None):  # type: ignore[no-untyped-def]
+def read_features(spark: Any, workspace: Workspace, as_of: pd.Timestamp, partitions: int | None) -> Any:
     """Every group's snapshot at as_of joined on customer_id, with the consents."""
     from pyspark.sql import functions as F
 
@@ -100,7 +109,7 @@ def funnel_inputs(pass1: Path, with_effects: bool) -> Scored:
                   change["churn"] if with_effects else None, change["upgrade"] if with_effects else None)
 
 
-def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,  # type: ignore[no-untyped-def]
+def score_on_spark(spark: Any, workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: str | None = None,
                    catalogue: Catalogue | None = None, budget: float | None = None,
                    exploration: float = DEFAULT_EXPLORATION, partitions: int | None = None,
                    keep_current: bool = False) -> ScoreResult:
@@ -161,4 +170,4 @@ def score_on_spark(spark, workspace, as_of: pd.Timestamp, out: Path, tracking_ur
         if log is not None:
             log.discard()
         raise
-    return ScoreResult(out, inputs.customers, scored_count, inputs.champions.versions, summary, timings)
+    return ScoreResult(out, inputs.as_of, inputs.customers, scored_count, inputs.champions.versions, summary, timings)

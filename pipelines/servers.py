@@ -53,7 +53,7 @@ def running_server(command: list[str], ready_url: str, log: Path, env: dict[str,
         stop(proc)
 
 
-def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the server (`clm serve` became it): it stops its workers, which run in
     sessions of their own; any still there after that are killed."""
     workers = list(psutil.Process(proc.pid).children(recursive=True)) if proc.poll() is None else []

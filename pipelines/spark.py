@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -199,7 +200,7 @@ def _require_pyspark() -> None:
 
 
 @contextmanager
-def spark_session(settings: SparkSettings, scratch: Path) -> Iterator["SparkSession"]:  # type: ignore[name-defined]  # noqa: F821
+def spark_session(settings: SparkSettings, scratch: Path) -> Iterator[Any]:  # a SparkSession (PySpark is optional)
     """A Spark session for one command, stopped at the end (a session already active in
     this process is used and left running). scratch: a folder for clm's Java wrapper (the
     workspace's `.spark`)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -14,7 +14,13 @@ import pandas as pd
 from clm.domain import CONTACT_ACTIONS
 from decisions.catalogue import Catalogue
 from pipelines.decisions import OUTPUT_COLUMNS, PLAN_COLUMNS, with_decisions
-from serving.scoring import CONSENT_COLUMNS, FUNNEL_COLUMNS, SCORE_COLUMNS, Champions, score_rows
+from serving.scoring import (
+    CONSENT_COLUMNS,
+    FUNNEL_COLUMNS,
+    SCORE_COLUMNS,
+    Champions,
+    score_rows,
+)
 
 LIVE = "_live"
 # The funnel's inputs that are not already score columns, and the effects, one column each.
@@ -23,6 +29,8 @@ EFFECTS = {kind: tuple(f"_{kind}_change__{a}" for a in CONTACT_ACTIONS) for kind
 STRINGS = {"customer_id", "stage", "predicted_stage", "stage_probabilities", "segment", "action", "reasons",
            "model_versions", "why"}
 BOOLEANS = {"consent_email", "consent_phone", "explored", LIVE}
+
+BatchFunction = Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]  # what mapInPandas runs
 
 
 def _spark_type(column: str) -> str:
@@ -62,7 +70,7 @@ def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
-def score_batches(blob: bytes, contractual: bool):  # type: ignore[no-untyped-def]
+def score_batches(blob: bytes, contractual: bool) -> BatchFunction:
     """Pass 1's function for mapInPandas: PASS1_COLUMNS for each batch of features (with
     consents)."""
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -87,7 +95,7 @@ def score_batches(blob: bytes, contractual: bool):  # type: ignore[no-untyped-de
 
 
 def decide_batches(blob: bytes, contractual: bool, catalogue: Catalogue, actions: list[str],
-                   feature_columns: list[str], as_of: pd.Timestamp, with_plan: bool):  # type: ignore[no-untyped-def]
+                   feature_columns: list[str], as_of: pd.Timestamp, with_plan: bool) -> BatchFunction:
     """Pass 2's function for mapInPandas: OUTPUT_COLUMNS for each batch of scores, features
     and plan rows (null plan rows outside the population)."""
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

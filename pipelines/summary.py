@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 
@@ -28,26 +29,31 @@ def summarise(workspace: Workspace) -> WorkspaceSummary:
     def path(t: Table) -> str:
         return f"read_parquet('{workspace.table_path(t)}')"
 
+    def one_row(sql: str) -> tuple[Any, ...]:
+        row = con.execute(sql).fetchone()
+        assert row is not None  # an aggregate without GROUP BY returns one row
+        return row
+
     present = [t for t in Table if workspace.table_path(t).exists()]
-    rows = {t.value: con.execute(f"SELECT count(*) FROM {path(t)}").fetchone()[0] for t in present}
-    buyers = con.execute(f"SELECT count(DISTINCT customer_id) FROM {path(Table.TRANSACTIONS)}").fetchone()[0]
+    rows = {t.value: one_row(f"SELECT count(*) FROM {path(t)}")[0] for t in present}
+    buyers = one_row(f"SELECT count(DISTINCT customer_id) FROM {path(Table.TRANSACTIONS)}")[0]
     cancelled = None
     if Table.SUBSCRIPTIONS in present:
-        cancelled = con.execute(f"SELECT count(*) FROM {path(Table.SUBSCRIPTIONS)} WHERE event = 'cancel'").fetchone()[0]
+        cancelled = one_row(f"SELECT count(*) FROM {path(Table.SUBSCRIPTIONS)} WHERE event = 'cancel'")[0]
     summary = WorkspaceSummary(manifest, rows, buyers, cancelled)
     if Table.GROUND_TRUTH in present:
         gt = path(Table.GROUND_TRUTH)
-        last = con.execute(f"SELECT max(snapshot_date) FROM {gt}").fetchone()[0]
+        last = one_row(f"SELECT max(snapshot_date) FROM {gt}")[0]
         summary.latest_snapshot = str(last)
         summary.latest_stages = dict(
             con.execute(
                 f"SELECT stage, count(*) FROM {gt} WHERE snapshot_date = DATE '{last}' GROUP BY stage ORDER BY 2 DESC"
             ).fetchall()
         )
-        means = con.execute(
+        means = one_row(
             f"SELECT avg(p_churn_30d), avg(p_churn_90d), avg(p_upgrade_30d), avg(p_upgrade_90d) FROM {gt} "
             f"WHERE snapshot_date = DATE '{last}' AND stage <> 'churned'"
-        ).fetchone()
+        )
         summary.latest_mean_truth = dict(zip(("p_churn_30d", "p_churn_90d", "p_upgrade_30d", "p_upgrade_90d"), means))
     if Table.ACTIONS in present:
         summary.decisions = dict(

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from clm.workspace import Workspace
+from serving.scoring import champion_versions
 from tests.clirun import child_environment, run_clm, tree_digest
 from tests.conftest import copy_trained
-from serving.scoring import champion_versions
 from training import registry
 
 MODELS = ("churn", "upsell", "stage", "clv", "uplift")

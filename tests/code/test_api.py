@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 from clm.domain import ALL_ACTIONS
 from clm.workspace import Workspace
-from decisions.catalogue import load_catalogue
+from decisions.catalogue import DEFAULT_CATALOGUE, load_catalogue
 from features.snapshots import snapshot_chunks
 from features.store import latest_snapshot_date
 from serving.auth import key_hashes
@@ -295,7 +295,7 @@ def test_the_api_and_the_nightly_batch_agree(api, served_ws, online, tmp_path):
     """The same customers, features and time: the batch (no budget, no capacities, no
     exploration: each customer decided on their own) gives the API's scores and its first
     action."""
-    source = Path(__file__).resolve().parents[2] / "serving" / "catalogue.yaml"
+    source = DEFAULT_CATALOGUE
     catalogue = yaml.safe_load(source.read_text())
     for action in catalogue["actions"]:
         action.pop("daily_capacity", None)

@@ -1,6 +1,7 @@
 """The layers run one way (pyproject.toml's import-linter contracts): pipelines -> serving
 -> training -> decisions -> features -> clm, the simulator beside features and used by the
-pipelines only. Checked on the code as it is, and shown to catch an upward import."""
+pipelines only. Checked on the code as it is, and shown to catch an upward import. And the
+type check (pyproject.toml's [tool.mypy]: every function typed, no blanket ignores) passes."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.clirun import child_environment
 
@@ -40,3 +43,11 @@ def test_an_upward_import_breaks_the_build(tmp_path):
     said = " ".join(done.stdout.split())
     assert done.returncode != 0 and "Contracts: 1 kept, 2 broken." in said, said
     assert "training.labels -> serving.scoring" in said and "simulator.params -> features.groups" in said
+
+
+@pytest.mark.slow  # about 35 s without a cache (a clean clone)
+def test_the_types_check():
+    """mypy on every package, as configured in pyproject.toml (cache in .mypy_cache/)."""
+    done = subprocess.run([str(Path(sys.executable).parent / "mypy")], cwd=ROOT, env=child_environment(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "Success: no issues found" in done.stdout, done.stdout + done.stderr

@@ -32,8 +32,9 @@ def test_binary_figures_by_hand():
 
 @pytest.mark.slow
 def test_backtest_on_a_transactions_only_export(shop_and_sim, tmp_path):
-    from pipelines.cli import app
     from typer.testing import CliRunner
+
+    from pipelines.cli import app
 
     shop, _ = shop_and_sim
     out = tmp_path / "backtest.json"

@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from decisions.catalogue import DEFAULT_CATALOGUE
 from pipelines.servers import free_port
 from tests.clirun import invoke, tree_digest
 from tests.conftest import copy_trained
@@ -55,7 +56,7 @@ class Files:
 
 
 def make_files(root: Path, ws: Path) -> Files:
-    shipped = Path(__file__).resolve().parents[2] / "serving" / "catalogue.yaml"
+    shipped = DEFAULT_CATALOGUE
     text = shipped.read_text()
 
     def changed(old: str, new: str) -> bytes:

@@ -20,8 +20,16 @@ import pytest
 
 from clm.domain import Table
 from clm.workspace import MARKER_NAME, Workspace
+from decisions.catalogue import DEFAULT_CATALOGUE
 from pipelines.servers import free_port
-from tests.clirun import child_environment, ingest_args, invoke, lock_held, tree_digest, write_sales
+from tests.clirun import (
+    child_environment,
+    ingest_args,
+    invoke,
+    lock_held,
+    tree_digest,
+    write_sales,
+)
 
 
 def refused(result, *named: str) -> bool:
@@ -215,7 +223,7 @@ def test_the_report_says_a_damaged_batch_instead_of_no_batch(trained_copy, tmp_p
 def test_a_catalogue_key_given_twice_and_thresholds_that_never_flag_are_refused(workspace_copy, tmp_path):
     ws = workspace_copy.root
     before = tree_digest(ws)
-    shipped = Path(__file__).resolve().parents[2] / "serving" / "catalogue.yaml"
+    shipped = DEFAULT_CATALOGUE
     twice = tmp_path / "twice.yaml"
     twice.write_text(shipped.read_text() + "\nvalue:\n  keep_months: 6\n")  # the shipped one has a value: block
     line = shipped.read_text().count("\n") + 2
@@ -300,7 +308,7 @@ def test_files_that_are_not_utf8_are_named(workspace_copy, tmp_path):
 def test_unbounded_catalogue_values_are_named_on_load(value, workspace_copy, tmp_path):
     ws = workspace_copy.root
     before = tree_digest(ws)
-    shipped = Path(__file__).resolve().parents[2] / "serving" / "catalogue.yaml"
+    shipped = DEFAULT_CATALOGUE
     catalogue = tmp_path / "catalogue.yaml"
     text = shipped.read_text()
     assert "  keep_months: 12" in text
@@ -650,7 +658,7 @@ def test_small_option_mistakes_are_named(workspace_copy, tmp_path):
     assert refused(invoke("features", "apply", "--redis-url", "localhost:1", "-w", str(ws)),
                    "--redis-url applies to a Redis online store")
     assert refused(invoke("serve", "--workers", "0", "-w", str(ws)), "--workers 0 is out of bounds", "e.g. 2")
-    shipped = Path(__file__).resolve().parents[2] / "serving" / "catalogue.yaml"
+    shipped = DEFAULT_CATALOGUE
     catalogue = tmp_path / "c.yaml"
     text = shipped.read_text()
     assert "      stages: [onboarding, engaged, at_risk, dormant]\n" in text
@@ -665,12 +673,12 @@ def test_small_option_mistakes_are_named(workspace_copy, tmp_path):
 def test_what_the_machine_refuses_is_said_in_a_sentence(workspace_copy, monkeypatch):
     import errno
 
-    import clm.contracts
+    import pipelines.jobs.validate
 
     def full_disk(raw_dir):
         raise OSError(errno.ENOSPC, "No space left on device", str(raw_dir / "_validated.json"))
 
-    monkeypatch.setattr(clm.contracts, "record_valid", full_disk)
+    monkeypatch.setattr(pipelines.jobs.validate, "record_valid", full_disk)
     result = invoke("validate", "-w", str(workspace_copy.root))
     assert refused(result, f"clm cannot use {workspace_copy.root / 'raw' / '_validated.json'}: No space left on device")
 

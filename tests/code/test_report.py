@@ -8,9 +8,9 @@ import pytest
 
 from clm.workspace import Workspace
 from pipelines import report as rep
+from pipelines.report_page import SECTIONS
 from training import registry
 from training.train import MODELS
-from pipelines.report_page import SECTIONS
 
 
 def test_nps_churn_rates_and_flow_by_hand():
@@ -48,7 +48,7 @@ def test_at_risk_ranks_by_value_at_risk_and_shows_the_first_reason():
 def test_the_report_clm_run_wrote_opens_in_a_browser_without_script_errors(main_job, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from pipelines.cli import REPORT_NAME
+    from pipelines.jobs.report import REPORT_NAME
     from tests.browser import LAUNCH_ARGS
 
     ws, outcome = main_job

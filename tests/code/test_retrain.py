@@ -13,6 +13,7 @@ from tests.clirun import invoke, tree_digest
 from tests.retraining import MODELS, RETRAIN_AS_OF
 from training import audit, registry
 
+
 @pytest.mark.slow
 def test_a_retrain_killed_midway_leaves_the_previous_champions_serving(retrained):
     before = retrained["before"]

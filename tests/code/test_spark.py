@@ -18,10 +18,21 @@ from decisions.log import batch_path
 from features import spark as spark_features
 from features.build import build_features
 from features.groups import FLOAT, available_groups
-from features.snapshots import read_snapshot, snapshot_chunks, snapshot_parts, snapshot_path
+from features.snapshots import (
+    read_snapshot,
+    snapshot_chunks,
+    snapshot_parts,
+    snapshot_path,
+)
 from pipelines.outputs import read_manifest
 from pipelines.score_spark import score_on_spark
-from pipelines.spark import SparkSettings, find_java_home, java_version, read_conf_file, spark_session
+from pipelines.spark import (
+    SparkSettings,
+    find_java_home,
+    java_version,
+    read_conf_file,
+    spark_session,
+)
 from tests.clirun import invoke
 
 pytestmark = pytest.mark.slow

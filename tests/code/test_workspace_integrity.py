@@ -16,7 +16,14 @@ import pytest
 from clm.domain import Table
 from clm.workspace import Workspace
 from pipelines.servers import free_port
-from tests.clirun import child_environment, ingest_args, invoke, lock_held, tree_digest, write_sales
+from tests.clirun import (
+    child_environment,
+    ingest_args,
+    invoke,
+    lock_held,
+    tree_digest,
+    write_sales,
+)
 
 
 @pytest.fixture

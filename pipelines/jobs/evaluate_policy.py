@@ -1,0 +1,67 @@
+"""The evaluate-policy job: clm's decisions against the oracle, churn-risk targeting, random
+and doing nothing, by the simulator's true effects; and clm's policy estimated off-policy
+from the logged decisions (on real data, the estimate alone)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from clm.domain import Table
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from decisions.catalogue import Catalogue
+from pipelines.jobs.reporting import Quiet, Reporter
+from pipelines.offpolicy import OffPolicyReport, clm_offpolicy
+from pipelines.policy import (
+    PolicyInputs,
+    PolicyResult,
+    check_decision_date,
+    default_budget,
+    evaluate,
+    load_inputs,
+    report_json,
+)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    as_of: pd.Timestamp  # a month's first day
+    catalogue: Catalogue
+    budget: float | None = None  # None: the default budget for the decided base's size
+    tracking_uri: str | None = None
+
+
+@dataclass
+class PolicyEvaluation:
+    """Each policy judged by the truth (simulated data only: `results` is None without it),
+    and clm's policy estimated from the logged decisions (None, with the reason, if skipped)."""
+
+    results: dict[str, PolicyResult] | None
+    inputs: PolicyInputs | None
+    budget: float | None
+    off_policy: OffPolicyReport | None
+    off_policy_skipped: str = ""
+    report: dict[str, object] = field(default_factory=dict)  # the figures, as `--json` writes them
+
+
+def evaluate_policy(workspace: Workspace, settings: PolicySettings, reporter: Reporter | None = None) -> PolicyEvaluation:
+    reporter = reporter or Quiet()
+    when = settings.as_of
+    if not workspace.table_path(Table.ACTIONS).exists():
+        raise ClmError(f"{workspace.root} holds no logged decisions (actions table): there is no uplift model to "
+                       "decide with and nothing to evaluate a policy from. A transactions export cannot be evaluated.")
+    check_decision_date(when)
+    results, inputs, budget, report = None, None, None, {}
+    if workspace.table_path(Table.GROUND_TRUTH_EFFECTS).exists():
+        with reporter.working(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
+            inputs = load_inputs(workspace, when, settings.tracking_uri)
+            budget = default_budget(len(inputs.base.customers)) if settings.budget is None else settings.budget
+            results = evaluate(settings.catalogue, inputs, budget)
+        report = report_json(results, inputs, budget)
+    else:
+        reporter.warn("No true effects here (real data): clm's policy is estimated from the logged decisions only.")
+    with reporter.working("Estimating clm's policy off-policy from the logged decisions"):
+        off_policy, why = clm_offpolicy(workspace, settings.catalogue, when, settings.tracking_uri)
+    report["off_policy"] = {"skipped": why} if off_policy is None else off_policy.as_dict()
+    return PolicyEvaluation(results, inputs, budget, off_policy, why if off_policy is None else "", report)

@@ -1,0 +1,105 @@
+"""The serve job: the real-time API (BentoML, `serving.service`) on a workspace's
+champions and online store, everything it needs checked before the server starts."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from decisions.catalogue import load_catalogue
+from decisions.population import in_population
+from features.snapshots import group_dir
+from features.store import check_online_store
+from pipelines.score import require_champions
+from training import registry
+
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding serving/ (BentoML's working dir)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1  # worker processes; each holds its own models
+    reload_seconds: float = 5.0  # how often a newly promoted champion is looked for
+    catalogue: Path | None = None  # None: the one shipped
+    tracking_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class Server:
+    """A checked server, ready to start: the command, its environment, a customer to try."""
+
+    argv: list[str]
+    env: dict[str, str]
+    example_customer: str
+
+
+def check_port_free(host: str, port: int) -> None:
+    """The address must be free before the server starts (else BentoML fails in a traceback)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ClmError(f"--host '{host}' is not an address of this machine ({err.strerror}); e.g. 127.0.0.1 or "
+                       "0.0.0.0.") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a closing socket is no user
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ClmError(f"Cannot listen on {host}:{port} ({err.strerror}): another server holds the port? Choose "
+                           "another with --port, e.g. --port 3001.") from None
+
+
+def example_customer(workspace: Workspace) -> str:
+    """A customer the online store knows and the models score, for the examples printed."""
+    latest = max(group_dir(workspace, "profile").glob("*.parquet"), default=None)
+    if latest is None:
+        return "C0000001"
+    profile = pd.read_parquet(latest, columns=["customer_id", "is_subscribed"])
+    contractual = workspace.read_manifest().business == "contractual"
+    rfm = group_dir(workspace, "rfm") / latest.name
+    frame = profile if contractual or not rfm.exists() else pd.read_parquet(rfm, columns=["customer_id",
+                                                                                          "frequency_total"])
+    live = frame["customer_id"][in_population(frame, contractual)]
+    return str(live.iloc[0] if len(live) else frame["customer_id"].iloc[0])
+
+
+def curl_example(host: str, port: int, customer: str) -> str:
+    """The command that asks the API for one customer's scores and next-best actions."""
+    body = '{"customer_id": "%s", "context": {"intent": "cancelling", "channel": "phone"}}' % customer
+    return f"curl -s -X POST http://{host}:{port}/score -H 'content-type: application/json' -d '{body}'"
+
+
+def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
+    """Check what the server needs (the port, the catalogue, the data, the champions, the
+    online store) and say how to start it."""
+    check_port_free(settings.host, settings.port)
+    load_catalogue(settings.catalogue)  # a broken catalogue is named before the server starts
+    workspace.read_manifest()
+    require_champions(workspace, registry.connect(workspace, settings.tracking_uri))
+    check_online_store(workspace)
+    env = {**os.environ, "CLM_WORKSPACE": str(workspace.root), "CLM_WORKERS": str(settings.workers),
+           "CLM_RELOAD_SECONDS": str(settings.reload_seconds)}
+    if settings.tracking_uri:
+        env["CLM_TRACKING_URI"] = settings.tracking_uri
+    if settings.catalogue:
+        env["CLM_CATALOGUE"] = str(settings.catalogue.resolve())
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    argv = [bentoml, "serve", "serving.service:Clm", "--host", settings.host, "--port", str(settings.port),
+            "--working-dir", str(CODE_ROOT)]
+    return Server(argv, env, example_customer(workspace))
+
+
+def start(server: Server) -> None:
+    """Become the BentoML server (no parent left behind): a signal to this process reaches
+    the server itself, which stops its workers (they run in sessions of their own)."""
+    sys.stdout.flush()
+    os.execve(server.argv[0], server.argv, server.env)
