@@ -108,7 +108,7 @@ def main() -> None:
                 start = time.perf_counter()
                 config = BacktestConfig(pd.Timestamp(date, tz="UTC"), args.horizon_days, ("churn",))
                 report = backtest(shop, config)
-                models = report["targets"]["churn"]["models"]
+                models = report.targets["churn"]["models"]
                 auc = {name: figures["roc_auc"] for name, figures in models.items()}
                 rows.append({"seed": seed, "date": date, "customers": models["clm"]["customers"],
                              "seconds": time.perf_counter() - start, **auc})

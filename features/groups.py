@@ -10,6 +10,9 @@ regr_slope, percent_rank) so that `features.spark` can transpile it with sqlglot
 no second copy of any feature's logic. A group is built only if the workspace holds the
 tables it needs; a transactions-only workspace gets profile and rfm, and the other groups
 are absent (not zero-filled).
+
+Over 500 lines on purpose: the eight groups' SQL and field descriptions are the one place a
+feature is defined, and reading them side by side is how one checks they agree.
 """
 from __future__ import annotations
 

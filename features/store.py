@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import redis
 import yaml
 from feast import FeatureStore, FileSource
 from google.protobuf.message import DecodeError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from clm.errors import ClmError
 from clm.files import read_yaml_mapping, sqlite_damage, write_text_atomically
@@ -110,10 +113,6 @@ def _write_config_file(repo: Path, config: dict[str, object]) -> None:
 
 def check_redis(url: str, timeout_seconds: float = 5.0) -> None:
     """Redis at host:port[,db=N] must answer a ping before any config names it."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     host_port, *params = url.split(",")
     host, _, port = host_port.partition(":")
     try:

@@ -22,7 +22,7 @@ import json
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,26 @@ class BacktestConfig:
     horizon_days: int = 90
     targets: tuple[str, ...] = TARGETS
     tracking_uri: str | None = None
+
+
+@dataclass
+class BacktestReport:
+    """What a backtest found. targets: target -> window_days, train_cutoffs and models ->
+    model name -> figures (ROC AUC, PR AUC, ECE, lift and capture, the reliability table; for
+    CLV Spearman and MAE); notes: what could not be judged, and why."""
+
+    as_of: str
+    horizon_days: int
+    business: str
+    source: str
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    customers_known: int = 0  # signed up before D
+    customers_scored: int = 0  # in the model population at D
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON writes it (`--json`, the MLflow artifact)."""
+        return asdict(self)
 
 
 def binary_report(y: np.ndarray, p: np.ndarray) -> dict[str, object]:
@@ -113,9 +133,8 @@ def _peers(
 
 def backtest(
     workspace: Workspace, config: BacktestConfig, progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Fit as of D, score the base at D, compare with what happened; see the module's docstring
-    (the report: as_of, horizon_days, business, source, targets -> models -> figures, notes)."""
+) -> BacktestReport:
+    """Fit as of D, score the base at D, compare with what happened; see the module's docstring."""
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"
     as_of, horizon = config.as_of, config.horizon_days
@@ -125,12 +144,8 @@ def backtest(
     check_targets(config.targets)
 
     train_config = TrainConfig(labels=LabelConfig(horizon_days=horizon), as_of=as_of)
-    notes: list[str] = []
-    targets: dict[str, dict[str, Any]] = {}
-    report: dict[str, Any] = {
-        "as_of": f"{as_of:%Y-%m-%d}", "horizon_days": horizon, "business": manifest.business,
-        "source": manifest.source, "targets": targets, "notes": notes,
-    }
+    report = BacktestReport(f"{as_of:%Y-%m-%d}", horizon, manifest.business, manifest.source)
+    notes, targets = report.notes, report.targets
     fitted: dict[str, FittedModel] = {}
     shared: dict[tuple, pd.DataFrame] = {}
     for target in config.targets:
@@ -156,8 +171,8 @@ def backtest(
         progress(f"Scoring the base as of {as_of:%Y-%m-%d}")
     frame, in_population = features_at(workspace, as_of, contractual)
     live = frame[in_population].reset_index(drop=True)
-    report["customers_known"] = int(len(frame))
-    report["customers_scored"] = int(len(live))
+    report.customers_known = int(len(frame))
+    report.customers_scored = int(len(live))
     for target, fit in fitted.items():
         if progress:
             progress(f"Comparing {target} with what happened")
@@ -183,10 +198,10 @@ def backtest(
     return report
 
 
-def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+def flat_metrics(report: BacktestReport) -> dict[str, float]:
     """target_model_figure -> value, for every finite number in the report."""
     out = {}
-    for target, block in report["targets"].items():
+    for target, block in report.targets.items():
         for name, figures in block["models"].items():
             for key, value in figures.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
@@ -194,16 +209,16 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _log(workspace: Workspace, config: BacktestConfig, report: dict[str, Any]) -> None:
+def _log(workspace: Workspace, config: BacktestConfig, report: BacktestReport) -> None:
     client = registry.connect(workspace, config.tracking_uri, create=True)
     found = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = found.experiment_id if found else client.create_experiment(
         EXPERIMENT, artifact_location=registry.artifact_location(client, workspace, "backtest"))
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest as of {report['as_of']}"):
-        mlflow.log_params({"as_of": report["as_of"], "horizon_days": report["horizon_days"],
-                           "business": report["business"], "customers_scored": report["customers_scored"]})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"backtest as of {report.as_of}"):
+        mlflow.log_params({"as_of": report.as_of, "horizon_days": report.horizon_days,
+                           "business": report.business, "customers_scored": report.customers_scored})
         mlflow.log_metrics(flat_metrics(report))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "backtest.json"
-            path.write_text(json.dumps(report, indent=2))
+            path.write_text(json.dumps(report.as_dict(), indent=2))
             mlflow.log_artifact(str(path))

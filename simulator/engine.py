@@ -11,6 +11,9 @@ state array; churned ones stay in it with `active` False. Each day, in this orde
   6. open tickets resolve; usage, NPS, referrals, add-ons are observed; bills are charged;
   7. on a month's last day, the ground truth is computed from the state at the end of day.
 The ground-truth formulas in `simulator.truth` assume exactly this order.
+
+Over 500 lines on purpose: the day's steps share the state arrays and their order is the
+truth's assumption; one class keeps the whole day readable top to bottom.
 """
 from __future__ import annotations
 

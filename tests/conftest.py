@@ -151,3 +151,16 @@ def shop_and_sim(tmp_path_factory):
     shop = Workspace(root / "shop")
     ingest_exported_transactions(sim, root / "export.csv", shop)
     return shop, sim
+
+
+@pytest.fixture(scope="session")
+def retrained_shop(shop_and_sim, tmp_path_factory):  # -> tuple[Workspace, Outcome]
+    """The shop after `clm retrain` (the scheduled job on real data: trained, loaded online,
+    scored) and what it said: one trained shop for the tests that only read it; the others
+    work on a copy."""
+    from tests.clirun import invoke
+
+    shop, _ = shop_and_sim
+    ws = Workspace(tmp_path_factory.mktemp("retrained-shop") / "shop")
+    shutil.copytree(shop.root, ws.root)
+    return ws, invoke("retrain", "-w", str(ws.root))

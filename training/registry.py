@@ -16,14 +16,17 @@ import socket
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+import requests
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
+from mlflow.utils.logging_utils import disable_logging, enable_logging
 
 from clm.errors import ClmError
 from clm.files import sqlite_damage
@@ -160,8 +163,6 @@ SERVER_TIMEOUT_SECONDS = 10
 def check_server(uri: str) -> None:
     """A tracking server must answer its health check, within seconds: MLflow itself retries
     an unreachable one for minutes without a word."""
-    import requests
-
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_SECONDS).raise_for_status()
     except requests.RequestException as err:
@@ -244,15 +245,11 @@ MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "
 
 
 def pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+    return [f"{name}=={metadata.version(name)}" for name in MODEL_REQUIREMENTS]
 
 
 def log_model(model: TrainedModel | UpliftModel, example: pd.DataFrame, model_name: str) -> str:
     """Log and register a version (in the active run); returns the version number."""
-    from mlflow.utils.logging_utils import disable_logging, enable_logging
-
     signature = mlflow.models.infer_signature(example, ClmPyfunc(model).predict(None, example))
     disable_logging()  # MLflow's "Successfully registered" notices: clm reports the version itself
     try:

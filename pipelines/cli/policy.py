@@ -115,5 +115,5 @@ def backtest(
         report = backtest_job(ws, config, progress=status.update)
     render.backtest(report)
     if json_path is not None:
-        write_json(report, json_path)
+        write_json(report.as_dict(), json_path)
         console.print(f"Report written to {json_path}.")

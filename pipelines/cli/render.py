@@ -5,13 +5,12 @@ the other functions for what only they show.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 from rich.table import Table as RichTable
 
 from clm.contracts import ValidationReport
 from features.build import BuildResult
+from pipelines.backtest import BacktestReport
 from pipelines.cli.common import console, err_console, say
 from pipelines.ingest import IngestSummary
 from pipelines.jobs.evaluate_policy import PolicyEvaluation
@@ -254,12 +253,12 @@ def off_policy(report: OffPolicyReport) -> None:
     console.print(table)
 
 
-def backtest(report: dict[str, Any]) -> None:
-    table = RichTable(title=f"Backtest as of {report['as_of']}: {report['customers_scored']:,} customers scored, "
-                      f"outcomes over the next {report['horizon_days']} days", title_justify="left")
+def backtest(report: BacktestReport) -> None:
+    table = RichTable(title=f"Backtest as of {report.as_of}: {report.customers_scored:,} customers scored, "
+                      f"outcomes over the next {report.horizon_days} days", title_justify="left")
     for col in ("target", "model", "customers", "figures"):
         table.add_column(col)
-    for target, block in report["targets"].items():
+    for target, block in report.targets.items():
         for name, f in block["models"].items():
             if "roc_auc" in f:
                 shown = (f"roc_auc {f['roc_auc']:.4f}  pr_auc {f['pr_auc']:.4f}  ece {f['ece']:.4f}  "
@@ -270,7 +269,7 @@ def backtest(report: dict[str, Any]) -> None:
                 shown = f"spearman {f['spearman']:.4f}  mae {f['mae']:.1f}  ({block['window_days']}-day value)"
             table.add_row(target, name, f"{f['customers']:,}", shown)
     console.print(table)
-    for note in report["notes"]:
+    for note in report.notes:
         say(note, "yellow")
 
 

@@ -256,7 +256,13 @@ def test_health_readiness_metrics_and_the_openapi_page(api):
     assert httpx.get(f"{api}/healthz").status_code == 200
     assert httpx.get(f"{api}/readyz").status_code == 200
     post(api, "/score", {"customer_id": "nobody"})
-    metrics = httpx.get(f"{api}/metrics").text
+    # BentoML observes a request's duration after its answer is sent: on a busy machine
+    # /metrics may be read first, so it is read again for a few seconds.
+    for _ in range(50):
+        metrics = httpx.get(f"{api}/metrics").text
+        if "request_duration_seconds" in metrics and 'endpoint="/score"' in metrics:
+            break
+        time.sleep(0.1)
     assert "request_duration_seconds" in metrics and 'endpoint="/score"' in metrics
     spec = httpx.get(f"{api}/docs.json").json()
     for path in ("/score", "/score_batch", "/score_features", "/feedback"):

@@ -77,12 +77,12 @@ def test_backtest_on_a_transactions_only_export(shop_and_sim, tmp_path):
 def test_backtest_on_simulated_data_reports_the_oracle(shop_and_sim):
     _, sim = shop_and_sim
     report = backtest(sim, BacktestConfig(t("2025-07-01"), 90, ("churn",)))
-    models = report["targets"]["churn"]["models"]
+    models = report.targets["churn"]["models"]
     assert set(models) == {"clm", "baseline", "oracle"}
     oracle = models["oracle"]
     # The oracle scores the customers whose truth describes what happened: no fewer than
     # half of the live base here (the rest were contacted again inside the window).
-    assert report["customers_scored"] / 2 < oracle["customers"] <= report["customers_scored"]
+    assert report.customers_scored / 2 < oracle["customers"] <= report.customers_scored
     assert oracle["roc_auc"] > 0.55 and 0.5 < oracle["clm_roc_auc_same_customers"] <= 1
 
 

@@ -14,13 +14,12 @@ from training import registry
 
 
 @pytest.mark.slow
-def test_retrain_monitor_and_report_on_a_transactions_export(shop_and_sim, tmp_path):
-    shop, _ = shop_and_sim
-    ws = Workspace(tmp_path / "shop")
-    shutil.copytree(shop.root, ws.root)
+def test_retrain_monitor_and_report_on_a_transactions_export(retrained_shop, tmp_path):
+    trained, retrained = retrained_shop
+    ws = Workspace(tmp_path / "shop")  # monitor and report write: a copy
+    shutil.copytree(trained.root, ws.root)
     end = ws.read_manifest().end
 
-    retrained = invoke("retrain", "-w", str(ws.root))
     assert retrained.exit_code == 0, retrained.output
     assert "no plans in a transactions-only workspace" in retrained.output
     client = registry.connect(ws)

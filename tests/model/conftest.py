@@ -1,14 +1,13 @@
 """The trained champions of each kind of business, shared by the tests that only read them.
 
 - contractual: the main job's workspace (`clm run -n 2000`, the session's `main_job`);
-- transactions only: the session's shop (`shop_and_sim`), trained once here on a copy.
+- transactions only: the session's shop after `clm retrain` (`retrained_shop`).
 
 A champion is judged on the base it would score: every customer in the model population
 at the data's end, with the features the batch reads (`pipelines.score.features_at`).
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,7 +15,6 @@ import pytest
 
 from clm.workspace import Workspace
 from pipelines.score import features_at
-from tests.clirun import invoke
 from training import registry
 
 
@@ -48,10 +46,7 @@ def contractual(main_job) -> Champions:
 
 
 @pytest.fixture(scope="session")
-def shop(shop_and_sim, tmp_path_factory) -> Champions:
-    original, _ = shop_and_sim
-    ws = Workspace(tmp_path_factory.mktemp("trained-shop") / "shop")
-    shutil.copytree(original.root, ws.root)
-    trained = invoke("train", "--models", "churn,clv,stage", "--horizon-days", "91", "-w", str(ws.root))
-    assert trained.exit_code == 0, trained.output
+def shop(retrained_shop) -> Champions:
+    ws, outcome = retrained_shop
+    assert outcome.exit_code == 0, outcome.output
     return champions_of(ws)
