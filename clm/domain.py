@@ -37,28 +37,24 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """One entry of the action catalogue.
-
-    channel: how it reaches the customer (needs that channel's consent);
-    unit_cost: what sending it costs the business, in currency units, before any discount
-    it grants (a retention offer's discount is paid through lower bills).
-    """
+    """One action the simulated business sends: its channel (which needs that channel's
+    consent) and what it is. What it costs is the decision layer's, in the catalogue
+    (`decisions/catalogue.yaml`)."""
 
     action: Action
     channel: str
-    unit_cost: float
     description: str
 
 
 ACTION_CATALOGUE: dict[Action, ActionSpec] = {
     a.action: a
     for a in (
-        ActionSpec(Action.RETENTION_OFFER, "email", 2.0, "20% off the next three bills"),
-        ActionSpec(Action.SUCCESS_CALL, "phone", 40.0, "a customer-success manager calls"),
-        ActionSpec(Action.ONBOARDING_NUDGE, "in_app", 0.2, "in-app tutorial and tips"),
-        ActionSpec(Action.UPGRADE_OFFER, "email", 1.0, "offer of the next plan up"),
-        ActionSpec(Action.REFERRAL_INVITE, "email", 1.0, "invitation to refer a friend"),
-        ActionSpec(Action.WIN_BACK, "email", 3.0, "win-back campaign for lapsed users"),
+        ActionSpec(Action.RETENTION_OFFER, "email", "20% off the next three bills"),
+        ActionSpec(Action.SUCCESS_CALL, "phone", "a customer-success manager calls"),
+        ActionSpec(Action.ONBOARDING_NUDGE, "in_app", "in-app tutorial and tips"),
+        ActionSpec(Action.UPGRADE_OFFER, "email", "offer of the next plan up"),
+        ActionSpec(Action.REFERRAL_INVITE, "email", "invitation to refer a friend"),
+        ActionSpec(Action.WIN_BACK, "email", "win-back campaign for lapsed users"),
     )
 }
 

@@ -62,6 +62,11 @@ def parse_as_of(text: str, manifest: RawManifest) -> pd.Timestamp:
     return as_of
 
 
+def as_of_or_end(text: str | None, manifest: RawManifest) -> pd.Timestamp:
+    """--as-of (`parse_as_of`), or the data's end when it is not given."""
+    return manifest.end if text is None else parse_as_of(text, manifest)
+
+
 def inputs_fingerprint(workspace: Workspace) -> str:
     """Changes when the raw data or any feature definition changes."""
     h = hashlib.sha256(workspace.manifest_path.read_bytes())

@@ -170,9 +170,10 @@ def print_error(message: str) -> None:
     err_console.print(Panel(Text(message), title="clm: error", title_align="left", border_style="red"))
 
 
-def say(text: str, style: str = "") -> None:
-    """A line of text as it is (no Rich markup read in it: a user's value may hold brackets)."""
-    console.print(Text(text, style=style), soft_wrap=True)
+def say(text: str, style: str = "", wrap: bool = True) -> None:
+    """A line of text as it is (no Rich markup read in it: a user's value may hold brackets);
+    wrap=False keeps a command to copy on one line."""
+    console.print(Text(text, style=style), soft_wrap=not wrap)
 
 
 # ------------------------------------------------------------------- the process
@@ -228,12 +229,12 @@ class RichReporter:
     length, a bar for counted work, and each finished part shown as it comes."""
 
     def step(self, title: str) -> None:
-        console.rule(f"[bold]{title}")
+        console.rule(Text(title, style="bold"))
 
     @contextlib.contextmanager
     def working(self, text: str) -> Iterator[Say]:
-        with console.status(text) as status:
-            yield lambda now: status.update(now)
+        with console.status(Text(text)) as status:
+            yield lambda now: status.update(Text(now))
 
     @contextlib.contextmanager
     def counting(self, text: str, total: int | None = None) -> Iterator[Count]:

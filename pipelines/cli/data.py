@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from clm.dates import parse_day
 from clm.errors import ClmError
@@ -145,7 +146,7 @@ def ingest_transactions(
     ws = Workspace.at(workspace)
     src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows,
                              encoding, drop_duplicates, parse_day(earliest_date, "--earliest-date"))
-    with ws.exclusive("clm ingest transactions"), console.status(f"Reading {file}"):
+    with ws.exclusive("clm ingest transactions"), console.status(Text(f"Reading {file}")):
         summary = ingest_job(src, ws, replace)
     render.ingested(summary, ws.raw_dir)
 

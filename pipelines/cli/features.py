@@ -102,12 +102,12 @@ def materialize(as_of: AsOfOpt = None, workspace: WorkspaceOpt = None) -> None:
 
     Example:  clm features materialize --as-of 2025-12-01
     """
-    from features.build import parse_as_of
+    from features.build import as_of_or_end
     from pipelines.cli import render
     from pipelines.jobs import features
 
     ws = Workspace.at(workspace)
     with ws.exclusive("clm features materialize"):
         manifest = ws.read_manifest()
-        when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+        when = as_of_or_end(as_of, manifest)
         render.show(features.load_online_store(ws, when, RichReporter()))

@@ -15,9 +15,9 @@ from pipelines.cli.common import (
     a_day,
     check_horizon,
     check_tracking,
-    console,
     help_when_bare,
     model_list,
+    say,
     user_errors,
 )
 
@@ -60,7 +60,9 @@ def train(
         when = parse_as_of(as_of, ws.read_manifest()) if as_of is not None else None
         config = TrainConfig(models=chosen, labels=LabelConfig(horizon_days=horizon_days), as_of=when,
                              tracking_uri=tracking_uri)
-        render.show(train_models(ws, config, RichReporter()))
+        trained = train_models(ws, config, RichReporter())
+        render.show(trained)
+        trained.require_some()
 
 
 @models_app.command("list")
@@ -77,7 +79,7 @@ def list_models(tracking_uri: TrackingOpt = None, workspace: WorkspaceOpt = None
     ws = Workspace.at(workspace)
     rows = list_versions(ws, tracking_uri)
     if rows is None:
-        console.print(f"No registered models in {ws.root} yet: train them with `clm train -w {ws.root}`.")
+        say(f"No registered models in {ws.root} yet: train them with `clm train -w {ws.root}`.")
     else:
         render.versions(rows)
 

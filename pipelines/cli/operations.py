@@ -111,13 +111,13 @@ def retrain(
     # The lock first, before the heavy imports: a second run is refused at once.
     with ws.exclusive("clm retrain"):
         from decisions.catalogue import load_catalogue
-        from features.build import parse_as_of
+        from features.build import as_of_or_end
         from pipelines.jobs.retrain import RetrainSettings
         from pipelines.jobs.retrain import retrain as retrain_job
 
         actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
         manifest = ws.read_manifest()
-        when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+        when = as_of_or_end(as_of, manifest)
         retrain_job(ws, RetrainSettings(when, horizon_days, actions, budget, spark, tracking_uri), RichReporter())
 
 
@@ -148,7 +148,7 @@ def monitor(
       clm monitor --thresholds my-thresholds.yaml || notify-team
     """
     check_tracking(tracking_uri)
-    from features.build import parse_as_of
+    from features.build import as_of_or_end
     from pipelines.cli import render
     from pipelines.jobs.monitor import MonitorSettings, monitor_workspace
     from pipelines.monitor import FLAG_EXIT_CODE, load_thresholds
@@ -158,7 +158,7 @@ def monitor(
     page = check_output_file(html, "--html") if html is not None else None
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
-    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+    when = as_of_or_end(as_of, manifest)
     with ws.exclusive("clm monitor"):
         report = monitor_workspace(ws, MonitorSettings(when, limits, horizon_days, page, tracking_uri), RichReporter())
     render.monitor(report)
@@ -186,13 +186,14 @@ def report(
     Example:  clm report --as-of 2025-12-01 --out report.html
     """
     check_tracking(tracking_uri)
-    from features.build import parse_as_of
+    from features.build import as_of_or_end
+    from pipelines.cli import render
     from pipelines.jobs.report import write_report
 
     page = check_output_file(out, "--out")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
-    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+    when = as_of_or_end(as_of, manifest)
     with ws.exclusive("clm report"):
         written = write_report(ws, when, page, tracking_uri, RichReporter())
-    say(f"Lifecycle report: {written}")
+    render.show(written)

@@ -20,6 +20,7 @@ from pipelines.cli.common import (
     check_horizon,
     check_tracking,
     console,
+    say,
     user_errors,
 )
 
@@ -52,23 +53,21 @@ def evaluate_policy(
     ws = Workspace.at(workspace)
     with ws.exclusive("clm evaluate-policy"):  # it may build the date's feature snapshots
         from decisions.catalogue import load_catalogue
-        from features.build import parse_as_of
+        from features.build import as_of_or_end
         from pipelines.cli import render
-        from pipelines.jobs.evaluate_policy import PolicySettings
-        from pipelines.jobs.evaluate_policy import (
-            evaluate_policy as evaluate_policy_job,
-        )
+        from pipelines.jobs import evaluate_policy as job
         from pipelines.score import write_json
 
         actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
         check_budget(budget)
+        job.require_logged_decisions(ws)
         manifest = ws.read_manifest()
-        when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
-        evaluation = evaluate_policy_job(ws, PolicySettings(when, actions, budget, tracking_uri), RichReporter())
+        when = as_of_or_end(as_of, manifest)
+        evaluation = job.evaluate_policy(ws, job.PolicySettings(when, actions, budget, tracking_uri), RichReporter())
         render.policy_evaluation(evaluation)
         if json_path is not None:
             write_json(evaluation.report, json_path)
-            console.print(f"Report written to {json_path}")
+            say(f"Report written to {json_path}")
 
 
 @user_errors
@@ -116,4 +115,4 @@ def backtest(
     render.backtest(report)
     if json_path is not None:
         write_json(report.as_dict(), json_path)
-        console.print(f"Report written to {json_path}.")
+        say(f"Report written to {json_path}.")

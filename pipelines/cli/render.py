@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from clm.contracts import ValidationReport
 from features.build import BuildResult
@@ -16,6 +17,7 @@ from pipelines.ingest import IngestSummary
 from pipelines.jobs.evaluate_policy import PolicyEvaluation
 from pipelines.jobs.features import Materialized, Registered
 from pipelines.jobs.models import ChampionChange, History, VersionRow, shown_figures
+from pipelines.jobs.report import ReportWritten
 from pipelines.jobs.run import RunResult
 from pipelines.jobs.serve import curl_example
 from pipelines.jobs.simulate import Simulated
@@ -47,12 +49,14 @@ def show(result: object) -> None:
         policy_evaluation(result)
     elif isinstance(result, ScoreResult):
         scored(result)
+    elif isinstance(result, ReportWritten):
+        say(f"Lifecycle report: {result.path}")
     else:
         raise TypeError(f"no rendering for {type(result).__name__}")  # a job's new result needs its lines here
 
 
 def rows_table(title: str, rows: dict[str, int]) -> None:
-    table = RichTable(title=title, title_justify="left")
+    table = RichTable(title=Text(title), title_justify="left")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, n in rows.items():
@@ -61,10 +65,8 @@ def rows_table(title: str, rows: dict[str, int]) -> None:
 
 
 def ingested(s: IngestSummary, raw_dir: object) -> None:
-    console.print(
-        f"Ingested {s.rows_written:,} of {s.rows_read:,} rows: {s.customers:,} customers, "
-        f"{s.first_event:%Y-%m-%d} to {s.last_event:%Y-%m-%d}, into {raw_dir}."
-    )
+    say(f"Ingested {s.rows_written:,} of {s.rows_read:,} rows: {s.customers:,} customers, "
+        f"{s.first_event:%Y-%m-%d} to {s.last_event:%Y-%m-%d}, into {raw_dir}.")
     for problem, n in s.skipped.items():
         say(f"Skipped {n:,} row(s): {problem}.", "yellow")
     if s.duplicates:
@@ -169,9 +171,10 @@ def history(h: History) -> None:
     for e in h.events:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in shown_figures(e.figures).items())
         how = f"{e.how} ({e.command})" if e.command else e.how
-        console.print(f"{e.at[:19].replace('T', ' ')} UTC  [bold]{e.event}[/bold] version {e.previous or '-'} -> "
-                      f"{e.version}, {how}, by {e.by}", soft_wrap=True, highlight=False)
-        console.print(f"    why: {e.reason or '(not given)'}", soft_wrap=True, highlight=False)
+        console.print(Text.assemble(f"{e.at[:19].replace('T', ' ')} UTC  ", (e.event, "bold"),
+                                    f" version {e.previous or '-'} -> {e.version}, {how}, by {e.by}"),
+                      soft_wrap=True, highlight=False)
+        console.print(Text(f"    why: {e.reason or '(not given)'}"), soft_wrap=True, highlight=False)
         if figures:
             console.print(f"    figures: {figures}", soft_wrap=True, highlight=False)
 
@@ -181,8 +184,8 @@ def scored(result: ScoreResult) -> None:
     used = ", ".join(f"{m} v{v}" for m, v in result.models.items() if v) or "none"
     day = f"{result.as_of:%Y-%m-%d}"
     if result.kept:
-        console.print(f"{result.path} already holds the scores of these champions ({used}) on these data as of "
-                      f"{day}: left as it is.")
+        say(f"{result.path} already holds the scores of these champions ({used}) on these data as of {day}: "
+            "left as it is.")
         return
     line = (f"Scored {result.scored:,} of {result.customers:,} customers as of {day} in "
             f"{result.timings['total_s']:.1f} s ({result.customers / max(result.timings['total_s'], 1e-9):,.0f}/s)")
@@ -192,7 +195,7 @@ def scored(result: ScoreResult) -> None:
         limit = "" if d["budget"] is None else f" (budget {d['budget']:,.0f})"
         line += (f"; decisions: {mix}; expected value {d['expected_value']:,.0f} for a cost of "
                  f"{d['spent']:,.0f}{limit}; {d['explored']:,} explored")
-    console.print(f"{line}. Wrote {result.path} (champions: {used}).")
+    say(f"{line}. Wrote {result.path} (champions: {used}).")
 
 
 # ------------------------------------------------------------------- policy
@@ -313,10 +316,8 @@ def monitor_flags(flags: list[str]) -> None:
 
 def workspace_summary(workspace_root: object, s: WorkspaceSummary) -> None:
     m = s.manifest
-    console.print(
-        f"[bold]Workspace[/bold] {workspace_root}: {m.source} data, {m.business} business, "
-        f"{m.data_start[:10]} to {m.data_end[:10]} (exclusive)."
-    )
+    console.print(Text.assemble(("Workspace", "bold"), f" {workspace_root}: {m.source} data, {m.business} business, "
+                                f"{m.data_start[:10]} to {m.data_end[:10]} (exclusive)."))
     rows_table("Raw tables", s.rows)
     line = f"{s.customers_ever_active:,} customers with transactions"
     if s.cancelled is not None:
@@ -334,7 +335,7 @@ def workspace_summary(workspace_root: object, s: WorkspaceSummary) -> None:
 def main_job(workspace_root: object, result: RunResult) -> None:
     """What `clm run` says at the end: the workspace, the report, how to call the API."""
     workspace_summary(workspace_root, result.summary)
-    console.print(f"\nThe lifecycle report (open it in a browser): {result.report}", soft_wrap=True)
-    console.print(f"\nThe real-time API: start it with\n  clm serve -w {workspace_root}\nand, from another "
-                  f"terminal, ask for a customer's scores and next-best actions:\n  "
-                  f"{curl_example('127.0.0.1', 3000, result.example_customer)}", soft_wrap=True)
+    say(f"\nThe lifecycle report (open it in a browser): {result.report.path}", wrap=False)
+    say(f"\nThe real-time API: start it with\n  clm serve -w {workspace_root}\nand, from another terminal, ask for a "
+        f"customer's scores and next-best actions:\n  {curl_example('127.0.0.1', 3000, result.example_customer)}",
+        wrap=False)

@@ -81,7 +81,7 @@ def score(
     """
     check_tracking(tracking_uri)
     from decisions.catalogue import load_catalogue
-    from features.build import parse_as_of
+    from features.build import as_of_or_end
     from pipelines.cli import render
     from pipelines.jobs.engine import engine_session
     from pipelines.jobs.score import ScoreSettings, score_base
@@ -99,7 +99,7 @@ def score(
         PARTITIONS.check(partitions, "--partitions")
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
-    when = parse_as_of(as_of, manifest) if as_of is not None else manifest.end
+    when = as_of_or_end(as_of, manifest)
     settings = ScoreSettings(when, out, actions, budget, exploration, chunk_rows, partitions, tracking_uri=tracking_uri)
     reporter = RichReporter()
     with ws.exclusive("clm score"), engine_session(ws, spark_settings, reporter) as spark:
@@ -132,15 +132,24 @@ def serve(
       CLM_API_KEYS=s3cret clm serve --workers 2
     """
     check_tracking(tracking_uri)
-    from pipelines.jobs.serve import ServeSettings, curl_example, prepare_server, start
+    from decisions.catalogue import load_catalogue
+    from pipelines.jobs.serve import (
+        ServeSettings,
+        check_port_free,
+        curl_example,
+        prepare_server,
+        start,
+    )
 
     if not 0 < port < 65536:
         raise ClmError(f"--port {port} is not a port number (1-65535).")
     WORKERS.check(workers, "--workers")
     RELOAD_SECONDS.check(reload_seconds, "--reload-seconds")
+    check_port_free(host, port)  # as before the workspace is opened (the server checks them again)
+    load_catalogue(catalogue)
     ws = Workspace.at(workspace)
     server = prepare_server(ws, ServeSettings(host, port, workers, reload_seconds, catalogue, tracking_uri))
     shown_host = host if host != "0.0.0.0" else "127.0.0.1"
     say(f"Serving {ws.root} on http://{host}:{port} (OpenAPI page there). Try:\n  "
-        f"{curl_example(shown_host, port, server.example_customer)}")
+        f"{curl_example(shown_host, port, server.example_customer)}", wrap=False)
     start(server)

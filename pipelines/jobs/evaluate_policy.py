@@ -45,12 +45,18 @@ class PolicyEvaluation:
     report: dict[str, object] = field(default_factory=dict)  # the figures, as `--json` writes them
 
 
-def evaluate_policy(workspace: Workspace, settings: PolicySettings, reporter: Reporter | None = None) -> PolicyEvaluation:
-    reporter = reporter or Quiet()
-    when = settings.as_of
+def require_logged_decisions(workspace: Workspace) -> None:
+    """Policies are judged on a base with logged decisions (the actions table): a ClmError
+    otherwise (a transactions export has none)."""
     if not workspace.table_path(Table.ACTIONS).exists():
         raise ClmError(f"{workspace.root} holds no logged decisions (actions table): there is no uplift model to "
                        "decide with and nothing to evaluate a policy from. A transactions export cannot be evaluated.")
+
+
+def evaluate_policy(workspace: Workspace, settings: PolicySettings, reporter: Reporter | None = None) -> PolicyEvaluation:
+    reporter = reporter or Quiet()
+    when = settings.as_of
+    require_logged_decisions(workspace)
     check_decision_date(when)
     results, inputs, budget, report = None, None, None, {}
     if workspace.table_path(Table.GROUND_TRUTH_EFFECTS).exists():

@@ -58,15 +58,17 @@ def retrain(workspace: Workspace, settings: RetrainSettings, reporter: Reporter 
     when = settings.as_of
     with engine_session(workspace, settings.spark, reporter) as spark:
         reporter.step("1/4 Features")
-        built = [build(workspace, None, "monthly", spark, reporter), build(workspace, [when], "monthly", spark, reporter)]
-        for result in built:
-            reporter.finished(result)
+        built = []
+        for dates in (None, [when]):  # every month start, then the date itself
+            built.append(build(workspace, dates, "monthly", spark, reporter))
+            reporter.finished(built[-1])
         registered = register(workspace, None, reporter)  # the online store already configured stays
         reporter.step("2/4 Train, gate and promote")
         config = TrainConfig(models=MODEL_NAMES, labels=LabelConfig(horizon_days=settings.horizon_days), as_of=when,
                              tracking_uri=settings.tracking_uri, command="clm retrain", skip_up_to_date=True)
         trained = train_models(workspace, config, reporter)
         reporter.finished(trained)
+        trained.require_some()
         reporter.step("3/4 Online store")
         online = load_online_store(workspace, when, reporter)
         reporter.finished(online)

@@ -4,7 +4,6 @@ the decision policy, score and decide for the whole base, write the lifecycle re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -27,7 +26,7 @@ from pipelines.jobs.features import (
     load_online_store,
     register,
 )
-from pipelines.jobs.report import REPORT_NAME, write_report
+from pipelines.jobs.report import REPORT_NAME, ReportWritten, write_report
 from pipelines.jobs.reporting import Quiet, Reporter
 from pipelines.jobs.score import ScoreSettings, score_base
 from pipelines.jobs.serve import example_customer
@@ -51,7 +50,7 @@ class RunResult:
     trained: Trained
     policy: PolicyEvaluation | None  # None: skipped (the reason in `skipped`)
     scores: ScoreResult | None
-    report: Path
+    report: ReportWritten
     summary: WorkspaceSummary
     example_customer: str  # one the API scores, for the example printed
     skipped: dict[str, str]  # step -> why it was skipped
@@ -94,6 +93,7 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     reporter.step("5/5 Train")
     trained = train_models(workspace, TrainConfig(), reporter)
     reporter.finished(trained)
+    trained.require_some()
     reporter.step("Policy")
     catalogue = load_catalogue(None)
     policy = None
@@ -114,5 +114,6 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
         reporter.warn(f"Scoring skipped: {err}")
     reporter.step("Report")
     report = write_report(workspace, end, workspace.root / REPORT_NAME, None, reporter)
+    reporter.finished(report)
     return RunResult(simulated, validation, features, registered, online, trained, policy, scores, report,
                      summarise(workspace), example_customer(workspace), skipped)

@@ -19,6 +19,12 @@ class Trained:
         """Models that apply to this business but were not trained (reasons in their notes)."""
         return [r.model for r in self.reports if not r.trained and r.applies and not r.up_to_date]
 
+    def require_some(self) -> None:
+        """A ClmError, naming each model's reason, when no model was trained (nor kept as
+        up to date): nothing to score with."""
+        if not any(r.trained or r.up_to_date for r in self.reports):
+            raise ClmError("No model was trained: " + " ".join(f"{r.model}: {r.note}" for r in self.reports))
+
     @property
     def held_back(self) -> list[str]:
         """Versions registered but kept back by the gate: challengers only."""
@@ -26,8 +32,8 @@ class Trained:
 
 
 def train_models(workspace: Workspace, config: TrainConfig, reporter: Reporter | None = None) -> Trained:
-    """Train every model of `config`; raises ClmError when none could be trained (or kept
-    as up to date), naming each one's reason."""
+    """Train every model of `config`; each one's report says what became of it (see
+    `Trained.require_some` for a run that needs at least one)."""
     reporter = reporter or Quiet()
     with reporter.counting("Training", len(config.models)) as count:
         done: list[str] = []
@@ -38,6 +44,4 @@ def train_models(workspace: Workspace, config: TrainConfig, reporter: Reporter |
 
         reports = train(workspace, config, progress=starting)
         count(len(config.models), len(config.models), "Trained")
-    if not any(r.trained or r.up_to_date for r in reports):
-        raise ClmError("No model was trained: " + " ".join(f"{r.model}: {r.note}" for r in reports))
     return Trained(reports)
