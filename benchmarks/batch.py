@@ -168,13 +168,14 @@ def main() -> None:
         wall, peak, manifest = run_batch(ws, out, 0.15 * size)
         floor, models = floor_seconds(ws)
         t = manifest["timings_s"]
-        core = t["score_s"] + t["decide_s"] + t["explain_write_s"]
-        treated = sum(k for a, k in manifest["decisions"]["actions"].items() if a != "none")
+        plan = manifest["decisions"] or {"actions": {}}  # None: no uplift champion, no decisions
+        core = t["score_s"] + t.get("decide_s", 0.0) + t["explain_write_s"]
+        treated = sum(k for a, k in plan["actions"].items() if a != "none")
         rows.append((size, wall, t, core, floor, models, peak, treated, manifest["scored"]))
     print(f"\n{'customers':>10}{'wall s':>8}{'prepare':>9}{'score':>7}{'decide':>8}{'reasons+write':>15}"
           f"{'cust/s':>9}{'floor s':>9}{'floor/batch':>13}{'peak GB':>9}{'treated':>9}")
     for size, wall, t, core, floor, models, peak, treated, scored in rows:
-        print(f"{size:>10,}{wall:>8.1f}{t['prepare_s']:>9.1f}{t['score_s']:>7.1f}{t['decide_s']:>8.1f}"
+        print(f"{size:>10,}{wall:>8.1f}{t['prepare_s']:>9.1f}{t['score_s']:>7.1f}{t.get('decide_s', 0.0):>8.1f}"
               f"{t['explain_write_s']:>15.1f}{size / wall:>9,.0f}{floor:>9.1f}{floor / wall:>13.2f}{peak:>9.2f}"
               f"{treated:>9,}")
     print(f"(floor: raw LightGBM predict of the {rows[0][5]} boosters the batch applies, on the prepared matrix; "
