@@ -89,6 +89,11 @@ def scoring(base: Path, scratch: Path, customers: int, master: str) -> dict[str,
         results[engine] = (done, json.loads((out / "_manifest.json").read_text()))
         print(f"  scoring, {engine}: {done.wall_s:.1f} s, peak {done.peak_gb:.2f} GB")
     local, spark = (results[e][1]["decisions"] for e in ENGINES)
+    if local is None or spark is None:  # no uplift champion: scores only
+        if local is not spark:
+            raise SystemExit(f"The engines disagree:\n local {local}\n spark {spark}")
+        print("  no decisions (no uplift champion): scores only")
+        return results
     if local["actions"] != spark["actions"] or abs(local["expected_value"] - spark["expected_value"]) > 1e-6 * abs(
             local["expected_value"]):
         raise SystemExit(f"The engines disagree:\n local {local}\n spark {spark}")
