@@ -8,6 +8,7 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -163,6 +164,17 @@ def user_errors(func: F) -> F:
             raise typer.Exit(code=2) from None
 
     return cast(F, wrapper)  # functools.wraps keeps the signature typer reads
+
+
+def clm_command() -> str:
+    """How to call clm again as this process was called, for a command printed to be run as
+    it is: `clm` when that is what PATH finds, else the path it was started by (e.g.
+    `.venv/bin/clm`, the README's first command, with the virtual environment not active)."""
+    started = Path(sys.argv[0])
+    if started.name != "clm":  # python -m pipelines.cli, or an in-process caller
+        return "clm"
+    on_path = shutil.which("clm")
+    return "clm" if on_path and Path(on_path).resolve() == started.resolve() else str(started)
 
 
 def print_error(message: str) -> None:

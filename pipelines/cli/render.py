@@ -12,7 +12,7 @@ from rich.text import Text
 from clm.contracts import ValidationReport
 from features.build import BuildResult
 from pipelines.backtest import BacktestReport
-from pipelines.cli.common import console, err_console, say
+from pipelines.cli.common import clm_command, console, err_console, say
 from pipelines.ingest import IngestSummary
 from pipelines.jobs.evaluate_policy import PolicyEvaluation
 from pipelines.jobs.features import Materialized, Registered
@@ -336,6 +336,6 @@ def main_job(workspace_root: object, result: RunResult) -> None:
     """What `clm run` says at the end: the workspace, the report, how to call the API."""
     workspace_summary(workspace_root, result.summary)
     say(f"\nThe lifecycle report (open it in a browser): {result.report.path}", wrap=False)
-    say(f"\nThe real-time API: start it with\n  clm serve -w {workspace_root}\nand, from another terminal, ask for a "
+    say(f"\nThe real-time API: start it with\n  {clm_command()} serve -w {workspace_root}\nand, from another terminal, ask for a "
         f"customer's scores and next-best actions:\n  {curl_example('127.0.0.1', 3000, result.example_customer)}",
         wrap=False)

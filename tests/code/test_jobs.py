@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 
 from decisions.catalogue import load_catalogue
-from pipelines.jobs.evaluate_policy import PolicyEvaluation, PolicySettings, evaluate_policy
+from pipelines.jobs.evaluate_policy import (
+    PolicyEvaluation,
+    PolicySettings,
+    evaluate_policy,
+)
 from pipelines.jobs.score import ScoreSettings, score_base
 from pipelines.score import ScoreResult
 from tests.clirun import invoke

@@ -75,24 +75,24 @@ def every_champion() -> list[tuple[str, str]]:
            [("shop", m) for m in ("churn", "stage", "clv")]
 
 
-@pytest.mark.parametrize("kind, model", every_champion())
-def test_the_customer_id_changes_nothing(kind: str, model: str, request: pytest.FixtureRequest):
+def champion_and_base(kind: str, model: str, request: pytest.FixtureRequest) -> tuple[object, pd.DataFrame]:
+    """The kind of business's champion `model` and the base it scores (skipped without one)."""
     champions: Champions = request.getfixturevalue(kind)
     if model not in champions.models:
         pytest.skip(f"{kind} has no {model} model (the gate's output says why)")
-    base = champions.base
+    return champions.models[model], champions.base
+
+
+@pytest.mark.parametrize("kind, model", every_champion())
+def test_the_customer_id_changes_nothing(kind: str, model: str, request: pytest.FixtureRequest):
+    champion, base = champion_and_base(kind, model, request)
     renamed = base.assign(customer_id=[f"X{i:09d}" for i in range(len(base))][::-1])
-    np.testing.assert_array_equal(predictions(champions.models[model], renamed),
-                                  predictions(champions.models[model], base))
+    np.testing.assert_array_equal(predictions(champion, renamed), predictions(champion, base))
 
 
 @pytest.mark.parametrize("kind, model", every_champion())
 def test_the_row_order_changes_nothing(kind: str, model: str, request: pytest.FixtureRequest):
-    champions: Champions = request.getfixturevalue(kind)
-    if model not in champions.models:
-        pytest.skip(f"{kind} has no {model} model (the gate's output says why)")
-    base = champions.base
+    champion, base = champion_and_base(kind, model, request)
     order = np.random.default_rng(7).permutation(len(base))
     shuffled = base.iloc[order].reset_index(drop=True)
-    np.testing.assert_allclose(predictions(champions.models[model], shuffled),
-                               predictions(champions.models[model], base)[order], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(predictions(champion, shuffled), predictions(champion, base)[order], rtol=0, atol=1e-12)
