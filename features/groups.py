@@ -105,6 +105,8 @@ RFM = FeatureGroup(
         Feature("monetary_score", FLOAT, "Percentile (0-1) of 365-day amount across customers at as_of."),
         Feature("frequency_total", FLOAT, "Paid transactions over all history before as_of."),
         Feature("first_purchase_days", FLOAT, "Days since the first paid transaction (null if none)."),
+        Feature("purchase_days_total", FLOAT, "Distinct days (UTC) with a paid transaction before as_of: with "
+                "recency_days and first_purchase_days, the buy-till-you-die models' summary of a history."),
         Feature("mean_gap_days", FLOAT, "Mean days between consecutive paid transactions (null with fewer than 2)."),
         Feature("gap_std_days", FLOAT, "Standard deviation of those gaps: purchase regularity (null with fewer than 3)."),
         Feature("last_gap_days", FLOAT, "Days between the last two paid transactions (null with fewer than 2)."),
@@ -136,6 +138,8 @@ agg AS (
            sum(CASE WHEN age_days <= 365 THEN amount ELSE 0 END) AS monetary_365d,
            avg(amount) AS avg_transaction_value,
            count(*) AS frequency_total,
+           -- as_of is a day's start, so ceil(age) is the number of days back to the purchase's day.
+           count(DISTINCT ceil(age_days)) AS purchase_days_total,
            max(age_days) AS first_purchase_days,
            avg(gap) AS mean_gap_days,
            stddev_samp(gap) AS gap_std_days,
@@ -148,7 +152,8 @@ base AS (
     SELECT s.customer_id, s.as_of, a.recency_days,
            coalesce(a.frequency_90d, 0) AS frequency_90d, coalesce(a.frequency_365d, 0) AS frequency_365d,
            coalesce(a.monetary_90d, 0) AS monetary_90d, coalesce(a.monetary_365d, 0) AS monetary_365d,
-           a.avg_transaction_value, coalesce(a.frequency_total, 0) AS frequency_total, a.first_purchase_days,
+           a.avg_transaction_value, coalesce(a.frequency_total, 0) AS frequency_total,
+           coalesce(a.purchase_days_total, 0) AS purchase_days_total, a.first_purchase_days,
            a.mean_gap_days, a.gap_std_days, a.last_gap_days, a.max_gap_180d, a.last_amount
     FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
 )
@@ -160,6 +165,7 @@ SELECT customer_id, as_of AS event_timestamp,
        percent_rank() OVER (PARTITION BY as_of ORDER BY frequency_365d) AS frequency_score,
        percent_rank() OVER (PARTITION BY as_of ORDER BY monetary_365d) AS monetary_score,
        CAST(frequency_total AS DOUBLE) AS frequency_total, first_purchase_days,
+       CAST(purchase_days_total AS DOUBLE) AS purchase_days_total,
        mean_gap_days, gap_std_days, last_gap_days, max_gap_180d,
        recency_days / nullif(mean_gap_days, 0) AS recency_over_mean_gap,
        last_amount / nullif(avg_transaction_value, 0) AS last_amount_ratio

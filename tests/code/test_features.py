@@ -120,6 +120,7 @@ def test_purchase_gaps_by_hand(tmp_path):
     z = frame.loc["Z"]
     expected = {
         "recency_days": 31.0, "frequency_total": 4.0, "first_purchase_days": 91.0,
+        "purchase_days_total": 4.0,  # four purchases on four different days
         "frequency_90d": 3.0,  # the purchase 91 days old is outside
         "mean_gap_days": 20.0, "gap_std_days": 10.0,  # gaps 10, 20, 30
         "last_gap_days": 30.0, "max_gap_180d": 30.0, "recency_over_mean_gap": 31 / 20,
