@@ -1,14 +1,17 @@
 """How good were the scores, on the whole base, at a date: what `clm backtest` runs.
 
-As of D: fit each model on data before D only (the same fitting as `clm train`, nothing
-registered and no champion moved), score every customer in the model population at D
+As of D: fit and choose each model on data before D only, exactly as `clm train` would
+(`training.train.fit_model`, `FittedModel.chosen` and `.shipped`; nothing registered and
+no champion moved), score every customer in the model population at D
 (`pipelines.score.score_frame`, as `clm score` would), and compare with what those
 customers did in the label window [D, D + H) (`training.labels.outcome_labels`, the same
-labels the models learn). Beside clm ("clm": the model `clm train` would register;
-"baseline": its scikit-learn baseline), on the same customers:
+labels the models learn). "clm" is the model `clm train` would ship (the report names
+which candidate it is); beside it, on the same customers, every candidate brought up to
+date the same way: "lightgbm", "baseline" and, for a transactions-only churn model,
+"bgnbd" and "pareto_nbd" (lifetimes' models fitted on the purchases before D, their
+probability of no purchase within H, calibrated) and "stack"; and the peers:
 
-- transactions-only workspaces: BG/NBD and Pareto/NBD fitted on the purchases before D
-  (their probability of no purchase within H for churn; BG/NBD + Gamma-Gamma for CLV);
+- transactions-only workspaces, CLV: BG/NBD + Gamma-Gamma fitted on the purchases before D;
 - simulated workspaces: the oracle, the true probability of what happened
   (`training.oracle`), on the rows where one exists, with clm on the same rows.
 
@@ -37,6 +40,7 @@ from clm.workspace import Workspace
 from pipelines.score import SCALAR_SCORES, features_at, score_frame
 from training import btyd, registry
 from training import evaluate as ev
+from training.btyd_models import FIT_ERRORS
 from training.config import TrainConfig
 from training.frames import model_window
 from training.labels import LabelConfig, NotEnoughHistory, outcome_labels
@@ -109,14 +113,17 @@ def _peers(
 ) -> dict[str, dict[str, object]]:
     """BTYD models (transactions only) and the oracle (simulated data), on the same customers."""
     out: dict[str, dict[str, object]] = {}
-    if not contractual and target in ("churn", "clv"):
+    if not contractual and target == "clv":
         transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
-        if target == "churn":
-            for name, p in btyd.churn_probabilities(transactions, as_of, days).items():
-                out[name] = binary_report(y, p.reindex(rows["customer_id"]).to_numpy())
-        else:
+        try:
             value = btyd.clv_values(transactions, as_of, days).reindex(rows["customer_id"]).fillna(0.0).to_numpy()
-            out["bgnbd_gg"] = regression_report(y, value)
+        except FIT_ERRORS as err:
+            notes.append(f"clv: BG/NBD + Gamma-Gamma not fitted ({type(err).__name__}): left out")
+        else:
+            if np.isfinite(value).all():
+                out["bgnbd_gg"] = regression_report(y, value)
+            else:  # Gamma-Gamma on a few repeat buyers can diverge
+                notes.append("clv: BG/NBD + Gamma-Gamma gave no finite values: left out")
     if target in ("churn", "upsell"):
         truth = oracle_probabilities(workspace, target, days, rows)
         if truth is not None and not len(truth):
@@ -183,8 +190,10 @@ def backtest(
             raise ClmError(f"{target}: {int(rows[target].isna().sum())} scored customers have no outcome label.")
         y = rows[target].to_numpy(dtype=float)
         column = SCALAR_SCORES[target]
-        scores = {name: score_frame({target: model}, live, np.ones(len(live), bool), contractual)[column].to_numpy()
-                  for name, model in (("clm", fit.lgbm), ("baseline", fit.baseline))}
+        chosen = fit.chosen()
+        scores = {kind: score_frame({target: fit.shipped(kind)}, live, np.ones(len(live), bool), contractual)[
+            column].to_numpy() for kind in fit.candidates}
+        scores = {"clm": scores[chosen], **scores}
         make = regression_report if target == "clv" else binary_report
         if target != "clv" and len(np.unique(y)) < 2:
             notes.append(f"{target}: every customer had the same outcome; no ranking to judge")
@@ -193,7 +202,7 @@ def backtest(
         results.update(_peers(workspace, target, rows, y, as_of, fit.window_days, contractual, scores["clm"],
                               notes))
         targets[target] = {"window_days": fit.window_days, "train_cutoffs": fit.split_summary()["train_cutoffs"],
-                                     "models": results}
+                           "shipped": chosen, "models": results}
     _log(workspace, config, report)
     return report
 

@@ -183,11 +183,12 @@ def require_champions(workspace: Workspace, client: MlflowClient) -> Champions:
         return champions
     held = {m: registry.alias_version(client, m, registry.CHALLENGER) for m in MODELS}
     if any(held.values()):
-        versions = ", ".join(f"{m} v{v}" for m, v in held.items() if v)
+        versions = "; ".join(f"{m} v{v} ({registry.gate_reason(client, m, v) or 'no gate decision'})"
+                             for m, v in held.items() if v)
         model, version = next((m, v) for m, v in held.items() if v)
         raise ClmError(
-            f"No champion models in {workspace.root}: training registered {versions}, but none passed the "
-            "promotion gate (reasons: `clm models list` and the training output). Promote one by hand, e.g. "
+            f"No champion models in {workspace.root}, so nobody can be scored: training registered challengers "
+            f"that did not pass the promotion gate: {versions}. Promote one by hand if you accept it, e.g. "
             f"`clm models promote {model} {version}`, or train on more data."
         )
     raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")

@@ -8,7 +8,10 @@ actions, upsell for upgrade and referral), from LightGBM's per-feature contribut
 PHRASES is the one mapping from a feature to words; a feature without a phrase is shown
 with its description from `features.groups` (the one place features are described).
 A scikit-learn baseline registered in LightGBM's place has no contributions: its
-recommendations carry the value parts only.
+recommendations carry the value parts only. A buy-till-you-die champion (BG/NBD,
+Pareto/NBD) has no per-feature contributions either; its reasons are the customer's
+rhythm in words (`btyd_reasons`): "no purchase for 120 days where this customer usually
+buys every 30".
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from features.groups import GROUPS
+from training.blend import BlendModel
+from training.btyd_models import BtydEstimator, BtydModel, history_summary
 from training.models import TrainedModel, lightgbm_predict, prepare_matrix
 
 TOP_DRIVERS = 3
@@ -80,6 +85,11 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "acquisition_channel": lambda v: f"acquired through {v}",
     "region": lambda v: f"in region {v}",
     "last_action": lambda v: f"last contacted with {str(v).replace('_', ' ')}",
+    "purchase_days_total": _count("day", " with a purchase"),
+    "mean_gap_days": lambda v: f"usually buys every {v:.0f} days",
+    "bgnbd_p_no_purchase": lambda v: f"{v:.0%} chance of no purchase in the horizon, by their buying rhythm",
+    "bgnbd_p_alive": lambda v: f"{v:.0%} likely to still be buying, by their buying rhythm",
+    "bgnbd_expected_purchases": lambda v: f"{v:.1f} purchases expected in the horizon, by their buying rhythm",
 }
 DESCRIPTIONS = {f.name: f.description.rstrip(".") for g in GROUPS for f in g.features}
 
@@ -97,18 +107,54 @@ def phrase(feature: str, value: object) -> str:
 def top_drivers(model: TrainedModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:
     """For each row, the k features that push the model's score up the most (positive
     TreeSHAP contributions, largest first), in words; [] for a model without them."""
+    if isinstance(model, BtydModel) and len(frame):
+        return btyd_reasons(model, frame)
+    if isinstance(model, BlendModel) and len(frame):
+        return blend_reasons(model, frame, k)
     if getattr(model.estimator, "booster_", None) is None or len(frame) == 0:
         return [[] for _ in range(len(frame))]
-    x = prepare_matrix(frame, model.features, model.categories)
+    inputs, names = model.inputs(frame), model.input_names
+    x = prepare_matrix(inputs, names, model.categories)
     contributions = lightgbm_predict(model.estimator, x, pred_contrib=True)
     assert contributions is not None  # None only for an estimator without a booster_ (returned above)
     contrib = contributions[:, :-1]  # last: the bias
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-    names = model.features
     out = []
     for i, row in enumerate(order):
-        out.append([phrase(names[j], frame[names[j]].iloc[i] if names[j] in frame else None)
+        out.append([phrase(names[j], inputs[names[j]].iloc[i] if names[j] in inputs else None)
                     for j in row if contrib[i, j] > 0])
+    return out
+
+
+def blend_reasons(model: BlendModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:
+    """A blend's reasons: the customer's rhythm in words (its BTYD part), then the top
+    drivers of its tree part with the largest weight."""
+    weights = model.weights()
+    rhythm_parts = [part for part in model.parts.values() if isinstance(part, BtydModel)]
+    tree_parts = sorted((kind for kind, part in model.parts.items() if getattr(part.estimator, "booster_", None)),
+                        key=lambda kind: -weights[kind])
+    rhythm = btyd_reasons(rhythm_parts[0], frame) if rhythm_parts else [[] for _ in range(len(frame))]
+    drivers = top_drivers(model.parts[tree_parts[0]], frame, k) if tree_parts else [[] for _ in range(len(frame))]
+    return [(words[:1] + found)[:k] for words, found in zip(rhythm, drivers)]
+
+
+def btyd_reasons(model: BtydModel, frame: pd.DataFrame) -> list[list[str]]:
+    """A BTYD model's reasons for each row: the customer's rhythm against their silence,
+    and how likely the model finds them still buying."""
+    assert isinstance(model.estimator, BtydEstimator)
+    h = history_summary(frame)
+    alive = model.estimator.p_alive(h)
+    silent = h.T - h.t_x  # whole days since the last purchase's day
+    out: list[list[str]] = []
+    for x, t_x, days, p in zip(h.x, h.t_x, silent, alive):
+        if not np.isfinite(days):
+            out.append([])
+            continue
+        if x >= 1:
+            rhythm = f"no purchase for {days:.0f} days where this customer usually buys every {t_x / x:.0f}"
+        else:
+            rhythm = f"one purchase day only, {days:.0f} days ago"
+        out.append([rhythm, f"{p:.0%} likely to still be buying, by their buying rhythm"])
     return out
 
 

@@ -38,7 +38,8 @@ class ModelReport:
     oracle: dict[str, float] = field(default_factory=dict)
     btyd: dict[str, float] = field(default_factory=dict)  # non-contractual: buy-till-you-die baselines
     split: dict[str, object] = field(default_factory=dict)
-    registered_kind: str = "lightgbm"  # or "baseline": the better of the two on the validation window
+    registered_kind: str = "lightgbm"  # the candidate chosen (`training.candidates.choose`)
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # each candidate's test figures
     applies: bool = True  # False: the model has no meaning for this business (upsell without plans)
     up_to_date: bool = False  # not trained again: its latest version was trained on the same inputs
 

@@ -33,6 +33,18 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BIN
     return float((table.customers * gaps).sum() / table.customers.sum())
 
 
+def chance_ece(p: np.ndarray, bins: int = ECE_BINS) -> float:
+    """The ECE a perfectly calibrated model with these predictions shows by chance alone, in
+    expectation: in each of the equal-count bins `expected_calibration_error` uses, the
+    observed rate is a mean of Bernoulli(p) outcomes, which misses the bin's mean
+    prediction by sqrt(2 / pi) standard deviations on average (normal approximation)."""
+    p = np.sort(np.asarray(p, dtype=float))
+    if not len(p):
+        return 0.0
+    parts = [b for b in np.array_split(p, min(bins, len(p))) if len(b)]
+    return float(sum(len(b) / len(p) * np.sqrt(2 / np.pi) * np.sqrt(np.sum(b * (1 - b))) / len(b) for b in parts))
+
+
 def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     """(lift, capture) of the 10% with the highest scores."""
     k = max(1, int(round(0.1 * len(p))))
@@ -73,6 +85,20 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> 
         "log_loss": float(log_loss(y, clipped, labels=labels)),
         "accuracy": float((predicted == y).mean()),
     }
+
+
+def gate_figure(task: str, y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
+    """The one figure a task's candidates are chosen and gated by, alone (fast, for resampling):
+    ROC AUC (binary), macro-F1 (multiclass, as `multiclass_metrics`), MAE (regression); NaN
+    where it is undefined (one outcome only)."""
+    if task == "binary":
+        return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    if task == "multiclass":
+        y = np.asarray(y, dtype=str)
+        labels = sorted(set(classes) | set(y))
+        return float(f1_score(y, np.asarray(classes)[np.argmax(p, axis=1)], average="macro", labels=labels,
+                              zero_division=0.0))
+    return float(mean_absolute_error(np.asarray(y, dtype=float), np.asarray(p, dtype=float)))
 
 
 def stays_the_same_f1(y: np.ndarray, current: np.ndarray, classes: list[str]) -> float:

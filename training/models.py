@@ -12,7 +12,7 @@ no better calibration on the later test window.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import lightgbm as lgb
@@ -141,12 +141,21 @@ class TrainedModel:
     classes: list[str] = field(default_factory=list)
     kind: str = "lightgbm"
 
+    @property
+    def input_names(self) -> list[str]:
+        """What the estimator sees: the features, and whatever a subclass derives from them."""
+        return self.features
+
+    def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """frame with every column of input_names (the features: frame itself)."""
+        return frame
+
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return prepare_features(frame, self.features, self.categories)
+        return prepare_features(self.inputs(frame), self.input_names, self.categories)
 
     def raw_scores(self, frame: pd.DataFrame) -> np.ndarray:
         if getattr(self.estimator, "booster_", None) is not None:
-            scores = lightgbm_predict(self.estimator, prepare_matrix(frame, self.features, self.categories))
+            scores = lightgbm_predict(self.estimator, prepare_matrix(self.inputs(frame), self.input_names, self.categories))
             assert scores is not None  # None only for an estimator without a booster_
             return scores
         x = self.prepare(frame)
@@ -213,6 +222,23 @@ def fit_lightgbm(spec: ModelSpec, train: pd.DataFrame, valid: pd.DataFrame, feat
     return model
 
 
+def refit_lightgbm(model: TrainedModel, rows: pd.DataFrame) -> TrainedModel:
+    """The model's LightGBM fitted again on `rows` (e.g. its training and validation windows)
+    with the same settings and the number of trees early stopping chose; the calibrator is
+    kept (recalibrate it on a later window)."""
+    estimator = cast(lgb.LGBMModel, model.estimator)
+    params = estimator.get_params()
+    params["n_estimators"] = max(1, int(getattr(estimator, "best_iteration_", 0) or estimator.n_estimators))
+    y = rows[model.spec.label]
+    x = model.prepare(rows)
+    if model.spec.task == MULTICLASS:
+        known = y.astype(str).isin(model.classes).to_numpy()
+        x, y = x[known], pd.Series(pd.Categorical(y[known].astype(str), categories=model.classes).codes)
+    fresh = type(estimator)(**params)
+    fresh.fit(x, y)
+    return replace(model, estimator=fresh)
+
+
 def fit_baseline(spec: ModelSpec, train: pd.DataFrame, features: list[str]) -> TrainedModel:
     """Logistic (binary), multinomial logistic (stage) or ridge (CLV) on imputed, scaled
     numbers and one-hot categories."""
@@ -254,4 +280,4 @@ def feature_importance(model: TrainedModel) -> dict[str, float] | None:
     gain = booster.feature_importance(importance_type="gain").astype(float)
     shares = gain / gain.sum() if gain.sum() > 0 else gain
     order = np.argsort(-shares, kind="stable")
-    return {model.features[i]: float(shares[i]) for i in order}
+    return {model.input_names[i]: float(shares[i]) for i in order}

@@ -32,8 +32,10 @@ from clm.errors import ClmError
 from clm.files import sqlite_damage
 from clm.workspace import Workspace, process_alive
 from training import audit
+from training.candidates import GATE_METRIC, calibrated
 from training.evaluate import (
     binary_metrics,
+    chance_ece,
     expected_calibration_error,
     multiclass_metrics,
     regression_metrics,
@@ -49,8 +51,6 @@ if TYPE_CHECKING:
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
-# Which figure decides, and which way is better, per task.
-GATE_METRIC = {"binary": ("roc_auc", +1), "multiclass": ("macro_f1", +1), "regression": ("mae", -1)}
 DEFAULT_MARGIN = {"roc_auc": 0.002, "macro_f1": 0.005, "mae": 0.0}
 MAX_ECE = 0.05
 
@@ -241,7 +241,7 @@ class ClmPyfunc(PythonModel):
 # What a logged model needs to load, pinned to the versions it was trained with (besides
 # clm itself, whose classes it pickles by reference). Given explicitly: MLflow's own
 # inference of them starts a subprocess that imports the model, 7 s of every 10 s log.
-MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow", "cloudpickle")
+MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "lifetimes", "pandas", "numpy", "pyarrow", "cloudpickle")
 
 
 def pip_requirements() -> list[str]:
@@ -377,9 +377,14 @@ def decide_promotion(
         if not slope > 0:
             return GateDecision(False, f"calibration slope {slope:.3f} is not positive: it would invert the "
                                 "model's ranking (the validation window contradicts the training data)", challenger_score, None)
-        ece, bound = expected_calibration_error(y.astype(float), predictions), ece_bound(predictions)
+        # What ships is recalibrated on this window, the latest matured one (a base drifts:
+        # a calibration from an older window is off by the scoring date); what that cannot
+        # mend is refused.
+        recalibrated = calibrated(challenger, test).predict(test)
+        ece, bound = expected_calibration_error(y.astype(float), recalibrated), ece_bound(recalibrated)
         if ece > bound:
-            return GateDecision(False, f"challenger is badly calibrated (ECE {ece:.3f} > {bound:.3f})", challenger_score, None)
+            return GateDecision(False, f"challenger is badly calibrated even recalibrated on the latest window "
+                                f"(ECE {ece:.3f} > {bound:.3f})", challenger_score, None)
     if baseline is not None:
         simple = score(baseline, baseline.predict(test))
         if not direction * (challenger_score - simple) > 0:
@@ -416,6 +421,12 @@ def record_gate(passed: bool, reason: str) -> None:
     mlflow.set_tags({GATE_TAG: GATE_PASSED if passed else GATE_FAILED, GATE_REASON_TAG: reason})
 
 
+def gate_reason(client: MlflowClient, model: str, version: str) -> str:
+    """What the promotion gate said of a version ("" if it never judged it)."""
+    run_id = client.get_model_version(registered_name(model), version).run_id
+    return client.get_run(run_id).data.tags.get(GATE_REASON_TAG, "") if run_id else ""
+
+
 def latest_version(client: MlflowClient, model: str) -> ModelVersion | None:
     versions = client.search_model_versions(f"name='{registered_name(model)}'")
     return max(versions, key=lambda v: int(v.version)) if versions else None
@@ -448,11 +459,10 @@ def promote_gate_passers(client: MlflowClient, models: list[str], command: str) 
     return promoted
 
 
-def ece_bound(p: np.ndarray, bins: int = 10) -> float:
-    """MAX_ECE, or on small windows twice the ECE a perfectly calibrated model shows by
-    chance (binomial noise of a bin's observed rate), whichever is larger."""
-    noise = float(np.sqrt(np.mean(p * (1 - p)) / max(len(p) / bins, 1)))
-    return max(MAX_ECE, 2 * noise)
+def ece_bound(p: np.ndarray) -> float:
+    """The ECE the gate tolerates: MAX_ECE of real miscalibration, plus twice what chance
+    alone gives at this sample size (`chance_ece`): a small window is not refused for its noise."""
+    return MAX_ECE + 2 * chance_ece(p)
 
 
 def rollback(client: MlflowClient, model: str, *, reason: str = "", command: str = "") -> str:

@@ -2,14 +2,16 @@
 
 For each model: cutoffs whose label window ends by as_of (time travel: nothing after
 as_of is used), a time split with gaps, features from Feast's point-in-time retrieval,
-LightGBM and its baseline, test figures (and the oracle's on simulated data), plots and
-the model in MLflow, the new version as `challenger`, and the promotion gate.
+the candidates (LightGBM, its baseline and, for a transactions-only churn model, BG/NBD,
+Pareto/NBD and their stack: `training.candidates`), the one chosen on the latest window,
+test figures (and the oracle's on simulated data), plots and the model in MLflow, the
+chosen one brought up to date as the new version (`challenger`), and the promotion gate.
 """
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -25,7 +27,9 @@ from features.build import build_features
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
 from training import btyd, drift, plots, registry
+from training import candidates as cand
 from training import evaluate as ev
+from training.btyd_models import BTYD_KINDS
 from training.config import (
     INPUTS_TAG,
     ModelReport,
@@ -71,13 +75,7 @@ def _oracle(workspace: Workspace, model: TrainedModel, test: pd.DataFrame, horiz
     return figures
 
 
-def _metrics(model: TrainedModel, frame: pd.DataFrame) -> dict[str, float]:
-    y = frame[model.spec.label].to_numpy()
-    if model.spec.task == BINARY:
-        return ev.binary_metrics(y, model.predict(frame))
-    if model.spec.task == MULTICLASS:
-        return ev.multiclass_metrics(y.astype(str), model.predict(frame), model.classes)
-    return ev.regression_metrics(y, model.predict(frame))
+_metrics = cand.figures
 
 
 def _up_to_date(client: mlflow.tracking.MlflowClient, model: str, inputs: str) -> ModelReport | None:
@@ -101,10 +99,25 @@ class FittedModel:
     parts: dict[str, pd.DataFrame]  # train, valid, test rows with features and labels
     split: Split
     window_days: int  # label window: the horizon, or CLV's (possibly shortened) window
+    # Every candidate by kind (lightgbm, baseline, and for a transactions-only churn model
+    # bgnbd, pareto_nbd, stack), calibrated on the validation window: what the test judges.
+    candidates: dict[str, TrainedModel] = field(default_factory=dict)
+    btyd: cand.BtydCandidates = field(default_factory=cand.BtydCandidates)
+
+    def __post_init__(self) -> None:
+        self.candidates = {"lightgbm": self.lgbm, "baseline": self.baseline, **self.candidates}
 
     def registered(self, kind: str) -> TrainedModel:
-        """The model registered for `kind` ("lightgbm" or "baseline")."""
-        return self.lgbm if kind == "lightgbm" else self.baseline
+        """The candidate of that kind, as judged on the test window."""
+        return self.candidates[kind]
+
+    def chosen(self) -> str:
+        """The kind that ships (`training.candidates.choose`, on the test window: the latest)."""
+        return cand.choose(self.candidates, self.parts["test"], registry.ece_bound)
+
+    def shipped(self, kind: str) -> TrainedModel:
+        """The candidate of that kind brought up to date: what is registered."""
+        return cand.shipped(self.candidates[kind], self.parts, self.btyd.at_as_of)
 
     def split_summary(self) -> dict[str, object]:
         s = self.split
@@ -139,8 +152,14 @@ def fit_model(
     # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.
     features = [f for f in feature_names(frame) if parts["train"][f].notna().any()]
     lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
-    base = fit_baseline(spec, parts["train"], features)
-    return FittedModel(model, lgbm, base, features, parts, split, window)
+    base = cand.calibrated(fit_baseline(spec, parts["train"], features), parts["valid"])
+    btyd_found = cand.BtydCandidates()
+    if model == "churn" and not contractual:
+        transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
+        cutoffs = {"train": split.train, "valid": [split.valid], "test": [split.test]}
+        btyd_found = cand.btyd_candidates(transactions, parts, features, cutoffs, as_of, window, lgbm)
+    found = cand.with_blend({"lightgbm": lgbm, "baseline": base, **btyd_found.judged}, parts["valid"])
+    return FittedModel(model, lgbm, base, features, parts, split, window, found, btyd_found)
 
 
 MIN_TRAIN_EXAMPLES = 20  # of each outcome of a binary label, or rows of a regression target
@@ -185,17 +204,19 @@ def train_model(
     except (NotEnoughHistory, NotEnoughExamples) as err:
         return ModelReport(model, False, str(err))
     parts, window = fitted.parts, fitted.window_days
-    btyd_note = ""
-    kind = better_on_validation(fitted)
+    btyd_note = "; ".join(fitted.btyd.notes)
+    kind = fitted.chosen()
     candidate = fitted.registered(kind)
     report = ModelReport(model, True, metrics=_metrics(candidate, parts["test"]),
-                         baseline=_metrics(fitted.baseline, parts["test"]), registered_kind=kind)
+                         baseline=_metrics(fitted.baseline, parts["test"]), registered_kind=kind,
+                         candidates={k: _metrics(m, parts["test"]) for k, m in fitted.candidates.items()})
     if candidate.spec.task == BINARY:
         report.oracle = _oracle(workspace, candidate, parts["test"], window)
-    if not contractual and model in ("churn", "clv"):
+    if not contractual and model == "churn":
+        report.btyd = {f"{k}_roc_auc": report.candidates[k]["roc_auc"] for k in BTYD_KINDS if k in report.candidates}
+    if not contractual and model == "clv":
         transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
-        compare = btyd.churn_comparison if model == "churn" else btyd.clv_comparison
-        report.btyd, btyd_note = compare(transactions, parts["test"], fitted.split.test, window)
+        report.btyd, btyd_note = btyd.clv_comparison(transactions, parts["test"], fitted.split.test, window)
     if model == "stage":
         test = parts["test"]
         report.metrics["stays_the_same_macro_f1"] = ev.stays_the_same_f1(
@@ -221,7 +242,8 @@ def _log_and_register(
     the promotion gate's decision (the report records version and outcome)."""
     lgbm, features, parts, window = fitted.lgbm, fitted.features, fitted.parts, fitted.window_days
     model, spec = report.model, lgbm.spec
-    candidate = fitted.registered(report.registered_kind)
+    candidate = fitted.registered(report.registered_kind)  # as judged on the test window
+    ready = fitted.shipped(report.registered_kind)  # brought up to date: what is registered
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, model))
     with mlflow.start_run(run_name=f"{model} as of {as_of:%Y-%m-%d}"):
         mlflow.log_params({
@@ -239,31 +261,25 @@ def _log_and_register(
         mlflow.log_metrics({f"baseline_{k}": v for k, v in report.baseline.items() if np.isfinite(v)})
         mlflow.log_metrics({f"oracle_{k}": v for k, v in report.oracle.items() if np.isfinite(v)})
         mlflow.log_metrics({f"btyd_{k}": v for k, v in report.btyd.items() if np.isfinite(v)})
+        mlflow.log_metrics({f"candidate_{kind}_{k}": v for kind, found in report.candidates.items()
+                            for k, v in found.items() if np.isfinite(v)})
         with tempfile.TemporaryDirectory() as tmp:
             for path in plots.model_plots(candidate, parts["test"], Path(tmp)):
                 mlflow.log_artifact(str(path), artifact_path="plots")
         # What `clm monitor` measures drift against: the test window the model was judged on.
-        mlflow.log_dict(drift.model_reference(candidate, parts["test"]), drift.REFERENCE_ARTIFACT)
-        report.version = registry.log_model(candidate, parts["test"][features].head(5), model)
+        mlflow.log_dict(drift.model_reference(ready, parts["test"]), drift.REFERENCE_ARTIFACT)
+        report.version = registry.log_model(ready, parts["test"][features].head(5), model)
         name = registry.registered_name(model)
         client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
         decision = registry.decide_promotion(
             candidate, registry.load_champion(client, model), parts["test"], config.margin,
-            baseline=fitted.baseline if candidate is lgbm else None, classic=report.btyd,
+            # No baseline to beat here: the baseline (and, on transactions, BG/NBD and
+            # Pareto/NBD) were candidates, and `choose` shipped none significantly worse than any.
+            classic=report.btyd,
             horizons=(window, registry.champion_horizon(client, model)) if model in HORIZON_MODELS else None,
         )
         registry.record_gate(decision.promote, decision.reason)
         report.note = decision.reason
-
-
-def better_on_validation(fitted: FittedModel) -> str:
-    """"lightgbm", or "baseline" where the scikit-learn baseline scores better on the
-    validation window by the gate's metric (small bases, where LightGBM overfits): the
-    model registered is the better one, chosen before the test window judges it."""
-    metric, direction = registry.GATE_METRIC[fitted.lgbm.spec.task]
-    valid = fitted.parts["valid"]
-    lgbm, base = _metrics(fitted.lgbm, valid)[metric], _metrics(fitted.baseline, valid)[metric]
-    return "baseline" if np.isfinite(base) and (not np.isfinite(lgbm) or direction * (base - lgbm) > 0) else "lightgbm"
 
 
 def train(

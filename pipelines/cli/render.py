@@ -129,9 +129,21 @@ def model_figures(r: ModelReport) -> list[str]:
         parts.append("buy-till-you-die: " + ", ".join(f"{k} {v:.3f}" for k, v in r.btyd.items()))
     if "note" in r.split:
         parts.append(str(r.split["note"]))
-    if r.registered_kind == "baseline":
-        parts.append("registered: the scikit-learn baseline (better than LightGBM on the validation window)")
+    if len(r.candidates) > 2 or r.registered_kind != "lightgbm":
+        parts.append(candidates_line(r))
     return parts
+
+
+CANDIDATE_NAMES = {"lightgbm": "LightGBM", "baseline": "scikit-learn baseline", "bgnbd": "BG/NBD",
+                   "pareto_nbd": "Pareto/NBD", "stack": "stack (LightGBM on BG/NBD's outputs)"}
+
+
+def candidates_line(r: ModelReport) -> str:
+    """Which candidate was registered, and each candidate's figure on the latest window."""
+    key = KEY_FIGURE[r.model]
+    shown = ", ".join(f"{kind} {figures[key]:.3f}" for kind, figures in r.candidates.items() if key in figures)
+    return (f"registered: {CANDIDATE_NAMES.get(r.registered_kind, r.registered_kind)}, the best on the latest "
+            f"window ({shown})")
 
 
 def uplift_figures(r: ModelReport) -> str:
@@ -270,7 +282,8 @@ def backtest(report: BacktestReport) -> None:
                     shown += f"  (clm on these customers {f['clm_roc_auc_same_customers']:.4f})"
             else:
                 shown = f"spearman {f['spearman']:.4f}  mae {f['mae']:.1f}  ({block['window_days']}-day value)"
-            table.add_row(target, name, f"{f['customers']:,}", shown)
+            label = f"clm (ships {block['shipped']})" if name == "clm" and "shipped" in block else name
+            table.add_row(target, label, f"{f['customers']:,}", shown)
     console.print(table)
     for note in report.notes:
         say(note, "yellow")

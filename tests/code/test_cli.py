@@ -341,7 +341,7 @@ def test_a_sixty_customer_shop_trains_what_it_can_and_says_the_rest(tmp_path):
     if any(registry.alias_version(client, m, registry.CHAMPION) for m in ("churn", "stage", "clv")):
         assert scores.exit_code == 0, scores.output
     else:  # nothing passed the gate on so little data: score says so, and what to do
-        assert scores.exit_code == 2 and "none passed the promotion gate" in scores.output
+        assert scores.exit_code == 2 and "did not pass the promotion gate" in scores.output
         assert "clm models promote" in scores.output
 
 

@@ -18,7 +18,10 @@ def test_phrases_read_as_words():
     assert phrase("minutes_30d", 12.5) == "Active minutes in the last 30 days: 12.50"
     assert phrase("segment", "smb") == "smb segment"
     assert phrase("region", "emea") == "in region emea"
-    assert phrase("mean_gap_days", 12.5) == "Mean days between consecutive paid transactions (null with fewer than 2): 12.50"
+    assert phrase("gap_std_days", 12.5) == ("Standard deviation of those gaps: purchase regularity (null with fewer "
+                                            "than 3): 12.50")
+    assert phrase("mean_gap_days", 12.4) == "usually buys every 12 days"
+    assert phrase("bgnbd_p_alive", 0.25) == "25% likely to still be buying, by their buying rhythm"
     assert phrase("last_nps", float("nan")) == "Latest NPS score (0-10) before as_of (null if never answered): unknown"
 
 

@@ -118,19 +118,6 @@ def test_gate_promotes_a_better_model_and_refuses_a_worse(good_and_bad):
     assert registry.decide_promotion(good, None, test, baseline=bad).promote
 
 
-def test_the_better_model_on_the_validation_window_is_registered(good_and_bad):
-    from training.train import FittedModel, better_on_validation
-
-    good, bad, valid = good_and_bad
-
-    def fitted(lgbm, baseline):
-        return FittedModel("churn", lgbm, baseline, ["x", "noise"], {"valid": valid}, None, 90)
-
-    assert better_on_validation(fitted(good, bad)) == "lightgbm"
-    assert better_on_validation(fitted(bad, good)) == "baseline"  # here "bad" plays LightGBM
-    assert fitted(bad, good).registered("baseline") is good
-
-
 def test_gate_refuses_nan_predictions(good_and_bad):
     good, _, test = good_and_bad
     broken = test.assign(x=np.nan)  # all-missing inputs still predict; poison the calibrator instead
@@ -339,11 +326,21 @@ def test_gate_refuses_a_negative_calibration_slope(good_and_bad):
 
 def test_gate_checks_the_first_versions_calibration(good_and_bad):
     good, _, test = good_and_bad
+    assert registry.decide_promotion(good, None, test).promote
+    # A calibration off by a shift (a base that drifted since the validation window) is
+    # what recalibration on the latest window mends: what ships is recalibrated, and passes.
     shifted = type(good)(**{**vars(good)})
     shifted.calibrator = PlattCalibrator(slope=good.calibrator.slope, intercept=good.calibrator.intercept + 3.0)
-    decision = registry.decide_promotion(shifted, None, test)
-    assert not decision.promote and "badly calibrated" in decision.reason
-    assert registry.decide_promotion(good, None, test).promote
+    assert registry.decide_promotion(shifted, None, test).promote
+    # Scores no sigmoid of their log-odds can calibrate are refused: they spread over
+    # (0.02, 0.98), but the outcome is 30% likely below their 90th percentile and 95% above.
+    rng = np.random.default_rng(4)
+    s = 1 / (1 + np.exp(-rng.uniform(-4, 4, 4000)))
+    step = (rng.random(s.size) < np.where(s < np.quantile(s, 0.9), 0.3, 0.95)).astype(int)
+    column = type("ColumnModel", (type(good),), {"raw_scores": lambda self, frame: frame["s"].to_numpy()})
+    stepped = column(good.spec, ["s"], {}, None, PlattCalibrator())
+    decision = registry.decide_promotion(stepped, None, pd.DataFrame({"s": s, "churn": step}))
+    assert not decision.promote and "badly calibrated even recalibrated" in decision.reason, decision.reason
 
 
 def test_stage_metrics_count_a_stage_the_model_never_saw():
