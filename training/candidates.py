@@ -122,7 +122,10 @@ def btyd_candidates(
         out.judged[kind] = BtydModel(spec, HISTORY_FEATURES, {}, fitted[test_cutoff], calibrator, kind=kind)
         out.at_as_of[kind] = fitted[as_of]
     if "bgnbd" in out.at_as_of:
-        out.judged["stack"] = fit_stack(transactions, parts, features, cutoffs, horizon, lgbm, out.judged["bgnbd"])
+        try:
+            out.judged["stack"] = fit_stack(transactions, parts, features, cutoffs, horizon, lgbm, out.judged["bgnbd"])
+        except FIT_ERRORS as err:  # BG/NBD on the few customers of an early cutoff
+            out.notes.append(f"stack not fitted (BG/NBD at a training cutoff: {type(err).__name__})")
     return out
 
 

@@ -107,8 +107,10 @@ def trained(result: Trained) -> None:
         say(f"Not trained: {', '.join(result.untrained)} (reasons above). Their earlier champions, if any, stay in "
             "place; without one, `clm score` leaves their columns empty.", "yellow")
     if result.held_back:
+        first = next(r for r in result.reports if r.trained and not r.promoted)
         say(f"Registered as challenger only: {', '.join(result.held_back)} (the gate's reasons above); their "
-            "champions, if any, are unchanged.", "yellow")
+            "champions, if any, are unchanged, and a model without one is not scored. To use a challenger anyway, "
+            f"promote it by hand, e.g. `clm models promote {first.model} {first.version}`.", "yellow")
 
 
 def model_figures(r: ModelReport) -> list[str]:
