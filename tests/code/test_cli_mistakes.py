@@ -632,21 +632,17 @@ def test_promote_takes_a_version_number_and_only_a_loadable_version(trained_copy
 def test_the_gate_keeps_a_champion_of_another_horizon():
     import numpy as np
 
-    from training.models import SPECS
+    from training.models import SPECS, TrainedModel
     from training.registry import decide_promotion
 
-    class Churn:
-        spec, calibrator = SPECS["churn"], None
+    class Churn(TrainedModel):  # a model whose score is a column of the frame
+        def raw_scores(self, frame):
+            return frame[self.features[0]].to_numpy()
 
-        def __init__(self, values):
-            self.values = values
-
-        def predict(self, frame):
-            return self.values
-
-    test = pd.DataFrame({"churn": [0, 0, 1, 1] * 25})
-    perfect = Churn(np.array([0.05, 0.06, 0.95, 0.94] * 25))
-    worse = Churn(np.array([0.3, 0.6, 0.4, 0.7] * 25))
+    test = pd.DataFrame({"churn": [0, 0, 1, 1] * 25, "perfect": np.array([0.05, 0.06, 0.95, 0.94] * 25),
+                         "worse": np.array([0.3, 0.6, 0.4, 0.7] * 25)})
+    perfect = Churn(SPECS["churn"], ["perfect"], {}, None)
+    worse = Churn(SPECS["churn"], ["worse"], {}, None)
     decision = decide_promotion(perfect, worse, test, horizons=(30, 90))
     assert not decision.promote and "its horizon (30 days) is not the champion's (90 days)" in decision.reason
     assert decide_promotion(perfect, worse, test, horizons=(90, 90)).promote
