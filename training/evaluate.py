@@ -87,6 +87,10 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> 
     }
 
 
+# Which figure chooses a candidate and gates a version, and which way is better, per task.
+GATE_METRIC = {"binary": ("roc_auc", +1), "multiclass": ("macro_f1", +1), "regression": ("mae", -1)}
+
+
 def gate_figure(task: str, y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
     """The one figure a task's candidates are chosen and gated by, alone (fast, for resampling):
     ROC AUC (binary), macro-F1 (multiclass, as `multiclass_metrics`), MAE (regression); NaN

@@ -75,6 +75,15 @@ class PlattCalibrator:
         return 1.0 / (1.0 + np.exp(-(self.slope * self._logit(scores) + self.intercept)))
 
 
+def calibrated(model: TrainedModel, frame: pd.DataFrame) -> TrainedModel:
+    """A copy of a binary model with Platt calibration fitted on frame (its raw scores
+    against its labels); other tasks unchanged."""
+    if model.spec.task != BINARY:
+        return model
+    calibrator = PlattCalibrator().fit(model.raw_scores(frame), frame[model.spec.label].to_numpy())
+    return replace(model, calibrator=calibrator)
+
+
 def prepare_features(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> pd.DataFrame:
     """The model's input: its features in order, categories fixed at training time (an
     unseen value becomes missing), numbers coerced; a feature absent from frame is missing."""

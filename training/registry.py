@@ -32,15 +32,15 @@ from clm.errors import ClmError
 from clm.files import sqlite_damage
 from clm.workspace import Workspace, process_alive
 from training import audit
-from training.candidates import GATE_METRIC, calibrated
 from training.evaluate import (
+    GATE_METRIC,
     binary_metrics,
     chance_ece,
     expected_calibration_error,
     multiclass_metrics,
     regression_metrics,
 )
-from training.models import BINARY, MULTICLASS, REGRESSION, TrainedModel
+from training.models import BINARY, MULTICLASS, REGRESSION, TrainedModel, calibrated
 from training.names import registered_name
 from training.uri import check_tracking_uri
 

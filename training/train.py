@@ -3,7 +3,7 @@
 For each model: cutoffs whose label window ends by as_of (time travel: nothing after
 as_of is used), a time split with gaps, features from Feast's point-in-time retrieval,
 the candidates (LightGBM, its baseline and, for a transactions-only churn model, BG/NBD,
-Pareto/NBD and their stack: `training.candidates`), the one chosen on the latest window,
+Pareto/NBD, their stack and the blend of all: `training.candidates`), the one chosen on the latest window,
 test figures (and the oracle's on simulated data), plots and the model in MLflow, the
 chosen one brought up to date as the new version (`challenger`), and the promotion gate.
 """
@@ -45,6 +45,7 @@ from training.models import (
     SPECS,
     ModelSpec,
     TrainedModel,
+    calibrated,
     fit_baseline,
     fit_lightgbm,
 )
@@ -100,7 +101,7 @@ class FittedModel:
     split: Split
     window_days: int  # label window: the horizon, or CLV's (possibly shortened) window
     # Every candidate by kind (lightgbm, baseline, and for a transactions-only churn model
-    # bgnbd, pareto_nbd, stack), calibrated on the validation window: what the test judges.
+    # bgnbd, pareto_nbd, stack, blend), calibrated on the validation window: what the test judges.
     candidates: dict[str, TrainedModel] = field(default_factory=dict)
     btyd: cand.BtydCandidates = field(default_factory=cand.BtydCandidates)
 
@@ -152,13 +153,14 @@ def fit_model(
     # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.
     features = [f for f in feature_names(frame) if parts["train"][f].notna().any()]
     lgbm = fit_lightgbm(spec, parts["train"], parts["valid"], features)
-    base = cand.calibrated(fit_baseline(spec, parts["train"], features), parts["valid"])
+    base = calibrated(fit_baseline(spec, parts["train"], features), parts["valid"])
     btyd_found = cand.BtydCandidates()
     if model == "churn" and not contractual:
         transactions = workspace.read_table(Table.TRANSACTIONS, columns=["customer_id", "event_time", "amount", "status"])
         cutoffs = {"train": split.train, "valid": [split.valid], "test": [split.test]}
         btyd_found = cand.btyd_candidates(transactions, parts, features, cutoffs, as_of, window, lgbm)
-    found = cand.with_blend({"lightgbm": lgbm, "baseline": base, **btyd_found.judged}, parts["valid"])
+    found = cand.with_blend({"lightgbm": lgbm, "baseline": base, **btyd_found.judged}, parts["valid"],
+                            btyd_found.on_valid)
     return FittedModel(model, lgbm, base, features, parts, split, window, found, btyd_found)
 
 
@@ -212,6 +214,8 @@ def train_model(
                          candidates={k: _metrics(m, parts["test"]) for k, m in fitted.candidates.items()})
     if candidate.spec.task == BINARY:
         report.oracle = _oracle(workspace, candidate, parts["test"], window)
+        # The ECE the gate tolerates on a window of this size (MAX_ECE beyond chance), beside test_ece.
+        report.metrics["ece_bound"] = registry.ece_bound(candidate.predict(parts["test"]))
     if not contractual and model == "churn":
         report.btyd = {f"{k}_roc_auc": report.candidates[k]["roc_auc"] for k in BTYD_KINDS if k in report.candidates}
     if not contractual and model == "clv":

@@ -137,15 +137,16 @@ def model_figures(r: ModelReport) -> list[str]:
 
 
 CANDIDATE_NAMES = {"lightgbm": "LightGBM", "baseline": "scikit-learn baseline", "bgnbd": "BG/NBD",
-                   "pareto_nbd": "Pareto/NBD", "stack": "stack (LightGBM on BG/NBD's outputs)"}
+                   "pareto_nbd": "Pareto/NBD", "stack": "stack (LightGBM on BG/NBD's outputs)",
+                   "blend": "blend (of every other candidate)"}
 
 
 def candidates_line(r: ModelReport) -> str:
     """Which candidate was registered, and each candidate's figure on the latest window."""
     key = KEY_FIGURE[r.model]
     shown = ", ".join(f"{kind} {figures[key]:.3f}" for kind, figures in r.candidates.items() if key in figures)
-    return (f"registered: {CANDIDATE_NAMES.get(r.registered_kind, r.registered_kind)}, the best on the latest "
-            f"window ({shown})")
+    return (f"registered: {CANDIDATE_NAMES.get(r.registered_kind, r.registered_kind)}, chosen on the latest "
+            f"window (the simplest not significantly behind the best: {shown})")
 
 
 def uplift_figures(r: ModelReport) -> str:

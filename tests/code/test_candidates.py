@@ -14,7 +14,7 @@ from training import btyd, registry
 from training import candidates as cand
 from training.btyd_models import BtydEstimator, BtydModel, history_summary
 from training.evaluate import binary_metrics, chance_ece, expected_calibration_error
-from training.models import SPECS, PlattCalibrator, TrainedModel
+from training.models import SPECS, PlattCalibrator, TrainedModel, calibrated
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -91,12 +91,12 @@ def test_a_first_version_on_a_drifting_base_is_promoted_after_recalibration():
     rng = np.random.default_rng(11)
     valid, latest = window(rng, 4000, "a", rate=0.15), window(rng, 4000, "a", rate=0.45)
     model = column_model("a", "lightgbm")
-    judged = cand.calibrated(model, valid)
+    judged = calibrated(model, valid)
     y, p = latest.churn.to_numpy(), judged.predict(latest)
     assert expected_calibration_error(y, p) > registry.ece_bound(p) + 0.05
     decision = registry.decide_promotion(judged, None, latest)
     assert decision.promote and decision.reason == "first version"
-    shipped = cand.calibrated(judged, latest)
+    shipped = calibrated(judged, latest)
     assert expected_calibration_error(y, shipped.predict(latest)) < 0.02
 
 
