@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"
-DEFAULT_MARGIN = {"roc_auc": 0.002, "macro_f1": 0.005, "mae": 0.0}
+DEFAULT_MARGIN = {"roc_auc": 0.002, "macro_f1": 0.005, "spearman": 0.002}
 MAX_ECE = 0.05
 
 
