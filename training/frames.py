@@ -22,10 +22,15 @@ from training.labels import (
 )
 
 KEYS = ["customer_id", "event_timestamp"]
+# Features that are not inputs of the learners: the BTYD models' summary of a history
+# (`training.btyd_models.history_summary`), which for LightGBM only repeats frequency_total.
+NOT_LEARNER_INPUTS = ("purchase_days_total",)
 
 
 def feature_names(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in (*KEYS, "churn", "upsell", "clv", "stage", "current_stage")]
+    """The learners' inputs: every feature column but NOT_LEARNER_INPUTS."""
+    return [c for c in frame.columns
+            if c not in (*KEYS, "churn", "upsell", "clv", "stage", "current_stage", *NOT_LEARNER_INPUTS)]
 
 
 def stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> pd.DataFrame:
