@@ -21,7 +21,7 @@ import contextlib
 import io
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -170,10 +170,11 @@ class StackModel(TrainedModel):
     those of the BG/NBD fitted at their own cutoff)."""
 
     btyd: BtydEstimator | None = None
+    learner_features: list[str] = field(default_factory=list)  # LightGBM's, before STACK_COLUMNS
 
     @property
     def input_names(self) -> list[str]:
-        return [*self.features, *STACK_COLUMNS]
+        return [*self.learner_features, *STACK_COLUMNS]
 
     def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
         if all(c in frame for c in STACK_COLUMNS):

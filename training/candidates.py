@@ -158,8 +158,9 @@ def fit_stack(
     for name in ("train", "valid", "test"):
         parts[name] = with_outputs(parts[name].drop(columns=STACK_COLUMNS, errors="ignore"))
     model = fit_lightgbm(lgbm.spec, parts["train"], parts["valid"], [*features, *STACK_COLUMNS])
-    return StackModel(lgbm.spec, list(features), model.categories, model.estimator, model.calibrator,
-                      model.classes, kind="stack", btyd=bgnbd_on_test.estimator)
+    reads = list(dict.fromkeys([*features, *HISTORY_FEATURES]))  # the features it reads: BG/NBD's too
+    return StackModel(lgbm.spec, reads, model.categories, model.estimator, model.calibrator, model.classes,
+                      kind="stack", btyd=bgnbd_on_test.estimator, learner_features=list(features))
 
 
 def passes_calibration(model: TrainedModel, frame: pd.DataFrame, bound: Callable[[np.ndarray], float]) -> bool:

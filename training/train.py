@@ -272,7 +272,7 @@ def _log_and_register(
                 mlflow.log_artifact(str(path), artifact_path="plots")
         # What `clm monitor` measures drift against: the test window the model was judged on.
         mlflow.log_dict(drift.model_reference(ready, parts["test"]), drift.REFERENCE_ARTIFACT)
-        report.version = registry.log_model(ready, parts["test"][features].head(5), model)
+        report.version = registry.log_model(ready, parts["test"][ready.features].head(5), model)
         name = registry.registered_name(model)
         client.set_registered_model_alias(name, registry.CHALLENGER, report.version)
         decision = registry.decide_promotion(
