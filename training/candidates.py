@@ -194,10 +194,13 @@ def choose(candidates: dict[str, TrainedModel], latest: pd.DataFrame,
         return next(iter(candidates))
     best = max(usable, key=figure)
     draws = np.random.default_rng(seed).integers(0, len(y), size=(BOOTSTRAP_DRAWS, len(y)))
+    best_on_draws: np.ndarray | None = None  # computed once, when a preferred candidate needs it
     for kind in sorted(usable, key=lambda k: PREFERENCE.index(k) if k in PREFERENCE else len(PREFERENCE)):
         if kind == best:
             return kind
-        gaps = np.array([figure(best, rows) - figure(kind, rows) for rows in draws])
+        if best_on_draws is None:
+            best_on_draws = np.array([figure(best, rows) for rows in draws])
+        gaps = best_on_draws - np.array([figure(kind, rows) for rows in draws])
         gaps = gaps[np.isfinite(gaps)]
         if not len(gaps) or np.mean(gaps > 0) < SIGNIFICANT:
             return kind

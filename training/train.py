@@ -76,9 +76,6 @@ def _oracle(workspace: Workspace, model: TrainedModel, test: pd.DataFrame, horiz
     return figures
 
 
-_metrics = cand.figures
-
-
 def _up_to_date(client: mlflow.tracking.MlflowClient, model: str, inputs: str) -> ModelReport | None:
     """A report for a model whose latest version was trained on these inputs, else None."""
     latest = registry.latest_version(client, model)
@@ -209,9 +206,9 @@ def train_model(
     btyd_note = "; ".join(fitted.btyd.notes)
     kind = fitted.chosen()
     candidate = fitted.registered(kind)
-    report = ModelReport(model, True, metrics=_metrics(candidate, parts["test"]),
-                         baseline=_metrics(fitted.baseline, parts["test"]), registered_kind=kind,
-                         candidates={k: _metrics(m, parts["test"]) for k, m in fitted.candidates.items()})
+    report = ModelReport(model, True, metrics=cand.figures(candidate, parts["test"]),
+                         baseline=cand.figures(fitted.baseline, parts["test"]), registered_kind=kind,
+                         candidates={k: cand.figures(m, parts["test"]) for k, m in fitted.candidates.items()})
     if candidate.spec.task == BINARY:
         report.oracle = _oracle(workspace, candidate, parts["test"], window)
         # The ECE the gate tolerates on a window of this size (MAX_ECE beyond chance), beside test_ece.
