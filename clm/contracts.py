@@ -27,7 +27,8 @@ import pyarrow
 import pyarrow.parquet as pq
 
 from clm.domain import (
-    ALL_ACTIONS,
+    ACTION_ID_PATTERN,
+    CHANNEL_CONSENT_COLUMN,
     CHANNELS,
     EVENT_TABLES,
     STAGES,
@@ -43,6 +44,8 @@ from clm.files import write_text_atomically
 from clm.workspace import RawManifest, Workspace
 
 CHUNK_ROWS = 1_000_000
+# Channels that need a consent (in-app needs none).
+CONSENT_CHANNELS = tuple(c for c, column in CHANNEL_CONSENT_COLUMN.items() if column)
 MAX_EXAMPLES = 5
 
 
@@ -67,6 +70,12 @@ def key(dtype: object = str) -> pa.Column:
 def text(values: tuple[str, ...] | None = None, nullable: bool = False) -> pa.Column:
     checks = [pa.Check.isin(list(values), error=f"value not one of {', '.join(values)}")] if values else []
     return pa.Column(str, checks, nullable=nullable)
+
+
+def action_id() -> pa.Column:
+    """An action's id: the business's own (`spring_email`), or `none` for no contact."""
+    return pa.Column(str, pa.Check.str_matches(f"^{ACTION_ID_PATTERN}$", error="not an action id (letters, digits, "
+                                               "'_' and '-', at most 64)"))
 
 
 def non_negative(dtype: object = float, nullable: bool = False, what: str = "negative values") -> pa.Column:
@@ -166,7 +175,6 @@ CONTRACTS: dict[Table, TableContract] = {
             }),
             key=("transaction_id",),
             time_columns=("event_time",),
-            required_for=("simulator", "ingest"),
         ),
         TableContract(
             Table.USAGE,
@@ -211,12 +219,23 @@ CONTRACTS: dict[Table, TableContract] = {
             time_columns=("event_time",),
         ),
         TableContract(
+            Table.CONSENTS,
+            _schema({
+                "customer_id": key(),
+                "event_time": utc_time(),
+                "channel": text(CONSENT_CHANNELS),
+                "granted": pa.Column(bool),
+            }),
+            key=("customer_id", "event_time", "channel"),
+            time_columns=("event_time",),
+        ),
+        TableContract(
             Table.ACTIONS,
             _schema({
                 "decision_id": key("int64"),
                 "customer_id": key(),
                 "event_time": utc_time(),
-                "action": text(ALL_ACTIONS),
+                "action": action_id(),
                 "channel": text(CHANNELS, nullable=True),
                 "propensity": pa.Column(float, pa.Check.in_range(0, 1, include_min=False, error="propensity outside (0, 1]")),
                 "is_control": pa.Column(bool),
@@ -242,7 +261,7 @@ CONTRACTS: dict[Table, TableContract] = {
             _schema({
                 "customer_id": key(),
                 "snapshot_date": pa.Column(None, nullable=False),
-                "action": text(ALL_ACTIONS),
+                "action": action_id(),
                 "effect_churn_90d": effect(),
                 "effect_upgrade_90d": effect(),
             }),

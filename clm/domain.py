@@ -59,6 +59,10 @@ ACTION_CATALOGUE: dict[Action, ActionSpec] = {
 }
 
 CONTACT_ACTIONS: tuple[str, ...] = tuple(a.value for a in ACTION_CATALOGUE)
+# What a business may call its own actions (`spring_email`, `voucher-10`): letters, digits,
+# '_' and '-', starting with a letter or digit. The ids name columns and MLflow metrics.
+ACTION_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+NO_ACTION = Action.NONE.value  # the deliberate no-contact, and a campaign's control group
 ALL_ACTIONS: tuple[str, ...] = (Action.NONE.value, *CONTACT_ACTIONS)
 
 CHANNELS: tuple[str, ...] = ("email", "phone", "in_app")
@@ -85,6 +89,7 @@ class Table(StrEnum):
     TICKETS = "tickets"
     NPS = "nps"
     REFERRALS = "referrals"
+    CONSENTS = "consents"
     ACTIONS = "actions"
     GROUND_TRUTH = "ground_truth"
     GROUND_TRUTH_EFFECTS = "ground_truth_effects"
@@ -98,6 +103,7 @@ EVENT_TABLES: tuple[Table, ...] = (
     Table.TICKETS,
     Table.NPS,
     Table.REFERRALS,
+    Table.CONSENTS,
     Table.ACTIONS,
 )
 # Tables only a simulator can write: the truth behind the data.

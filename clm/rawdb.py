@@ -6,11 +6,21 @@ import duckdb
 from clm.domain import Table
 from clm.workspace import Workspace
 
-# Without a subscriptions table (transactions-only workspaces) queries see an empty one.
-EMPTY_SUBSCRIPTIONS = (
-    "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS TIMESTAMPTZ) AS event_time, "
-    "CAST(NULL AS VARCHAR) AS event, CAST(NULL AS VARCHAR) AS plan, CAST(NULL AS DOUBLE) AS price WHERE false"
-)
+# A workspace may lack the tables the labels and the population read (a transactions-only
+# shop has no subscriptions; a subscription business's CRM may bring no payments): queries
+# see an empty one, with the contract's columns.
+EMPTY_TABLES: dict[Table, dict[str, str]] = {
+    Table.SUBSCRIPTIONS: {"customer_id": "VARCHAR", "event_time": "TIMESTAMPTZ", "event": "VARCHAR",
+                          "plan": "VARCHAR", "price": "DOUBLE"},
+    Table.TRANSACTIONS: {"transaction_id": "BIGINT", "customer_id": "VARCHAR", "event_time": "TIMESTAMPTZ",
+                         "kind": "VARCHAR", "amount": "DOUBLE", "discount": "DOUBLE", "status": "VARCHAR",
+                         "plan": "VARCHAR"},
+}
+
+
+def empty_table_sql(table: Table) -> str:
+    columns = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in EMPTY_TABLES[table].items())
+    return f"SELECT {columns} WHERE false"
 
 
 def raw_tables(workspace: Workspace) -> set[Table]:
@@ -25,6 +35,6 @@ def connect_raw(workspace: Workspace, memory_limit: str = "3GB") -> duckdb.DuckD
     tables = raw_tables(workspace)
     for table in tables:
         con.execute(f"CREATE VIEW {table.value} AS SELECT * FROM read_parquet('{workspace.table_path(table)}')")
-    if Table.SUBSCRIPTIONS not in tables:
-        con.execute(f"CREATE VIEW {Table.SUBSCRIPTIONS.value} AS {EMPTY_SUBSCRIPTIONS}")
+    for table in EMPTY_TABLES.keys() - tables:
+        con.execute(f"CREATE VIEW {table.value} AS {empty_table_sql(table)}")
     return con

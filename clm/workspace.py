@@ -338,16 +338,20 @@ class Workspace:
                 shutil.rmtree(folder, ignore_errors=True)
 
     @contextmanager
-    def writing_raw(self, replace: bool = False) -> Iterator[Path]:
+    def writing_raw(self, replace: bool = False, same_business: bool = False) -> Iterator[Path]:
         """Yield a fresh staging folder; on success it becomes raw/ by a rename.
 
         A workspace already holding a business is refused unless replace (see
         `check_new_business`); with it, the old business's folders are retired only once
         the new raw data is complete, raw/ first, so that no command ever reads the new raw
-        data beside old features or models. On any error the staging folder is removed and
-        the workspace is untouched.
+        data beside old features or models. same_business: the business already there gains
+        or replaces tables of its own (`clm ingest`): only raw/ is swapped, and what was made
+        from it stays (feature snapshots are rebuilt from the new raw data, the models are
+        the business's). On any error the staging folder is removed and the workspace is
+        untouched.
         """
-        self.check_new_business(replace)
+        if not same_business:
+            self.check_new_business(replace)
         self.claim()
         self._remove_abandoned_staging()
         staging = self.root / f".raw-staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -359,7 +363,7 @@ class Workspace:
             raise
         retired = self.root / f".raw-retired-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         retired.mkdir()
-        for name in BUSINESS_FOLDERS:  # raw first: without it every command stops at "no raw data"
+        for name in ("raw",) if same_business else BUSINESS_FOLDERS:  # raw first: without it every command stops
             if (self.root / name).exists():
                 (self.root / name).rename(retired / name)
         staging.rename(self.raw_dir)

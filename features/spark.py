@@ -25,7 +25,7 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
 from clm.domain import Table
-from clm.rawdb import EMPTY_SUBSCRIPTIONS, raw_tables
+from clm.rawdb import EMPTY_TABLES, empty_table_sql, raw_tables
 from clm.workspace import Workspace
 from features.groups import FeatureGroup, arrow_schema
 from features.snapshots import snapshot_rows
@@ -66,8 +66,8 @@ def register_raw_tables(spark: Any, workspace: Workspace, tables: set[Table]) ->
     """Each raw table as a temporary view named after it (as `clm.rawdb` does for DuckDB)."""
     for table in tables:
         spark.read.parquet(str(workspace.table_path(table).resolve())).createOrReplaceTempView(table.value)
-    if Table.SUBSCRIPTIONS not in tables:
-        spark.sql(_transpile(EMPTY_SUBSCRIPTIONS)).createOrReplaceTempView(Table.SUBSCRIPTIONS.value)
+    for table in EMPTY_TABLES.keys() - tables:
+        spark.sql(_transpile(empty_table_sql(table))).createOrReplaceTempView(table.value)
 
 
 def compute_group(spark: Any, group: FeatureGroup, dates: list[pd.Timestamp]) -> DataFrame:

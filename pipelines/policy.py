@@ -120,7 +120,7 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
     frame, in_population = features_at(workspace, as_of, contractual)
     base = frame[in_population].reset_index(drop=True)
     base["stage"] = current_stage(base, contractual).to_numpy()
-    base = with_consents(base, consents_of(workspace))
+    base = with_consents(base, consents_of(workspace, as_of))
     for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
         version = versions[model]
         base[column] = registry.load_version(client, model, version).predict(base) if version else np.nan

@@ -14,7 +14,7 @@ from clm.workspace import RawManifest, Workspace
 class WorkspaceSummary:
     manifest: RawManifest
     rows: dict[str, int]
-    customers_ever_active: int
+    customers_ever_active: int | None  # None: no transactions table
     cancelled: int | None
     latest_snapshot: str | None = None
     latest_stages: dict[str, int] = field(default_factory=dict)
@@ -36,7 +36,9 @@ def summarise(workspace: Workspace) -> WorkspaceSummary:
 
     present = [t for t in Table if workspace.table_path(t).exists()]
     rows = {t.value: one_row(f"SELECT count(*) FROM {path(t)}")[0] for t in present}
-    buyers = one_row(f"SELECT count(DISTINCT customer_id) FROM {path(Table.TRANSACTIONS)}")[0]
+    buyers = None  # unknown without transactions
+    if Table.TRANSACTIONS in present:
+        buyers = one_row(f"SELECT count(DISTINCT customer_id) FROM {path(Table.TRANSACTIONS)}")[0]
     cancelled = None
     if Table.SUBSCRIPTIONS in present:
         cancelled = one_row(f"SELECT count(*) FROM {path(Table.SUBSCRIPTIONS)} WHERE event = 'cancel'")[0]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from clm.domain import Table
+from clm.domain import CHANNEL_CONSENT_COLUMN, Table
 from clm.stages import current_stage
 from clm.workspace import Workspace
 from decisions import log as decision_log
@@ -44,7 +44,7 @@ MODELS = ("churn", "upsell", "stage", "clv")
 SCALAR_SCORES = {"churn": "churn_probability", "upsell": "upsell_probability", "clv": "clv"}
 SCORE_COLUMNS = ("customer_id", "churn_probability", "upsell_probability", "stage", "predicted_stage",
                  "stage_probabilities", "clv")
-CONSENT_COLUMNS = ("consent_email", "consent_phone")
+CONSENT_COLUMNS = tuple(c for c in CHANNEL_CONSENT_COLUMN.values() if c)
 # What the funnel and the value rule read about a customer (besides the effects).
 FUNNEL_COLUMNS = (*CUSTOMER_COLUMNS, "price", "monetary_365d")
 # Which score an action answers to, by its target: its reasons are that score's drivers.
@@ -114,12 +114,24 @@ class DecisionData:
     plan_prices: np.ndarray
 
 
-def consents_of(workspace: Workspace) -> pd.DataFrame:
-    """Each customer's channel consents (none recorded: no consent)."""
+def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Each customer's channel consents: the customers table's, overridden, where a
+    consents table is kept, by the latest change for that channel (before `before`, when
+    given). None recorded: no consent."""
     if not workspace.table_path(Table.CUSTOMERS).exists():
         return pd.DataFrame({c: pd.Series(dtype=bool) for c in CONSENT_COLUMNS}, index=pd.Index([], name="customer_id"))
-    frame = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *CONSENT_COLUMNS])
-    return frame.set_index("customer_id")
+    frame = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *CONSENT_COLUMNS]).set_index("customer_id")
+    if workspace.table_path(Table.CONSENTS).exists():
+        log = workspace.read_table(Table.CONSENTS, columns=["customer_id", "event_time", "channel", "granted"])
+        if before is not None:
+            log = log[log.event_time < before]
+        latest = log.sort_values("event_time", kind="stable").groupby(["customer_id", "channel"]).granted.last()
+        for channel, column in CHANNEL_CONSENT_COLUMN.items():
+            if column is not None and channel in latest.index.get_level_values("channel"):
+                changed = latest.xs(channel, level="channel")
+                known = changed.index.intersection(frame.index)
+                frame.loc[known, column] = changed.loc[known].to_numpy(dtype=bool)
+    return frame
 
 
 def contact_history(workspace: Workspace, before: pd.Timestamp) -> pd.DataFrame:
@@ -138,7 +150,7 @@ def contact_history(workspace: Workspace, before: pd.Timestamp) -> pd.DataFrame:
 
 
 def load_decision_data(workspace: Workspace, before: pd.Timestamp) -> DecisionData:
-    return DecisionData(consents_of(workspace), ContactHistory.of(contact_history(workspace, before)),
+    return DecisionData(consents_of(workspace, before), ContactHistory.of(contact_history(workspace, before)),
                         plan_prices(workspace))
 
 

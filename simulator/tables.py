@@ -63,6 +63,21 @@ class TableBuilder:
             "consent_phone": pa.array(c["consent_phone"]),
         })
 
+    def consents(self) -> pa.Table:
+        """The consent log a CRM keeps: each consent the customer gave, at signup."""
+        c = self.out.customers
+        signup = self.time(c["signup_day"], c["signup_second"])
+        parts = []
+        for channel in ("email", "phone"):
+            given = np.flatnonzero(c[f"consent_{channel}"])
+            parts.append(pa.table({
+                "customer_id": self.ids.take(pa.array(given.astype(np.int64))),
+                "event_time": signup.take(pa.array(given.astype(np.int64))),
+                "channel": pa.array([channel] * given.size, pa.string()),
+                "granted": pa.array(np.ones(given.size, dtype=bool)),
+            }))
+        return pa.concat_tables(parts)
+
     def subscriptions(self) -> pa.Table:
         s = self._columns("subscriptions")
         return pa.table({

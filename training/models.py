@@ -166,6 +166,8 @@ class TrainedModel:
         if getattr(self.estimator, "booster_", None) is not None:
             scores = lightgbm_predict(self.estimator, prepare_matrix(self.inputs(frame), self.input_names, self.categories))
             assert scores is not None  # None only for an estimator without a booster_
+            if self.spec.task == MULTICLASS and scores.ndim == 1:  # two stages seen: LightGBM fits one binary model
+                return np.column_stack([1.0 - scores, scores])
             return scores
         x = self.prepare(frame)
         baseline = cast(Pipeline, self.estimator)  # no booster_: fit_baseline's scikit-learn pipeline

@@ -5,7 +5,7 @@ Every command takes --workspace (default ./workspace or $CLM_WORKSPACE), exits 0
 success and non-zero with a one-paragraph error on a user's mistake (no traceback).
 
 The command tree, by module:
-    data.py        simulate, ingest transactions, validate
+    data.py        simulate, ingest, validate
     features.py    features build | apply | materialize
     models.py      train, models list | promote | rollback | history
     scoring.py     score, serve
@@ -65,10 +65,10 @@ def main(
         raise typer.Exit()
 
 
-app.add_typer(data.ingest_app, name="ingest")
 app.add_typer(features.features_app, name="features")
 app.add_typer(models.models_app, name="models")
 app.command("simulate")(data.simulate)
+app.command("ingest")(data.ingest)
 app.command("validate")(data.validate)
 app.command("train")(models.train)
 app.command("score")(scoring.score)

@@ -1,4 +1,4 @@
-"""Data commands: `clm simulate`, `clm ingest transactions`, `clm validate`."""
+"""Data commands: `clm simulate`, `clm ingest`, `clm validate`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,22 +25,16 @@ from pipelines.cli.common import (
     WorkspaceOpt,
     a_day,
     console,
-    help_when_bare,
     user_errors,
 )
 
 if TYPE_CHECKING:
+    from pipelines.ingest import ExportSource, ReadOptions
     from simulator.engine import SimulationConfig
 
 # The jobs are imported inside each command (here and in every command module): `clm
 # --help` and a refused option answer at once, without loading pandas, Feast or MLflow.
 
-ingest_app = typer.Typer(
-    help="Bring real exports into a workspace.\n\nExample:  clm ingest transactions sales.csv "
-    "--customer-col 'Customer ID' --date-col 'Order Date' --amount-col Total",
-    invoke_without_command=True,
-)
-ingest_app.callback()(help_when_bare)
 
 
 def simulation_config(customers: int, seed: int, start: str, end: str) -> SimulationConfig:
@@ -89,20 +83,72 @@ def simulate(
         render.show(simulate_job(ws, config, replace, RichReporter()))
 
 
-@ingest_app.command("transactions")
+def _pairs(values: list[str], option: str, example: str) -> list[tuple[str, str]]:
+    """NAME=VALUE options as pairs; a malformed one is named with an example."""
+    pairs = []
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ClmError(f"{option} '{text}' is not NAME=VALUE; e.g. {option} {example}.")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def export_source(table: str, file: Path, columns: dict[str, str], cols: list[str], maps: list[str],
+                  attributes: str | None, control_value: str | None, randomised: bool,
+                  options: ReadOptions) -> ExportSource:
+    """The export the options describe, checked before any file is read."""
+    from pipelines.ingest import TABLES, ExportSource
+
+    if table not in TABLES:
+        raise ClmError(f"'{table}' is not a table clm ingests; choose one of: {', '.join(TABLES)}.")
+    spec = TABLES[table]
+    named = {k: v for k, v in columns.items() if v is not None}
+    if "amount" in named and table != "transactions":
+        raise ClmError(f"--amount-col is for transactions; for {table}, name columns with --col FIELD=COLUMN.")
+    named = {spec.time_field if k == "event_time" else k: v for k, v in named.items()}
+    named.update(_pairs(cols, "--col", "plan=Tier"))
+    values: dict[str, dict[str, str]] = {}
+    for target, value in _pairs(maps, "--map", "event:Cancelled=cancel"):
+        field, colon, word = target.partition(":")
+        if not colon or not field or not word:
+            raise ClmError(f"--map '{target}={value}' is not FIELD:WORD=VALUE; e.g. --map event:Cancelled=cancel.")
+        values.setdefault(field, {})[word] = value
+    listed = tuple(a.strip() for a in attributes.split(",") if a.strip()) if attributes else ()
+    return ExportSource(table, file, named, options, values, listed, control_value, randomised)
+
+
 @user_errors
-def ingest_transactions(
-    file: Annotated[Path, typer.Argument(help="CSV (or other delimited text) or Parquet file.")],
-    customer_col: Annotated[str, typer.Option("--customer-col", help="Column holding the customer id.")],
-    date_col: Annotated[str, typer.Option("--date-col", help="Column holding the purchase date or time.")],
-    amount_col: Annotated[str, typer.Option("--amount-col", help="Column holding the amount paid.")],
+def ingest(
+    ctx: typer.Context,
+    table: Annotated[str | None, typer.Argument(help="customers, subscriptions, transactions, usage, tickets, nps, "
+                                                     "referrals, consents or campaigns.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Argument(help="CSV (or other delimited text, compressed or not) or Parquet "
+                                                     "file.", show_default=False)] = None,
+    mapping: Annotated[Path | None, typer.Option("--mapping", help="A YAML file naming each table's file and "
+                                                                   "columns (see README).")] = None,
+    customer_col: Annotated[str | None, typer.Option("--customer-col", help="Column holding the customer id.")] = None,
+    date_col: Annotated[str | None, typer.Option("--date-col", help="Column holding the table's date or time "
+                                                                    "(signup for customers).")] = None,
+    amount_col: Annotated[str | None, typer.Option("--amount-col", help="Column holding the amount paid "
+                                                                        "(transactions).")] = None,
+    col: Annotated[list[str] | None, typer.Option("--col", help="FIELD=COLUMN: the file's column for a field, e.g. "
+                                                                "--col plan=Tier (repeat it).")] = None,
+    map_values: Annotated[list[str] | None, typer.Option("--map", help="FIELD:WORD=VALUE: the file's word for a "
+                                                                       "value, e.g. --map event:Cancelled=cancel.")] = None,
+    attributes: Annotated[str | None, typer.Option("--attributes", help="customers: the business's own columns to "
+                                                                        "learn from, e.g. segment_b,V1,V2.")] = None,
+    control_value: Annotated[str | None, typer.Option("--control-value", help="campaigns: the action column's value "
+                                                                              "of the control group, e.g. No.")] = None,
+    randomised: Annotated[bool, typer.Option("--randomised", help="campaigns: customers were assigned at random; "
+                                                                  "each arm's share is its probability.")] = False,
     date_format: Annotated[
         str | None, typer.Option("--date-format", help="strptime format, e.g. '%d/%m/%Y'; inferred if omitted.")
     ] = None,
     sep: Annotated[
         str | None, typer.Option("--sep", help="Separator: ',', ';', 'tab' or 'whitespace'; detected if omitted.")
     ] = None,
-    decimal: Annotated[str, typer.Option("--decimal", help="Decimal mark of amounts: '.' or ','.")] = ".",
+    decimal: Annotated[str, typer.Option("--decimal", help="Decimal mark of numbers: '.' or ','.")] = ".",
     skip_bad_rows: Annotated[
         bool, typer.Option("--skip-bad-rows", help="Leave out unusable rows (and count them) instead of stopping.")
     ] = False,
@@ -110,45 +156,77 @@ def ingest_transactions(
         str, typer.Option("--encoding", help="Text encoding of the file, e.g. latin-1 or cp1252 (default UTF-8).")
     ] = "utf-8-sig",
     drop_duplicates: Annotated[
-        bool, typer.Option("--drop-duplicates", help="Leave out rows identical in customer, date and amount "
+        bool, typer.Option("--drop-duplicates", help="Leave out rows identical in every column read "
                                                      "(by default they are kept and counted).")
     ] = False,
     earliest_date: Annotated[
-        str, typer.Option("--earliest-date", help="Purchases dated before this day (YYYY-MM-DD) are taken for "
-                                                  "placeholders of a missing date (1900-01-01, 1970-01-01) and "
-                                                  "refused, or left out with --skip-bad-rows.", callback=a_day)
+        str, typer.Option("--earliest-date", help="Dates before this day (YYYY-MM-DD) are taken for placeholders of "
+                                                  "a missing date (1900-01-01, 1970-01-01) and refused, or left out "
+                                                  "with --skip-bad-rows.", callback=a_day)
     ] = "1990-01-01",
-    replace: ReplaceOpt = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the table(s) the workspace holds already (only "
+                                                            "them); a workspace holding a simulation is started "
+                                                            "over.")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
-    """Ingest a transactions export (one row per purchase) as a non-contractual workspace.
+    """Ingest a business's exports: one table's file, or every table through --mapping.
 
-    Customers are inferred from their first purchase; churn is then 'no purchase within
-    the horizon'. A workspace holds one business: one that already holds data is refused
-    unless --replace, which starts it over only if the whole ingest succeeds.
-    Compressed files (.gz, .bz2, .xz, .zip) are read as they are; times with UTC offsets are
-    converted to UTC; day/month order is read from the file itself, or from --date-format.
-    Dates before --earliest-date (1990-01-01) are taken for placeholders of a missing date.
+    Tables: customers, subscriptions, transactions, usage, tickets, nps, referrals,
+    consents, campaigns (the business's own actions and control groups: what the uplift models
+    learn from). A workspace may hold any of them; each call adds tables (one it holds
+    already needs --replace). Without customers, the customers are inferred from their
+    first event; without subscriptions the business is non-contractual (churn = no
+    purchase within the horizon). Each field's column is the one you name, else one of
+    the field's own name. Compressed files (.gz, .bz2, .xz, .zip) are read as they are;
+    times with UTC offsets are converted to UTC; day/month order is read from the file.
 
     Examples:
 
       clm ingest transactions orders.csv --customer-col customer --date-col date --amount-col total
 
-      clm ingest transactions export.txt --sep ';' --decimal ',' --date-format '%d.%m.%Y' \\
-          --customer-col Kunde --date-col Datum --amount-col Betrag -w shop
+      clm ingest customers crm.csv --customer-col Id --date-col Created --col segment=Tier \\
+          --col consent_email=Newsletter --attributes V1,V2 -w shop
+
+      clm ingest subscriptions plans.csv --customer-col Id --date-col When --col event=Status \\
+          --map event:Cancelled=cancel --col price='Monthly fee' -w shop
+
+      clm ingest campaigns promo.csv --customer-col Id --date-col Sent --col action=Offer \\
+          --control-value 'No offer' --randomised -w shop
+
+      clm ingest --mapping crm.yaml -w shop
     """
     from pipelines.cli import render
-    from pipelines.ingest import TransactionsSource
-    from pipelines.ingest import ingest_transactions as ingest_job
+    from pipelines.ingest import ReadOptions, ingest_tables
+    from pipelines.ingest.mapping import Reading, read_mapping
 
+    if mapping is None and table is None and file is None:  # bare `clm ingest`: the help, and success
+        console.print(ctx.get_help())
+        raise typer.Exit()
     if decimal not in (".", ","):
         raise ClmError(f"--decimal must be '.' or ',' (got '{decimal}').")
+    if mapping is None and (table is None or file is None):
+        raise ClmError("Name a table and its file (e.g. `clm ingest transactions orders.csv --customer-col customer "
+                       "--date-col date --amount-col total`), or every table with --mapping crm.yaml. See "
+                       "`clm ingest --help`.")
+    options = ReadOptions(date_format, sep, decimal, skip_bad_rows, encoding, drop_duplicates,
+                          parse_day(earliest_date, "--earliest-date"))
+    if mapping is not None:
+        if table is not None or file is not None:
+            raise ClmError("Give either --mapping or a table and its file, not both.")
+        given = Reading(date_format=date_format, sep=sep, decimal=None if decimal == "." else decimal,
+                        encoding=None if encoding == "utf-8-sig" else encoding, skip_bad_rows=skip_bad_rows or None,
+                        drop_duplicates=drop_duplicates or None,
+                        earliest_date=None if earliest_date == "1990-01-01" else earliest_date)
+        sources = read_mapping(mapping, given)
+    else:
+        assert table is not None and file is not None
+        columns = {"customer_id": customer_col, "event_time": date_col, "amount": amount_col}
+        sources = [export_source(table, file, columns, col or [], map_values or [], attributes, control_value,
+                                 randomised, options)]
     ws = Workspace.at(workspace)
-    src = TransactionsSource(file, customer_col, date_col, amount_col, date_format, sep, decimal, skip_bad_rows,
-                             encoding, drop_duplicates, parse_day(earliest_date, "--earliest-date"))
-    with ws.exclusive("clm ingest transactions"), console.status(Text(f"Reading {file}")):
-        summary = ingest_job(src, ws, replace)
-    render.ingested(summary, ws.raw_dir)
+    with ws.exclusive("clm ingest"), console.status(Text("Reading the exports")) as status:
+        summaries = ingest_tables(sources, ws, replace, lambda text: status.update(Text(text)))
+    render.ingested(summaries, ws.raw_dir, ws.read_manifest())
 
 
 @user_errors

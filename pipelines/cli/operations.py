@@ -44,6 +44,7 @@ def run(
     start: StartOpt = DEFAULT_START,
     end: EndOpt = DEFAULT_END,
     replace: ReplaceOpt = False,
+    catalogue: CatalogueOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The main job, end to end on embedded defaults: simulate, validate, build
@@ -52,10 +53,16 @@ def run(
     (WORKSPACE/scores/), write the lifecycle report (WORKSPACE/reports/report.html), then
     summarise and show how to call the real-time API.
 
-    A workspace holding the same simulation (the same -n, --seed, --start and --end) is
-    started over; one holding another simulation or ingested data only with --replace.
+    On a workspace holding ingested data (`clm ingest`), every step after the ingest, on
+    that data: it is never simulated over. A workspace holding the same simulation (the
+    same -n, --seed, --start and --end) is started over; one holding another simulation
+    only with --replace.
 
-    Example:  clm run -n 20000 -w demo
+    Examples:
+
+      clm run -n 20000 -w demo
+
+      clm run --catalogue our_actions.yaml -w shop     # a business's own data and actions
     """
     ws, config = Workspace.at(workspace), simulation_config(customers, seed, start, end)
     with ws.exclusive("clm run"):
@@ -63,7 +70,7 @@ def run(
         from pipelines.jobs.run import run_main_job
 
         reporter = RichReporter()
-        result = run_main_job(ws, config, replace, reporter)
+        result = run_main_job(ws, config, replace, reporter, catalogue)
         reporter.step("Summary")
         render.main_job(ws.root, result)
 

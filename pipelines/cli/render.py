@@ -10,6 +10,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from clm.contracts import ValidationReport
+from clm.workspace import RawManifest
 from features.build import BuildResult
 from pipelines.backtest import BacktestReport
 from pipelines.cli.common import clm_command, console, err_console, say
@@ -64,14 +65,20 @@ def rows_table(title: str, rows: dict[str, int]) -> None:
     console.print(table)
 
 
-def ingested(s: IngestSummary, raw_dir: object) -> None:
-    say(f"Ingested {s.rows_written:,} of {s.rows_read:,} rows: {s.customers:,} customers, "
-        f"{s.first_event:%Y-%m-%d} to {s.last_event:%Y-%m-%d}, into {raw_dir}.")
-    for problem, n in s.skipped.items():
-        say(f"Skipped {n:,} row(s): {problem}.", "yellow")
-    if s.duplicates:
-        fate = "left out" if s.duplicates_dropped else "kept (pass --drop-duplicates to leave them out)"
-        say(f"{s.duplicates:,} row(s) repeat an earlier row exactly (customer, date, amount): {fate}.", "yellow")
+def ingested(summaries: list[IngestSummary], raw_dir: object, manifest: RawManifest) -> None:
+    for s in summaries:
+        say(f"Ingested {s.table}: {s.rows_written:,} of {s.rows_read:,} rows, {s.customers:,} customers, "
+            f"{s.first_event:%Y-%m-%d} to {s.last_event:%Y-%m-%d}.")
+        for problem, n in s.skipped.items():
+            say(f"Skipped {n:,} row(s): {problem}.", "yellow")
+        if s.duplicates:
+            fate = "left out" if s.duplicates_dropped else "kept (pass --drop-duplicates to leave them out)"
+            say(f"{s.duplicates:,} row(s) repeat an earlier row exactly: {fate}.", "yellow")
+        for note in s.notes:
+            say(f"{s.table}: {note}.", "dim")
+    inferred = " (customers inferred from their first event)" if manifest.details.get("customers_inferred") else ""
+    say(f"Workspace {raw_dir}: {', '.join(manifest.tables)}{inferred}; a {manifest.business.replace('_', '-')} "
+        f"business, {manifest.start:%Y-%m-%d} to {manifest.end - pd.Timedelta(days=1):%Y-%m-%d}.")
 
 
 def features_built(result: BuildResult) -> None:
@@ -335,10 +342,11 @@ def workspace_summary(workspace_root: object, s: WorkspaceSummary) -> None:
     console.print(Text.assemble(("Workspace", "bold"), f" {workspace_root}: {m.source} data, {m.business} business, "
                                 f"{m.data_start[:10]} to {m.data_end[:10]} (exclusive)."))
     rows_table("Raw tables", s.rows)
-    line = f"{s.customers_ever_active:,} customers with transactions"
+    parts = [f"{s.customers_ever_active:,} customers with transactions"] if s.customers_ever_active is not None else []
     if s.cancelled is not None:
-        line += f"; {s.cancelled:,} cancelled over the period"
-    console.print(line + ".")
+        parts.append(f"{s.cancelled:,} cancelled over the period")
+    if parts:
+        console.print("; ".join(parts) + ".")
     if s.latest_snapshot:
         stages = ", ".join(f"{k} {v:,}" for k, v in s.latest_stages.items())
         truth = ", ".join(f"{k} {v:.3f}" for k, v in s.latest_mean_truth.items() if v is not None)

@@ -1,9 +1,11 @@
-"""The main job, end to end on embedded defaults: simulate, validate, build features,
+"""The main job, end to end on embedded defaults: simulate (unless the workspace holds
+ingested data), validate, build features,
 register them in Feast and load the online store, train and register the models, judge
 the decision policy, score and decide for the whole base, write the lifecycle report."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -42,7 +44,7 @@ from training.config import TrainConfig
 
 @dataclass
 class RunResult:
-    simulated: Simulated
+    simulated: Simulated | None  # None: the workspace holds ingested data, never simulated over
     validation: ValidationReport
     features: BuildResult
     registered: Registered
@@ -67,17 +69,36 @@ def holds_this_simulation(workspace: Workspace, config: SimulationConfig) -> boo
     return m.source == "simulator" and same and m.end == config.end + pd.Timedelta(days=1)
 
 
+def holds_ingested_data(workspace: Workspace) -> bool:
+    """A business's own data (`clm ingest`): `clm run` works on it and never simulates over it."""
+    try:
+        return workspace.read_manifest().source == "ingest"
+    except ClmError:
+        return False
+
+
 def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool = False,
-                 reporter: Reporter | None = None) -> RunResult:
-    """Every step in turn on a simulated business; a workspace holding the same simulation
-    is started over, one holding another business only with `replace`. The policy's
-    judgement and the batch are skipped, with the reason, where the base is too small for
-    them (too few logged decisions to learn uplift, no model past the gate)."""
+                 reporter: Reporter | None = None, catalogue: Path | None = None) -> RunResult:
+    """Every step in turn. On a workspace holding ingested data, everything after the
+    ingest, on that data (it is never simulated over: `replace` is refused); otherwise on a
+    simulated business: a workspace holding the same simulation is started over, one holding
+    another business only with `replace`. The policy's judgement and the batch are skipped,
+    with the reason, where the data cannot support them (too few logged decisions to learn
+    uplift, no model past the gate)."""
     reporter = reporter or Quiet()
+    actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
     skipped: dict[str, str] = {}
-    reporter.step("1/5 Simulate")
-    simulated = simulate(workspace, config, replace or holds_this_simulation(workspace, config), reporter)
-    reporter.finished(simulated)
+    simulated = None
+    if holds_ingested_data(workspace):
+        if replace:
+            raise ClmError(f"Workspace '{workspace.root}' holds ingested data ({workspace.describe()}): `clm run` "
+                           "works on it as it is and never simulates over it. Leave out --replace, or choose another "
+                           "--workspace for a simulation.")
+        reporter.step("1/5 Ingested data (no simulation)")
+    else:
+        reporter.step("1/5 Simulate")
+        simulated = simulate(workspace, config, replace or holds_this_simulation(workspace, config), reporter)
+        reporter.finished(simulated)
     reporter.step("2/5 Validate")
     validation = validate(workspace, reporter)
     reporter.finished(validation)
@@ -95,10 +116,9 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     reporter.finished(trained)
     trained.require_some()
     reporter.step("Policy")
-    catalogue = load_catalogue(None)
     policy = None
     try:
-        policy = evaluate_policy(workspace, PolicySettings(end, catalogue), reporter)
+        policy = evaluate_policy(workspace, PolicySettings(end, actions), reporter)
         reporter.finished(policy)
     except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
         skipped["policy"] = str(err)
@@ -106,7 +126,7 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     reporter.step("Score and decide")
     scores = None
     try:
-        scores = score_base(workspace, ScoreSettings(end, outputs.scores_path(workspace, end), catalogue,
+        scores = score_base(workspace, ScoreSettings(end, outputs.scores_path(workspace, end), actions,
                                                      workspace_budget(workspace)), None, reporter)
         reporter.finished(scores)
     except ClmError as err:  # e.g. no model passed the gate on a tiny base

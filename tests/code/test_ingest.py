@@ -127,7 +127,8 @@ def test_missing_column_names_the_columns_there_are(tmp_path):
     path = write(tmp_path, "t.csv", "who,when,how much\nx,2024-01-01,1\n")
     with pytest.raises(ClmError) as err:
         ingest_transactions(TransactionsSource(path, "customer", "when", "how much"), Workspace(tmp_path / "ws"))
-    assert "'customer' not found" in str(err.value) and "'who', 'when', 'how much'" in str(err.value)
+    assert "(transactions): column 'customer' (field customer_id: the customer's id" in str(err.value)
+    assert "not found" in str(err.value) and "'who', 'when', 'how much'" in str(err.value)
 
 
 def test_wrong_date_format_is_reported_per_row(tmp_path):

@@ -58,10 +58,11 @@ def test_replace_starts_the_workspace_over(featured_copy, tmp_path):
     assert sorted(Workspace(ws).read_table(Table.CUSTOMERS).customer_id) == ["c1", "c2"]
     assert invoke("validate", "-w", str(ws)).exit_code == 0
 
-    # The ingested business is not a simulation: `clm run` does not remove it by itself.
+    # The ingested business is not a simulation: `clm run` never simulates over it, not even with --replace.
     before = tree_digest(ws)
-    refused = invoke("run", "-n", "50", "-w", str(ws))
-    assert refused.exit_code == 2 and "already holds ingest data (non_contractual" in refused.output
+    refused = invoke("run", "-n", "50", "--replace", "-w", str(ws))
+    assert refused.exit_code == 2 and "holds ingested data (ingest data (non_contractual" in refused.output
+    assert "never simulates over it" in refused.output
     assert tree_digest(ws) == before
 
 
@@ -190,8 +191,14 @@ def test_sigterm_ends_a_command_cleanly(tmp_path):
     assert invoke("simulate", "-n", "20", "--end", "2024-02-29", "-w", str(ws)).exit_code == 0
 
 
-@pytest.mark.parametrize("group", ["features", "models", "ingest"])
+@pytest.mark.parametrize("group", ["features", "models"])
 def test_a_command_group_alone_shows_its_help(group):
     result = invoke(group)
     assert result.exit_code == 0 and "Usage: clm" in result.output and "Commands" in result.output
 
+
+def test_ingest_alone_shows_its_help_with_every_table():
+    result = invoke("ingest")
+    assert result.exit_code == 0 and "Usage: clm ingest" in result.output and "--mapping" in result.output
+    for table in ("customers", "subscriptions", "transactions", "usage", "tickets", "nps", "consents", "campaigns"):
+        assert table in result.output, table

@@ -1,0 +1,159 @@
+"""One business's tables into its workspace, in one call or several.
+
+A workspace holding ingested data gains each table brought to it; a table it holds
+already is refused unless `replace`, which replaces that table only (the rest of the
+business, its feature snapshots and its models stay: snapshots are rebuilt from the new
+raw data). A workspace holding something else (a simulation) is started over only with
+`replace`. Without a customers table, the customers are the ids the event tables name,
+each signed up at their first event; a customers table brought later takes their place.
+The business is contractual when it has subscriptions (churn is a cancellation), else
+non-contractual (churn is no purchase within the horizon). The new raw folder is checked
+whole against the contracts (every id known in customers, no event before signup, ...)
+before it replaces the old one in one rename: a refused ingest changes nothing.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from clm.contracts import record_valid, validate_raw_dir
+from clm.domain import Table
+from clm.errors import ClmError
+from clm.workspace import RawManifest, Workspace, write_manifest
+from pipelines.ingest.tables import TABLES, ExportSource, IngestSummary, build_table
+
+INGEST_SOURCE = "ingest"
+INFERRED = "customers_inferred"  # manifest detail: the customers table was made from the events
+
+
+def _ingested(workspace: Workspace) -> RawManifest | None:
+    """The manifest of ingested data this call adds to (None: a new business)."""
+    if not workspace.has_raw():
+        return None
+    manifest = workspace.read_manifest()
+    return manifest if manifest.source == INGEST_SOURCE else None
+
+
+def _held_tables(manifest: RawManifest) -> dict[str, str]:
+    """Raw table -> the table name the user brought it as, for the tables the user brought
+    (inferred customers are not the user's)."""
+    brought = {TABLES[name].raw.value: name for name in TABLES}
+    held = {t: brought.get(t, t) for t in manifest.tables}
+    if manifest.details.get(INFERRED, True):  # ingests before the flag existed always inferred them
+        held.pop(Table.CUSTOMERS.value, None)
+    return held
+
+
+def check_before_reading(sources: list[ExportSource], workspace: Workspace, replace: bool) -> RawManifest | None:
+    """Everything that can be refused without reading a file; returns the ingested data
+    this call adds to (None: a new business)."""
+    names = [s.table for s in sources]
+    if not sources:
+        raise ClmError("Nothing to ingest: name a table and its file, or a mapping file with --mapping.")
+    for s in sources:
+        s.spec  # noqa: B018 - an unknown table is named here
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ClmError(f"Table(s) {', '.join(repeated)} given more than once in one ingest: give each table once.")
+    current = _ingested(workspace)
+    if current is None:
+        workspace.check_new_business(replace)
+        return None
+    workspace.check_ours()
+    workspace.check_folders()
+    held = _held_tables(current)
+    clash = [s.table for s in sources if TABLES[s.table].raw.value in held]
+    if clash and not replace:
+        raise ClmError(
+            f"Workspace '{workspace.root}' already holds the table(s) {', '.join(clash)}. Pass --replace to replace "
+            f"{'it' if len(clash) == 1 else 'them'} (only {'it' if len(clash) == 1 else 'them'}: the other tables, "
+            "features and models stay), or choose another --workspace."
+        )
+    return current
+
+
+def _times(workspace: Workspace, table: str) -> pd.DataFrame:
+    """A kept table's customers and times: what the period and inferred customers need."""
+    names = pq.read_schema(workspace.table_path(table)).names
+    return workspace.read_table(table, columns=[c for c in ("customer_id", "event_time", "signup_time") if c in names])
+
+
+def inferred_customers(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Customers from the event tables: every id they name, signed up at its first event."""
+    firsts = [frame[["customer_id", "event_time"]] for frame in tables.values() if "event_time" in frame and len(frame)]
+    if not firsts:
+        raise ClmError("No customers table, and no events to find the customers in: bring the customers table "
+                       "(clm ingest customers FILE ...).")
+    first = pd.concat(firsts, ignore_index=True).groupby("customer_id", sort=True)["event_time"].min()
+    customers = pd.DataFrame({
+        "customer_id": first.index.astype(str),
+        "signup_time": first.to_numpy(),
+        "acquisition_channel": pd.Series([None] * len(first), dtype=object),
+        "segment": pd.Series([None] * len(first), dtype=object),
+        "region": pd.Series([None] * len(first), dtype=object),
+        "consent_email": False,
+        "consent_phone": False,
+    })
+    customers["signup_time"] = customers["signup_time"].astype("datetime64[us, UTC]")
+    return customers
+
+
+def _bounds(tables: dict[str, pd.DataFrame]) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The observed period: from the day of the first event to the day after the last (the
+    customers' signups when there are no events); a signup may lie before it."""
+    times = [frame[c] for name, frame in tables.items() if name != Table.CUSTOMERS.value
+             for c in ("event_time",) if len(frame)]
+    if not times:
+        times = [tables[Table.CUSTOMERS.value]["signup_time"]]
+    every = pd.concat(times, ignore_index=True)
+    return every.min().normalize(), every.max().normalize() + pd.Timedelta(days=1)
+
+
+def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
+                  progress: Callable[[str], None] | None = None) -> list[IngestSummary]:
+    """Bring the exports into the workspace (see the module's docstring); one summary per
+    export, in the order given."""
+    current = check_before_reading(sources, workspace, replace)
+    built = {}
+    for src in sources:
+        if progress is not None:
+            progress(f"Reading {src.table} from {src.path}")
+        built[TABLES[src.table].raw.value] = build_table(src)
+    held = _held_tables(current) if current is not None else {}
+    kept = {t: _times(workspace, t) for t in held if t not in built}  # copied as they are; read for their times
+    tables = {**kept, **{t: frame for t, (frame, _) in built.items()}}
+    inferred = Table.CUSTOMERS.value not in tables
+    if inferred:
+        tables[Table.CUSTOMERS.value] = inferred_customers(tables)
+    start, end = _bounds(tables)
+    details: dict[str, object] = dict(current.details) if current is not None else {}
+    files = dict(details.get("files", {})) if isinstance(details.get("files"), dict) else {}
+    for src, (_, summary) in zip(sources, built.values(), strict=True):
+        files[src.table] = {"file": str(src.path), "columns": summary.columns, "rows_read": summary.rows_read,
+                            "rows_skipped": summary.skipped}
+    details.update({"files": files, INFERRED: inferred})
+    manifest = RawManifest(
+        source=INGEST_SOURCE,
+        business="contractual" if Table.SUBSCRIPTIONS.value in tables else "non_contractual",
+        data_start=start.isoformat(),
+        data_end=end.isoformat(),
+        tables=sorted(tables),
+        details=details,
+    )
+    if progress is not None:
+        progress("Checking the tables against each other")
+    with workspace.writing_raw(replace, same_business=current is not None) as staging:
+        for name, frame in tables.items():
+            if name in kept:
+                shutil.copy2(workspace.table_path(name), staging / f"{name}.parquet")
+            else:
+                frame.to_parquet(staging / f"{name}.parquet", index=False)
+        write_manifest(staging, manifest)
+        report = validate_raw_dir(staging, manifest)
+        report.workspace = workspace.root  # what the user knows, not the staging folder's name
+        report.raise_if_invalid()
+        record_valid(staging)
+    return [summary for _, summary in built.values()]

@@ -1,0 +1,208 @@
+"""A whole CRM in: every table from exports with other names and formats, in one call or
+several, each refusal naming the table and the column, and the main job on what came in."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from clm.domain import Table
+from clm.errors import ClmError
+from clm.workspace import Workspace
+from pipelines.ingest import ExportSource, ReadOptions, ingest_tables
+from serving.scoring import consents_of
+from simulator.crm_export import export_crm
+from tests.clirun import invoke, tree_digest
+from tests.conftest import simulate
+
+GENERATED_IDS = {"transactions": "transaction_id", "tickets": "ticket_id", "referrals": "referral_id",
+                 "actions": "decision_id"}
+
+
+def same_rows(expected: pd.DataFrame, got: pd.DataFrame, table: str) -> None:
+    """Equal value for value (and type for type), whatever the row order and the ids clm numbers itself."""
+    drop = [GENERATED_IDS[table]] if table in GENERATED_IDS else []
+    columns = [c for c in expected.columns if c not in drop]
+    a = expected[columns].sort_values(columns).reset_index(drop=True)
+    b = got[columns].sort_values(columns).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_every_table_of_a_crm_export_comes_back_as_the_simulator_wrote_it(small_workspace, tmp_path):
+    mapping = export_crm(small_workspace, tmp_path / "export")  # German headers, latin-1, offsets, gzip, ...
+    ws = tmp_path / "ws"
+    result = invoke("ingest", "--mapping", str(mapping), "-w", str(ws))
+    assert result.exit_code == 0, result.output
+    assert result.mentions("Ingested campaigns:") and result.mentions("a contractual business")
+    workspace = Workspace(ws)
+    brought = [t for t in Table if t.value not in ("ground_truth", "ground_truth_effects")]
+    assert sorted(workspace.read_manifest().tables) == sorted(t.value for t in brought)
+    for table in brought:
+        same_rows(small_workspace.read_table(table), workspace.read_table(table), table.value)
+    assert invoke("validate", "-w", str(ws)).exit_code == 0
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def source(table: str, path: Path, **columns: str) -> ExportSource:
+    return ExportSource(table, path, columns)
+
+
+def test_tables_arrive_in_several_calls_and_only_a_held_one_needs_replace(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    sales = write(tmp_path / "sales.csv", "who,day,paid\na,2024-01-05,10\nb,2024-02-01,5\na,2024-03-01,7\n")
+    ingest_tables([source("transactions", sales, customer_id="who", event_time="day", amount="paid")], ws)
+    inferred = ws.read_table(Table.CUSTOMERS).set_index("customer_id").signup_time
+    assert inferred.to_dict() == {"a": pd.Timestamp("2024-01-05", tz="UTC"), "b": pd.Timestamp("2024-02-01", tz="UTC")}
+
+    # The customers table takes the inferred one's place without --replace: it was never the user's.
+    people = write(tmp_path / "people.csv", "id;since;tier;mail\na;2023-11-30;gold;yes\nb;2024-01-20;;no\n")
+    ingest_tables([ExportSource("customers", people, {"customer_id": "id", "signup_time": "since", "segment": "tier",
+                                                      "consent_email": "mail"})], ws)
+    customers = ws.read_table(Table.CUSTOMERS).set_index("customer_id")
+    assert customers.signup_time["a"] == pd.Timestamp("2023-11-30", tz="UTC")  # before the data: allowed
+    assert customers.segment.to_dict() == {"a": "gold", "b": None}
+    assert customers.consent_email.to_dict() == {"a": True, "b": False}
+    manifest = ws.read_manifest()
+    assert manifest.tables == ["customers", "transactions"] and manifest.business == "non_contractual"
+    assert manifest.start == pd.Timestamp("2024-01-05", tz="UTC")  # the first event, not the first signup
+
+    # A held table is refused, named, unless --replace, which replaces it alone.
+    before = tree_digest(ws.root)
+    with pytest.raises(ClmError, match=r"already holds the table\(s\) transactions. Pass --replace"):
+        ingest_tables([source("transactions", sales, customer_id="who", event_time="day", amount="paid")], ws)
+    assert tree_digest(ws.root) == before
+    fewer = write(tmp_path / "fewer.csv", "who,day,paid\nb,2024-04-01,9\n")
+    (ws.root / "features").mkdir()
+    (ws.root / "features" / "_build.json").write_text("{}")  # made from the old raw data: it stays
+    ingest_tables([source("transactions", fewer, customer_id="who", event_time="day", amount="paid")], ws, replace=True)
+    assert ws.read_table(Table.TRANSACTIONS).amount.tolist() == [9.0]
+    assert sorted(ws.read_table(Table.CUSTOMERS).customer_id) == ["a", "b"]  # the user's customers stay
+    assert (ws.root / "features" / "_build.json").exists()
+
+    # Subscriptions make it contractual.
+    plans = write(tmp_path / "plans.csv", "id,at,what,plan,price\nb,2024-01-20,Started,basic,\"9,5\"\n")
+    ingest_tables([ExportSource("subscriptions", plans, {"customer_id": "id", "event_time": "at", "event": "what"},
+                                ReadOptions(decimal=","), {"event": {"Started": "start"}})], ws)
+    assert ws.read_manifest().business == "contractual"
+    assert ws.read_table(Table.SUBSCRIPTIONS).price.tolist() == [9.5]
+
+
+BAD_EXPORTS = {  # table -> (file text, columns, what the refusal must name)
+    "customers": ("id,since\nx,yesterday\n", {"customer_id": "id", "signup_time": "since"},
+                  ["(customers)", "date that does not parse in column 'since'"]),
+    "subscriptions": ("id,at,Status,plan,price\nx,2024-01-02,paused,basic,9\n",
+                      {"customer_id": "id", "event_time": "at", "event": "Status"},
+                      ["(subscriptions)", "value not one of start, upgrade, downgrade, cancel in column 'Status'",
+                       "--map event:WORD=VALUE", "'paused'"]),
+    "usage": ("id,day,minutes\nx,2024-01-02,-4\n", {"customer_id": "id", "event_time": "day", "active_minutes": "minutes"},
+              ["(usage)", "value outside [0, 1e+06] in column 'minutes'"]),
+    "tickets": ("id,opened,stars\nx,2024-01-02,7\n", {"customer_id": "id", "event_time": "opened", "csat": "stars"},
+                ["(tickets)", "value outside [1, 5] in column 'stars'"]),
+    "nps": ("id,at,nps\nx,2024-01-02,eleven\n", {"customer_id": "id", "event_time": "at", "score": "nps"},
+            ["(nps)", "value that is not a number in column 'nps'"]),
+    "referrals": ("id,at,won\nx,2024-01-02,perhaps\n", {"customer_id": "id", "event_time": "at", "converted": "won"},
+                  ["(referrals)", "not a yes/no value in column 'won'"]),
+    "consents": ("id,at,medium,ok\nx,2024-01-02,fax,yes\n",
+                 {"customer_id": "id", "event_time": "at", "channel": "medium", "granted": "ok"},
+                 ["(consents)", "value not one of email, phone in column 'medium'"]),
+    "campaigns": ("id,sent,offer\nx,2024-01-02,10% off\ny,2024-01-02,none\n",
+                  {"customer_id": "id", "event_time": "sent", "action": "offer"},
+                  ["(campaigns)", "action that is not an id", "column 'offer'", "--map action:WORD=id"]),
+    "transactions": ("id,at,total\nx,2024-01-02,-3\n", {"customer_id": "id", "event_time": "at", "amount": "total"},
+                     ["(transactions)", "negative amount in column 'total'"]),
+}
+
+
+@pytest.mark.parametrize("table", sorted(BAD_EXPORTS))
+def test_a_bad_value_is_refused_naming_the_table_and_the_column(table, tmp_path):
+    text, columns, named = BAD_EXPORTS[table]
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(ClmError) as err:
+        ingest_tables([ExportSource(table, write(tmp_path / "export.csv", text), columns)], ws)
+    for words in named:
+        assert words in str(err.value), (words, str(err.value))
+    assert not ws.raw_dir.exists()
+
+
+def test_a_missing_column_names_the_field_and_the_option(tmp_path):
+    path = write(tmp_path / "t.csv", "id,at\nx,2024-01-02\n")
+    result = invoke("ingest", "nps", str(path), "--customer-col", "id", "--date-col", "at", "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2 and result.mentions("(nps): column 'score' (field score: the score, 0 to 10)")
+    assert "--col FIELD=COLUMN" in result.output and "'id', 'at'" in result.output
+    wrong = invoke("ingest", "nps", str(path), "--amount-col", "x", "-w", str(tmp_path / "w"))
+    assert wrong.exit_code == 2 and wrong.mentions("--amount-col is for transactions")
+    unknown = invoke("ingest", "orders", str(path), "-w", str(tmp_path / "w"))
+    assert unknown.exit_code == 2 and unknown.mentions("'orders' is not a table clm ingests")
+
+
+def test_the_tables_are_checked_against_each_other(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    people = write(tmp_path / "people.csv", "id,since\na,2024-01-10\n")
+    sales = write(tmp_path / "sales.csv", "id,at,total\na,2024-01-05,1\nzz,2024-01-12,2\n")
+    with pytest.raises(ClmError) as err:
+        ingest_tables([source("customers", people, customer_id="id", signup_time="since"),
+                       source("transactions", sales, customer_id="id", event_time="at", amount="total")], ws)
+    text = str(err.value)
+    assert "transactions.customer_id: events for unknown customers (not in the customers table) (1 row); e.g. zz" in text
+    assert "transactions.event_time: events before the customer's signup" in text
+    assert f"Raw data in {ws.root} breaks its contract" in text and not ws.raw_dir.exists()
+
+
+def test_campaign_assignment_must_be_known(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    log = write(tmp_path / "promo.csv", "id,sent,promo\na,2024-01-02,Yes\nb,2024-01-02,Yes\nc,2024-01-02,Yes\n"
+                                        "d,2024-01-02,No\ne,2024-02-02,Yes\nf,2024-02-02,No\n")
+    columns = {"customer_id": "id", "event_time": "sent", "action": "promo"}
+    with pytest.raises(ClmError, match="no control group.*--control-value"):
+        ingest_tables([ExportSource("campaigns", log, columns)], ws)
+    with pytest.raises(ClmError, match="how customers were assigned is unknown.*--randomised"):
+        ingest_tables([ExportSource("campaigns", log, columns, control_value="No")], ws)
+    ingest_tables([ExportSource("campaigns", log, columns, values={"action": {"Yes": "voucher"}}, control_value="No",
+                                randomised=True)], ws)
+    actions = ws.read_table(Table.ACTIONS).set_index("customer_id")
+    # Day one: 3 of 4 got the voucher, 1 of 4 was held out; day two: one each.
+    assert actions.propensity.to_dict() == {"a": 0.75, "b": 0.75, "c": 0.75, "d": 0.25, "e": 0.5, "f": 0.5}
+    assert actions.action.to_dict() == {"a": "voucher", "b": "voucher", "c": "voucher", "d": "none",
+                                        "e": "voucher", "f": "none"}
+    assert actions.is_control.sum() == 2 and set(actions.campaign_id) == {"2024-01-02", "2024-02-02"}
+
+
+def test_consents_follow_the_latest_change_before_the_moment(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    people = write(tmp_path / "people.csv", "id,since,mail,phone\na,2024-01-01,yes,no\nb,2024-01-01,no,no\n")
+    changes = write(tmp_path / "consents.csv", "id,at,channel,granted\na,2024-03-01,email,no\nb,2024-02-01,phone,yes\n"
+                                               "b,2024-04-01,phone,no\n")
+    ingest_tables([ExportSource("customers", people, {"customer_id": "id", "signup_time": "since",
+                                                      "consent_email": "mail", "consent_phone": "phone"}),
+                   source("consents", changes, customer_id="id", event_time="at")], ws)
+    now = consents_of(ws)
+    assert now.consent_email.to_dict() == {"a": False, "b": False}  # a withdrew on 1 March
+    assert now.consent_phone.to_dict() == {"a": False, "b": False}  # b gave it, then withdrew it
+    march = consents_of(ws, pd.Timestamp("2024-03-01", tz="UTC"))
+    assert march.consent_email.to_dict() == {"a": True, "b": False}  # the withdrawal is at, not before, 1 March
+    assert march.consent_phone.to_dict() == {"a": False, "b": True}
+
+
+def test_the_main_job_on_some_tables_of_a_crm_never_simulates(tmp_path):
+    sim = simulate(tmp_path / "sim", 400, 5, "2024-01-01", "2025-06-30")
+    mapping = export_crm(sim, tmp_path / "export")
+    spec = yaml.safe_load(mapping.read_text())
+    spec["tables"] = {k: v for k, v in spec["tables"].items() if k in ("customers", "subscriptions", "campaigns")}
+    mapping.write_text(yaml.safe_dump(spec))
+    ws = tmp_path / "crm"
+    assert invoke("ingest", "--mapping", str(mapping), "-w", str(ws)).exit_code == 0
+    raw = tree_digest(ws / "raw")
+
+    result = invoke("run", "-w", str(ws))
+    assert result.exit_code == 0, result.output
+    assert "Ingested data (no simulation)" in result.output and "Simulat" not in result.output.replace(
+        "Ingested data (no simulation)", "")
+    assert tree_digest(ws / "raw") == raw  # not a file of its data changed, none added (no ground truth)
+    scores = pd.read_parquet(next((ws / "scores").glob("*.parquet")))
+    assert len(scores) and scores.churn_probability.notna().any()
