@@ -94,7 +94,7 @@ def _pairs(values: list[str], option: str, example: str) -> list[tuple[str, str]
     return pairs
 
 
-def export_source(table: str, file: Path, columns: dict[str, str], cols: list[str], maps: list[str],
+def export_source(table: str, file: Path, columns: dict[str, str | None], cols: list[str], maps: list[str],
                   attributes: str | None, control_value: str | None, randomised: bool,
                   options: ReadOptions) -> ExportSource:
     """The export the options describe, checked before any file is read."""

@@ -130,7 +130,8 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
         tables[Table.CUSTOMERS.value] = inferred_customers(tables)
     start, end = _bounds(tables)
     details: dict[str, object] = dict(current.details) if current is not None else {}
-    files = dict(details.get("files", {})) if isinstance(details.get("files"), dict) else {}
+    earlier = details.get("files")
+    files: dict[str, object] = dict(earlier) if isinstance(earlier, dict) else {}
     for src, (_, summary) in zip(sources, built.values(), strict=True):
         files[src.table] = {"file": str(src.path), "columns": summary.columns, "rows_read": summary.rows_read,
                             "rows_skipped": summary.skipped}

@@ -86,7 +86,8 @@ def read_mapping(path: Path, defaults: Reading = Reading()) -> list[ExportSource
     except ValidationError as err:
         problems = [f"  - {'.'.join(str(x) for x in e['loc']) or 'mapping'}: {e['msg']}" for e in err.errors()]
         raise ClmError(f"Mapping file {path} has {len(problems)} problem(s):\n" + "\n".join(problems)
-                       + f"\nIts tables may be: {', '.join(INGEST_TABLES)}.") from None
+                       + f"\nIts tables may be: {', '.join(INGEST_TABLES)}. Quote a word YAML would read as "
+                       "yes/no or a number (\"yes\", \"No\", \"10\").") from None
     unknown = sorted(set(mapping.tables) - set(INGEST_TABLES))
     if unknown:
         raise ClmError(f"Mapping file {path}: {', '.join(unknown)} is not a table clm ingests; the tables are: "

@@ -240,9 +240,12 @@ def _columns_read(src: ExportSource, columns: list[str]) -> dict[str, str]:
 
 
 def _flags(text: pd.Series) -> pd.Series:
+    """yes/no words as True/False; anything else None (a bad row, or empty)."""
     lowered = text.str.strip().str.lower()
-    return pd.Series(np.where(lowered.isin(TRUE_WORDS), True, np.where(lowered.isin(FALSE_WORDS), False, None)),
-                     index=text.index, dtype=object)
+    flags = pd.Series([None] * len(text), index=text.index, dtype=object)
+    flags[lowered.isin(TRUE_WORDS).fillna(False).to_numpy(dtype=bool)] = True
+    flags[lowered.isin(FALSE_WORDS).fillna(False).to_numpy(dtype=bool)] = False
+    return flags
 
 
 @dataclass

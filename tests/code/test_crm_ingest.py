@@ -206,3 +206,25 @@ def test_the_main_job_on_some_tables_of_a_crm_never_simulates(tmp_path):
     assert tree_digest(ws / "raw") == raw  # not a file of its data changed, none added (no ground truth)
     scores = pd.read_parquet(next((ws / "scores").glob("*.parquet")))
     assert len(scores) and scores.churn_probability.notna().any()
+
+
+def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
+    from pipelines.ingest.mapping import read_mapping
+
+    example = Path(__file__).parents[2] / "examples" / "crm_mapping.yaml"
+    sources = {s.table: s for s in read_mapping(example)}
+    assert list(sources) == ["customers", "subscriptions", "transactions", "tickets", "campaigns"]
+    assert sources["tickets"].options.decimal == "." and sources["customers"].options.decimal == ","  # table wins
+    assert sources["customers"].options.date_format == "%d/%m/%Y %H:%M"
+    assert sources["campaigns"].path == example.parent / "exports" / "spring_test.csv"
+    assert sources["campaigns"].randomised and sources["campaigns"].control_value == "Holdout"
+
+    wrong = write(tmp_path / "m.yaml", "tables:\n  orders: {file: o.csv}\n")
+    with pytest.raises(ClmError, match="orders is not a table clm ingests"):
+        read_mapping(wrong)
+    typo = write(tmp_path / "t.yaml", "tables:\n  nps: {file: n.csv, colums: {score: s}}\n")
+    with pytest.raises(ClmError, match=r"tables.nps.colums: Extra inputs are not permitted"):
+        read_mapping(typo)
+    field = write(tmp_path / "f.yaml", "tables:\n  nps: {file: n.csv, columns: {stars: s}}\n")
+    result = invoke("ingest", "--mapping", str(field), "-w", str(tmp_path / "w"))
+    assert result.exit_code == 2 and result.mentions("Table 'nps' has no field 'stars'")
