@@ -92,15 +92,15 @@ def policy_value(workspace: Path, fitted) -> None:  # type: ignore[no-untyped-de
 
     ws = Workspace(workspace)
     as_of = ws.read_manifest().end
-    registered = load_inputs(ws, as_of)
     catalogue = load_catalogue()
+    registered = load_inputs(ws, as_of, catalogue)
     b10 = budget_treating(evaluate, catalogue, registered, 0.10)
     n = len(registered.base.customers)
     print(f"\nPolicies as of {as_of:%Y-%m-%d} on {n:,} customers; B10 = {b10:,.0f} (oracle treats ~10%)")
     candidates = {f"registered v{registered.base.uplift_version}": registered}
     if fitted is not None:
         for name, model in fitted.learners.items():
-            effects = model.effects(registered.base.customers)
+            effects = model.effects(registered.base.customers, catalogue.contact_ids)
             candidates[name] = replace(registered, predicted_churn=effects["churn"], predicted_upgrade=effects["upgrade"])
     print(f"{'uplift model':<16}{'budget':>10}" + "".join(f"{p:>12}" for p in POLICIES)
           + f"{'clm/oracle':>12}{'clm/risk':>10}{'treated':>9}")

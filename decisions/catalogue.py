@@ -1,8 +1,10 @@
 """The action catalogue: which actions exist, to whom they may go, how often, at what cost.
 
 Loaded from YAML (`decisions/catalogue.yaml` by default, `--catalogue FILE` otherwise) and
-validated on load: an error names the entry and the field. Action ids are
-`clm.domain.Action` values, the one list the data, the simulator and the catalogue share.
+validated on load: an error names the entry and the field. Action ids are the business's
+own (`spring_email`, `voucher_10`: letters, digits, '_' and '-'), the names its campaign
+history gives them; `none` is the deliberate no-contact. The simulator's six actions are
+only its default catalogue (`catalogue.yaml` beside this file).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from clm.domain import Action, Stage
+from clm.domain import ACTION_ID_PATTERN, NO_ACTION, Stage
 from clm.errors import ClmError
 from clm.files import check_path_length, read_yaml_mapping
 from clm.limits import COUNT, DAYS, MONEY, VALUE_MONTHS, WEIGHT
@@ -72,7 +74,7 @@ Target = Literal["retain", "upgrade", "activate", "refer", "win_back", "none"]
 class ActionEntry(_Strict):
     """One action of the catalogue (fields: see catalogue.yaml's header)."""
 
-    id: Action
+    id: str = Field(pattern=f"^{ACTION_ID_PATTERN}$")
     description: str = Field(min_length=1)
     channel: Literal["email", "phone", "in_app", "none"]
     unit_cost: float = Field(ge=MONEY.low, le=MONEY.high)
@@ -85,7 +87,7 @@ class ActionEntry(_Strict):
 
     @model_validator(mode="after")
     def _nothing_is_free_of_rules(self) -> "ActionEntry":
-        if (self.id is Action.NONE) != (self.channel == "none"):
+        if (self.id == NO_ACTION) != (self.channel == "none"):
             raise ValueError("the channel is 'none' for the action none, and only for it")
         return self
 
@@ -139,19 +141,25 @@ class Catalogue(_Strict):
     @model_validator(mode="after")
     def _one_entry_per_action_and_none_present(self) -> "Catalogue":
         ids = [a.id for a in self.actions]
-        repeated = sorted({a.value for a in ids if ids.count(a) > 1})
+        repeated = sorted({a for a in ids if ids.count(a) > 1})
         if repeated:
             raise ValueError(f"action(s) {', '.join(repeated)} appear more than once")
-        if Action.NONE not in ids:
+        if NO_ACTION not in ids:
             raise ValueError("the action 'none' (do nothing) must be in the catalogue")
         return self
 
-    def entry(self, action: Action | str) -> ActionEntry:
-        return next(a for a in self.actions if a.id == Action(action))
+    def entry(self, action: str) -> ActionEntry:
+        return next(a for a in self.actions if a.id == action)
 
     @property
     def contact_actions(self) -> list[ActionEntry]:
-        return [a for a in self.actions if a.id is not Action.NONE]
+        return [a for a in self.actions if a.id != NO_ACTION]
+
+    @property
+    def contact_ids(self) -> list[str]:
+        """The contact actions' ids, in the catalogue's order: the column order of every
+        (customers, actions) array the funnel reads and writes."""
+        return [a.id for a in self.contact_actions]
 
     @property
     def capacities(self) -> np.ndarray:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from clm.domain import Action
+from clm.domain import NO_ACTION
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue
 from decisions.population import in_population
@@ -50,7 +50,7 @@ class BatchPlan:
         self.cost = chosen_entry(self.decided.parts.cost, self.final)
 
     def summary(self) -> dict[str, object]:
-        names = np.asarray([*self.decided.actions, Action.NONE.value], dtype=object)
+        names = np.asarray([*self.decided.actions, NO_ACTION], dtype=object)
         actions = pd.Series(names[np.where(self.final >= 0, self.final, len(names) - 1)]).value_counts()
         return {"actions": {str(a): int(k) for a, k in actions.items()}, "expected_value": float(self.value.sum()),
                 "spent": float(self.cost.sum()), "budget": self.budget, "explored": int(self.explored.sum()),
@@ -96,7 +96,7 @@ def decision_columns(catalogue: Catalogue, champions: Champions, actions: list[s
     features: their features, in the same order (for the reasons' drivers); actions: the
     plan's contact actions (`Decisions.actions`)."""
     final = planned["choice"].to_numpy(dtype=int)
-    names = np.asarray([*actions, Action.NONE.value], dtype=object)
+    names = np.asarray([*actions, NO_ACTION], dtype=object)
     chosen = np.flatnonzero(final >= 0)
     pairs = [(int(i), int(final[i])) for i in chosen]
     value, cost = planned["action_value"].to_numpy(float), planned["action_cost"].to_numpy(float)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clm.domain import CONTACT_ACTIONS, Action
+from clm.domain import NO_ACTION
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import Catalogue
@@ -39,7 +39,7 @@ from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
 from training.ope import Estimate, incremental_value
 from training.uplift import UpliftModel, decision_rows, realised_value
 
-NONE = Action.NONE.value
+NONE = NO_ACTION
 HORIZON_DAYS = LabelConfig().horizon_days  # the uplift models' outcome window
 
 
@@ -102,7 +102,7 @@ class LoggedEvidence:
     actions: list[str]  # none first, then the catalogue's contact actions
     reward: np.ndarray
     q: np.ndarray
-    effects: dict[str, np.ndarray]  # predicted, (decisions, CONTACT_ACTIONS)
+    effects: dict[str, np.ndarray]  # predicted, (decisions, the catalogue's contact actions)
     true_value: np.ndarray | None
     uplift: UpliftModel
 
@@ -117,8 +117,7 @@ def logged_evidence(workspace: Workspace, catalogue: Catalogue, cutoff: pd.Times
     rows = base.customers.merge(logged, on=KEYS, how="inner").merge(labels[[*KEYS, "churn", "upsell"]], on=KEYS,
                                                                     how="inner").reset_index(drop=True)
     entries = catalogue.contact_actions
-    actions = [NONE, *(e.id.value for e in entries)]
-    columns = [CONTACT_ACTIONS.index(a) for a in actions[1:]]
+    actions = [NONE, *catalogue.contact_ids]
     values = customer_values(rows, base.plan_prices, catalogue.value)
     cost = np.column_stack([np.zeros(len(rows)), action_costs(entries, values.monthly_revenue)])
     n = np.arange(len(rows))
@@ -127,19 +126,20 @@ def logged_evidence(workspace: Workspace, catalogue: Catalogue, cutoff: pd.Times
         unknown = sorted(set(rows["action"][taken_at < 0]))
         raise ClmError(f"Logged action(s) {', '.join(unknown)} are not in the catalogue: their cost is unknown.")
     reward = realised_value(rows, values) - cost[n, taken_at]
-    effects = base.uplift.effects(rows)
+    effects = base.uplift.effects(rows, catalogue.contact_ids)
     control = base.uplift.control_probabilities(rows)
     p_churn0, p_up0 = np.nan_to_num(control["churn"]), np.nan_to_num(control["upgrade"])
-    churn = np.column_stack([p_churn0, p_churn0[:, None] + effects["churn"][:, columns]])
-    upgrade = np.column_stack([p_up0, p_up0[:, None] + effects["upgrade"][:, columns]])
+    churn = np.column_stack([p_churn0, p_churn0[:, None] + effects["churn"]])
+    upgrade = np.column_stack([p_up0, p_up0[:, None] + effects["upgrade"]])
     q = -churn * values.keep_value[:, None] + upgrade * values.upgrade_margin[:, None] - cost
     true_value = None
     try:
-        true_churn, true_upgrade = true_effect_matrices(read_true_effects(workspace, cutoff), rows["customer_id"])
+        true_churn, true_upgrade = true_effect_matrices(read_true_effects(workspace, cutoff), rows["customer_id"],
+                                                        catalogue.contact_ids)
     except ClmError:  # real data: no truth to compare with
         pass
     else:
-        contact = expected_value(true_churn[:, columns], true_upgrade[:, columns], values, cost[:, 1:]).total
+        contact = expected_value(true_churn, true_upgrade, values, cost[:, 1:]).total
         true_value = np.column_stack([np.zeros(len(rows)), contact])
     return LoggedEvidence(cutoff, rows, base.history, base.plan_prices, actions, reward, q, effects, true_value,
                           base.uplift)

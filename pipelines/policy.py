@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
-from clm.domain import CONTACT_ACTIONS, Table
+from clm.domain import Table
 from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
@@ -61,9 +61,10 @@ class PolicyResult:
         return out | ({"value_finder": self.value_finder} if self.value_finder else {})
 
 
-def _effects_matrix(effects: pd.DataFrame, ids: pd.Series, column: str) -> np.ndarray:
+def _effects_matrix(effects: pd.DataFrame, ids: pd.Series, column: str, actions: Sequence[str]) -> np.ndarray:
+    """(customers, actions) true effects; an action the simulation does not know changes nothing."""
     table = effects.pivot(index="customer_id", columns="action", values=column).reindex(ids)
-    return table.reindex(columns=list(CONTACT_ACTIONS)).fillna(0.0).to_numpy()
+    return table.reindex(columns=list(actions)).fillna(0.0).to_numpy()
 
 
 @dataclass
@@ -84,7 +85,7 @@ class DecisionBase:
 class PolicyInputs:
     """What every policy decides from and is judged by, for the base at one date: the base
     as the funnel sees it, the uplift model's predicted effects and the simulator's true
-    ones, each (customers, CONTACT_ACTIONS)."""
+    ones, each (customers, the catalogue's contact actions)."""
 
     base: DecisionBase
     predicted_churn: np.ndarray
@@ -145,17 +146,20 @@ def read_true_effects(workspace: Workspace, as_of: pd.Timestamp) -> pd.DataFrame
     return effects
 
 
-def true_effect_matrices(effects: pd.DataFrame, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(churn, upgrade) true effects, (customers, CONTACT_ACTIONS), for the ids given."""
-    return _effects_matrix(effects, ids, "effect_churn_90d"), _effects_matrix(effects, ids, "effect_upgrade_90d")
+def true_effect_matrices(effects: pd.DataFrame, ids: pd.Series, actions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(churn, upgrade) true effects, (customers, actions), for the customer ids given."""
+    return (_effects_matrix(effects, ids, "effect_churn_90d", actions),
+            _effects_matrix(effects, ids, "effect_upgrade_90d", actions))
 
 
-def load_inputs(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> PolicyInputs:
+def load_inputs(workspace: Workspace, as_of: pd.Timestamp, catalogue: Catalogue,
+                tracking_uri: str | None = None) -> PolicyInputs:
+    """The inputs of every policy, effects in the catalogue's order of contact actions."""
     check_decision_date(as_of)
     effects = read_true_effects(workspace, as_of)  # refuses before the work of deciding
     base = decision_base(workspace, as_of, tracking_uri)
-    true_churn, true_upgrade = true_effect_matrices(effects, base.customers["customer_id"])
-    predicted = base.uplift.effects(base.customers)
+    true_churn, true_upgrade = true_effect_matrices(effects, base.customers["customer_id"], catalogue.contact_ids)
+    predicted = base.uplift.effects(base.customers, catalogue.contact_ids)
     return PolicyInputs(base, predicted["churn"], predicted["upgrade"], true_churn, true_upgrade)
 
 
@@ -176,12 +180,10 @@ def _in_order(order: np.ndarray, options: Sequence[Sequence[int]], cost: np.ndar
 def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: int = SEED) -> dict[str, PolicyResult]:
     """Every policy at one budget, judged by the true effects."""
     base, c = inputs.base, inputs.base.customers
-    entries = catalogue.contact_actions
-    ids = [e.id.value for e in entries]
-    columns = [CONTACT_ACTIONS.index(a) for a in ids]
+    entries, ids = catalogue.contact_actions, catalogue.contact_ids
     values = customer_values(c, base.plan_prices, catalogue.value)
     cost = action_costs(entries, values.monthly_revenue)
-    true_value = expected_value(inputs.true_churn[:, columns], inputs.true_upgrade[:, columns], values, cost).total
+    true_value = expected_value(inputs.true_churn, inputs.true_upgrade, values, cost).total
     capacity = catalogue.capacities
     n = len(c)
     choices: dict[str, np.ndarray] = {}

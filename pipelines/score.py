@@ -279,7 +279,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
         # 1. scores, chunk by chunk
         t0, parts = time.perf_counter(), []
         for k, chunk in enumerate(snapshot_chunks(workspace, as_of, chunk_rows)):
-            scored = score_rows(champions, chunk, contractual, data.consents)
+            scored = score_rows(champions, chunk, contractual, data.consents, catalogue.contact_ids)
             scored.scores.assign(as_of=as_of).to_parquet(tmp / f"scores-{k:05d}.parquet", index=False)
             scored.scores = pd.DataFrame()  # written; only the funnel's columns stay in memory
             parts.append(scored)

@@ -54,10 +54,10 @@ from features.snapshots import snapshot_files
 from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame
 from pipelines.score import ScoreResult, finish, kept_output, prepare, temporary_folder
 from pipelines.spark_tasks import (
-    EFFECTS,
     LIVE,
-    PASS1_COLUMNS,
     decide_batches,
+    effect_columns,
+    pass1_columns,
     schema,
     score_batches,
 )
@@ -95,15 +95,17 @@ def read_features(spark: Any, workspace: Workspace, as_of: pd.Timestamp, partiti
     return features.repartition(partitions, "customer_id") if partitions else features
 
 
-def funnel_inputs(pass1: Path, with_effects: bool) -> Scored:
+def funnel_inputs(pass1: Path, with_effects: bool, actions: list[str]) -> Scored:
     """The population's funnel inputs from pass 1's output, in customer_id order (the local
-    batch's population order); with_effects: an uplift champion gave effects."""
+    batch's population order); with_effects: an uplift champion gave effects, one column per
+    catalogue contact action (`actions`)."""
     columns = [c for c in FUNNEL_COLUMNS if c not in CONSENT_COLUMNS] + list(CONSENT_COLUMNS)
-    effects = [*EFFECTS["churn"], *EFFECTS["upgrade"]]
+    named = effect_columns(actions)
+    effects = [*named["churn"], *named["upgrade"]]
     table = ds.dataset(str(pass1), format="parquet").to_table(
         columns=[*dict.fromkeys(columns), *effects], filter=ds.field(LIVE))
     frame = table.to_pandas().sort_values("customer_id", kind="stable").reset_index(drop=True)
-    change = {kind: frame[list(EFFECTS[kind])].to_numpy(float) for kind in EFFECTS}
+    change = {kind: frame[list(named[kind])].to_numpy(float) for kind in named}
     funnel = frame[columns]
     return Scored(pd.DataFrame(), np.ones(len(frame), dtype=bool), funnel,
                   change["churn"] if with_effects else None, change["upgrade"] if with_effects else None)
@@ -129,11 +131,12 @@ def score_on_spark(spark: Any, workspace: Workspace, as_of: pd.Timestamp, out: P
     try:
         # 1. scores and funnel inputs, on the executors
         t0 = time.perf_counter()
-        features.mapInPandas(score_batches(blob, contractual), schema(PASS1_COLUMNS)).write.parquet(str(pass1))
+        features.mapInPandas(score_batches(blob, contractual, catalogue.contact_ids),
+                             schema(pass1_columns(catalogue.contact_ids))).write.parquet(str(pass1))
         timings["score_s"] = time.perf_counter() - t0
         # 2. the selection across the whole base, on the driver
         t0 = time.perf_counter()
-        everyone = funnel_inputs(pass1, inputs.champions.uplift is not None)
+        everyone = funnel_inputs(pass1, inputs.champions.uplift is not None, catalogue.contact_ids)
         ids, scored_count = everyone.funnel["customer_id"].to_numpy(), len(everyone.funnel)
         plan = plan_batch(catalogue, everyone, load_decision_data(workspace, as_of), as_of, inputs.budget,
                           inputs.exploration)

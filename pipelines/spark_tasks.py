@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from clm.domain import CONTACT_ACTIONS
 from decisions.catalogue import Catalogue
 from pipelines.decisions import OUTPUT_COLUMNS, PLAN_COLUMNS, with_decisions
 from serving.scoring import (
@@ -25,7 +24,6 @@ from serving.scoring import (
 LIVE = "_live"
 # The funnel's inputs that are not already score columns, and the effects, one column each.
 FUNNEL_EXTRA = tuple(c for c in FUNNEL_COLUMNS if c not in SCORE_COLUMNS)
-EFFECTS = {kind: tuple(f"_{kind}_change__{a}" for a in CONTACT_ACTIONS) for kind in ("churn", "upgrade")}
 STRINGS = {"customer_id", "stage", "predicted_stage", "stage_probabilities", "segment", "action", "reasons",
            "model_versions", "why"}
 BOOLEANS = {"consent_email", "consent_phone", "explored", LIVE}
@@ -49,7 +47,14 @@ def schema(columns: tuple[str, ...] | list[str]) -> str:
     return ", ".join(f"`{c}` {_spark_type(c)}" for c in columns)
 
 
-PASS1_COLUMNS = (*SCORE_COLUMNS, LIVE, *FUNNEL_EXTRA, *EFFECTS["churn"], *EFFECTS["upgrade"])
+def effect_columns(actions: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Pass 1's effect columns, one per outcome and contact action of the catalogue."""
+    return {kind: tuple(f"_{kind}_change__{a}" for a in actions) for kind in ("churn", "upgrade")}
+
+
+def pass1_columns(actions: Sequence[str]) -> tuple[str, ...]:
+    effects = effect_columns(actions)
+    return (*SCORE_COLUMNS, LIVE, *FUNNEL_EXTRA, *effects["churn"], *effects["upgrade"])
 
 
 @functools.lru_cache(maxsize=2)
@@ -70,14 +75,16 @@ def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
-def score_batches(blob: bytes, contractual: bool) -> BatchFunction:
-    """Pass 1's function for mapInPandas: PASS1_COLUMNS for each batch of features (with
-    consents)."""
+def score_batches(blob: bytes, contractual: bool, actions: list[str]) -> BatchFunction:
+    """Pass 1's function for mapInPandas: pass1_columns(actions) for each batch of features
+    (with consents); actions: the catalogue's contact action ids."""
+    columns, effects = pass1_columns(actions), effect_columns(actions)
+
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         champions = _champions(blob)
         for frame in batches:
             consents = frame[["customer_id", *CONSENT_COLUMNS]].set_index("customer_id")
-            scored = score_rows(champions, frame.drop(columns=list(CONSENT_COLUMNS)), contractual, consents)
+            scored = score_rows(champions, frame.drop(columns=list(CONSENT_COLUMNS)), contractual, consents, actions)
             out = scored.scores.assign(**{LIVE: scored.live})
             live = np.flatnonzero(scored.live)
             for column in FUNNEL_EXTRA:
@@ -85,12 +92,12 @@ def score_batches(blob: bytes, contractual: bool) -> BatchFunction:
                 values[live] = scored.funnel[column].to_numpy(dtype=object)
                 out[column] = values
             for kind, change in (("churn", scored.churn_change), ("upgrade", scored.upgrade_change)):
-                for j, column in enumerate(EFFECTS[kind]):
+                for j, column in enumerate(effects[kind]):
                     values = np.full(len(out), np.nan)
                     if change is not None:
                         values[live] = change[:, j]
                     out[column] = values
-            yield _typed(out, PASS1_COLUMNS)
+            yield _typed(out, columns)
     return run
 
 

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from clm.domain import CONTACT_ACTIONS, Action
+from clm.domain import NO_ACTION
 from decisions.catalogue import Catalogue
 from decisions.value import ValueParts, action_costs, customer_values, expected_value
 from serving.allocation import allocate
 from serving.eligibility import allowed_actions
 
 STEPS = ("eligibility", "applicability", "suitability", "value", "selection")
-NONE = Action.NONE.value
+NONE = NO_ACTION
 
 
 @dataclass(frozen=True)
@@ -108,16 +108,15 @@ def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarr
            history: pd.DataFrame, now: pd.Timestamp, plan_prices: np.ndarray, context: Context | None = None,
            budget: float | None = None) -> Decisions:
     """Run the funnel. customers: `serving.eligibility.CUSTOMER_COLUMNS` and the value
-    rule's columns; churn_change, upgrade_change: (customers, CONTACT_ACTIONS) effects of
-    each action on the probabilities (predicted by the uplift model, or true ones)."""
+    rule's columns; churn_change, upgrade_change: (customers, catalogue.contact_ids) effects
+    of each action on the probabilities (predicted by the uplift model, or true ones)."""
     entries = catalogue.contact_actions
-    ids = [e.id.value for e in entries]
-    columns = [CONTACT_ACTIONS.index(a) for a in ids]
+    ids = catalogue.contact_ids
     allowed = allowed_actions(catalogue, customers, history, now)
     passed = allowed.allowed[ids].to_numpy(dtype=bool) if ids else np.zeros((len(customers), 0), dtype=bool)
     values = customer_values(customers, plan_prices, catalogue.value)
     cost = action_costs(entries, values.monthly_revenue)
-    parts = expected_value(churn_change[:, columns], upgrade_change[:, columns], values, cost)
+    parts = expected_value(churn_change, upgrade_change, values, cost)
     value = parts.total
     positive = passed & (value > 0)
     weight = np.array([e.weight for e in entries]) * context_weights(catalogue, context)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from clm.domain import CHANNEL_CONSENT_COLUMN, Action
+from clm.domain import CHANNEL_CONSENT_COLUMN, NO_ACTION
 from clm.errors import ClmError
 from decisions.catalogue import ActionEntry, Catalogue, Range
 
@@ -79,7 +79,7 @@ def contact_counts(history: pd.DataFrame, customers: pd.Series, now: pd.Timestam
     if history.empty:
         return np.zeros(len(customers), dtype=int)
     recent = history[(history.event_time > now - pd.Timedelta(days=days)) & (history.event_time <= now)
-                     & (history.action != Action.NONE.value)]
+                     & (history.action != NO_ACTION)]
     return recent.groupby("customer_id").size().reindex(customers, fill_value=0).to_numpy()
 
 
@@ -107,8 +107,8 @@ def allowed_actions(catalogue: Catalogue, customers: pd.DataFrame, history: pd.D
     dropped: dict[str, dict[str, int]] = {step: {} for step in STEPS}
     survivors: dict[str, dict[str, np.ndarray]] = {step: {} for step in STEPS}
     for entry in catalogue.actions:
-        name = entry.id.value
-        if entry.id is Action.NONE:
+        name = entry.id
+        if name == NO_ACTION:
             allowed[name] = np.ones(len(customers), dtype=bool)
             continue
         ok = eligible(entry, customers)

@@ -18,6 +18,7 @@ across it), and step 3 for the customers who get an action.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -195,7 +196,8 @@ class Scored:
 
     scores: SCORE_COLUMNS per row; live: rows in the model population; funnel: the live
     rows' FUNNEL_COLUMNS (and consents); churn_change / upgrade_change: the uplift
-    champion's effects on the live rows (None without one)."""
+    champion's effects on the live rows, (live rows, the catalogue's contact actions), None
+    without one."""
 
     scores: pd.DataFrame
     live: np.ndarray
@@ -215,8 +217,10 @@ class Scored:
         )
 
 
-def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, consents: pd.DataFrame) -> Scored:
-    """Scores and effects for every row of frame (customers' features at one instant)."""
+def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, consents: pd.DataFrame,
+               actions: Sequence[str]) -> Scored:
+    """Scores and effects for every row of frame (customers' features at one instant);
+    actions: the catalogue's contact action ids, the effects' column order."""
     live = in_population(frame, contractual)
     scores = score_frame(champions.models, frame, live, contractual)
     rows = frame[live].reset_index(drop=True)
@@ -227,7 +231,7 @@ def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, con
     funnel = with_consents(funnel, consents)
     if champions.uplift is None or not len(rows):
         return Scored(scores, live, funnel, None, None)
-    effects = champions.uplift.effects(rows)
+    effects = champions.uplift.effects(rows, actions)
     return Scored(scores, live, funnel, effects["churn"], effects["upgrade"])
 
 
@@ -312,7 +316,7 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
                      max_actions: int = 3) -> list[CustomerAnswer]:
     """Steps 1-3 for the rows of frame, each customer decided on their own (no budget):
     up to max_actions recommendations per customer, best first."""
-    scored = score_rows(champions, frame, contractual, data.consents)
+    scored = score_rows(champions, frame, contractual, data.consents, catalogue.contact_ids)
     decided = decide_rows(catalogue, scored, data, now, context)
     live_rows = np.flatnonzero(scored.live)
     features = frame.iloc[live_rows].reset_index(drop=True)

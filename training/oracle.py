@@ -19,7 +19,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow.parquet as pq
 
-from clm.domain import Action, Table
+from clm.domain import NO_ACTION, Table
 from clm.workspace import Workspace
 
 KEYS = ["customer_id", "event_timestamp"]
@@ -55,7 +55,7 @@ def oracle_probabilities(workspace: Workspace, model: str, horizon: int, rows: p
     if frame.empty:  # e.g. a date that is not a month start: the truth is kept at month ends
         return frame
     actions = workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action"])
-    contacts = actions[actions.action != Action.NONE.value]
+    contacts = actions[actions.action != NO_ACTION]
     window = pd.Timedelta(days=horizon)
     joined = frame[KEYS].merge(contacts, on="customer_id", how="inner")
     joined = joined[(joined.event_time >= joined.event_timestamp) & (joined.event_time < joined.event_timestamp + window)]

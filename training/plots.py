@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from clm.domain import CONTACT_ACTIONS, Action  # noqa: E402
+from clm.domain import NO_ACTION  # noqa: E402
 from decisions.value import CustomerValues  # noqa: E402
 from training import evaluate as ev  # noqa: E402
 from training.models import BINARY, MULTICLASS, TrainedModel, feature_importance  # noqa: E402
@@ -98,11 +98,10 @@ def qini_plots(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, f
     predicted = predicted_gross_value(model.effects(rows), values)
     outcome = realised_value(rows, values)
     taken, propensity = rows["action"].to_numpy(), rows["propensity"].to_numpy()
-    control = taken == Action.NONE.value
-    actions = [a for a in CONTACT_ACTIONS if a in model.actions]
+    control = taken == NO_ACTION
+    actions = model.actions
     fig, axes = plt.subplots(1, max(len(actions), 1), figsize=(3.2 * max(len(actions), 1), 3.2), squeeze=False)
-    for ax, action in zip(axes[0], actions):
-        j = CONTACT_ACTIONS.index(action)
+    for j, (ax, action) in enumerate(zip(axes[0], actions)):
         fractions, gains = qini_curve(predicted[:, j], outcome, taken == action, control, propensity)
         ax.plot(np.r_[0, fractions], np.r_[0, gains], label="by predicted value")
         ax.plot([0, 1], [0, gains[-1]], "--", label="random")

@@ -33,6 +33,7 @@ from training.frames import KEYS, feature_names, model_window, prepare_frames
 from training.labels import NotEnoughExamples, NotEnoughHistory, Split
 from training.uplift import (
     OUTCOMES,
+    PseudoValues,
     UpliftModel,
     clearly_better,
     decision_rows,
@@ -120,7 +121,7 @@ class UpliftGate:
 
 
 def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | None, test: pd.DataFrame,
-                            values: CustomerValues, pseudo: np.ndarray) -> UpliftGate:
+                            values: CustomerValues, pseudo: PseudoValues) -> UpliftGate:
     """Promote if sane (finite effects that vary), better than "no action changes
     anything" on the test window (uplift R2 > 0 against the doubly-robust pseudo-outcomes),
     and better than the champion there."""
@@ -173,7 +174,7 @@ def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, a
 
 
 def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient, fitted: FittedUplift,
-                      report: ModelReport, as_of: pd.Timestamp, pseudo: np.ndarray, config: TrainConfig) -> None:
+                      report: ModelReport, as_of: pd.Timestamp, pseudo: PseudoValues, config: TrainConfig) -> None:
     model, test = fitted.model, fitted.parts["test"]
     mlflow.set_experiment(experiment_id=registry.experiment(client, workspace, MODEL))
     with mlflow.start_run(run_name=f"{MODEL} as of {as_of:%Y-%m-%d}"):

@@ -24,10 +24,14 @@ inverse-propensity pseudo-outcomes of the value rule, by more than two standard 
 (`clearly_better`; one window of pseudo-outcomes is noisy, and a small difference is a
 coin toss). The test window judges the registered one (`uplift_r2`, value Qini curves).
 An action with too few logged decisions gets no model and a zero effect, so it is never
-recommended (no evidence, no action).
+recommended (no evidence, no action). The actions are whatever the logged decisions name:
+the business's own ids (`voucher_10`), learned from its campaigns; every effect matrix is
+asked for in the caller's order of ids (a catalogue's), an id the model never saw having a
+zero effect.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,7 +39,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from clm.domain import CONTACT_ACTIONS, Action, Table
+from clm.domain import NO_ACTION, Table
 from clm.workspace import Workspace
 from decisions.log import read_decisions
 from decisions.value import CustomerValues, expected_value
@@ -90,8 +94,8 @@ def decision_rows(workspace: Workspace, cutoffs: list[pd.Timestamp]) -> pd.DataF
 @dataclass
 class UpliftModel:
     """Per customer, each contact action's change of the churn and upgrade probabilities
-    within the horizon. `effects(frame)[outcome]` is (customers, len(CONTACT_ACTIONS)),
-    columns in CONTACT_ACTIONS order; an action without a model has a zero effect."""
+    within the horizon. `effects(frame, actions)[outcome]` is (customers, len(actions)),
+    columns in the order of the ids asked for; an action without a model has a zero effect."""
 
     learner: str
     features: list[str]
@@ -112,22 +116,25 @@ class UpliftModel:
 
     @property
     def actions(self) -> list[str]:
-        """The contact actions with a model for at least one outcome."""
-        return [a for a in CONTACT_ACTIONS if any(a in self.estimators[o] for o in self.outcomes)]
+        """The contact actions with a model for at least one outcome, by id."""
+        return sorted({a for o in self.outcomes for a in self.estimators.get(o, {}) if a != NO_ACTION})
 
-    def effects(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    def effects(self, frame: pd.DataFrame, actions: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Per outcome, (rows, actions) changes of its probability; actions: the ids asked
+        for (default: the model's own), an id it has no model for changing nothing."""
+        actions = self.actions if actions is None else list(actions)
         x = prepare_matrix(frame, self.features, self.categories)
         out = {}
         for outcome in OUTCOMES:
-            effect = np.zeros((len(frame), len(CONTACT_ACTIONS)))
+            effect = np.zeros((len(frame), len(actions)))
             models = self.estimators.get(outcome, {})
-            if self.learner == "t_learner" and Action.NONE.value in models:
-                control = _predict(models[Action.NONE.value], x)
-                for j, action in enumerate(CONTACT_ACTIONS):
-                    if action in models:
+            if self.learner == "t_learner" and NO_ACTION in models:
+                control = _predict(models[NO_ACTION], x)
+                for j, action in enumerate(actions):
+                    if action in models and action != NO_ACTION:
                         effect[:, j] = _predict(models[action], x) - control
             elif self.learner == "dr_learner":
-                for j, action in enumerate(CONTACT_ACTIONS):
+                for j, action in enumerate(actions):
                     if action in models:
                         effect[:, j] = np.clip(_predict(models[action], x), -1.0, 1.0)
             out[outcome] = effect
@@ -141,7 +148,7 @@ class UpliftModel:
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """MLflow's view: one column per (outcome, action), e.g. `churn:retention_offer`."""
         effects = self.effects(frame)
-        return pd.DataFrame({f"{o}:{a}": effects[o][:, j] for o in OUTCOMES for j, a in enumerate(CONTACT_ACTIONS)},
+        return pd.DataFrame({f"{o}:{a}": effects[o][:, j] for o in OUTCOMES for j, a in enumerate(self.actions)},
                             index=frame.index)
 
 
@@ -159,6 +166,11 @@ def _proba(model: lgb.LGBMClassifier, x: pd.DataFrame) -> np.ndarray:
 
 def _arm_rows(frame: pd.DataFrame, arm: str, label: str) -> pd.DataFrame:
     return frame[(frame.action == arm) & frame[label].notna()]
+
+
+def logged_actions(frame: pd.DataFrame) -> list[str]:
+    """The contact actions the logged decisions name, by id."""
+    return sorted(set(frame["action"].dropna().astype(str)) - {NO_ACTION})
 
 
 def _enough(rows: pd.DataFrame, label: str) -> bool:
@@ -194,13 +206,13 @@ def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str],
     for outcome in outcomes:
         label = OUTCOMES[outcome]
         arms: dict[str, lgb.LGBMModel] = {}
-        if _enough(_arm_rows(train, Action.NONE.value, label), label):  # no control group, no effects
-            for arm in (Action.NONE.value, *CONTACT_ACTIONS):
+        if _enough(_arm_rows(train, NO_ACTION, label), label):  # no control group, no effects
+            for arm in (NO_ACTION, *logged_actions(train)):
                 rows = _arm_rows(train, arm, label)
                 if _enough(rows, label):
                     arms[arm] = _fit_arm(rows, _arm_rows(valid, arm, label), label, features, categories)
         estimators[outcome] = arms
-    control = {o: arms[Action.NONE.value] for o, arms in estimators.items() if Action.NONE.value in arms}
+    control = {o: arms[NO_ACTION] for o, arms in estimators.items() if NO_ACTION in arms}
     return UpliftModel("t_learner", features, categories, outcomes, estimators, horizon_days, control)
 
 
@@ -217,7 +229,7 @@ def pseudo_outcomes(rows: pd.DataFrame, label: str, action: str, mu_action: np.n
     taken = rows["action"].to_numpy()
     phi = mu_action - mu_control
     phi = phi + np.where(taken == action, (y - mu_action) / e, 0.0)
-    return phi - np.where(taken == Action.NONE.value, (y - mu_control) / e, 0.0)
+    return phi - np.where(taken == NO_ACTION, (y - mu_control) / e, 0.0)
 
 
 def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
@@ -234,7 +246,7 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
         label = OUTCOMES[outcome]
         arms = cast("dict[str, lgb.LGBMClassifier]", t_model.estimators[outcome])  # a T-learner's: classifiers
         estimators[outcome] = {}
-        if Action.NONE.value not in arms:
+        if NO_ACTION not in arms:
             continue
         # Cross-fitted nuisance: each fold's rows get arm models fitted on the other folds.
         mu = {arm: np.zeros(len(train)) for arm in arms}
@@ -247,12 +259,10 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
         mu_valid = {arm: _proba(model, x_valid) for arm, model in arms.items()}
         labelled = train[label].notna().to_numpy()
         labelled_valid = valid[label].notna().to_numpy()
-        for action in CONTACT_ACTIONS:
-            if action not in arms:
-                continue
-            phi = pseudo_outcomes(train[labelled], label, action, mu[action][labelled], mu[Action.NONE.value][labelled])
+        for action in sorted(set(arms) - {NO_ACTION}):
+            phi = pseudo_outcomes(train[labelled], label, action, mu[action][labelled], mu[NO_ACTION][labelled])
             phi_valid = pseudo_outcomes(valid[labelled_valid], label, action, mu_valid[action][labelled_valid],
-                                        mu_valid[Action.NONE.value][labelled_valid])
+                                        mu_valid[NO_ACTION][labelled_valid])
             effect_model = lgb.LGBMRegressor(n_estimators=EFFECT_MAX_TREES, **EFFECT_PARAMS)
             effect_model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
                              callbacks=[lgb.early_stopping(30, verbose=False)])
@@ -297,8 +307,10 @@ def realised_value(rows: pd.DataFrame, values: CustomerValues) -> np.ndarray:
 
 
 def predicted_gross_value(effects: dict[str, np.ndarray], values: CustomerValues) -> np.ndarray:
-    """(rows, CONTACT_ACTIONS): the value rule's retention and upgrade parts, before costs."""
-    zero = np.zeros((values.keep_value.size, len(CONTACT_ACTIONS)))
+    """(rows, actions) of the effects given: the value rule's retention and upgrade parts,
+    before costs."""
+    shape = next(iter(effects.values())).shape
+    zero = np.zeros(shape)
     parts = expected_value(effects.get("churn", zero), effects.get("upgrade", zero), values, zero)
     return parts.retention + parts.upgrade
 
@@ -309,54 +321,64 @@ def value_qini(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -
     predicted = predicted_gross_value(model.effects(rows), values)
     outcome = realised_value(rows, values)
     taken = rows["action"].to_numpy()
-    control = taken == Action.NONE.value
+    control = taken == NO_ACTION
     propensity = rows["propensity"].to_numpy()
     out = {}
-    for j, action in enumerate(CONTACT_ACTIONS):
-        if action in model.actions:
-            treated = taken == action
-            fractions, gains = qini_curve(predicted[:, j], outcome, treated, control, propensity)
-            out[action] = qini_area(fractions, gains, int((treated | control).sum()))
+    for j, action in enumerate(model.actions):
+        treated = taken == action
+        fractions, gains = qini_curve(predicted[:, j], outcome, treated, control, propensity)
+        out[action] = qini_area(fractions, gains, int((treated | control).sum()))
     out["total"] = float(sum(out.values()))
     return out
 
 
-def pseudo_effects(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per outcome, (rows, CONTACT_ACTIONS) inverse-propensity pseudo-outcomes of each
+@dataclass(frozen=True)
+class PseudoValues:
+    """Per logged row and action, the pseudo-outcome of the action's gross value
+    (`pseudo_values`), columns in `actions` order (NaN where unknown)."""
+
+    matrix: np.ndarray
+    actions: list[str]
+
+
+def pseudo_effects(rows: pd.DataFrame, actions: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per outcome, (rows, actions) inverse-propensity pseudo-outcomes of each
     action's effect, 1[a] Y / e - 1[none] Y / e (the doubly-robust ones with no outcome
     model): unbiased for the effect given x, and free of every model, so that no learner is
     judged by its own nuisance. NaN where the action or the control was never logged, or
     the row has no label."""
     phi = {}
     for outcome, label in OUTCOMES.items():
-        out = np.full((len(rows), len(CONTACT_ACTIONS)), np.nan)
-        if label in rows and (rows["action"] == Action.NONE.value).any():
+        out = np.full((len(rows), len(actions)), np.nan)
+        if label in rows and (rows["action"] == NO_ACTION).any():
             labelled = rows[label].notna().to_numpy()
             zero = np.zeros(int(labelled.sum()))
-            for j, action in enumerate(CONTACT_ACTIONS):
+            for j, action in enumerate(actions):
                 if (rows["action"] == action).any():
                     out[labelled, j] = pseudo_outcomes(rows[labelled], label, action, zero, zero)
         phi[outcome] = out
     return phi
 
 
-def pseudo_values(rows: pd.DataFrame, values: CustomerValues) -> np.ndarray:
-    """(rows, CONTACT_ACTIONS): the pseudo-outcomes of each action's gross value (the value
-    rule on the churn and upgrade pseudo-outcomes); NaN where the churn one is missing."""
-    phi = pseudo_effects(rows)
+def pseudo_values(rows: pd.DataFrame, values: CustomerValues, actions: Sequence[str] | None = None) -> PseudoValues:
+    """The pseudo-outcomes of each action's gross value (the value rule on the churn and
+    upgrade pseudo-outcomes), for the actions given (default: every action logged in rows);
+    NaN where the churn one is missing."""
+    actions = logged_actions(rows) if actions is None else list(actions)
+    phi = pseudo_effects(rows, actions)
     phi["upgrade"] = np.nan_to_num(phi["upgrade"], nan=0.0)
-    return predicted_gross_value(phi, values)
+    return PseudoValues(predicted_gross_value(phi, values), actions)
 
 
-def squared_errors(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: np.ndarray) -> np.ndarray:
+def squared_errors(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: PseudoValues) -> np.ndarray:
     """Per row, the squared error of the predicted gross values against the pseudo-outcomes,
     summed over the actions the pseudo-outcomes cover."""
-    predicted = predicted_gross_value(model.effects(rows), values)
-    return np.nansum((pseudo - predicted) ** 2, axis=1)
+    predicted = predicted_gross_value(model.effects(rows, pseudo.actions), values)
+    return np.nansum((pseudo.matrix - predicted) ** 2, axis=1)
 
 
 def clearly_better(challenger: UpliftModel, default: UpliftModel, rows: pd.DataFrame, values: CustomerValues,
-                   pseudo: np.ndarray, z: float = 1.96) -> bool:
+                   pseudo: PseudoValues, z: float = 1.96) -> bool:
     """Whether the challenger's squared error is below the default's with confidence (the
     paired per-row difference's mean above z standard errors): on one window of noisy
     pseudo-outcomes, a small difference is a coin toss."""
@@ -366,15 +388,15 @@ def clearly_better(challenger: UpliftModel, default: UpliftModel, rows: pd.DataF
     return bool(diff.mean() > z * diff.std(ddof=1) / np.sqrt(diff.size))
 
 
-def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: np.ndarray) -> float:
+def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: PseudoValues) -> float:
     """1 - (squared error of the predicted gross values against the pseudo-outcomes) /
     (that of predicting no effect), over the actions the pseudo-outcomes cover: above 0,
     the model tells more than "no action changes anything". The transformed-outcome loss
     of uplift model selection (Athey and Imbens), steadier than a Qini area on one window."""
-    predicted = predicted_gross_value(model.effects(rows), values)
-    known = ~np.isnan(pseudo)
-    zero = float(np.sum(pseudo[known] ** 2))
-    return 1.0 - float(np.sum((pseudo[known] - predicted[known]) ** 2)) / zero if zero > 0 else float("nan")
+    predicted = predicted_gross_value(model.effects(rows, pseudo.actions), values)
+    known = ~np.isnan(pseudo.matrix)
+    zero = float(np.sum(pseudo.matrix[known] ** 2))
+    return 1.0 - float(np.sum((pseudo.matrix[known] - predicted[known]) ** 2)) / zero if zero > 0 else float("nan")
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -394,19 +416,18 @@ def truth_quality(model: UpliftModel, population: pd.DataFrame, truth: pd.DataFr
     of the oracle's sum (the actions that matter weigh most).
 
     truth: (customer_id, action, effect_churn_90d, effect_upgrade_90d)."""
-    effects = model.effects(population)
-    predicted = predicted_gross_value(effects, values)
     ids = population["customer_id"]
     true_churn = truth.pivot(index="customer_id", columns="action", values="effect_churn_90d").reindex(ids)
     true_up = truth.pivot(index="customer_id", columns="action", values="effect_upgrade_90d").reindex(ids)
-    true_value = predicted_gross_value({"churn": true_churn[list(CONTACT_ACTIONS)].to_numpy(),
-                                        "upgrade": true_up[list(CONTACT_ACTIONS)].to_numpy()}, values)
+    actions = [a for a in model.actions if a in true_churn.columns]  # the truth knows the simulator's actions
+    effects = model.effects(population, actions)
+    predicted = predicted_gross_value(effects, values)
+    true_value = predicted_gross_value({"churn": true_churn[actions].to_numpy(),
+                                        "upgrade": true_up[actions].to_numpy()}, values)
     known = ~np.isnan(true_value).any(axis=1)
     figures: dict[str, float] = {}
     pooled = {0.1: [0.0, 0.0], 0.3: [0.0, 0.0]}
-    for j, action in enumerate(CONTACT_ACTIONS):
-        if action not in model.actions:
-            continue
+    for j, action in enumerate(actions):
         p, t = predicted[known, j], true_value[known, j]
         figures[f"{action}_spearman_churn"] = _spearman(effects["churn"][known, j], true_churn[action].to_numpy()[known])
         figures[f"{action}_spearman_value"] = _spearman(p, t)

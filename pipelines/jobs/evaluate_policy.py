@@ -61,7 +61,7 @@ def evaluate_policy(workspace: Workspace, settings: PolicySettings, reporter: Re
     results, inputs, budget, report = None, None, None, {}
     if workspace.table_path(Table.GROUND_TRUTH_EFFECTS).exists():
         with reporter.working(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
-            inputs = load_inputs(workspace, when, settings.tracking_uri)
+            inputs = load_inputs(workspace, when, settings.catalogue, settings.tracking_uri)
             budget = default_budget(len(inputs.base.customers)) if settings.budget is None else settings.budget
             results = evaluate(settings.catalogue, inputs, budget)
         report = report_json(results, inputs, budget)

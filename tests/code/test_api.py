@@ -128,8 +128,8 @@ def test_the_context_multiplies_the_catalogues_weights(api, online):
     """An intent weighs each action by its target and the channel the customer is on, as
     the catalogue says: the ratio of scores with and without the context, by hand."""
     catalogue = load_catalogue()
-    target = {e.id.value: e.target for e in catalogue.contact_actions}
-    channel = {e.id.value: e.channel for e in catalogue.contact_actions}
+    target = {e.id: e.target for e in catalogue.contact_actions}
+    channel = {e.id: e.channel for e in catalogue.contact_actions}
     weights = catalogue.context.intent["cancelling"]
     compared = 0
     for customer in live_ids(online, 40):

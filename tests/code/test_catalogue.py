@@ -14,7 +14,7 @@ from simulator.params import SimulationParams
 
 def test_the_default_catalogue_and_the_simulator_do_not_drift():
     catalogue = load_catalogue()
-    assert [a.id.value for a in catalogue.actions] == list(ALL_ACTIONS)  # one list of ids, same order
+    assert [a.id for a in catalogue.actions] == list(ALL_ACTIONS)  # one list of ids, same order
     for action, spec in ACTION_CATALOGUE.items():  # what the simulator's logged policy sends
         entry = catalogue.entry(action)
         assert (entry.channel, entry.description) == (spec.channel, spec.description)
@@ -43,7 +43,7 @@ def edited(tmp_path: Path, change) -> Path:
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["actions"][2].update(unit_cost=-5), "actions[2] (success_call).unit_cost: Input should be greater"),
     (lambda r: r["actions"][1].update(channel="fax"), "actions[1] (retention_offer).channel: Input should be 'email'"),
-    (lambda r: r["actions"][1].update(id="bribe"), "actions[1] (bribe).id: Input should be 'none'"),
+    (lambda r: r["actions"][1].update(id="10% off"), "actions[1] (10% off).id: String should match pattern"),
     (lambda r: r["actions"][4]["eligibility"].update(stages=["happy"]), "actions[4] (upgrade_offer).eligibility.stages[0]"),
     (lambda r: r["actions"][3]["eligibility"].update(tenure_days={"min": 90, "max": 10}),
      "actions[3] (onboarding_nudge).eligibility.tenure_days: Value error, min 90.0 is above max 10.0"),
@@ -74,3 +74,13 @@ def test_not_yaml_or_missing_is_a_clear_error(tmp_path):
     listing.write_text("- id: none\n")
     with pytest.raises(ClmError, match="must be a mapping"):
         load_catalogue(listing)
+
+
+def test_a_business_names_its_own_actions(tmp_path):
+    def own(raw: dict) -> None:
+        raw["actions"][1].update(id="voucher_10", description="10% off the next order")
+        raw["actions"][2].update(id="spring-email")
+    catalogue = load_catalogue(edited(tmp_path, own))
+    assert catalogue.contact_ids[:2] == ["voucher_10", "spring-email"]
+    assert catalogue.entry("voucher_10").description == "10% off the next order"
+    assert "none" not in catalogue.contact_ids

@@ -189,23 +189,41 @@ def test_consents_follow_the_latest_change_before_the_moment(tmp_path):
     assert march.consent_phone.to_dict() == {"a": False, "b": True}
 
 
-def test_the_main_job_on_some_tables_of_a_crm_never_simulates(tmp_path):
+# The business's own names for the simulator's six actions: nothing downstream may know those.
+OWN_NAMES = {"retention_offer": "voucher_20", "success_call": "csm-call", "onboarding_nudge": "tour",
+             "upgrade_offer": "pro_trial", "referral_invite": "refer_a_friend", "win_back": "come_back"}
+
+
+def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulates(tmp_path):
+    from decisions.catalogue import DEFAULT_CATALOGUE
+    from training import registry
+
     sim = simulate(tmp_path / "sim", 400, 5, "2024-01-01", "2025-06-30")
     mapping = export_crm(sim, tmp_path / "export")
     spec = yaml.safe_load(mapping.read_text())
     spec["tables"] = {k: v for k, v in spec["tables"].items() if k in ("customers", "subscriptions", "campaigns")}
+    spec["tables"]["campaigns"]["values"] = {"action": OWN_NAMES}
     mapping.write_text(yaml.safe_dump(spec))
+    catalogue = yaml.safe_load(DEFAULT_CATALOGUE.read_text())
+    for entry in catalogue["actions"]:
+        entry["id"] = OWN_NAMES.get(entry["id"], entry["id"])
+    ours = tmp_path / "our_actions.yaml"
+    ours.write_text(yaml.safe_dump(catalogue))
     ws = tmp_path / "crm"
     assert invoke("ingest", "--mapping", str(mapping), "-w", str(ws)).exit_code == 0
+    assert set(Workspace(ws).read_table(Table.ACTIONS).action) <= {"none", *OWN_NAMES.values()}
     raw = tree_digest(ws / "raw")
 
-    result = invoke("run", "-w", str(ws))
+    result = invoke("run", "--catalogue", str(ours), "-w", str(ws))
     assert result.exit_code == 0, result.output
     assert "Ingested data (no simulation)" in result.output and "Simulat" not in result.output.replace(
         "Ingested data (no simulation)", "")
     assert tree_digest(ws / "raw") == raw  # not a file of its data changed, none added (no ground truth)
     scores = pd.read_parquet(next((ws / "scores").glob("*.parquet")))
     assert len(scores) and scores.churn_probability.notna().any()
+    uplift = registry.load_version(registry.connect(Workspace(ws)), "uplift", 1)
+    assert uplift.actions and set(uplift.actions) <= set(OWN_NAMES.values())  # learned under the business's names
+    assert set(scores.action.dropna()) <= {"none", *OWN_NAMES.values()}
 
 
 def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clm.domain import CONTACT_ACTIONS
 from decisions.catalogue import load_catalogue
 from decisions.value import next_plan_price
 from serving.decide import Context, decide, value_finder
@@ -18,7 +17,7 @@ NOW = pd.Timestamp("2025-06-01", tz="UTC")
 PLANS = np.array([29.0, 79.0, 199.0])
 NO_HISTORY = pd.DataFrame({"customer_id": pd.Series(dtype=str), "action": pd.Series(dtype=str),
                            "event_time": pd.Series(dtype="datetime64[ns, UTC]")})
-COL = {a: j for j, a in enumerate(CONTACT_ACTIONS)}
+COL = {a: j for j, a in enumerate(load_catalogue().contact_ids)}  # the funnel's column order
 
 
 def customers(n: int, **columns) -> pd.DataFrame:
@@ -34,7 +33,7 @@ def customers(n: int, **columns) -> pd.DataFrame:
 
 def effects(n: int, **by_action) -> tuple[np.ndarray, np.ndarray]:
     """(churn change, upgrade change): zero but for by_action = {action: (churn, upgrade)}."""
-    churn, upgrade = np.zeros((n, len(CONTACT_ACTIONS))), np.zeros((n, len(CONTACT_ACTIONS)))
+    churn, upgrade = np.zeros((n, len(COL))), np.zeros((n, len(COL)))
     for action, (c, u) in by_action.items():
         churn[:, COL[action]], upgrade[:, COL[action]] = c, u
     return churn, upgrade
