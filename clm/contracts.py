@@ -292,6 +292,7 @@ class ValidationReport:
     workspace: Path
     violations: list[Violation] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
+    advice: str = "Fix the source data (or re-run `clm ingest` / `clm simulate`), then `clm validate` again."
 
     @property
     def ok(self) -> bool:
@@ -300,9 +301,7 @@ class ValidationReport:
     def text(self) -> str:
         lines = [f"Raw data in {self.workspace} breaks its contract ({len(self.violations)} problem(s)):"]
         lines += [f"  - {v.describe()}" for v in self.violations]
-        lines.append(
-            "Fix the source data (or re-run `clm ingest` / `clm simulate`), then `clm validate` again."
-        )
+        lines.append(self.advice)
         return "\n".join(lines)
 
     def raise_if_invalid(self) -> None:

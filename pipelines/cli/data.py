@@ -213,6 +213,14 @@ def ingest(
     if mapping is not None:
         if table is not None or file is not None:
             raise ClmError("Give either --mapping or a table and its file, not both.")
+        one_file = {"--customer-col": customer_col, "--date-col": date_col, "--amount-col": amount_col, "--col": col,
+                    "--map": map_values, "--attributes": attributes, "--control-value": control_value,
+                    "--randomised": randomised or None}
+        given_too = [option for option, value in one_file.items() if value]
+        if given_too:
+            raise ClmError(f"{', '.join(given_too)} describe one table's file; with --mapping, say it in the mapping "
+                           "file (its `columns`, `values`, `attributes`, `control_value`, `randomised`). Read options "
+                           "(--sep, --date-format, ...) may be given here for every file.")
         given = Reading(date_format=date_format, sep=sep, decimal=None if decimal == "." else decimal,
                         encoding=None if encoding == "utf-8-sig" else encoding, skip_bad_rows=skip_bad_rows or None,
                         drop_duplicates=drop_duplicates or None,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pandas as pd
 import pyarrow.parquet as pq
 
-from clm.contracts import record_valid, validate_raw_dir
+from clm.contracts import CONTRACTS, record_valid, validate_raw_dir
 from clm.domain import Table
 from clm.errors import ClmError
 from clm.workspace import RawManifest, Workspace, write_manifest
@@ -78,7 +78,8 @@ def check_before_reading(sources: list[ExportSource], workspace: Workspace, repl
 def _times(workspace: Workspace, table: str) -> pd.DataFrame:
     """A kept table's customers and times: what the period and inferred customers need."""
     names = pq.read_schema(workspace.table_path(table)).names
-    return workspace.read_table(table, columns=[c for c in ("customer_id", "event_time", "signup_time") if c in names])
+    wanted = ("customer_id", *CONTRACTS[Table(table)].time_columns)
+    return workspace.read_table(table, columns=[c for c in wanted if c in names])
 
 
 def inferred_customers(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -102,14 +103,14 @@ def inferred_customers(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _bounds(tables: dict[str, pd.DataFrame]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The observed period: from the day of the first event to the day after the last (the
-    customers' signups when there are no events); a signup may lie before it."""
-    times = [frame[c] for name, frame in tables.items() if name != Table.CUSTOMERS.value
-             for c in ("event_time",) if len(frame)]
-    if not times:
-        times = [tables[Table.CUSTOMERS.value]["signup_time"]]
-    every = pd.concat(times, ignore_index=True)
-    return every.min().normalize(), every.max().normalize() + pd.Timedelta(days=1)
+    """The observed period: from the day of the first event (the first signup when there
+    are no events; a signup may lie before the events) to the day after the last moment any
+    table records (a signup, an event, a ticket's resolution)."""
+    events = [frame["event_time"] for frame in tables.values() if "event_time" in frame and len(frame)]
+    first = pd.concat(events or [tables[Table.CUSTOMERS.value]["signup_time"]], ignore_index=True).min()
+    every = [frame[c].dropna() for name, frame in tables.items() for c in CONTRACTS[Table(name)].time_columns
+             if c in frame and len(frame)]
+    return first.normalize(), pd.concat(every, ignore_index=True).max().normalize() + pd.Timedelta(days=1)
 
 
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
@@ -155,6 +156,10 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
         write_manifest(staging, manifest)
         report = validate_raw_dir(staging, manifest)
         report.workspace = workspace.root  # what the user knows, not the staging folder's name
+        report.advice = ("Nothing was written. Fix the export files ("
+                         + ", ".join(f"{s.table}: {s.path}" for s in sources)
+                         + ") or bring the missing table, then ingest again (--skip-bad-rows leaves out rows a "
+                         "file cannot read, not rows that disagree with another table).")
         report.raise_if_invalid()
         record_valid(staging)
     return [summary for _, summary in built.values()]

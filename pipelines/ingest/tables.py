@@ -301,7 +301,8 @@ def _parse_field(f: FieldSpec, raw: pd.Series, src: ExportSource, out: _Parsed, 
         out.values[f.name] = chosen.where(~empty)
     elif f.kind == "flag":
         flags = _flags(text.astype("string"))
-        out.problems[f"not a yes/no value {where} (yes, no, true, false, 1, 0)"] = raw[flags.isna() & ~empty]
+        out.problems[f"not a yes/no value {where} (yes, no, true, false, 1, 0; map the file's own words with --map "
+                     f"{f.name}:WORD=yes)"] = raw[flags.isna() & ~empty]
         out.values[f.name] = flags
     else:
         out.values[f.name] = text.astype("string").where(~empty)
@@ -315,6 +316,12 @@ def build_table(src: ExportSource) -> tuple[pd.DataFrame, IngestSummary]:
     raw, sep, header = read_export(src.path, options)
     raw.columns = [str(c) for c in raw.columns]
     columns = _columns_read(src, list(raw.columns))
+    taken = sorted({a for a in src.attributes if a in columns.values() or a in {f.name for f in spec.fields}})
+    if taken:
+        raise ClmError(f"{src.path} ({src.table}): attribute(s) {', '.join(map(repr, taken))} are already read as "
+                       f"fields of {src.table} ({', '.join(f'{f} <- {c!r}' for f, c in columns.items())}) or share a "
+                       "field's name: attributes are the business's further columns (rename the column in the file "
+                       "if it must be both).")
     refuse_repeated_columns(src.path, header, [*columns.values(), *src.attributes])
     if raw.empty:
         raise ClmError(f"{src.path} has a header and no rows: nothing to ingest.")
@@ -488,10 +495,12 @@ def _campaigns(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.D
     })
     out["is_control"] = out["action"] == NO_ACTION
     if not out["is_control"].any():
+        seen = ", ".join(repr(v) for v in out["action"].value_counts().index[:8])
         raise ClmError(f"{src.path} (campaigns): no control group: no row is the control value"
                        + (f" {src.control_value!r}" if src.control_value is not None else "")
-                       + ". Without customers held out, what an action changes cannot be learned; name the control "
-                       "group's value with --control-value (e.g. --control-value No).")
+                       + f" (the action column holds {seen}). Without customers held out, what an action changes "
+                       "cannot be learned; name the control group's value with --control-value (e.g. --control-value "
+                       "No; it is matched exactly).")
     out["propensity"] = _propensities(out, frame, src, notes)
     out = _sorted(out)
     out.insert(0, "decision_id", np.arange(len(out), dtype=np.int64))
@@ -502,10 +511,15 @@ def _campaigns(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.D
 def _propensities(out: pd.DataFrame, frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> np.ndarray:
     """Each row's probability of its arm: the file's, or a randomised campaign's arm share."""
     if "propensity" in frame:
+        column = src.columns.get("propensity", "propensity")
+        if src.randomised:
+            raise ClmError(f"{src.path} (campaigns): the file gives each row's propensity (column {column!r}) and "
+                           "--randomised says to take each arm's share of its campaign instead: choose one (leave out "
+                           "--randomised to use the column).")
         given = frame["propensity"].astype(float).to_numpy()
         if np.isnan(given).any() or (given <= 0).any():
             raise ClmError(f"{src.path} (campaigns): {int(np.sum(~(given > 0)))} row(s) have no propensity above 0 "
-                           "in the propensity column: a row its campaign could not have chosen teaches nothing. Fill "
+                           f"in column {column!r}: a row its campaign could not have chosen teaches nothing. Fill "
                            "them in, or leave the column out and pass --randomised for a randomised test.")
         return given
     if not src.randomised:

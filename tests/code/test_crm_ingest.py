@@ -246,3 +246,31 @@ def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
     field = write(tmp_path / "f.yaml", "tables:\n  nps: {file: n.csv, columns: {stars: s}}\n")
     result = invoke("ingest", "--mapping", str(field), "-w", str(tmp_path / "w"))
     assert result.exit_code == 2 and result.mentions("Table 'nps' has no field 'stars'")
+
+
+def test_what_a_first_user_got_wrong_is_refused_or_taken_right(tmp_path):
+    people = write(tmp_path / "c.csv", "Id,Created,region,Country,signup_time\nC1,2023-01-05,north,DE,x\n")
+    for attributes in ("signup_time", "region", "Id"):  # a field's name, or a column read as a field
+        with pytest.raises(ClmError, match=f"attribute\\(s\\) '{attributes}' are already read as fields"):
+            ingest_tables([ExportSource("customers", people, {"customer_id": "Id", "signup_time": "Created",
+                                                              "region": "Country"}, attributes=(attributes,))],
+                          Workspace(tmp_path / "a"))
+    log = write(tmp_path / "p.csv", "Id,Sent,Offer,propensity\nC1,2023-03-01,voucher_10,0.9\nC2,2023-03-01,Holdout,0.9\n")
+    with pytest.raises(ClmError, match="propensity \\(column 'propensity'\\) and --randomised .* choose one"):
+        ingest_tables([ExportSource("campaigns", log, {"customer_id": "Id", "event_time": "Sent", "action": "Offer"},
+                                    control_value="Holdout", randomised=True)], Workspace(tmp_path / "b"))
+    mapping = write(tmp_path / "m.yaml", f"tables:\n  campaigns: {{file: {log}}}\n")
+    refused = invoke("ingest", "--mapping", str(mapping), "--randomised", "-w", str(tmp_path / "c"))
+    assert refused.exit_code == 2 and refused.mentions("--randomised describe one table's file; with --mapping")
+
+    # A customer who signed up after the last purchase, a ticket resolved after the last one opened: the
+    # data's end is the last moment any table records.
+    ws = Workspace(tmp_path / "d")
+    signups = write(tmp_path / "s.csv", "Id,Created\nC1,2023-01-05\nC2,2023-03-15\n")
+    sales = write(tmp_path / "t.csv", "Id,At,Total\nC1,2023-03-01,5\n")
+    tickets = write(tmp_path / "k.csv", "Id,Opened,Solved\nC1,2023-02-01,2023-03-20\n")
+    ingest_tables([ExportSource("customers", signups, {"customer_id": "Id", "signup_time": "Created"}),
+                   source("transactions", sales, customer_id="Id", event_time="At", amount="Total"),
+                   source("tickets", tickets, customer_id="Id", event_time="Opened", resolved_time="Solved")], ws)
+    manifest = ws.read_manifest()
+    assert (manifest.start, manifest.end) == (pd.Timestamp("2023-02-01", tz="UTC"), pd.Timestamp("2023-03-21", tz="UTC"))
