@@ -29,10 +29,10 @@ from clm.dates import parse_day
 from clm.errors import ClmError
 from clm.files import write_text_atomically
 from clm.layout import remove_clm_files
-from clm.rawdb import connect_raw, raw_tables
+from clm.rawdb import connect_raw
 from clm.workspace import RawManifest, Workspace
-from features.groups import GROUPS, FeatureGroup, arrow_schema, available_groups
-from features.snapshots import damaged_snapshots, features_dir, group_dir, snapshot_path
+from features.groups import GROUPS, FeatureGroup, arrow_schema
+from features.snapshots import damaged_snapshots, features_dir, group_dir, snapshot_path, workspace_groups
 from features.spark import build_on_spark
 
 FREQUENCIES = ("monthly", "weekly")
@@ -70,7 +70,7 @@ def as_of_or_end(text: str | None, manifest: RawManifest) -> pd.Timestamp:
 def inputs_fingerprint(workspace: Workspace) -> str:
     """Changes when the raw data or any feature definition changes."""
     h = hashlib.sha256(workspace.manifest_path.read_bytes())
-    h.update(repr([(g.name, g.sql, g.features) for g in GROUPS]).encode())
+    h.update(repr([(g.name, g.sql, g.features) for g in [*GROUPS, *workspace_groups(workspace)]]).encode())
     for path in sorted(workspace.raw_dir.glob("*.parquet")):
         stat = path.stat()
         h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -127,7 +127,7 @@ def build_features(
     features_dir(workspace).mkdir(parents=True, exist_ok=True)
     write_text_atomically(state_path, json.dumps({"raw": fingerprint}))
 
-    groups = available_groups(raw_tables(workspace))
+    groups = workspace_groups(workspace)
     damaged = damaged_snapshots(workspace)
     for path in damaged:  # e.g. truncated by a full disk: made again (Feast's source reads every file)
         shutil.rmtree(path) if path.is_dir() else path.unlink()

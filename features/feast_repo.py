@@ -56,12 +56,13 @@ def feature_view(group: FeatureGroup, source: FileSource) -> FeatureView:
 
 # ------------------------------------------------------------------ services
 # Each model's feature list lives here and only here: the groups it reads.
+# `attributes`: the business's own columns of its customers table, when it brought any.
 MODEL_GROUPS: dict[str, tuple[str, ...]] = {
-    "churn": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
-    "upsell": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
-    "stage": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
-    "clv": ("profile", "rfm", "engagement", "support", "billing"),
-    "uplift": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy"),
+    "churn": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy", "attributes"),
+    "upsell": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy", "attributes"),
+    "stage": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy", "attributes"),
+    "clv": ("profile", "rfm", "engagement", "support", "billing", "attributes"),
+    "uplift": ("profile", "rfm", "engagement", "support", "billing", "voice", "marketing", "advocacy", "attributes"),
 }
 
 

@@ -510,9 +510,35 @@ FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as
 GROUPS: tuple[FeatureGroup, ...] = (PROFILE, RFM, ENGAGEMENT, SUPPORT, BILLING, VOICE, MARKETING, ADVOCACY)
 
 
-def available_groups(tables: set[Table]) -> list[FeatureGroup]:
-    """The groups a workspace holding `tables` can build (profile needs only customers)."""
-    return [g for g in GROUPS if set(g.requires) <= tables]
+# The business's own columns of the customers table (`clm ingest customers --attributes`):
+# a group of their own, as they are (static: the customers table says what holds now).
+ATTRIBUTES = "attributes"
+ATTRIBUTE_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"  # a column name SQL, Feast and MLflow take as it is
+STATIC_FEATURES = frozenset(f.name for g in GROUPS for f in g.features)
+
+
+def attributes_group(attributes: dict[str, str]) -> FeatureGroup:
+    """The group of the business's own attributes (name -> FLOAT or STRING)."""
+    columns = ", ".join(f'c."{name}" AS "{name}"' for name in attributes)
+    return FeatureGroup(
+        name=ATTRIBUTES,
+        description="The business's own attributes of the customer, as its customers table gives them.",
+        requires=(Table.CUSTOMERS,),
+        features=tuple(Feature(name, kind, f"The business's attribute {name} (as of the customers table; static).")
+                       for name, kind in attributes.items()),
+        sql=f"""
+WITH {SPINE}
+SELECT s.customer_id, s.as_of AS event_timestamp, {columns}
+FROM spine s JOIN customers c ON c.customer_id = s.customer_id
+""",
+    )
+
+
+def available_groups(tables: set[Table], attributes: dict[str, str] | None = None) -> list[FeatureGroup]:
+    """The groups a workspace holding `tables` can build (profile needs only customers), and
+    the business's attributes (name -> kind) as a group of their own when there are any."""
+    groups = [g for g in GROUPS if set(g.requires) <= tables]
+    return groups + [attributes_group(attributes)] if attributes and Table.CUSTOMERS in tables else groups
 
 
 def arrow_schema(group: FeatureGroup, timestamp_type: pa.DataType) -> pa.Schema:

@@ -12,15 +12,33 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clm.contracts import CONTRACTS
+from clm.domain import Table
 from clm.errors import ClmError
 from clm.rawdb import raw_tables
 from clm.workspace import Workspace
-from features.groups import FeatureGroup, available_groups
+from features.groups import FLOAT, STRING, FeatureGroup, available_groups
 
 # Every snapshot file of a group, whether a date's snapshot is one file (DuckDB) or a folder
 # of part files (Spark): what the Feast source of the group reads.
 SNAPSHOT_GLOB = "**/*.parquet"
 SNAPSHOT_NAME = "????-??-??.parquet"  # a date's snapshot in a group's folder (a file, or Spark's folder)
+
+
+def business_attributes(workspace: Workspace) -> dict[str, str]:
+    """The customers table's columns beyond its contract's (the business's own attributes,
+    `clm ingest customers --attributes`), name -> FLOAT (numbers) or STRING."""
+    path = workspace.table_path(Table.CUSTOMERS)
+    if not path.exists():
+        return {}
+    contract = set(CONTRACTS[Table.CUSTOMERS].schema.columns)
+    return {f.name: FLOAT if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) else STRING
+            for f in pq.read_schema(path) if f.name not in contract}
+
+
+def workspace_groups(workspace: Workspace) -> list[FeatureGroup]:
+    """The feature groups this workspace's raw tables (and attributes) give."""
+    return available_groups(raw_tables(workspace), business_attributes(workspace))
 
 
 def features_dir(workspace: Workspace) -> Path:
@@ -89,7 +107,7 @@ def read_snapshot(workspace: Workspace, group: str, as_of: pd.Timestamp) -> pd.D
 
 def snapshot_files(workspace: Workspace, as_of: pd.Timestamp) -> list[Path]:
     """Each group's snapshot file at as_of (built first by `build_features`)."""
-    groups = available_groups(raw_tables(workspace))
+    groups = workspace_groups(workspace)
     missing = [g.name for g in groups if not snapshot_path(workspace, g, as_of).exists()]
     if missing:
         raise ClmError(f"No {', '.join(missing)} snapshot at {as_of:%Y-%m-%d} in {workspace.root}: "

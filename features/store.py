@@ -24,7 +24,6 @@ from redis.retry import Retry
 
 from clm.errors import ClmError
 from clm.files import read_yaml_mapping, sqlite_damage, write_text_atomically
-from clm.rawdb import raw_tables
 from clm.workspace import Workspace
 from features.feast_repo import (
     SNAPSHOT_TTL,
@@ -33,7 +32,6 @@ from features.feast_repo import (
     feature_view,
     snapshot_source,
 )
-from features.groups import available_groups
 from features.online_store import (
     ClmRedisOnlineStore,
     ClmSqliteOnlineStore,
@@ -46,6 +44,7 @@ from features.snapshots import (
     group_dir,
     snapshot_batches,
     snapshot_path,
+    workspace_groups,
 )
 
 if TYPE_CHECKING:
@@ -207,7 +206,7 @@ def open_store(workspace: Workspace) -> FeatureStore:
 
 def definitions(workspace: Workspace) -> list[FeastObject]:
     """Entity, sources, views and services for the groups this workspace has."""
-    expected = available_groups(raw_tables(workspace))
+    expected = workspace_groups(workspace)
     groups = [g for g in expected if any(group_dir(workspace, g).glob("*.parquet"))]
     if not groups:
         raise ClmError(f"No feature snapshots in {workspace.root}: run `clm features build` first.")

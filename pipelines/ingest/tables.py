@@ -15,6 +15,7 @@ randomised test (`--randomised`), each arm's share of its campaign.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,7 @@ from clm.domain import (
     Table,
 )
 from clm.errors import ClmError
+from features.groups import ATTRIBUTE_NAME, STATIC_FEATURES
 from pipelines.ingest.reading import (
     ReadOptions,
     bad_row_report,
@@ -213,6 +215,14 @@ def _check_source(src: ExportSource) -> None:
                                f"{', '.join(f.values)}.")
     if src.table != "customers" and src.attributes:
         raise ClmError(f"Attributes belong to the customers table, not to {src.table}.")
+    odd = [a for a in src.attributes if not re.fullmatch(ATTRIBUTE_NAME, a)]
+    if odd:
+        raise ClmError(f"Attribute column(s) {', '.join(map(repr, odd))} cannot name a feature: use letters, digits "
+                       "and '_' (not first a digit), at most 63; rename the column in the file.")
+    clash = sorted(set(src.attributes) & STATIC_FEATURES)
+    if clash:
+        raise ClmError(f"Attribute column(s) {', '.join(map(repr, clash))} share the name of a feature clm computes "
+                       "itself; rename the column in the file (e.g. to 'crm_" + clash[0] + "').")
     if src.table != "campaigns" and (src.control_value is not None or src.randomised):
         raise ClmError(f"--control-value and --randomised belong to campaigns, not to {src.table}.")
 
@@ -401,8 +411,19 @@ def _customers(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.D
     if "consent_email" not in frame and "consent_phone" not in frame:
         notes.append("no consent columns: nobody may be e-mailed or called unless a consents table says so")
     for a in src.attributes:
-        out[a] = frame[a]
+        out[a] = _attribute(frame[a], src.options.decimal)
     return _sorted(out, "signup_time")
+
+
+def _attribute(values: pd.Series, decimal: str) -> pd.Series:
+    """An attribute as numbers where every value given reads as one, else as text (a
+    category); empty values are missing either way."""
+    text = values.astype("string").str.strip()
+    empty = text.isna() | (text == "")
+    numbers = parse_numbers(values, decimal)
+    if bool((numbers.notna() | empty).all()):
+        return numbers.where(~empty.to_numpy())
+    return text.astype(object).where(~empty, None)
 
 
 def _subscriptions(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.DataFrame:

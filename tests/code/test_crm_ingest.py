@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -203,6 +204,13 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     spec = yaml.safe_load(mapping.read_text())
     spec["tables"] = {k: v for k, v in spec["tables"].items() if k in ("customers", "subscriptions", "campaigns")}
     spec["tables"]["campaigns"]["values"] = {"action": OWN_NAMES}
+    kunden = tmp_path / "export" / "kunden.csv"  # the business's own columns beside clm's
+    people = pd.read_csv(kunden, sep=";", encoding="latin-1", dtype=str)
+    rng = np.random.default_rng(3)
+    people["V1"] = [f"{v:.3f}".replace(".", ",") for v in rng.random(len(people))]  # decimal commas, as the file has
+    people["tier_b"] = rng.choice(["gold", "silver", ""], len(people))
+    people.to_csv(kunden, sep=";", index=False, encoding="latin-1")
+    spec["tables"]["customers"].update(attributes=["V1", "tier_b"], decimal=",")
     mapping.write_text(yaml.safe_dump(spec))
     catalogue = yaml.safe_load(DEFAULT_CATALOGUE.read_text())
     for entry in catalogue["actions"]:
@@ -212,6 +220,10 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     ws = tmp_path / "crm"
     assert invoke("ingest", "--mapping", str(mapping), "-w", str(ws)).exit_code == 0
     assert set(Workspace(ws).read_table(Table.ACTIONS).action) <= {"none", *OWN_NAMES.values()}
+    kept = Workspace(ws).read_table(Table.CUSTOMERS).set_index("customer_id")
+    given = people.set_index("Kunde").V1.str.replace(",", ".").astype(float)
+    assert kept.V1.dtype == float and kept.V1.sort_index().tolist() == given.sort_index().tolist()
+    assert set(kept.tier_b.dropna()) == {"gold", "silver"} and kept.tier_b.isna().sum() == (people.tier_b == "").sum()
     raw = tree_digest(ws / "raw")
 
     result = invoke("run", "--catalogue", str(ours), "-w", str(ws))
@@ -221,7 +233,10 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     assert tree_digest(ws / "raw") == raw  # not a file of its data changed, none added (no ground truth)
     scores = pd.read_parquet(next((ws / "scores").glob("*.parquet")))
     assert len(scores) and scores.churn_probability.notna().any()
-    uplift = registry.load_version(registry.connect(Workspace(ws)), "uplift", 1)
+    client = registry.connect(Workspace(ws))
+    for model in ("churn", "upsell", "uplift"):  # the attributes are features like the others
+        assert {"V1", "tier_b"} <= set(registry.load_version(client, model, 1).features), model
+    uplift = registry.load_version(client, "uplift", 1)
     assert uplift.actions and set(uplift.actions) <= set(OWN_NAMES.values())  # learned under the business's names
     assert set(scores.action.dropna()) <= {"none", *OWN_NAMES.values()}
 
