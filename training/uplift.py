@@ -69,21 +69,25 @@ EFFECT_MAX_TREES = 300
 
 
 def decision_rows(workspace: Workspace, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
-    """(customer_id, event_timestamp = the cutoff, action, propensity): the first logged
-    decision of each customer in [T, T + 1 day) for each cutoff T, from the raw `actions`
-    table and from clm's own decision log (`decisions.log`), the raw table first
-    where both hold one."""
+    """(customer_id, event_timestamp = the cutoff, action, propensity): for each cutoff T (a
+    month's first day), each customer's first logged decision of the business's campaigns
+    (the raw `actions` table) in T's month, [T, next month's first day), and of clm's own
+    decision log (`decisions.log`) in [T, T + 1 day), the campaigns first where both hold
+    one. A campaign on the 14th is learned with the features as of the 1st (known before
+    it) and the outcomes of [T, T + H), which both arms share."""
     sources = []
     if workspace.table_path(Table.ACTIONS).exists():
-        sources.append(workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action", "propensity"]))
+        campaigns = workspace.read_table(Table.ACTIONS, columns=["customer_id", "event_time", "action", "propensity"])
+        sources.append((campaigns, "month"))
     own = read_decisions(workspace)
     if len(own):
-        sources.append(own.rename(columns={"decided_at": "event_time"})[["customer_id", "event_time", "action",
-                                                                         "propensity"]])
+        sources.append((own.rename(columns={"decided_at": "event_time"})[["customer_id", "event_time", "action",
+                                                                          "propensity"]], "day"))
     frames = []
     for cutoff in cutoffs:
-        for actions in sources:
-            day = actions[(actions.event_time >= cutoff) & (actions.event_time < cutoff + pd.Timedelta(days=1))]
+        for actions, span in sources:
+            until = cutoff + (pd.offsets.MonthBegin(1) if span == "month" else pd.Timedelta(days=1))
+            day = actions[(actions.event_time >= cutoff) & (actions.event_time < until)]
             frames.append(day.sort_values(["customer_id", "event_time"], kind="stable")
                           .assign(event_timestamp=cutoff)[[*KEYS, "action", "propensity"]])
     if not frames:

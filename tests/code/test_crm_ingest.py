@@ -289,3 +289,21 @@ def test_what_a_first_user_got_wrong_is_refused_or_taken_right(tmp_path):
                    source("tickets", tickets, customer_id="Id", event_time="Opened", resolved_time="Solved")], ws)
     manifest = ws.read_manifest()
     assert (manifest.start, manifest.end) == (pd.Timestamp("2023-02-01", tz="UTC"), pd.Timestamp("2023-03-21", tz="UTC"))
+
+
+def test_a_campaign_on_any_day_is_learned_at_its_month_start(tmp_path):
+    from training.uplift import decision_rows
+
+    ws = Workspace(tmp_path / "ws")
+    log = write(tmp_path / "promo.csv", "id,sent,offer\na,2024-03-14 10:00,voucher\nb,2024-03-14 10:00,none\n"
+                                        "a,2024-03-20,voucher\nc,2024-04-01,voucher\nd,2024-04-30 23:59,none\n")
+    ingest_tables([ExportSource("campaigns", log, {"customer_id": "id", "event_time": "sent", "action": "offer"},
+                                randomised=True)], ws)
+    march, april = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC")
+    rows = decision_rows(ws, [march, april])
+    got = {(r.customer_id, r.event_timestamp, r.action) for r in rows.itertuples()}
+    # a's second contact in March is not a second decision: the first one in the month is.
+    assert got == {("a", march, "voucher"), ("b", march, "none"), ("c", april, "voucher"), ("d", april, "none")}
+    march_day = rows[rows.event_timestamp == march].set_index("customer_id").propensity
+    # One campaign per day: on the 14th, a got the voucher and b was held out, a half each.
+    assert march_day.to_dict() == {"a": 0.5, "b": 0.5}
