@@ -69,6 +69,12 @@ def holds_this_simulation(workspace: Workspace, config: SimulationConfig) -> boo
     return m.source == "simulator" and same and m.end == config.end + pd.Timedelta(days=1)
 
 
+def decision_day(end: pd.Timestamp) -> pd.Timestamp:
+    """The latest month start at or before the data's end: decisions are judged on month
+    starts (a simulation ends on one; an export rarely does)."""
+    return end.normalize().replace(day=1)
+
+
 def holds_ingested_data(workspace: Workspace) -> bool:
     """A business's own data (`clm ingest`): `clm run` works on it and never simulates over it."""
     try:
@@ -118,7 +124,7 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     reporter.step("Policy")
     policy = None
     try:
-        policy = evaluate_policy(workspace, PolicySettings(end, actions), reporter)
+        policy = evaluate_policy(workspace, PolicySettings(decision_day(end), actions), reporter)
         reporter.finished(policy)
     except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
         skipped["policy"] = str(err)

@@ -219,8 +219,8 @@ def fuzz_ground(main_job, tmp_path_factory):
     return make_files(root, ws.root)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
-                                                                                   HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("CLM_FUZZ_OPTIONS", "100")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=mistakes())
 def test_a_wrong_option_value_is_refused_before_any_work(case, fuzz_ground):
     name, option, value = case
@@ -325,7 +325,7 @@ def settled_copy(master: Path, ws: Path) -> None:
     gc.collect()  # closes that store's SQLite connection: its WAL is folded in now, not mid-example
 
 
-@settings(max_examples=int(os.environ.get("CLM_FUZZ_DAMAGES", "14")), deadline=None, derandomize=True,
+@settings(max_examples=int(os.environ.get("CLM_FUZZ_DAMAGES", "10")), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(case=damages())
 def test_a_damaged_file_is_named_or_made_again(case, trained_master):

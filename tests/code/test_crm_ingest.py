@@ -307,3 +307,10 @@ def test_a_campaign_on_any_day_is_learned_at_its_month_start(tmp_path):
     march_day = rows[rows.event_timestamp == march].set_index("customer_id").propensity
     # One campaign per day: on the 14th, a got the voucher and b was held out, a half each.
     assert march_day.to_dict() == {"a": 0.5, "b": 0.5}
+
+
+def test_the_main_job_judges_the_policy_on_the_month_start_an_export_ends_in():
+    from pipelines.jobs.run import decision_day
+
+    assert decision_day(pd.Timestamp("2025-12-31", tz="UTC")) == pd.Timestamp("2025-12-01", tz="UTC")
+    assert decision_day(pd.Timestamp("2026-01-01", tz="UTC")) == pd.Timestamp("2026-01-01", tz="UTC")  # a simulation's
