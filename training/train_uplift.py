@@ -169,6 +169,9 @@ def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, a
         "decisions": {k: len(v) for k, v in fitted.parts.items()},
         "validation_uplift_r2": {k: round(v, 5) for k, v in fitted.validation.items()},
     }
+    if fitted.model.unsupported:  # said, not hidden: such an action is never recommended
+        report.split["note"] = "no effect learned, so never recommended, for " + "; ".join(
+            f"{action} ({why})" for action, why in fitted.model.unsupported.items())
     _log_and_register(workspace, client, fitted, report, as_of, pseudo, config)
     return report
 
@@ -181,6 +184,7 @@ def _log_and_register(workspace: Workspace, client: mlflow.tracking.MlflowClient
         mlflow.log_params({
             "learner": fitted.chosen, "horizon_days": model.horizon_days, "as_of": f"{as_of:%Y-%m-%d}",
             "features": len(model.features), "actions": ",".join(model.actions),
+            "unsupported_actions": ",".join(model.unsupported) or "-",
             **{k: str(v) for k, v in report.split.items()},
         })
         mlflow.set_tags({"feature_service": f"{MODEL}_features", "feature_groups": ",".join(MODEL_GROUPS[MODEL]),

@@ -113,10 +113,12 @@ class UpliftModel:
     # The latest cutoff whose decisions shaped the model (its validation window's): its
     # policy can be judged off-policy only on later decisions.
     fitted_through: pd.Timestamp | None = None
+    # Logged actions left without a model (too little support), and why: never recommended.
+    unsupported: dict[str, str] = field(default_factory=dict)
 
     def __setstate__(self, state: dict) -> None:
         """Versions registered before a field existed load with its default."""
-        self.__dict__.update({"control": {}, "fitted_through": None, **state})
+        self.__dict__.update({"control": {}, "fitted_through": None, "unsupported": {}, **state})
 
     @property
     def actions(self) -> list[str]:
@@ -217,7 +219,30 @@ def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str],
                     arms[arm] = _fit_arm(rows, _arm_rows(valid, arm, label), label, features, categories)
         estimators[outcome] = arms
     control = {o: arms[NO_ACTION] for o, arms in estimators.items() if NO_ACTION in arms}
-    return UpliftModel("t_learner", features, categories, outcomes, estimators, horizon_days, control)
+    unsupported = without_support(train, outcomes, estimators)
+    return UpliftModel("t_learner", features, categories, outcomes, estimators, horizon_days, control,
+                       unsupported=unsupported)
+
+
+def without_support(train: pd.DataFrame, outcomes: list[str], estimators: dict[str, dict[str, lgb.LGBMModel]]
+                    ) -> dict[str, str]:
+    """Each logged action that got no model for any outcome, and why, in words."""
+    out = {}
+    for action in logged_actions(train):
+        if any(action in estimators.get(o, {}) for o in outcomes):
+            continue
+        if not any(NO_ACTION in estimators.get(o, {}) for o in outcomes):
+            out[action] = (f"the control group ('{NO_ACTION}') has too few decisions with both outcomes to compare "
+                           f"with (at least {MIN_ARM_ROWS}, {MIN_ARM_POSITIVES} of each)")
+            continue
+        counts = []
+        for o in outcomes:
+            rows = _arm_rows(train, action, OUTCOMES[o])
+            counts.append(f"{len(rows)} with a {OUTCOMES[o]} outcome, {int(rows[OUTCOMES[o]].sum()) if len(rows) else 0} "
+                          "positive")
+        out[action] = (f"{'; '.join(counts)}: at least {MIN_ARM_ROWS} decisions and {MIN_ARM_POSITIVES} of each "
+                       "outcome are needed")
+    return out
 
 
 def _folds(customers: pd.Series) -> np.ndarray:
@@ -271,7 +296,8 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
             effect_model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
                              callbacks=[lgb.early_stopping(30, verbose=False)])
             estimators[outcome][action] = effect_model
-    return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days, dict(t_model.control))
+    return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days, dict(t_model.control),
+                       unsupported=dict(t_model.unsupported))
 
 
 # ------------------------------------------------------------------ quality

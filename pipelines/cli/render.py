@@ -163,6 +163,8 @@ def uplift_figures(r: ModelReport) -> str:
         o = r.oracle
         line += (f"; vs true effects: Spearman {o['mean_spearman_value']:.2f}, top 10% / 30% capture "
                  f"{o['all_top10_captured']:.2f} / {o['all_top30_captured']:.2f} of the oracle's")
+    if "note" in r.split:
+        line += f"; {r.split['note']}"
     return line
 
 

@@ -114,7 +114,14 @@ def test_a_business_own_actions_are_learned_and_decided(planted, tmp_path):
     own = {"retention_offer": "voucher_10", "upgrade_offer": "spring-email"}
     train, valid, test = (planted_log(n, seed).replace({"action": own}) for n, seed in ((24_000, 1), (6_000, 2), (6_000, 3)))
     model = fit_dr_learner(train, valid, ["x1", "x2", "segment"], ["churn", "upgrade"], 90)
-    assert model.actions == ["spring-email", "voucher_10"]
+    assert model.actions == ["spring-email", "voucher_10"] and not model.unsupported
+
+    # An action logged 30 times has too little support: no model, said with the counts, never recommended.
+    rare = pd.concat([train, train.head(30).assign(action="sms_blast", propensity=0.01)], ignore_index=True)
+    sparse = fit_t_learner(rare, valid, ["x1", "x2", "segment"], ["churn", "upgrade"], 90)
+    assert "sms_blast" not in sparse.actions and "30 with a churn outcome" in sparse.unsupported["sms_blast"]
+    assert "at least 50 decisions" in sparse.unsupported["sms_blast"]
+    assert np.all(sparse.effects(test, ["sms_blast"])["churn"] == 0)
     churn = model.effects(test, ["voucher_10"])["churn"][:, 0]
     high = test.x1.to_numpy() > 0.5
     assert churn[high].mean() == pytest.approx(-0.20, abs=0.05) and churn[~high].mean() == pytest.approx(0.0, abs=0.05)
