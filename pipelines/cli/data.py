@@ -127,6 +127,8 @@ def ingest(
                                                      "file.", show_default=False)] = None,
     mapping: Annotated[Path | None, typer.Option("--mapping", help="A YAML file naming each table's file and "
                                                                    "columns (see README).")] = None,
+    fields: Annotated[bool, typer.Option("--fields", help="List every table's fields (what each holds, which are "
+                                                          "required) and exit; with a TABLE, that table's.")] = False,
     customer_col: Annotated[str | None, typer.Option("--customer-col", help="Column holding the customer id.")] = None,
     date_col: Annotated[str | None, typer.Option("--date-col", help="Column holding the table's date or time "
                                                                     "(signup for customers).")] = None,
@@ -194,11 +196,20 @@ def ingest(
           --control-value 'No offer' --randomised -w shop
 
       clm ingest --mapping crm.yaml -w shop
+
+      clm ingest --fields            # every table's fields; `clm ingest tickets --fields` for one
     """
     from pipelines.cli import render
     from pipelines.ingest import ReadOptions, ingest_tables
     from pipelines.ingest.mapping import Reading, read_mapping
 
+    if fields:
+        from pipelines.ingest import TABLES
+
+        if table is not None and table not in TABLES:
+            raise ClmError(f"'{table}' is not a table clm ingests; choose one of: {', '.join(TABLES)}.")
+        render.table_fields([TABLES[table]] if table else list(TABLES.values()))
+        return
     if mapping is None and table is None and file is None:  # bare `clm ingest`: the help, and success
         console.print(ctx.get_help())
         raise typer.Exit()

@@ -15,6 +15,7 @@ from features.build import BuildResult
 from pipelines.backtest import BacktestReport
 from pipelines.cli.common import clm_command, console, err_console, say
 from pipelines.ingest import IngestSummary
+from pipelines.ingest.tables import TableSpec
 from pipelines.jobs.evaluate_policy import PolicyEvaluation
 from pipelines.jobs.features import Materialized, Registered
 from pipelines.jobs.models import ChampionChange, History, VersionRow, shown_figures
@@ -63,6 +64,18 @@ def rows_table(title: str, rows: dict[str, int]) -> None:
     for name, n in rows.items():
         table.add_row(name, f"{n:,}")
     console.print(table)
+
+
+def table_fields(specs: list[TableSpec]) -> None:
+    """Each table's fields: name, what it holds, whether an export must have it."""
+    for spec in specs:
+        table = RichTable(title=f"{spec.name}: {spec.description}", title_justify="left")
+        for col in ("field", "required", "what it holds"):
+            table.add_column(col)
+        for f in spec.fields:
+            what = f.help + (f" ({', '.join(f.values)})" if f.values else "")
+            table.add_row(f.name, "yes" if f.required else "-", what)
+        console.print(table)
 
 
 def ingested(summaries: list[IngestSummary], raw_dir: object, manifest: RawManifest) -> None:

@@ -244,7 +244,8 @@ def _columns_read(src: ExportSource, columns: list[str]) -> dict[str, str]:
         raise ClmError(
             f"{src.path} ({src.table}): {'; '.join(named)} not found. Its columns are: "
             f"{', '.join(repr(c) for c in columns)}. Name a field's column with --col FIELD=COLUMN (the customer and "
-            "the date also with --customer-col and --date-col)."
+            f"the date also with --customer-col and --date-col; in a mapping file, under `columns`); `clm ingest "
+            f"{src.table} --fields` lists the table's fields."
         )
     return found
 

@@ -140,6 +140,9 @@ def test_a_missing_column_names_the_field_and_the_option(tmp_path):
     assert wrong.exit_code == 2 and wrong.mentions("--amount-col is for transactions")
     unknown = invoke("ingest", "orders", str(path), "-w", str(tmp_path / "w"))
     assert unknown.exit_code == 2 and unknown.mentions("'orders' is not a table clm ingests")
+    assert "clm ingest nps --fields" in result.output
+    listed = invoke("ingest", "nps", "--fields")
+    assert listed.exit_code == 0 and "score" in listed.output and "the score, 0 to 10" in listed.output
 
 
 def test_the_tables_are_checked_against_each_other(tmp_path):
