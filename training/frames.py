@@ -48,11 +48,12 @@ def prepare_frames(
     shared: frames already retrieved in this training session, by (feature groups,
     cutoffs, label settings); models whose services have the same groups reuse one retrieval.
     """
-    key = (MODEL_GROUPS[model], tuple(split.all), config.labels)
+    cutoffs = sorted(set(split.all))  # a split by customer has its validation and test at one cutoff
+    key = (MODEL_GROUPS[model], tuple(cutoffs), config.labels)
     if shared is not None and key in shared:
         frame = shared[key]
     else:
-        labels = outcome_labels(workspace, split.all, config.labels, contractual)
+        labels = outcome_labels(workspace, cutoffs, config.labels, contractual)
         feats = historical_features(workspace, labels[KEYS], model)
         frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
         # Feast returns rows in no fixed order; a fixed order makes training reproducible.

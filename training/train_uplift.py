@@ -29,8 +29,8 @@ from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
 from training import plots, registry
 from training.config import INPUTS_TAG, ModelReport, TrainConfig, training_inputs
-from training.frames import KEYS, feature_names, model_window, prepare_frames
-from training.labels import NotEnoughExamples, NotEnoughHistory, Split
+from training.frames import KEYS, feature_names, prepare_frames
+from training.labels import NotEnoughExamples, NotEnoughHistory, Split, candidate_cutoffs, time_split
 from training.uplift import (
     OUTCOMES,
     PseudoValues,
@@ -46,6 +46,7 @@ from training.uplift import (
 )
 
 MODEL = "uplift"
+CUSTOMER_SPLIT_MONTHS = 2  # campaign months up to which the decisions are split by customer, not by time
 MIN_DECISIONS = 200  # logged decisions in the training windows
 
 
@@ -64,16 +65,48 @@ class FittedUplift:
         return self.learners[self.chosen]
 
 
+def decision_cutoffs(workspace: Workspace, as_of: pd.Timestamp, horizon_days: int) -> list[pd.Timestamp]:
+    """The cutoffs (month starts with history before them and their outcome window ended by
+    as_of) whose month holds logged decisions (`decision_rows`)."""
+    candidates = candidate_cutoffs(workspace.read_manifest(), as_of, horizon_days)
+    return sorted(set(decision_rows(workspace, candidates).event_timestamp)) if candidates else []
+
+
+def uplift_split(cutoffs: list[pd.Timestamp], horizon_days: int) -> tuple[Split, bool]:
+    """The uplift models' split of the months with decisions: by time, as every model's, when
+    there are enough of them; with one or two campaign months (a single randomised test, say)
+    by customer within them (`customer_parts`). Returns the split and whether it is by
+    customer. Raises NotEnoughExamples without any matured decision, NotEnoughHistory where
+    several months hold decisions but too few for a split by time."""
+    if not cutoffs:
+        raise NotEnoughExamples("no decisions logged in a month whose outcome window has ended: nothing to learn "
+                                "what actions change from yet.")
+    if len(cutoffs) <= CUSTOMER_SPLIT_MONTHS:
+        return Split(cutoffs[:-1], cutoffs[-1], cutoffs[-1]), True
+    return time_split(cutoffs, horizon_days), False
+
+
+def customer_parts(decided: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Decisions of the same month(s) split by customer (a fixed hash of the id: all of a
+    customer's rows in one part): 60% train, 20% validation, 20% test."""
+    fold = (pd.util.hash_pandas_object(decided["customer_id"], index=False).to_numpy() % 5).astype(int)
+    return {"train": decided[fold < 3].reset_index(drop=True), "valid": decided[fold == 3].reset_index(drop=True),
+            "test": decided[fold == 4].reset_index(drop=True)}
+
+
 def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_of: pd.Timestamp,
                shared: dict[tuple, pd.DataFrame] | None = None) -> FittedUplift:
-    """Both learners fitted on the decisions logged before as_of. Raises NotEnoughHistory
-    or NotEnoughExamples (too few logged decisions)."""
-    split, _ = model_window(workspace, "churn", config, as_of)
-    build_features(workspace, split.all, raw_checked=True)
+    """Both learners fitted on the decisions logged before as_of, split by time over the
+    months that hold decisions, or by customer where they are too few (`uplift_split`).
+    Raises NotEnoughExamples (too few logged decisions)."""
+    split, by_customer = uplift_split(decision_cutoffs(workspace, as_of, config.labels.horizon_days),
+                                      config.labels.horizon_days)
+    cutoffs = sorted(set(split.all))
+    build_features(workspace, cutoffs, raw_checked=True)
     apply_features(workspace)
     frame = prepare_frames(workspace, MODEL, split, config, contractual, shared)
-    decided = frame.merge(decision_rows(workspace, split.all), on=KEYS, how="inner")
-    parts = {
+    decided = frame.merge(decision_rows(workspace, cutoffs), on=KEYS, how="inner")
+    parts = customer_parts(decided) if by_customer else {
         "train": decided[decided.event_timestamp.isin(split.train)].reset_index(drop=True),
         "valid": decided[decided.event_timestamp == split.valid].reset_index(drop=True),
         "test": decided[decided.event_timestamp == split.test].reset_index(drop=True),

@@ -268,11 +268,14 @@ def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
 
 def test_what_a_first_user_got_wrong_is_refused_or_taken_right(tmp_path):
     people = write(tmp_path / "c.csv", "Id,Created,region,Country,signup_time\nC1,2023-01-05,north,DE,x\n")
-    for attributes in ("signup_time", "region", "Id"):  # a field's name, or a column read as a field
+    for attributes in ("signup_time", "Country", "Id"):  # a field's name, or a column read as a field
         with pytest.raises(ClmError, match=f"attribute\\(s\\) '{attributes}' are already read as fields"):
             ingest_tables([ExportSource("customers", people, {"customer_id": "Id", "signup_time": "Created",
                                                               "region": "Country"}, attributes=(attributes,))],
                           Workspace(tmp_path / "a"))
+    with pytest.raises(ClmError, match="'region' share the name of a feature clm computes itself"):
+        ingest_tables([ExportSource("customers", people, {"customer_id": "Id", "signup_time": "Created"},
+                                    attributes=("region",))], Workspace(tmp_path / "a"))
     log = write(tmp_path / "p.csv", "Id,Sent,Offer,propensity\nC1,2023-03-01,voucher_10,0.9\nC2,2023-03-01,Holdout,0.9\n")
     with pytest.raises(ClmError, match="propensity \\(column 'propensity'\\) and --randomised .* choose one"):
         ingest_tables([ExportSource("campaigns", log, {"customer_id": "Id", "event_time": "Sent", "action": "Offer"},
@@ -317,3 +320,25 @@ def test_the_main_job_judges_the_policy_on_the_month_start_an_export_ends_in():
 
     assert decision_day(pd.Timestamp("2025-12-31", tz="UTC")) == pd.Timestamp("2025-12-01", tz="UTC")
     assert decision_day(pd.Timestamp("2026-01-01", tz="UTC")) == pd.Timestamp("2026-01-01", tz="UTC")  # a simulation's
+
+
+def test_one_or_two_campaign_months_are_split_by_customer_more_by_time():
+    from training.labels import NotEnoughHistory
+    from training.train_uplift import customer_parts, uplift_split
+
+    def month(text: str) -> pd.Timestamp:
+        return pd.Timestamp(text, tz="UTC")
+
+    split, by_customer = uplift_split([month("2024-10-01")], 90)
+    assert by_customer and split.test == split.valid == month("2024-10-01")
+    five = [month(d) for d in ("2024-01-01", "2024-03-01", "2024-06-01", "2024-09-01", "2024-12-01")]
+    split, by_customer = uplift_split(five, 90)  # sporadic campaigns: by time, windows apart
+    assert not by_customer and (split.train, split.valid, split.test) == (five[:3], five[3], five[4])
+    with pytest.raises(NotEnoughHistory):
+        uplift_split(five[:4], 90)  # several months, too few for a split by time: said, not mixed
+
+    decided = pd.DataFrame({"customer_id": [f"c{i % 700}" for i in range(1000)], "event_timestamp": month("2024-10-01")})
+    parts = customer_parts(decided)
+    ids = [set(p.customer_id) for p in parts.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # a customer's rows in one part
+    assert sum(len(p) for p in parts.values()) == 1000 and 0.5 < len(parts["train"]) / 1000 < 0.7
