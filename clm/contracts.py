@@ -228,6 +228,7 @@ CONTRACTS: dict[Table, TableContract] = {
             }),
             key=("customer_id", "event_time", "channel"),
             time_columns=("event_time",),
+            required_for=(),  # workspaces simulated before the simulator wrote it are valid without it
         ),
         TableContract(
             Table.ACTIONS,

@@ -140,7 +140,7 @@ class Catalogue(_Strict):
 
     @model_validator(mode="after")
     def _one_entry_per_action_and_none_present(self) -> "Catalogue":
-        ids = [a.id for a in self.actions]
+        ids = [a.id.lower() for a in self.actions]  # `Email` and `email` would name one column twice
         repeated = sorted({a for a in ids if ids.count(a) > 1})
         if repeated:
             raise ValueError(f"action(s) {', '.join(repeated)} appear more than once")

@@ -515,6 +515,11 @@ GROUPS: tuple[FeatureGroup, ...] = (PROFILE, RFM, ENGAGEMENT, SUPPORT, BILLING, 
 ATTRIBUTES = "attributes"
 ATTRIBUTE_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"  # a column name SQL, Feast and MLflow take as it is
 STATIC_FEATURES = frozenset(f.name for g in GROUPS for f in g.features)
+# Names the rows an attribute lands in already use (keys, labels, a decision's, the scores'):
+# compared case-insensitively with an attribute's, as DuckDB and Spark resolve names.
+TAKEN_NAMES = frozenset({"customer_id", "event_timestamp", "as_of", "churn", "upsell", "clv", "stage",
+                         "current_stage", "action", "propensity", "churn_probability", "upsell_probability",
+                         "predicted_stage", "stage_probabilities"}) | STATIC_FEATURES
 
 
 def attributes_group(attributes: dict[str, str]) -> FeatureGroup:

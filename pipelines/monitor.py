@@ -368,7 +368,7 @@ class MonitorReport:
 
 
 def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, tracking_uri: str | None = None,
-            horizon_days: int = 90, chunk_rows: int = CHUNK_ROWS) -> MonitorReport:
+            horizon_days: int = 90, chunk_rows: int = CHUNK_ROWS, catalogue: Catalogue | None = None) -> MonitorReport:
 
     manifest = require_valid(workspace)
     contractual = manifest.business == "contractual"
@@ -382,7 +382,7 @@ def monitor(workspace: Workspace, as_of: pd.Timestamp, thresholds: Thresholds, t
     if performance.empty:
         notes.append(f"No delivered scores in {scores_dir(workspace)} have a matured {horizon_days}-day outcome "
                      f"window by {as_of:%Y-%m-%d}: `clm score` (or `clm retrain`) writes them there.")
-    policy, deciles, note = policy_over_time(workspace, as_of, tracking_uri, thresholds)
+    policy, deciles, note = policy_over_time(workspace, as_of, tracking_uri, thresholds, catalogue)
     if note:
         notes.append(f"Policy: {note}")
     return MonitorReport(as_of, counts.rows, drift_table(champions, counts, thresholds), performance, policy,

@@ -109,6 +109,20 @@ class ScoreResult:
     decisions: dict[str, Any] | None = None  # BatchPlan.summary(), with an uplift champion
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False  # keep_current: the output already held these inputs' scores and was left as it was
+    note: str = ""  # what the user should know about the decisions (`catalogue_note`)
+
+
+def catalogue_note(catalogue: Catalogue, champions: Champions) -> str:
+    """The actions the uplift champion learned that the catalogue leaves out (never
+    recommended), said; empty when it names them all."""
+    learned = champions.uplift.actions if champions.uplift is not None else []
+    missing = [a for a in learned if a not in catalogue.contact_ids]
+    if not missing:
+        return ""
+    if len(missing) == len(learned):
+        return (f"the uplift champion learned {', '.join(learned)} and the catalogue names none of them, so no action "
+                "can be recommended: pass the business's catalogue with --catalogue FILE")
+    return f"the catalogue leaves out {', '.join(missing)}, which the uplift champion learned: never recommended"
 
 
 def features_at(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> tuple[pd.DataFrame, np.ndarray]:
@@ -317,4 +331,5 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
         if log is not None:
             log.discard()
         raise
-    return ScoreResult(out, inputs.as_of, inputs.customers, scored_count, champions.versions, summary, timings)
+    return ScoreResult(out, inputs.as_of, inputs.customers, scored_count, champions.versions, summary, timings,
+                       note=catalogue_note(catalogue, champions))

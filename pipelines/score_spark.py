@@ -52,7 +52,7 @@ from decisions.catalogue import Catalogue
 from decisions.log import DEFAULT_EXPLORATION
 from features.snapshots import snapshot_files
 from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame
-from pipelines.score import ScoreResult, finish, kept_output, prepare, temporary_folder
+from pipelines.score import ScoreResult, catalogue_note, finish, kept_output, prepare, temporary_folder
 from pipelines.spark_tasks import (
     LIVE,
     decide_batches,
@@ -66,6 +66,7 @@ from serving.scoring import (
     FUNNEL_COLUMNS,
     SCORE_COLUMNS,
     Scored,
+    consents_of,
     load_decision_data,
 )
 
@@ -86,10 +87,9 @@ def read_features(spark: Any, workspace: Workspace, as_of: pd.Timestamp, partiti
     features = frames[0]
     for other in frames[1:]:
         features = features.join(other.drop("event_timestamp"), "customer_id", "inner")
-    customers = workspace.table_path(Table.CUSTOMERS)
-    if customers.exists():
-        consents = spark.read.parquet(str(customers.resolve())).select("customer_id", *CONSENT_COLUMNS)
-        features = features.join(consents, "customer_id", "left")
+    if workspace.table_path(Table.CUSTOMERS).exists():  # the consents the local batch reads (`consents_of`)
+        consents = consents_of(workspace, as_of).reset_index()[["customer_id", *CONSENT_COLUMNS]]
+        features = features.join(spark.createDataFrame(consents), "customer_id", "left")
     else:
         features = features.select("*", *(F.lit(False).alias(c) for c in CONSENT_COLUMNS))
     return features.repartition(partitions, "customer_id") if partitions else features
@@ -173,4 +173,5 @@ def score_on_spark(spark: Any, workspace: Workspace, as_of: pd.Timestamp, out: P
         if log is not None:
             log.discard()
         raise
-    return ScoreResult(out, inputs.as_of, inputs.customers, scored_count, inputs.champions.versions, summary, timings)
+    return ScoreResult(out, inputs.as_of, inputs.customers, scored_count, inputs.champions.versions, summary, timings,
+                       note=catalogue_note(catalogue, inputs.champions))

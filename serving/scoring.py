@@ -124,9 +124,14 @@ def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.
     frame = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *CONSENT_COLUMNS]).set_index("customer_id")
     if workspace.table_path(Table.CONSENTS).exists():
         log = workspace.read_table(Table.CONSENTS, columns=["customer_id", "event_time", "channel", "granted"])
-        if before is not None:
-            log = log[log.event_time < before]
-        latest = log.sort_values("event_time", kind="stable").groupby(["customer_id", "channel"]).granted.last()
+        log = log.sort_values("event_time", kind="stable")
+        if before is not None:  # before a pair's first change, the opposite of what that change made it
+            first = log.groupby(["customer_id", "channel"]).first()
+            earlier = ~first.granted[first.event_time >= before]
+            latest = log[log.event_time < before].groupby(["customer_id", "channel"]).granted.last()
+            latest = pd.concat([latest, earlier[~earlier.index.isin(latest.index)]])
+        else:
+            latest = log.groupby(["customer_id", "channel"]).granted.last()
         for channel, column in CHANNEL_CONSENT_COLUMN.items():
             if column is not None and channel in latest.index.get_level_values("channel"):
                 changed = latest.xs(channel, level="channel")

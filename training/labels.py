@@ -137,15 +137,30 @@ ORDER BY event_timestamp, customer_id
 """
 
 
+# The rows labelled instead of the population (`outcome_labels(rows=...)`): given
+# (customer, cutoff) pairs of customers signed up before the cutoff.
+GIVEN_ROWS = """population AS (
+    SELECT g.customer_id, g.as_of FROM given_rows g
+    JOIN customers c ON c.customer_id = g.customer_id AND c.signup_time < g.as_of
+)"""
+
+
 def outcome_labels(
-    workspace: Workspace, cutoffs: list[pd.Timestamp], config: LabelConfig, contractual: bool
+    workspace: Workspace, cutoffs: list[pd.Timestamp], config: LabelConfig, contractual: bool,
+    rows: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """churn, upsell and clv for the population at each cutoff (stage: see stage_labels)."""
+    """churn, upsell and clv for the population at each cutoff (stage: see stage_labels), or
+    for the given (customer_id, event_timestamp) rows of customers signed up by then (the
+    customers a campaign chose: a shop's campaign may reach who has not bought yet)."""
     con = connect_raw(workspace)
     try:
         register_cutoffs(con, cutoffs)
+        if rows is not None:
+            con.register("given_rows", rows[["customer_id", "event_timestamp"]].rename(
+                columns={"event_timestamp": "as_of"}).drop_duplicates())
         sql = LABEL_SQL.format(
-            population=population_ctes(contractual), contractual="true" if contractual else "false",
+            population=population_ctes(contractual) if rows is None else GIVEN_ROWS,
+            contractual="true" if contractual else "false",
             horizon=int(config.horizon_days), clv_days=int(config.clv_days),
             longest=max(int(config.horizon_days), int(config.clv_days)),
         )

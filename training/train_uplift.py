@@ -27,10 +27,18 @@ from decisions.value import CustomerValues, customer_values, plan_prices
 from features.build import build_features
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
+from features.store import historical_features
 from training import plots, registry
 from training.config import INPUTS_TAG, ModelReport, TrainConfig, training_inputs
 from training.frames import KEYS, feature_names, prepare_frames
-from training.labels import NotEnoughExamples, NotEnoughHistory, Split, candidate_cutoffs, time_split
+from training.labels import (
+    NotEnoughExamples,
+    NotEnoughHistory,
+    Split,
+    candidate_cutoffs,
+    outcome_labels,
+    time_split,
+)
 from training.uplift import (
     OUTCOMES,
     PseudoValues,
@@ -105,7 +113,13 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     build_features(workspace, cutoffs, raw_checked=True)
     apply_features(workspace)
     frame = prepare_frames(workspace, MODEL, split, config, contractual, shared)
-    decided = frame.merge(decision_rows(workspace, cutoffs), on=KEYS, how="inner")
+    decisions = decision_rows(workspace, cutoffs)
+    if contractual:  # a campaign's customers with a live contract: who has something to keep or upgrade
+        decided = frame.merge(decisions, on=KEYS, how="inner")
+    else:  # every customer a shop's campaign chose, bought before or not: churn is "no purchase in the window"
+        labels = outcome_labels(workspace, cutoffs, config.labels, contractual, rows=decisions)
+        decided = (historical_features(workspace, labels[KEYS], MODEL).merge(labels, on=KEYS, validate="one_to_one")
+                   .merge(decisions, on=KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True))
     parts = customer_parts(decided) if by_customer else {
         "train": decided[decided.event_timestamp.isin(split.train)].reset_index(drop=True),
         "valid": decided[decided.event_timestamp == split.valid].reset_index(drop=True),
@@ -116,8 +130,9 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
             f"{len(parts['train']):,} logged decisions in the training windows, {len(parts['valid']):,} in the "
             f"validation and {len(parts['test']):,} in the test window: at least {MIN_DECISIONS} and some in "
             "each are needed to learn what actions change.")
-    features = [f for f in feature_names(frame) if parts["train"][f].notna().any()]
-    outcomes = [o for o, label in OUTCOMES.items() if label in frame and frame[label].notna().any()]
+    features = [f for f in feature_names(decided)
+                if f not in ("action", "propensity") and parts["train"][f].notna().any()]
+    outcomes = [o for o, label in OUTCOMES.items() if label in decided and decided[label].notna().any()]
     t_model = fit_t_learner(parts["train"], parts["valid"], features, outcomes, config.labels.horizon_days)
     if not t_model.actions:
         raise NotEnoughExamples("no action has enough logged decisions (and outcomes) beside the control group "

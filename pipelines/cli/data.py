@@ -139,7 +139,8 @@ def ingest(
     map_values: Annotated[list[str] | None, typer.Option("--map", help="FIELD:WORD=VALUE: the file's word for a "
                                                                        "value, e.g. --map event:Cancelled=cancel.")] = None,
     attributes: Annotated[str | None, typer.Option("--attributes", help="customers: the business's own columns to "
-                                                                        "learn from, e.g. segment_b,V1,V2.")] = None,
+                                                                        "learn from, known at signup (static), e.g. "
+                                                                        "segment_b,V1,V2.")] = None,
     control_value: Annotated[str | None, typer.Option("--control-value", help="campaigns: the action column's value "
                                                                               "of the control group, e.g. No.")] = None,
     randomised: Annotated[bool, typer.Option("--randomised", help="campaigns: customers were assigned at random; "

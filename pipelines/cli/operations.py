@@ -136,6 +136,7 @@ def monitor(
     thresholds: Annotated[Path | None, typer.Option(help="YAML file of thresholds (default: the one shipped, "
                                                     "pipelines/monitor.yaml).")] = None,
     horizon_days: Annotated[int, typer.Option(help="Outcome window of the delivered churn and upsell scores.")] = 90,
+    catalogue: CatalogueOpt = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -160,14 +161,18 @@ def monitor(
     from pipelines.jobs.monitor import MonitorSettings, monitor_workspace
     from pipelines.monitor import FLAG_EXIT_CODE, load_thresholds
 
+    from decisions.catalogue import load_catalogue
+
     check_horizon(horizon_days)
     limits = load_thresholds(thresholds)
+    actions = load_catalogue(catalogue)  # a broken catalogue is named before any work
     page = check_output_file(html, "--html") if html is not None else None
     ws = Workspace.at(workspace)
     manifest = ws.read_manifest()
     when = as_of_or_end(as_of, manifest)
     with ws.exclusive("clm monitor"):
-        report = monitor_workspace(ws, MonitorSettings(when, limits, horizon_days, page, tracking_uri), RichReporter())
+        report = monitor_workspace(ws, MonitorSettings(when, limits, horizon_days, page, tracking_uri, actions),
+                                   RichReporter())
     render.monitor(report)
     if page is not None:
         say(f"Wrote {page}.")

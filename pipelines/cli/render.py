@@ -233,6 +233,8 @@ def scored(result: ScoreResult) -> None:
         line += (f"; decisions: {mix}; expected value {d['expected_value']:,.0f} for a cost of "
                  f"{d['spent']:,.0f}{limit}; {d['explored']:,} explored")
     say(f"{line}. Wrote {result.path} (champions: {used}).")
+    if result.note:
+        say(f"Note: {result.note}.", "yellow")
 
 
 # ------------------------------------------------------------------- policy

@@ -35,7 +35,7 @@ from clm.domain import (
     Table,
 )
 from clm.errors import ClmError
-from features.groups import ATTRIBUTE_NAME, STATIC_FEATURES
+from features.groups import ATTRIBUTE_NAME, TAKEN_NAMES
 from pipelines.ingest.reading import (
     ReadOptions,
     bad_row_report,
@@ -219,10 +219,12 @@ def _check_source(src: ExportSource) -> None:
     if odd:
         raise ClmError(f"Attribute column(s) {', '.join(map(repr, odd))} cannot name a feature: use letters, digits "
                        "and '_' (not first a digit), at most 63; rename the column in the file.")
-    clash = sorted(set(src.attributes) & STATIC_FEATURES)
+    taken = {name.lower() for name in TAKEN_NAMES}
+    clash = sorted(a for a in src.attributes if a.lower() in taken)
     if clash:
-        raise ClmError(f"Attribute column(s) {', '.join(map(repr, clash))} share the name of a feature clm computes "
-                       "itself; rename the column in the file (e.g. to 'crm_" + clash[0] + "').")
+        raise ClmError(f"Attribute column(s) {', '.join(map(repr, clash))} share the name of a feature, a label or "
+                       "a score clm computes itself; rename the column in the file (e.g. to 'crm_"
+                       + clash[0] + "').")
     if src.table != "campaigns" and (src.control_value is not None or src.randomised):
         raise ClmError(f"--control-value and --randomised belong to campaigns, not to {src.table}.")
 

@@ -191,6 +191,9 @@ def test_consents_follow_the_latest_change_before_the_moment(tmp_path):
     march = consents_of(ws, pd.Timestamp("2024-03-01", tz="UTC"))
     assert march.consent_email.to_dict() == {"a": True, "b": False}  # the withdrawal is at, not before, 1 March
     assert march.consent_phone.to_dict() == {"a": False, "b": True}
+    january = consents_of(ws, pd.Timestamp("2024-01-15", tz="UTC"))
+    assert january.consent_phone.to_dict() == {"a": False, "b": False}  # b gave it only on 1 February
+    assert january.consent_email.to_dict() == {"a": True, "b": False}  # a withdrew later: it held before
 
 
 # The business's own names for the simulator's six actions: nothing downstream may know those.
@@ -243,6 +246,12 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     assert uplift.actions and set(uplift.actions) <= set(OWN_NAMES.values())  # learned under the business's names
     assert set(scores.action.dropna()) <= {"none", *OWN_NAMES.values()}
 
+    # Scored with the shipped catalogue (the simulator's names), nothing could be recommended: said.
+    assert invoke("models", "promote", "uplift", "1", "-w", str(ws)).exit_code == 0
+    shipped = invoke("score", "--out", str(tmp_path / "s.parquet"), "-w", str(ws))
+    assert shipped.exit_code == 0 and shipped.mentions("and the catalogue names none of them, so no action can be "
+                                                       "recommended: pass the business's catalogue with --catalogue")
+
 
 def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
     from pipelines.ingest.mapping import read_mapping
@@ -267,15 +276,17 @@ def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
 
 
 def test_what_a_first_user_got_wrong_is_refused_or_taken_right(tmp_path):
-    people = write(tmp_path / "c.csv", "Id,Created,region,Country,signup_time\nC1,2023-01-05,north,DE,x\n")
+    people = write(tmp_path / "c.csv", "Id,Created,region,Country,signup_time,Churn,propensity\n"
+                                        "C1,2023-01-05,north,DE,x,1,0.5\n")
     for attributes in ("signup_time", "Country", "Id"):  # a field's name, or a column read as a field
         with pytest.raises(ClmError, match=f"attribute\\(s\\) '{attributes}' are already read as fields"):
             ingest_tables([ExportSource("customers", people, {"customer_id": "Id", "signup_time": "Created",
                                                               "region": "Country"}, attributes=(attributes,))],
                           Workspace(tmp_path / "a"))
-    with pytest.raises(ClmError, match="'region' share the name of a feature clm computes itself"):
-        ingest_tables([ExportSource("customers", people, {"customer_id": "Id", "signup_time": "Created"},
-                                    attributes=("region",))], Workspace(tmp_path / "a"))
+    for taken in ("region", "Churn", "propensity"):  # a feature, a label (in any case), a decision's column
+        with pytest.raises(ClmError, match=f"'{taken}' share the name of a feature, a label or a score"):
+            ingest_tables([ExportSource("customers", people, {"customer_id": "Id", "signup_time": "Created"},
+                                        attributes=(taken,))], Workspace(tmp_path / "a"))
     log = write(tmp_path / "p.csv", "Id,Sent,Offer,propensity\nC1,2023-03-01,voucher_10,0.9\nC2,2023-03-01,Holdout,0.9\n")
     with pytest.raises(ClmError, match="propensity \\(column 'propensity'\\) and --randomised .* choose one"):
         ingest_tables([ExportSource("campaigns", log, {"customer_id": "Id", "event_time": "Sent", "action": "Offer"},
@@ -342,3 +353,43 @@ def test_one_or_two_campaign_months_are_split_by_customer_more_by_time():
     ids = [set(p.customer_id) for p in parts.values()]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # a customer's rows in one part
     assert sum(len(p) for p in parts.values()) == 1000 and 0.5 < len(parts["train"]) / 1000 < 0.7
+
+
+def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tmp_path):
+    """The shape of a real promotion test (Starbucks'): customers with attributes, one
+    randomised campaign, purchases after it, no purchase before. The planted truth: the
+    promotion lifts the chance of a purchase within 90 days from 0.10 to 0.30 where V1 > 0,
+    and not at all elsewhere; churn (no purchase) falls by 0.20 there."""
+    from training.config import TrainConfig
+    from training.train_uplift import fit_uplift
+
+    rng = np.random.default_rng(7)
+    n, day = 3000, pd.Timestamp("2024-03-01", tz="UTC")
+    v1 = rng.normal(size=n)
+    promo = rng.random(n) < 0.5
+    bought = rng.random(n) < np.where(promo & (v1 > 0), 0.30, 0.10)
+    ids = [f"s{i}" for i in range(n)]
+    write(tmp_path / "people.csv", "id,joined,V1\n" + "".join(f"{c},2024-01-01,{v:.4f}\n" for c, v in zip(ids, v1)))
+    write(tmp_path / "optin.csv", "id,at,channel,granted\n" + "".join(f"{c},2024-01-01,email,yes\n" for c in ids))
+    write(tmp_path / "promo.csv", "id,sent,Promotion\n" + "".join(
+        f"{c},2024-03-01,{'Yes' if p else 'No'}\n" for c, p in zip(ids, promo)))
+    later = day + pd.to_timedelta(rng.integers(1, 80, n), unit="D")
+    write(tmp_path / "sales.csv", "id,at,total\n" + "".join(
+        f"{c},{t:%Y-%m-%d},9.5\n" for c, t, b in zip(ids, later, bought) if b) + f"s0,2024-07-31,1\n")
+    ws = Workspace(tmp_path / "shop")
+    ingest_tables([
+        ExportSource("customers", tmp_path / "people.csv", {"customer_id": "id", "signup_time": "joined"},
+                     attributes=("V1",)),
+        ExportSource("consents", tmp_path / "optin.csv", {"customer_id": "id", "event_time": "at"}),
+        ExportSource("campaigns", tmp_path / "promo.csv", {"customer_id": "id", "event_time": "sent",
+                                                           "action": "Promotion"},
+                     values={"action": {"Yes": "bogo"}}, control_value="No", randomised=True),
+        source("transactions", tmp_path / "sales.csv", customer_id="id", event_time="at", amount="total"),
+    ], ws)
+    fitted = fit_uplift(ws, TrainConfig(), False, ws.read_manifest().end)
+    assert sum(len(p) for p in fitted.parts.values()) == n  # nobody had bought: every customer it chose is learned
+    test = fitted.parts["test"]
+    churn = fitted.model.effects(test, ["bogo"])["churn"][:, 0]
+    high = test.V1.to_numpy() > 0
+    assert churn[high].mean() == pytest.approx(-0.20, abs=0.06)
+    assert churn[~high].mean() == pytest.approx(0.0, abs=0.06)
