@@ -89,6 +89,8 @@ def ingested(summaries: list[IngestSummary], raw_dir: object, manifest: RawManif
             say(f"{s.duplicates:,} row(s) repeat an earlier row exactly: {fate}.", "yellow")
         for note in s.notes:
             say(f"{s.table}: {note}.", "dim")
+        for warning in s.warnings:
+            say(f"{s.table}: {warning}.", "yellow")
     inferred = " (customers inferred from their first event)" if manifest.details.get("customers_inferred") else ""
     say(f"Workspace {raw_dir}: {', '.join(manifest.tables)}{inferred}; a {manifest.business.replace('_', '-')} "
         f"business, {manifest.start:%Y-%m-%d} to {manifest.end - pd.Timedelta(days=1):%Y-%m-%d}.")

@@ -113,6 +113,28 @@ def _bounds(tables: dict[str, pd.DataFrame]) -> tuple[pd.Timestamp, pd.Timestamp
     return first.normalize(), pd.concat(every, ignore_index=True).max().normalize() + pd.Timedelta(days=1)
 
 
+STALE_DAYS = 31  # an activity table ending this much before the data's end is said to end early
+# Tables whose silence means inactivity (a change log, a survey, a consent, is silent anyway).
+ACTIVITY_TABLES = (Table.TRANSACTIONS.value, Table.USAGE.value)
+
+
+def ended_early(tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> dict[str, str]:
+    """Activity tables whose last row lies more than STALE_DAYS before the data's end, in
+    words: after its last row, such a table reads as no activity (for a shop's transactions,
+    as churn), so an export older than the others misleads every later step."""
+    out = {}
+    for name, frame in tables.items():
+        if name not in ACTIVITY_TABLES or not len(frame):
+            continue
+        last = frame["event_time"].max()
+        gap = (end - pd.Timedelta(days=1) - last.normalize()).days
+        if gap > STALE_DAYS:
+            out[name] = (f"its last row is on {last:%Y-%m-%d}, {gap} days before the data's end "
+                         f"({end - pd.Timedelta(days=1):%Y-%m-%d}, the latest of every table): after it, clm reads "
+                         "no activity; if this export is older than the others, bring a newer one")
+    return out
+
+
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
                   progress: Callable[[str], None] | None = None) -> list[IngestSummary]:
     """Bring the exports into the workspace (see the module's docstring); one summary per
@@ -130,6 +152,12 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
     if inferred:
         tables[Table.CUSTOMERS.value] = inferred_customers(tables)
     start, end = _bounds(tables)
+    early = ended_early(tables, end)
+    for raw_name, (_, summary) in built.items():
+        if raw_name in early:
+            summary.warnings.append(f"ends early: {early[raw_name]}")
+    last = list(built.values())[-1][1]
+    last.warnings.extend(f"the workspace's {name} table ends early: {why}" for name, why in early.items() if name in kept)
     details: dict[str, object] = dict(current.details) if current is not None else {}
     earlier = details.get("files")
     files: dict[str, object] = dict(earlier) if isinstance(earlier, dict) else {}

@@ -199,6 +199,7 @@ class IngestSummary:
     table: str = "transactions"
     columns: dict[str, str] = field(default_factory=dict)  # field -> the file's column read
     notes: list[str] = field(default_factory=list)  # what was assumed (defaults, derived values)
+    warnings: list[str] = field(default_factory=list)  # what may mislead later steps (`business.ended_early`)
 
 
 def _check_source(src: ExportSource) -> None:

@@ -393,3 +393,19 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     high = test.V1.to_numpy() > 0
     assert churn[high].mean() == pytest.approx(-0.20, abs=0.06)
     assert churn[~high].mean() == pytest.approx(0.0, abs=0.06)
+
+
+def test_a_table_ending_long_before_the_others_is_said(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    sales = write(tmp_path / "t.csv", "id,at,total\na,2024-01-05,5\nb,2024-03-01,7\n")
+    later = write(tmp_path / "c.csv", "id,at,channel,granted\na,2024-06-30,email,yes\n")
+    summaries = ingest_tables([source("transactions", sales, customer_id="id", event_time="at", amount="total"),
+                               source("consents", later, customer_id="id", event_time="at")], ws)
+    # The consents export runs to 30 June, the transactions to 1 March: 121 days without a purchase would read as churn.
+    assert any("ends early: its last row is on 2024-03-01, 121 days before the data's end (2024-06-30" in n
+               for n in summaries[0].warnings), summaries[0].warnings
+    assert not summaries[1].warnings
+    fresh = write(tmp_path / "t2.csv", "id,at,total\na,2024-06-20,5\n")
+    again = ingest_tables([source("transactions", fresh, customer_id="id", event_time="at", amount="total")], ws,
+                          replace=True)
+    assert not again[0].warnings
