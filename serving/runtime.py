@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from feast.types import Float64
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue, load_catalogue
-from features.groups import FLOAT, GROUPS
+from features.groups import FLOAT, STRING
 from features.store import open_store
 from serving.decide import Context
 from serving.scoring import (
@@ -42,7 +43,6 @@ from serving.scoring import (
 )
 from training import registry
 
-FEATURE_KINDS = {f.name: f.kind for g in GROUPS for f in g.features}
 TS_SUFFIX = "__ts"
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +72,11 @@ class Runtime:
         self.catalogue = catalogue or load_catalogue()
         self.store = open_store(workspace)
         self.service = self.store.get_feature_service("churn_features")  # every group
-        self.features = [f.name for projection in self.service.feature_view_projections for f in projection.features]
+        fields = [f for projection in self.service.feature_view_projections for f in projection.features]
+        self.features = [f.name for f in fields]
+        # What each feature holds, as the workspace's Feast views declare it (the business's
+        # attributes included): numbers, or text.
+        self.kinds = {f.name: FLOAT if f.dtype == Float64 else STRING for f in fields}
         self.client = registry.connect(workspace, tracking_uri)
         self._lock = threading.Lock()  # one refresh at a time; readers never wait
         self.loaded = self._load()
@@ -125,7 +129,7 @@ class Runtime:
             features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_dict(include_event_timestamps=True)
         stamps = np.array([found[f + TS_SUFFIX] for f in self.features], dtype=np.int64).max(axis=0)
         known = stamps > 0
-        frame = feature_frame(found, self.features, np.flatnonzero(known))
+        frame = feature_frame(found, self.features, np.flatnonzero(known), self.kinds)
         frame.insert(0, "customer_id", np.asarray(ids, dtype=object)[known])
         frame["event_timestamp"] = pd.to_datetime(stamps[known], unit="s", utc=True)
         return frame, [c for c, k in zip(ids, known) if not k]
@@ -138,9 +142,9 @@ class Runtime:
     def answer_features(self, customer_id: str, values: dict[str, float | str | None], as_of: pd.Timestamp | None,
                         context: Context | None, max_actions: int) -> dict:
         self.check_request(context)
-        check_features(values)
+        check_features(values, self.kinds)
         when = as_of if as_of is not None else pd.Timestamp.now(tz="UTC")
-        frame = feature_frame({f: [values.get(f)] for f in self.features}, self.features, np.arange(1))
+        frame = feature_frame({f: [values.get(f)] for f in self.features}, self.features, np.arange(1), self.kinds)
         frame.insert(0, "customer_id", [customer_id])
         frame["event_timestamp"] = when
         return self._answer(frame, context, max_actions)[0]
@@ -160,10 +164,11 @@ class Runtime:
         return decision_log.record_feedback(self.workspace, decision_id, response)
 
 
-def check_features(values: dict[str, float | str | None]) -> None:
-    """Caller-sent features: known names, numbers for numeric features, text for the others."""
+def check_features(values: dict[str, float | str | None], kinds: dict[str, str]) -> None:
+    """Caller-sent features: known names (kinds: name -> FLOAT or STRING), numbers for
+    numeric features, text for the others."""
     for name, value in values.items():
-        kind = FEATURE_KINDS.get(name)
+        kind = kinds.get(name)
         if kind is None:
             raise RequestError(422, f"features.{name} is not a clm feature (see `clm features list`-style names in "
                                "the OpenAPI example, e.g. tenure_days, plan).", f"features.{name}")
@@ -175,10 +180,11 @@ def check_features(values: dict[str, float | str | None]) -> None:
             raise RequestError(422, f"features.{name} must be text, not {value!r}.", f"features.{name}")
 
 
-def feature_frame(values: dict[str, list], features: list[str], rows: np.ndarray) -> pd.DataFrame:
+def feature_frame(values: dict[str, list], features: list[str], rows: np.ndarray,
+                  kinds: dict[str, str]) -> pd.DataFrame:
     """The given rows of feature lists (the online store's answer, or what a caller sent)
     with the batch's dtypes: numbers as float64 (missing: NaN), text as objects."""
-    return pd.DataFrame({f: np.asarray(values[f], dtype=float if FEATURE_KINDS.get(f) == FLOAT else object)[rows]
+    return pd.DataFrame({f: np.asarray(values[f], dtype=float if kinds.get(f) == FLOAT else object)[rows]
                          for f in features})
 
 

@@ -246,6 +246,17 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     assert uplift.actions and set(uplift.actions) <= set(OWN_NAMES.values())  # learned under the business's names
     assert set(scores.action.dropna()) <= {"none", *OWN_NAMES.values()}
 
+    # The API takes the business's attributes as it takes clm's own features (kinds from the Feast views).
+    from decisions.catalogue import load_catalogue
+    from serving.runtime import RequestError, Runtime
+
+    runtime = Runtime(Workspace(ws), catalogue=load_catalogue(ours))
+    assert (runtime.kinds["V1"], runtime.kinds["tier_b"], runtime.kinds["tenure_days"]) == ("float", "string", "float")
+    answer = runtime.answer_features("new-1", {"V1": 0.5, "tier_b": "gold", "tenure_days": 30.0}, None, None, 3)
+    assert answer["customer_id"] == "new-1"
+    with pytest.raises(RequestError, match="features.V1 must be a finite number"):
+        runtime.answer_features("new-1", {"V1": "high"}, None, None, 3)
+
     # Scored with the shipped catalogue (the simulator's names), nothing could be recommended: said.
     assert invoke("models", "promote", "uplift", "1", "-w", str(ws)).exit_code == 0
     shipped = invoke("score", "--out", str(tmp_path / "s.parquet"), "-w", str(ws))
