@@ -167,6 +167,11 @@ def ingest(
                                                   "a missing date (1900-01-01, 1970-01-01) and refused, or left out "
                                                   "with --skip-bad-rows.", callback=a_day)
     ] = "1990-01-01",
+    until: Annotated[
+        str | None, typer.Option("--until", help="The last day the exports cover (YYYY-MM-DD, the day they were "
+                                                 "taken), when later than their last row: the data's end.",
+                                 callback=a_day)
+    ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the table(s) the workspace holds already (only "
                                                             "them); a workspace holding a simulation is started "
                                                             "over.")] = False,
@@ -245,7 +250,8 @@ def ingest(
                                  randomised, options)]
     ws = Workspace.at(workspace)
     with ws.exclusive("clm ingest"), console.status(Text("Reading the exports")) as status:
-        summaries = ingest_tables(sources, ws, replace, lambda text: status.update(Text(text)))
+        summaries = ingest_tables(sources, ws, replace, lambda text: status.update(Text(text)),
+                                  parse_day(until, "--until") if until is not None else None)
     render.ingested(summaries, ws.raw_dir, ws.read_manifest())
 
 

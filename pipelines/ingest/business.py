@@ -27,6 +27,7 @@ from pipelines.ingest.tables import TABLES, ExportSource, IngestSummary, build_t
 
 INGEST_SOURCE = "ingest"
 INFERRED = "customers_inferred"  # manifest detail: the customers table was made from the events
+OBSERVED_UNTIL = "observed_until"  # manifest detail: the last day the exports cover (`until`)
 
 
 def _ingested(workspace: Workspace) -> RawManifest | None:
@@ -130,15 +131,18 @@ def ended_early(tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> dict[str,
         gap = (end - pd.Timedelta(days=1) - last.normalize()).days
         if gap > STALE_DAYS:
             out[name] = (f"its last row is on {last:%Y-%m-%d}, {gap} days before the data's end "
-                         f"({end - pd.Timedelta(days=1):%Y-%m-%d}, the latest of every table): after it, clm reads "
-                         "no activity; if this export is older than the others, bring a newer one")
+                         f"({end - pd.Timedelta(days=1):%Y-%m-%d}): after it, clm reads no activity; if this export "
+                         "is older than the others, bring a newer one")
     return out
 
 
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
-                  progress: Callable[[str], None] | None = None) -> list[IngestSummary]:
+                  progress: Callable[[str], None] | None = None, until: pd.Timestamp | None = None
+                  ) -> list[IngestSummary]:
     """Bring the exports into the workspace (see the module's docstring); one summary per
-    export, in the order given."""
+    export, in the order given. until: the last day the exports cover (the day they were
+    taken), when later than their last row: the data's end (a quiet last week is then seen
+    as quiet, not as the end of the data); kept for later calls unless one gives another."""
     current = check_before_reading(sources, workspace, replace)
     built = {}
     for src in sources:
@@ -152,13 +156,21 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
     if inferred:
         tables[Table.CUSTOMERS.value] = inferred_customers(tables)
     start, end = _bounds(tables)
+    details: dict[str, object] = dict(current.details) if current is not None else {}
+    kept_until = details.get(OBSERVED_UNTIL)
+    observed = until if until is not None else pd.Timestamp(str(kept_until), tz="UTC") if kept_until else None
+    if observed is not None:
+        if observed + pd.Timedelta(days=1) < end:
+            raise ClmError(f"The exports run to {end - pd.Timedelta(days=1):%Y-%m-%d}, after the day they are said to "
+                           f"cover until ({observed:%Y-%m-%d}): give --until a day on or after their last row.")
+        end = observed.normalize() + pd.Timedelta(days=1)
+        details[OBSERVED_UNTIL] = f"{observed:%Y-%m-%d}"
     early = ended_early(tables, end)
     for raw_name, (_, summary) in built.items():
         if raw_name in early:
             summary.warnings.append(f"ends early: {early[raw_name]}")
     last = list(built.values())[-1][1]
     last.warnings.extend(f"the workspace's {name} table ends early: {why}" for name, why in early.items() if name in kept)
-    details: dict[str, object] = dict(current.details) if current is not None else {}
     earlier = details.get("files")
     files: dict[str, object] = dict(earlier) if isinstance(earlier, dict) else {}
     for src, (_, summary) in zip(sources, built.values(), strict=True):

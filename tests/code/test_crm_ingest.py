@@ -420,3 +420,21 @@ def test_a_table_ending_long_before_the_others_is_said(tmp_path):
     again = ingest_tables([source("transactions", fresh, customer_id="id", event_time="at", amount="total")], ws,
                           replace=True)
     assert not again[0].warnings
+
+
+def test_the_day_the_exports_were_taken_is_the_datas_end(tmp_path):
+    ws = tmp_path / "ws"
+    sales = write(tmp_path / "t.csv", "id,at,total\na,2024-01-05,5\nb,2024-03-01,7\n")
+    args = ["--customer-col", "id", "--date-col", "at", "--amount-col", "total", "-w", str(ws)]
+    result = invoke("ingest", "transactions", str(sales), "--until", "2024-03-31", *args)
+    assert result.exit_code == 0, result.output
+    assert Workspace(ws).read_manifest().end == pd.Timestamp("2024-04-01", tz="UTC")  # March's last day included
+    people = write(tmp_path / "c.csv", "id,since\na,2024-01-01\nb,2024-01-01\n")
+    assert invoke("ingest", "customers", str(people), "--customer-col", "id", "--date-col", "since",
+                  "-w", str(ws)).exit_code == 0
+    assert Workspace(ws).read_manifest().end == pd.Timestamp("2024-04-01", tz="UTC")  # kept by a later call
+    before = tree_digest(ws)
+    early = invoke("ingest", "transactions", str(sales), "--until", "2024-02-15", "--replace", *args)
+    assert early.exit_code == 2 and early.mentions("The exports run to 2024-03-01, after the day they are said to "
+                                                   "cover until (2024-02-15)")
+    assert tree_digest(ws) == before
