@@ -189,12 +189,43 @@ def say(text: str, style: str = "", wrap: bool = True) -> None:
 
 
 # ------------------------------------------------------------------- the process
+SIGTERM_RETRY_SECONDS = 0.05  # a SIGTERM that came during an import is taken again this much later
+SIGTERM_FORCED_EXIT_SECONDS = 20.0  # a process still alive this long after its SIGTERM ends without cleanup
+
+
 def exit_cleanly_on_sigterm() -> None:
     """`kill` (SIGTERM) ends clm as Ctrl-C does: staging folders are removed, the MLflow run
-    is marked failed, the workspace lock released. (A SIGKILL cannot be caught: the next
-    writer cleans up after it.)"""
+    is marked failed, the workspace lock released, exit code 143. (A SIGKILL cannot be
+    caught: the next writer cleans up after it.)"""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        signal.signal(signal.SIGTERM, _end_on_sigterm)
+
+
+def _end_on_sigterm(signum: int, frame: Any) -> None:
+    """Raise SystemExit where the main thread stands, unless it stands in an import: an
+    extension module's initialisation (numpy's, for one) swallows an exception raised in it,
+    and the command would go on as if never asked to stop. There the signal is sent again a
+    moment later, once the import is done. Should the exit still be swallowed, the process
+    ends SIGTERM_FORCED_EXIT_SECONDS later without its cleanup, which the next writer does."""
+    if _importing(frame):
+        _after(SIGTERM_RETRY_SECONDS, lambda: os.kill(os.getpid(), signum))
+        return
+    _after(SIGTERM_FORCED_EXIT_SECONDS, lambda: os._exit(128 + signum))
+    sys.exit(128 + signum)
+
+
+def _importing(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _after(seconds: float, action: Callable[[], object]) -> None:
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True  # never holds the process open
+    timer.start()
 
 
 def quiet_libraries() -> None:

@@ -191,6 +191,34 @@ def test_sigterm_ends_a_command_cleanly(tmp_path):
     assert invoke("simulate", "-n", "20", "--end", "2024-02-29", "-w", str(ws)).exit_code == 0
 
 
+SIGTERM_DURING_AN_IMPORT = textwrap.dedent("""
+    import os, signal, sys, time
+    from pipelines.cli.common import exit_cleanly_on_sigterm
+    exit_cleanly_on_sigterm()
+    sys.path.insert(0, sys.argv[1])
+    import swallowing  # kills itself while imported, and swallows what that raises, as numpy's init can
+    time.sleep(5)
+    print("went on")
+""")
+
+SWALLOWING_MODULE = textwrap.dedent("""
+    import os, signal, time
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs here
+    except BaseException:
+        pass
+""")
+
+
+def test_a_sigterm_during_an_import_still_ends_the_command(tmp_path):
+    (tmp_path / "swallowing.py").write_text(SWALLOWING_MODULE)
+    ended = subprocess.run([sys.executable, "-c", SIGTERM_DURING_AN_IMPORT, str(tmp_path)], capture_output=True,
+                           text=True, env=child_environment(), timeout=60)
+    assert ended.returncode == 128 + signal.SIGTERM, ended.stderr
+    assert "went on" not in ended.stdout and "Traceback" not in ended.stderr
+
+
 @pytest.mark.parametrize("group", ["features", "models"])
 def test_a_command_group_alone_shows_its_help(group):
     result = invoke(group)
