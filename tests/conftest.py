@@ -13,6 +13,12 @@ from simulator.engine import SimulationConfig
 from simulator.run import simulate_to_workspace
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests import typecheck
+
+    typecheck.start_if_selected(session)
+
+
 def utc_day(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 

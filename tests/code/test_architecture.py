@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import typecheck
 from tests.clirun import child_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +46,9 @@ def test_an_upward_import_breaks_the_build(tmp_path):
     assert "training.labels -> serving.scoring" in said and "simulator.params -> features.groups" in said
 
 
-@pytest.mark.slow  # about 35 s without a cache (a clean clone)
-def test_the_types_check():
-    """mypy on every package, as configured in pyproject.toml (cache in .mypy_cache/)."""
-    done = subprocess.run([str(Path(sys.executable).parent / "mypy")], cwd=ROOT, env=child_environment(),
-                          capture_output=True, text=True)
-    assert done.returncode == 0 and "Success: no issues found" in done.stdout, done.stdout + done.stderr
+@pytest.mark.slow  # about a minute without a cache (a clean clone), run beside the other tests
+def test_the_types_check(request):
+    """mypy on every package, as configured in pyproject.toml (cache in .mypy_cache/),
+    started when the session began (tests.typecheck)."""
+    code, said = typecheck.verdict(request.config)
+    assert code == 0 and "Success: no issues found" in said, said
