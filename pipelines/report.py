@@ -231,7 +231,7 @@ def model_cards(client: MlflowClient) -> list[ModelCard]:
         last = events[-1] if events else None
         cards.append(ModelCard(
             model, version, params.get("registered", params.get("learner", "")), params.get("as_of", ""),
-            {k: params[k] for k in ("train_cutoffs", "valid_cutoff", "test_cutoff") if k in params},
+            {k: params[k] for k in ("train_cutoffs", "valid_cutoff", "test_cutoff", "split") if k in params},
             {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")},
             {k: v for k, v in metrics.items() if k.startswith(("oracle_", "truth_"))},
             int(float(params.get("features", 0))), list((importance or {}).items())[:10],

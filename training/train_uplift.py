@@ -67,6 +67,17 @@ class FittedUplift:
     values: dict[str, CustomerValues]  # per part, and "population_test"
     validation: dict[str, float]  # learner -> uplift R2 (DR) on the validation window
     split: Split
+    by_customer: bool = False  # the parts split the customers of the campaign month(s), not the months
+
+    def describe_split(self) -> dict[str, str]:
+        """The split in words, for the run's record and the report."""
+        if self.by_customer:
+            months = ", ".join(f"{c:%Y-%m-%d}" for c in sorted(set(self.split.all)))
+            return {"split": f"by customer within the campaign month(s) {months}: 60% train, 20% validation, "
+                             "20% test"}
+        train = self.split.train
+        return {"train_cutoffs": f"{train[0]:%Y-%m-%d}..{train[-1]:%Y-%m-%d} ({len(train)})",
+                "valid_cutoff": f"{self.split.valid:%Y-%m-%d}", "test_cutoff": f"{self.split.test:%Y-%m-%d}"}
 
     @property
     def model(self) -> UpliftModel:
@@ -148,7 +159,7 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     pseudo = pseudo_values(parts["valid"], values["valid"])
     validation = {name: uplift_r2(m, parts["valid"], values["valid"], pseudo) for name, m in learners.items()}
     chosen = "t_learner" if clearly_better(t_model, dr_model, parts["valid"], values["valid"], pseudo) else "dr_learner"
-    return FittedUplift(learners, chosen, parts, population_test, values, validation, split)
+    return FittedUplift(learners, chosen, parts, population_test, values, validation, split, by_customer)
 
 
 def true_effects(workspace: Workspace, cutoff: pd.Timestamp) -> pd.DataFrame | None:
@@ -212,8 +223,7 @@ def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, a
     if truth is not None:
         report.oracle = truth_quality(fitted.model, fitted.population_test, truth, fitted.values["population_test"])
     report.split = {
-        "train_cutoffs": f"{fitted.split.train[0]:%Y-%m-%d}..{fitted.split.train[-1]:%Y-%m-%d} ({len(fitted.split.train)})",
-        "valid_cutoff": f"{fitted.split.valid:%Y-%m-%d}", "test_cutoff": f"{fitted.split.test:%Y-%m-%d}",
+        **fitted.describe_split(),
         "decisions": {k: len(v) for k, v in fitted.parts.items()},
         "validation_uplift_r2": {k: round(v, 5) for k, v in fitted.validation.items()},
     }

@@ -17,6 +17,7 @@ from serving.scoring import consents_of
 from simulator.crm_export import export_crm
 from tests.clirun import invoke, tree_digest
 from tests.conftest import simulate
+from training import registry
 
 GENERATED_IDS = {"transactions": "transaction_id", "tickets": "ticket_id", "referrals": "referral_id",
                  "actions": "decision_id"}
@@ -404,6 +405,15 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     high = test.V1.to_numpy() > 0
     assert churn[high].mean() == pytest.approx(-0.20, abs=0.06)
     assert churn[~high].mean() == pytest.approx(0.0, abs=0.06)
+
+    # `clm train` registers it, its record saying how the one campaign month was split.
+    trained = invoke("train", "--models", "uplift", "-w", str(ws.root))
+    assert trained.exit_code == 0, trained.output
+    client = registry.connect(ws)
+    version = registry.latest_version(client, "uplift")
+    assert version is not None and int(version.version) == 1
+    said = client.get_run(version.run_id).data.params["split"]
+    assert said == "by customer within the campaign month(s) 2024-03-01: 60% train, 20% validation, 20% test"
 
 
 def test_a_table_ending_long_before_the_others_is_said(tmp_path):
