@@ -23,8 +23,9 @@ file (V1..V7, Promotion, purchase; the known propensity).
 Judged on Test.csv, every model the same way:
 - ranking: causalml's Qini and AUUC (normalised; 95% bootstrap intervals);
 - policy value at three budgets (10%, 30%, 50% of the customers may be promoted): each
-  model's effects go through clm's decision rule (`serving.allocation.allocate`: value =
-  effect x $10 - $0.15, the best first, none where it does not pay), valued by inverse
+  model's effects go through clm's value rule (`decisions.value`, the catalogue's
+  `value.purchase_value` = $10 a purchase, a promotion at $0.15) and its allocation
+  (`serving.allocation`: the best first, none where it does not pay), valued by inverse
   propensity weighting on the randomised test file: the net revenue (10 x purchase - 0.15 x
   promoted) per 1,000 customers beyond promoting nobody, +- 1.96 standard errors;
 - "promote where it pays" (no budget): Udacity's score on the customers it promotes (IRR,
@@ -162,7 +163,7 @@ def clm_effects(mapping: Path, workspace: Path, test: pd.DataFrame) -> ClmUplift
     if latest is None:
         raise SystemExit("`clm train` registered no uplift model: see its output above.")
     model = registry.load_version(client, "uplift", str(latest.version))
-    month = pd.Timestamp(CAMPAIGN_DAY, tz="UTC").to_period("M").to_timestamp().tz_localize("UTC")
+    month = pd.Timestamp(CAMPAIGN_DAY, tz="UTC").replace(day=1)
     rows = pd.DataFrame({"customer_id": customer_ids(test, "test"), "event_timestamp": month})
     features = historical_features(ws, rows, "uplift").set_index("customer_id").loc[rows["customer_id"]].reset_index()
     purchase_effect = -model.effects(features, [ACTION])["churn"][:, 0]  # churn here: no purchase in the horizon
@@ -203,13 +204,18 @@ def peers_and_scores(work: Path, train: pd.DataFrame, test: pd.DataFrame, ours: 
 
 # ------------------------------------------------------------------- judging
 def policy(effect: np.ndarray, budget_share: float | None) -> np.ndarray:
-    """Whom clm's decision rule promotes given these effects: value = effect x $10 - $0.15,
-    the most valuable first within the budget (a share of the customers), none where it
-    does not pay."""
+    """Whom clm's value rule and allocation promote given these effects on the chance of a
+    purchase: a purchase from these customers (no revenue on record) is worth the catalogue's
+    `value.purchase_value` ($10), a promotion costs $0.15; the most valuable first within the
+    budget (a share of the customers), none where it does not pay."""
+    from decisions.catalogue import ValueSettings
+    from decisions.value import customer_values, expected_value
     from serving.allocation import allocate
 
-    value = (effect * PURCHASE_VALUE - PROMOTION_COST)[:, None]
-    cost = np.full_like(value, PROMOTION_COST)
+    values = customer_values(pd.DataFrame(index=range(len(effect))), np.zeros(0),
+                             ValueSettings(purchase_value=PURCHASE_VALUE))
+    cost = np.full((len(effect), 1), PROMOTION_COST)
+    value = expected_value(-effect[:, None], np.zeros_like(cost), values, cost).total
     budget = np.inf if budget_share is None else budget_share * len(effect) * PROMOTION_COST
     return allocate(value, cost, np.ones_like(value, dtype=bool), budget).choice == 0
 

@@ -61,7 +61,10 @@ def fitted_effects(train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"ID": test["ID"].to_numpy()})
     for name, learner in learners().items():
         x, y = train[FEATURES].to_numpy(dtype=float), train["purchase"].to_numpy()
-        if name.endswith(("X", "DR")):
+        if name.endswith("DR"):  # its cross-fitting folds are drawn at random: seeded, as clm's are
+            learner.fit(x, treatment, y, p=np.full(len(train), share), seed=SEED)
+            effect = learner.predict(test[FEATURES].to_numpy(dtype=float), p=np.full(len(test), share))
+        elif name.endswith("X"):
             learner.fit(x, treatment, y, p=np.full(len(train), share))
             effect = learner.predict(test[FEATURES].to_numpy(dtype=float), p=np.full(len(test), share))
         else:

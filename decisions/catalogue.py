@@ -107,10 +107,15 @@ class ContactPolicy(_Strict):
 
 class ValueSettings(_Strict):
     """How outcomes are priced (`decisions.value`): keeping a customer is worth keep_months
-    of their monthly revenue; an upgrade, upgrade_months of the price difference."""
+    of their monthly revenue; an upgrade, upgrade_months of the price difference; a purchase
+    won from a customer with no revenue on record (who never bought, or not for a year),
+    purchase_value (the business's typical first order); all of it times margin, the share
+    of revenue the business keeps (1: value in revenue)."""
 
     keep_months: float = Field(default=12.0, gt=VALUE_MONTHS.low, le=VALUE_MONTHS.high)
     upgrade_months: float = Field(default=12.0, ge=VALUE_MONTHS.low, le=VALUE_MONTHS.high)
+    purchase_value: float = Field(default=0.0, ge=MONEY.low, le=MONEY.high)
+    margin: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
 class ContextWeights(_Strict):

@@ -8,9 +8,13 @@ policy that is decided or evaluated (clm's, the oracle's, churn-risk targeting, 
 - monthly revenue: the customer's plan price; without plans (a transactions export), the
   paid amount of the last 365 days / 12; unknown: 0.
 - keep value: `keep_months` of monthly revenue (catalogue `value.keep_months`, default 12):
-  what the business keeps by not losing the customer within the horizon.
+  what the business keeps by not losing the customer within the horizon. A customer with no
+  revenue on record (a shop's customer who never bought, or not within the year): the
+  catalogue's `value.purchase_value`, what winning a purchase from them is worth (churn,
+  for a shop, is "no purchase within the horizon"; preventing it is winning one).
 - upgrade margin: `upgrade_months` of the step from the current plan's price to the next
   plan's (the plans the data knows, by price); 0 on the top plan or without plans.
+- both times the catalogue's `value.margin`, the share of revenue the business keeps.
 - cost: `ActionEntry.cost` at the monthly revenue (a discount is a share of bills).
 
 Only observable data enters (prices, spend), never a model's prediction, so that the same
@@ -65,7 +69,9 @@ def customer_values(customers: pd.DataFrame, plan_prices: np.ndarray, settings: 
     revenue = monthly_revenue(customers)
     price = customers["price"].to_numpy(dtype=float) if "price" in customers else np.full(len(customers), np.nan)
     step = np.nan_to_num(next_plan_price(price, plan_prices) - price, nan=0.0)
-    return CustomerValues(revenue, settings.keep_months * revenue, settings.upgrade_months * np.maximum(step, 0.0))
+    known = (revenue > 0) | np.isfinite(price)  # revenue on record, or a plan (a free one keeps its 0)
+    keep = np.where(known, settings.keep_months * revenue, settings.purchase_value)
+    return CustomerValues(revenue, settings.margin * keep, settings.margin * settings.upgrade_months * np.maximum(step, 0.0))
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ from training.uplift import (
 MODEL = "uplift"
 CUSTOMER_SPLIT_MONTHS = 2  # campaign months up to which the decisions are split by customer, not by time
 MIN_DECISIONS = 200  # logged decisions in the training windows
+# The learners are judged on value-weighted effects; training knows no catalogue, so a purchase
+# won from a customer with no revenue on record (a shop's campaign to people who never bought)
+# counts as one unit of value: without it such a campaign would be worth nothing to judge by.
+JUDGED_PURCHASE_VALUE = 1.0
 
 
 @dataclass
@@ -153,7 +157,7 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     for model in learners.values():
         model.fitted_through = split.valid
     population_test = frame[frame.event_timestamp == split.test].reset_index(drop=True)
-    prices, settings = plan_prices(workspace), ValueSettings()
+    prices, settings = plan_prices(workspace), ValueSettings(purchase_value=JUDGED_PURCHASE_VALUE)
     values = {name: customer_values(rows, prices, settings)
               for name, rows in {**parts, "population_test": population_test}.items()}
     pseudo = pseudo_values(parts["valid"], values["valid"])

@@ -414,6 +414,8 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     assert version is not None and int(version.version) == 1
     said = client.get_run(version.run_id).data.params["split"]
     assert said == "by customer within the campaign month(s) 2024-03-01: 60% train, 20% validation, 20% test"
+    # Judged on the purchases it wins (nobody has revenue on record), it tells more than "no effect": shipped.
+    assert registry.alias_version(client, "uplift", registry.CHAMPION) == "1", registry.gate_reason(client, "uplift", "1")
 
 
 def test_a_table_ending_long_before_the_others_is_said(tmp_path):

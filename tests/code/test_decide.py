@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decisions.catalogue import load_catalogue
-from decisions.value import next_plan_price
+from decisions.catalogue import ValueSettings, load_catalogue
+from decisions.value import customer_values, next_plan_price
 from serving.decide import Context, decide, value_finder
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
@@ -57,6 +57,18 @@ def test_expected_value_worked_out_by_hand():
     assert (d.retention[0], d.upgrade[0], d.cost[0]) == pytest.approx((94.8, 0.0, 49.4))
     assert [a for a, _ in d.ranked(0, 3)] == ["retention_offer", "upgrade_offer"]
     assert d.ranked(0, 3)[1][1] == pytest.approx(27.8)
+
+
+def test_values_of_plans_spend_and_a_first_purchase_times_the_margin_by_hand():
+    settings = ValueSettings(keep_months=12, upgrade_months=12, purchase_value=25.0, margin=0.4)
+    frame = pd.DataFrame({"price": [30.0, np.nan, np.nan, 0.0], "monetary_365d": [0.0, 120.0, 0.0, 0.0]})
+    values = customer_values(frame, np.array([0.0, 30.0, 50.0]), settings)
+    # plan 30: 0.4 x 12 x 30 = 144, upgrade 0.4 x 12 x (50 - 30) = 96; a shop's buyer with 120 a year:
+    # 0.4 x 12 x 10 = 48; never bought: 0.4 x 25 = 10; a free plan keeps its 0 (upgrade 0.4 x 12 x 30).
+    np.testing.assert_allclose(values.keep_value, [144.0, 48.0, 10.0, 0.0])
+    np.testing.assert_allclose(values.upgrade_margin, [96.0, 0.0, 0.0, 144.0])
+    # The catalogue's defaults price a purchase from someone who never bought at nothing, as before.
+    assert customer_values(frame, np.array([0.0, 30.0, 50.0]), ValueSettings()).keep_value[2] == 0.0
 
 
 def test_a_caller_on_the_phone_about_cancelling_weighs_retention_more():
