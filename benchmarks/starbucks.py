@@ -10,7 +10,7 @@ clm, as a user would bring it: the files become a CRM's exports (`<work>/exports
 customers (every customer of both files, joined 2024-01-01, V1..V7 as attributes), e-mail
 consents, one randomised campaign on 2024-03-01 for the training file's customers (Promotion
 Yes -> action `promotion`, No -> the control) and their purchases in the week after it, $10
-each; then `clm ingest --mapping crm.yaml --until 2024-06-30` and `clm train`. The test file's
+each; then `clm ingest --mapping crm.yaml` (the exports taken on 2024-06-30) and `clm train`. The test file's
 customers are in the customers export with their attributes only: clm never sees their arm
 or whether they bought. Their features at the campaign's month come from the Feast store,
 and the uplift model `clm train` registered gives each one the promotion's effect on the
@@ -104,6 +104,7 @@ def write_exports(train: pd.DataFrame, test: pd.DataFrame, folder: Path) -> Path
                   "Total": PURCHASE_VALUE}).to_csv(folder / "purchases.csv", index=False)
     mapping = folder / "crm.yaml"
     mapping.write_text(textwrap.dedent(f"""\
+        until: {DATA_END}
         tables:
           customers:
             file: customers.csv
@@ -153,7 +154,7 @@ def clm_effects(mapping: Path, workspace: Path, test: pd.DataFrame) -> ClmUplift
     from training import registry
 
     if not (workspace / "raw").exists():
-        clm("ingest", "--mapping", str(mapping), "--until", DATA_END, "-w", str(workspace))
+        clm("ingest", "--mapping", str(mapping), "-w", str(workspace))
     ws = Workspace(workspace)
     if not (workspace / "mlflow").exists():
         trained = clm("train", "-w", str(workspace))

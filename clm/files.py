@@ -102,7 +102,9 @@ def read_yaml_mapping(path: Path, what: str, expected: str) -> dict[Any, Any]:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml's SafeLoader, refusing a key given twice in one mapping."""
+    """yaml's SafeLoader, refusing a key given twice in one mapping, and reading a day or a
+    time (2024-06-30) as the text it is: clm reads it (`clm.dates`), naming the setting when
+    it is no day of the calendar (yaml would fail with a bare 'day is out of range')."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[object, int] = {}
@@ -114,3 +116,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                 f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}

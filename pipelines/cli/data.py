@@ -242,7 +242,10 @@ def ingest(
                         encoding=None if encoding == "utf-8-sig" else encoding, skip_bad_rows=skip_bad_rows or None,
                         drop_duplicates=drop_duplicates or None,
                         earliest_date=None if earliest_date == "1990-01-01" else earliest_date)
-        sources = read_mapping(mapping, given)
+        mapped = read_mapping(mapping, given)
+        sources = mapped.sources
+        if until is None and mapped.until is not None:
+            until = f"{mapped.until:%Y-%m-%d}"
     else:
         assert table is not None and file is not None
         columns = {"customer_id": customer_col, "event_time": date_col, "amount": amount_col}

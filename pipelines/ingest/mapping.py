@@ -1,6 +1,7 @@
 """A mapping file: one business's exports, each table's file and columns, in one YAML.
 
     # crm.yaml: `clm ingest --mapping crm.yaml -w shop`
+    until: 2024-06-30              # the day the exports were taken (as --until)
     date_format: "%d/%m/%Y"        # read options for every file (each may override them)
     tables:
       customers:
@@ -22,8 +23,10 @@ Fields and their meaning: `clm ingest --help`, or `pipelines.ingest.tables.TABLE
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clm.dates import parse_day
@@ -60,6 +63,15 @@ class TableMapping(Reading):
 
 class Mapping(Reading):
     tables: dict[str, TableMapping] = Field(min_length=1)
+    until: str | None = None
+
+
+@dataclass(frozen=True)
+class MappedExports:
+    """What a mapping file says: each table's export, and the day the exports were taken."""
+
+    sources: list[ExportSource]
+    until: pd.Timestamp | None
 
 
 def _options(*layers: Reading) -> ReadOptions:
@@ -74,7 +86,7 @@ def _options(*layers: Reading) -> ReadOptions:
     return options
 
 
-def read_mapping(path: Path, defaults: Reading = Reading()) -> list[ExportSource]:
+def read_mapping(path: Path, defaults: Reading = Reading()) -> MappedExports:
     """The exports a mapping file names; a mistake is named with its place in the file.
     defaults: read options given on the command line, below the file's."""
     path = check_path_length(Path(path), "The mapping file")
@@ -98,4 +110,5 @@ def read_mapping(path: Path, defaults: Reading = Reading()) -> list[ExportSource
         sources.append(ExportSource(name, file, dict(table.columns), _options(defaults, mapping, table),
                                     {k: dict(v) for k, v in table.values.items()}, tuple(table.attributes),
                                     table.control_value, table.randomised))
-    return sources
+    until = None if mapping.until is None else parse_day(mapping.until, f"Mapping file {path}: until")
+    return MappedExports(sources, until)

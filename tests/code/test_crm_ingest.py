@@ -269,7 +269,9 @@ def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
     from pipelines.ingest.mapping import read_mapping
 
     example = Path(__file__).parents[2] / "examples" / "crm_mapping.yaml"
-    sources = {s.table: s for s in read_mapping(example)}
+    mapped = read_mapping(example)
+    assert mapped.until == pd.Timestamp("2025-06-30", tz="UTC")
+    sources = {s.table: s for s in mapped.sources}
     assert list(sources) == ["customers", "subscriptions", "transactions", "tickets", "campaigns"]
     assert sources["tickets"].options.decimal == "." and sources["customers"].options.decimal == ","  # table wins
     assert sources["customers"].options.date_format == "%d/%m/%Y %H:%M"
@@ -450,3 +452,13 @@ def test_the_day_the_exports_were_taken_is_the_datas_end(tmp_path):
     assert early.exit_code == 2 and early.mentions("The exports run to 2024-03-01, after the day they are said to "
                                                    "cover until (2024-02-15)")
     assert tree_digest(ws) == before
+
+    # A mapping file says it once for every table; a day that is none is named, as on the command line.
+    mapping = write(tmp_path / "crm.yaml", "until: 2024-05-31\ntables:\n  transactions:\n    file: t.csv\n"
+                                           "    columns: {customer_id: id, event_time: at, amount: total}\n")
+    assert invoke("ingest", "--mapping", str(mapping), "-w", str(tmp_path / "m")).exit_code == 0
+    assert Workspace(tmp_path / "m").read_manifest().end == pd.Timestamp("2024-06-01", tz="UTC")
+    wrong = write(tmp_path / "w.yaml", "until: 2024-02-30\ntables:\n  transactions: {file: t.csv}\n")
+    refused = invoke("ingest", "--mapping", str(wrong), "-w", str(tmp_path / "w"))
+    assert refused.exit_code == 2 and refused.mentions(f"Mapping file {wrong}: until '2024-02-30' is not a day of the "
+                                                      "calendar") and not (tmp_path / "w" / "raw").exists()
