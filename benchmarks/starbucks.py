@@ -18,7 +18,8 @@ chance of a purchase within the horizon.
 
 Peers (benchmarks/starbucks_peers.py, in `<work>/causalml-venv`, made on first use):
 causalml 0.18's S, T, X and DR meta-learners with LightGBM, fitted on the whole training
-file (V1..V7, Promotion, purchase; the known propensity).
+file (V1..V7, Promotion, purchase; the known propensity). The DR-learner is causalml's
+regressor variant: its classifier variant builds the pseudo-outcomes from class labels.
 
 Judged on Test.csv, every model the same way:
 - ranking: causalml's Qini and AUUC (normalised; 95% bootstrap intervals);
@@ -217,8 +218,8 @@ def policy(effect: np.ndarray, budget_share: float | None) -> np.ndarray:
                              ValueSettings(purchase_value=PURCHASE_VALUE))
     cost = np.full((len(effect), 1), PROMOTION_COST)
     value = expected_value(-effect[:, None], np.zeros_like(cost), values, cost).total
-    budget = np.inf if budget_share is None else budget_share * len(effect) * PROMOTION_COST
-    return allocate(value, cost, np.ones_like(value, dtype=bool), budget).choice == 0
+    budget = np.inf if budget_share is None else float(np.floor(budget_share * len(effect)))  # customers
+    return allocate(value, np.ones_like(cost), np.ones_like(value, dtype=bool), budget).choice == 0
 
 
 def ipw_gain(promoted: np.ndarray, treated: np.ndarray, bought: np.ndarray) -> tuple[float, float]:

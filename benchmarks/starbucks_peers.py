@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from causalml.inference.meta import (
-    BaseDRClassifier,
+    BaseDRRegressor,
     BaseSClassifier,
     BaseTClassifier,
     BaseXClassifier,
@@ -46,8 +46,10 @@ def learners() -> dict[str, object]:
         "causalml S": BaseSClassifier(learner=classifier(), control_name=CONTROL),
         "causalml T": BaseTClassifier(learner=classifier(), control_name=CONTROL),
         "causalml X": BaseXClassifier(outcome_learner=classifier(), effect_learner=regressor(), control_name=CONTROL),
-        "causalml DR": BaseDRClassifier(control_outcome_learner=classifier(), treatment_outcome_learner=classifier(),
-                                        treatment_effect_learner=regressor(), control_name=CONTROL),
+        # The regressor variant: causalml 0.18's BaseDRClassifier builds its pseudo-outcomes from the outcome
+        # models' predict(), class labels (nearly all 0 at a 1% purchase rate), not probabilities. A
+        # regression of the 0/1 purchase is the probability the DR-learner needs.
+        "causalml DR": BaseDRRegressor(learner=regressor(), control_name=CONTROL),
     }
 
 

@@ -16,6 +16,8 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -362,12 +364,32 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         retired = self.root / f".raw-retired-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        retired.mkdir()
-        for name in ("raw",) if same_business else BUSINESS_FOLDERS:  # raw first: without it every command stops
-            if (self.root / name).exists():
-                (self.root / name).rename(retired / name)
-        staging.rename(self.raw_dir)
+        with interrupts_held():  # several renames: a Ctrl-C or `kill` between them would leave no raw/
+            retired.mkdir()
+            for name in ("raw",) if same_business else BUSINESS_FOLDERS:  # raw first: without it every command stops
+                if (self.root / name).exists():
+                    (self.root / name).rename(retired / name)
+            staging.rename(self.raw_dir)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """A Ctrl-C or `kill` (SIGINT, SIGTERM) that comes during the block takes effect once
+    it is done: for a few renames that must happen all or none. Their handlers run in the
+    main thread, so a block elsewhere is not held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            os.kill(os.getpid(), pending[0])  # now, to the handler it was meant for
 
 
 def workspace_holding(path: Path) -> Path | None:

@@ -19,6 +19,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     typecheck.start_if_selected(session)
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from tests import typecheck
+
+    typecheck.stop_if_left(config)
+
+
 def utc_day(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 

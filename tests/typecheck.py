@@ -21,13 +21,29 @@ def start() -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+TIMEOUT_SECONDS = 600
+
+
 def start_if_selected(session: pytest.Session) -> None:
+    """Start the check early when this session will run it: not when it only collects, nor
+    in an xdist worker (each would start its own; the test starts it there)."""
+    config = session.config
+    if config.option.collectonly or hasattr(config, "workerinput"):
+        return
     if any(item.name == TEST_NAME for item in session.items):
-        session.config.stash[RUNNING] = start()
+        config.stash[RUNNING] = start()
 
 
 def verdict(config: pytest.Config) -> tuple[int, str]:
     """The exit code and output of the background check (started now if it was not)."""
     running = config.stash.get(RUNNING, None) or start()
-    out, err = running.communicate()
+    out, err = running.communicate(timeout=TIMEOUT_SECONDS)
     return running.returncode, out + err
+
+
+def stop_if_left(config: pytest.Config) -> None:
+    """A check nobody collected (the session stopped early: -x, Ctrl-C) is stopped with it."""
+    running = config.stash.get(RUNNING, None)
+    if running is not None and running.poll() is None:
+        running.terminate()
+        running.communicate()

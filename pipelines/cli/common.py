@@ -190,7 +190,7 @@ def say(text: str, style: str = "", wrap: bool = True) -> None:
 
 # ------------------------------------------------------------------- the process
 SIGTERM_RETRY_SECONDS = 0.05  # a SIGTERM that came during an import is taken again this much later
-SIGTERM_FORCED_EXIT_SECONDS = 20.0  # a process still alive this long after its SIGTERM ends without cleanup
+SIGTERM_GRACE_SECONDS = 60.0  # a process still alive this long after its first SIGTERM ends without its cleanup
 
 
 def exit_cleanly_on_sigterm() -> None:
@@ -198,20 +198,44 @@ def exit_cleanly_on_sigterm() -> None:
     is marked failed, the workspace lock released, exit code 143. (A SIGKILL cannot be
     caught: the next writer cleans up after it.)"""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _end_on_sigterm)
+        signal.signal(signal.SIGTERM, SigtermExit())
 
 
-def _end_on_sigterm(signum: int, frame: Any) -> None:
-    """Raise SystemExit where the main thread stands, unless it stands in an import: an
-    extension module's initialisation (numpy's, for one) swallows an exception raised in it,
-    and the command would go on as if never asked to stop. There the signal is sent again a
-    moment later, once the import is done. Should the exit still be swallowed, the process
-    ends SIGTERM_FORCED_EXIT_SECONDS later without its cleanup, which the next writer does."""
-    if _importing(frame):
-        _after(SIGTERM_RETRY_SECONDS, lambda: os.kill(os.getpid(), signum))
-        return
-    _after(SIGTERM_FORCED_EXIT_SECONDS, lambda: os._exit(128 + signum))
-    sys.exit(128 + signum)
+class SigtermExit:
+    """The SIGTERM handler: SystemExit(143) raised where the main thread stands, so that
+    every `finally` cleans up on the way out.
+
+    - Not inside an import: an extension module's initialisation (numpy's, for one)
+      swallows an exception raised in it, and the command would go on as if never asked to
+      stop. There the signal is sent again a moment later, once the import is done.
+    - Once: a second SIGTERM while the exit is under way would cut its cleanup short.
+    - Within SIGTERM_GRACE_SECONDS of the first signal, whatever happens (an import that
+      hangs, an exit swallowed elsewhere, a cleanup that hangs): then the process ends
+      without the rest of its cleanup, which the next writer does.
+    """
+
+    def __init__(self) -> None:
+        self.asked = False  # a SIGTERM came: the grace period runs
+        self.raised = False  # SystemExit was raised: the cleanup is under way
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.asked:
+            self.asked = True
+            _after(SIGTERM_GRACE_SECONDS, lambda: _exit_now(128 + signum))
+        if self.raised:
+            return
+        if _importing(frame):
+            _after(SIGTERM_RETRY_SECONDS, lambda: os.kill(os.getpid(), signum))
+            return
+        self.raised = True
+        sys.exit(128 + signum)
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _importing(frame: Any) -> bool:

@@ -219,6 +219,49 @@ def test_a_sigterm_during_an_import_still_ends_the_command(tmp_path):
     assert "went on" not in ended.stdout and "Traceback" not in ended.stderr
 
 
+SIGTERM_TWICE = textwrap.dedent("""
+    import os, signal, time
+    from pipelines.cli.common import exit_cleanly_on_sigterm
+    exit_cleanly_on_sigterm()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    finally:
+        print("cleanup started", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill` again, impatient
+        time.sleep(0.3)
+        print("cleanup done", flush=True)
+""")
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short():
+    ended = subprocess.run([sys.executable, "-c", SIGTERM_TWICE], capture_output=True, text=True,
+                           env=child_environment(), timeout=60)
+    assert ended.returncode == 128 + signal.SIGTERM, ended.stderr
+    assert ended.stdout.split() == ["cleanup", "started", "cleanup", "done"]
+
+
+SIGTERM_DURING_THE_SWAP = textwrap.dedent("""
+    import os, signal, time
+    from clm.workspace import interrupts_held
+    from pipelines.cli.common import exit_cleanly_on_sigterm
+    exit_cleanly_on_sigterm()
+    with interrupts_held():  # as raw/ is swapped for the new data
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
+        print("swapped", flush=True)
+    time.sleep(5)
+    print("went on")
+""")
+
+
+def test_a_sigterm_during_the_swap_of_raw_data_waits_for_its_end():
+    ended = subprocess.run([sys.executable, "-c", SIGTERM_DURING_THE_SWAP], capture_output=True, text=True,
+                           env=child_environment(), timeout=60)
+    assert ended.returncode == 128 + signal.SIGTERM, ended.stderr
+    assert ended.stdout.split() == ["swapped"]
+
+
 @pytest.mark.parametrize("group", ["features", "models"])
 def test_a_command_group_alone_shows_its_help(group):
     result = invoke(group)
