@@ -169,7 +169,8 @@ def ingest(
     ] = "1990-01-01",
     until: Annotated[
         str | None, typer.Option("--until", help="The last day the exports cover (YYYY-MM-DD, the day they were "
-                                                 "taken), when later than their last row: the data's end.",
+                                                 "taken), when later than their last row: the data's end. "
+                                                 "A mapping file says it with `until:`.",
                                  callback=a_day)
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the table(s) the workspace holds already (only "
