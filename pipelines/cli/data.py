@@ -226,6 +226,7 @@ def ingest(
         raise ClmError("Name a table and its file (e.g. `clm ingest transactions orders.csv --customer-col customer "
                        "--date-col date --amount-col total`), or every table with --mapping crm.yaml. See "
                        "`clm ingest --help`.")
+    until_from = "--until"
     options = ReadOptions(date_format, sep, decimal, skip_bad_rows, encoding, drop_duplicates,
                           parse_day(earliest_date, "--earliest-date"))
     if mapping is not None:
@@ -246,7 +247,7 @@ def ingest(
         mapped = read_mapping(mapping, given)
         sources = mapped.sources
         if until is None and mapped.until is not None:
-            until = f"{mapped.until:%Y-%m-%d}"
+            until, until_from = f"{mapped.until:%Y-%m-%d}", f"until: in {mapping}"
     else:
         assert table is not None and file is not None
         columns = {"customer_id": customer_col, "event_time": date_col, "amount": amount_col}
@@ -255,7 +256,7 @@ def ingest(
     ws = Workspace.at(workspace)
     with ws.exclusive("clm ingest"), console.status(Text("Reading the exports")) as status:
         summaries = ingest_tables(sources, ws, replace, lambda text: status.update(Text(text)),
-                                  parse_day(until, "--until") if until is not None else None)
+                                  parse_day(until, "--until") if until is not None else None, until_from)
     render.ingested(summaries, ws.raw_dir, ws.read_manifest())
 
 

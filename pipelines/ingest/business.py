@@ -137,12 +137,13 @@ def ended_early(tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> dict[str,
 
 
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
-                  progress: Callable[[str], None] | None = None, until: pd.Timestamp | None = None
-                  ) -> list[IngestSummary]:
+                  progress: Callable[[str], None] | None = None, until: pd.Timestamp | None = None,
+                  until_from: str = "--until") -> list[IngestSummary]:
     """Bring the exports into the workspace (see the module's docstring); one summary per
     export, in the order given. until: the last day the exports cover (the day they were
     taken), when later than their last row: the data's end (a quiet last week is then seen
-    as quiet, not as the end of the data); kept for later calls unless one gives another."""
+    as quiet, not as the end of the data); kept for later calls unless one gives another.
+    until_from: where the user gave it, for a message."""
     current = check_before_reading(sources, workspace, replace)
     built = {}
     for src in sources:
@@ -161,8 +162,10 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
     observed = until if until is not None else pd.Timestamp(str(kept_until), tz="UTC") if kept_until else None
     if observed is not None:
         if observed + pd.Timedelta(days=1) < end:
+            said = until_from if until is not None else "by an earlier ingest's --until, kept"
             raise ClmError(f"The exports run to {end - pd.Timedelta(days=1):%Y-%m-%d}, after the day they are said to "
-                           f"cover until ({observed:%Y-%m-%d}): give --until a day on or after their last row.")
+                           f"cover until ({observed:%Y-%m-%d}, {said}): give a day on or after their last row "
+                           "(--until, or until: in a mapping file).")
         end = observed.normalize() + pd.Timedelta(days=1)
         details[OBSERVED_UNTIL] = f"{observed:%Y-%m-%d}"
     early = ended_early(tables, end)

@@ -49,7 +49,7 @@ class Reading(_Strict):
     encoding: str | None = None
     skip_bad_rows: bool | None = None
     drop_duplicates: bool | None = None
-    earliest_date: str | None = None
+    earliest_date: str | int | None = None  # a number (19900101) is read as the text it is, and refused as a day
 
 
 class TableMapping(Reading):
@@ -63,7 +63,7 @@ class TableMapping(Reading):
 
 class Mapping(Reading):
     tables: dict[str, TableMapping] = Field(min_length=1)
-    until: str | None = None
+    until: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,15 +74,16 @@ class MappedExports:
     until: pd.Timestamp | None
 
 
-def _options(*layers: Reading) -> ReadOptions:
-    """Each read option from the most specific layer that sets it."""
+def _options(where: str, *layers: Reading) -> ReadOptions:
+    """Each read option from the most specific layer that sets it; where: the mapping file
+    and table, for a message."""
     chosen: dict[str, object] = {}
     for layer in layers:
         chosen.update({k: v for k, v in layer.model_dump().items() if k in Reading.model_fields and v is not None})
     earliest = chosen.pop("earliest_date", None)
     options = ReadOptions(**chosen)  # type: ignore[arg-type]
     if earliest is not None:
-        options = ReadOptions(**{**options.__dict__, "earliest": parse_day(str(earliest), "earliest_date")})
+        options = ReadOptions(**{**options.__dict__, "earliest": parse_day(str(earliest), f"{where}: earliest_date")})
     return options
 
 
@@ -107,8 +108,8 @@ def read_mapping(path: Path, defaults: Reading = Reading()) -> MappedExports:
     sources = []
     for name, table in mapping.tables.items():
         file = table.file if table.file.is_absolute() else path.parent / table.file
-        sources.append(ExportSource(name, file, dict(table.columns), _options(defaults, mapping, table),
+        sources.append(ExportSource(name, file, dict(table.columns), _options(f"Mapping file {path}, table {name}", defaults, mapping, table),
                                     {k: dict(v) for k, v in table.values.items()}, tuple(table.attributes),
                                     table.control_value, table.randomised))
-    until = None if mapping.until is None else parse_day(mapping.until, f"Mapping file {path}: until")
+    until = None if mapping.until is None else parse_day(str(mapping.until), f"Mapping file {path}: until")
     return MappedExports(sources, until)

@@ -503,7 +503,7 @@ def test_the_day_the_exports_were_taken_is_the_datas_end(tmp_path):
     before = tree_digest(ws)
     early = invoke("ingest", "transactions", str(sales), "--until", "2024-02-15", "--replace", *args)
     assert early.exit_code == 2 and early.mentions("The exports run to 2024-03-01, after the day they are said to "
-                                                   "cover until (2024-02-15)")
+                                                   "cover until (2024-02-15, --until)")
     assert tree_digest(ws) == before
 
     # A mapping file says it once for every table; a day that is none is named, as on the command line.
@@ -511,7 +511,12 @@ def test_the_day_the_exports_were_taken_is_the_datas_end(tmp_path):
                                            "    columns: {customer_id: id, event_time: at, amount: total}\n")
     assert invoke("ingest", "--mapping", str(mapping), "-w", str(tmp_path / "m")).exit_code == 0
     assert Workspace(tmp_path / "m").read_manifest().end == pd.Timestamp("2024-06-01", tz="UTC")
-    wrong = write(tmp_path / "w.yaml", "until: 2024-02-30\ntables:\n  transactions: {file: t.csv}\n")
-    refused = invoke("ingest", "--mapping", str(wrong), "-w", str(tmp_path / "w"))
-    assert refused.exit_code == 2 and refused.mentions(f"Mapping file {wrong}: until '2024-02-30' is not a day of the "
-                                                      "calendar") and not (tmp_path / "w" / "raw").exists()
+    for day, said in [("2024-02-30", "until '2024-02-30' is not a day of the calendar"),
+                      ("20240630", "until '20240630' is not a day written YYYY-MM-DD")]:
+        wrong = write(tmp_path / "w.yaml", f"until: {day}\ntables:\n  transactions: {{file: t.csv}}\n")
+        refused = invoke("ingest", "--mapping", str(wrong), "-w", str(tmp_path / "w"))
+        assert refused.exit_code == 2 and refused.mentions(f"Mapping file {wrong}: {said}"), refused.output
+        assert not (tmp_path / "w" / "raw").exists()
+    early = write(tmp_path / "e.yaml", mapping.read_text().replace("2024-05-31", "2024-02-15"))
+    refused = invoke("ingest", "--mapping", str(early), "-w", str(tmp_path / "e"))
+    assert refused.exit_code == 2 and refused.mentions(f"cover until (2024-02-15, until: in {early})")
