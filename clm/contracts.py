@@ -238,7 +238,9 @@ CONTRACTS: dict[Table, TableContract] = {
                 "event_time": utc_time(),
                 "action": action_id(),
                 "channel": text(CHANNELS, nullable=True),
-                "propensity": pa.Column(float, pa.Check.in_range(0, 1, include_min=False, error="propensity outside (0, 1]")),
+                # Missing: a targeted campaign's, estimated when learned from (`training.propensity`).
+                "propensity": pa.Column(float, pa.Check.in_range(0, 1, include_min=False, error="propensity outside (0, 1]"),
+                                        nullable=True),
                 "is_control": pa.Column(bool),
             }),
             key=("decision_id",),

@@ -37,6 +37,7 @@ from serving.eligibility import allowed_actions
 from training.frames import KEYS
 from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
 from training.ope import Estimate, incremental_value
+from training.propensity import estimate_assignment
 from training.uplift import UpliftModel, decision_rows, realised_value
 
 NONE = NO_ACTION
@@ -116,6 +117,12 @@ def logged_evidence(workspace: Workspace, catalogue: Catalogue, cutoff: pd.Times
     labels = outcome_labels(workspace, [cutoff], LabelConfig(horizon_days=horizon_days), base.contractual)
     rows = base.customers.merge(logged, on=KEYS, how="inner").merge(labels[[*KEYS, "churn", "upsell"]], on=KEYS,
                                                                     how="inner").reset_index(drop=True)
+    # A targeted campaign's probabilities, estimated as training did; an action without support is left out.
+    assignment = estimate_assignment(rows, base.uplift.features)
+    rows = assignment.rows
+    if assignment.unsupported and not (rows["action"] != NONE).any():
+        raise ClmError(f"No logged action on {cutoff:%Y-%m-%d} can be judged: " + "; ".join(
+            f"{action}: {why}" for action, why in assignment.unsupported.items()) + ".")
     entries = catalogue.contact_actions
     actions = [NONE, *catalogue.contact_ids]
     values = customer_values(rows, base.plan_prices, catalogue.value)

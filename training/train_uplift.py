@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from clm.domain import Table
+from clm.domain import NO_ACTION, Table
 from clm.workspace import Workspace
 from decisions.catalogue import ValueSettings
 from decisions.value import CustomerValues, customer_values, plan_prices
@@ -39,6 +39,7 @@ from training.labels import (
     outcome_labels,
     time_split,
 )
+from training.propensity import estimate_assignment
 from training.uplift import (
     OUTCOMES,
     PseudoValues,
@@ -135,6 +136,12 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
         labels = outcome_labels(workspace, cutoffs, config.labels, contractual, rows=decisions)
         decided = (historical_features(workspace, labels[KEYS], MODEL).merge(labels, on=KEYS, validate="one_to_one")
                    .merge(decisions, on=KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True))
+    assignment = estimate_assignment(decided, [f for f in feature_names(decided) if f not in ("action", "propensity")
+                                               and decided[f].notna().any()])
+    decided = assignment.rows
+    if assignment.unsupported and not (decided["action"] != NO_ACTION).any():
+        raise NotEnoughExamples("no action can be learned: " + "; ".join(
+            f"{action}: {why}" for action, why in assignment.unsupported.items()) + ".")
     parts = customer_parts(decided) if by_customer else {
         "train": decided[decided.event_timestamp.isin(split.train)].reset_index(drop=True),
         "valid": decided[decided.event_timestamp == split.valid].reset_index(drop=True),
@@ -156,6 +163,7 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     learners = {"t_learner": t_model, "dr_learner": dr_model}
     for model in learners.values():
         model.fitted_through = split.valid
+        model.unsupported.update(assignment.unsupported)  # a targeted campaign's action without support
     population_test = frame[frame.event_timestamp == split.test].reset_index(drop=True)
     prices, settings = plan_prices(workspace), ValueSettings(purchase_value=JUDGED_PURCHASE_VALUE)
     values = {name: customer_values(rows, prices, settings)

@@ -96,7 +96,7 @@ def _pairs(values: list[str], option: str, example: str) -> list[tuple[str, str]
 
 def export_source(table: str, file: Path, columns: dict[str, str | None], cols: list[str], maps: list[str],
                   attributes: str | None, control_value: str | None, randomised: bool,
-                  options: ReadOptions) -> ExportSource:
+                  options: ReadOptions, targeted: bool = False) -> ExportSource:
     """The export the options describe, checked before any file is read."""
     from pipelines.ingest import TABLES, ExportSource
 
@@ -115,7 +115,7 @@ def export_source(table: str, file: Path, columns: dict[str, str | None], cols: 
             raise ClmError(f"--map '{target}={value}' is not FIELD:WORD=VALUE; e.g. --map event:Cancelled=cancel.")
         values.setdefault(field, {})[word] = value
     listed = tuple(a.strip() for a in attributes.split(",") if a.strip()) if attributes else ()
-    return ExportSource(table, file, named, options, values, listed, control_value, randomised)
+    return ExportSource(table, file, named, options, values, listed, control_value, randomised, targeted)
 
 
 @user_errors
@@ -145,6 +145,10 @@ def ingest(
                                                                               "of the control group, e.g. No.")] = None,
     randomised: Annotated[bool, typer.Option("--randomised", help="campaigns: customers were assigned at random; "
                                                                   "each arm's share is its probability.")] = False,
+    targeted: Annotated[bool, typer.Option("--targeted", help="campaigns: customers were chosen by a rule whose "
+                                                              "probabilities are unknown; training estimates them "
+                                                              "from the customers' features and leaves out an action "
+                                                              "given almost without chance.")] = False,
     date_format: Annotated[
         str | None, typer.Option("--date-format", help="strptime format, e.g. '%d/%m/%Y'; inferred if omitted.")
     ] = None,
@@ -202,6 +206,9 @@ def ingest(
       clm ingest campaigns promo.csv --customer-col Id --date-col Sent --col action=Offer \\
           --control-value 'No offer' --randomised -w shop
 
+      clm ingest campaigns mailing.csv --customer-col Id --date-col Sent --col action=Mailing \\
+          --control-value 'not mailed' --targeted -w shop
+
       clm ingest --mapping crm.yaml -w shop
 
       clm ingest --fields            # every table's fields; `clm ingest tickets --fields` for one
@@ -234,11 +241,11 @@ def ingest(
             raise ClmError("Give either --mapping or a table and its file, not both.")
         one_file = {"--customer-col": customer_col, "--date-col": date_col, "--amount-col": amount_col, "--col": col,
                     "--map": map_values, "--attributes": attributes, "--control-value": control_value,
-                    "--randomised": randomised or None}
+                    "--randomised": randomised or None, "--targeted": targeted or None}
         given_too = [option for option, value in one_file.items() if value]
         if given_too:
             raise ClmError(f"{', '.join(given_too)} describe one table's file; with --mapping, say it in the mapping "
-                           "file (its `columns`, `values`, `attributes`, `control_value`, `randomised`). Read options "
+                           "file (its `columns`, `values`, `attributes`, `control_value`, `randomised`, `targeted`). Read options "
                            "(--sep, --date-format, ...) may be given here for every file.")
         given = Reading(date_format=date_format, sep=sep, decimal=None if decimal == "." else decimal,
                         encoding=None if encoding == "utf-8-sig" else encoding, skip_bad_rows=skip_bad_rows or None,
@@ -252,7 +259,7 @@ def ingest(
         assert table is not None and file is not None
         columns = {"customer_id": customer_col, "event_time": date_col, "amount": amount_col}
         sources = [export_source(table, file, columns, col or [], map_values or [], attributes, control_value,
-                                 randomised, options)]
+                                 randomised, options, targeted)]
     ws = Workspace.at(workspace)
     with ws.exclusive("clm ingest"), console.status(Text("Reading the exports")) as status:
         summaries = ingest_tables(sources, ws, replace, lambda text: status.update(Text(text)),

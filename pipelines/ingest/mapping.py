@@ -2,7 +2,7 @@
 
     # crm.yaml: `clm ingest --mapping crm.yaml -w shop`
     until: 2024-06-30              # the day the exports were taken (as --until)
-    date_format: "%d/%m/%Y"        # read options for every file (each may override them)
+    date_format: "%d/%m/%Y"        # read options for every file (the command line's, then each table's, win)
     tables:
       customers:
         file: customers.csv        # relative to the mapping file
@@ -17,7 +17,7 @@
         columns: {customer_id: Id, event_time: Sent, action: Offer}
         values: {action: {"10% off": voucher_10}}
         control_value: "No offer"
-        randomised: true
+        randomised: true           # or targeted: true (chosen by a rule: probabilities estimated)
 
 Fields and their meaning: `clm ingest --help`, or `pipelines.ingest.tables.TABLES`.
 """
@@ -59,6 +59,7 @@ class TableMapping(Reading):
     attributes: list[str] = Field(default_factory=list)
     control_value: str | None = None
     randomised: bool = False
+    targeted: bool = False
 
 
 class Mapping(Reading):
@@ -87,9 +88,11 @@ def _options(where: str, *layers: Reading) -> ReadOptions:
     return options
 
 
-def read_mapping(path: Path, defaults: Reading = Reading()) -> MappedExports:
+def read_mapping(path: Path, given: Reading = Reading()) -> MappedExports:
     """The exports a mapping file names; a mistake is named with its place in the file.
-    defaults: read options given on the command line, below the file's."""
+    given: read options given on the command line. The most specific wins: a table's own
+    setting, then the command line's, then the file's top level (as `--until` wins over
+    its `until:`)."""
     path = check_path_length(Path(path), "The mapping file")
     if not path.is_file():
         raise ClmError(f"Mapping file {path} not found.")
@@ -108,8 +111,8 @@ def read_mapping(path: Path, defaults: Reading = Reading()) -> MappedExports:
     sources = []
     for name, table in mapping.tables.items():
         file = table.file if table.file.is_absolute() else path.parent / table.file
-        sources.append(ExportSource(name, file, dict(table.columns), _options(f"Mapping file {path}, table {name}", defaults, mapping, table),
+        sources.append(ExportSource(name, file, dict(table.columns), _options(f"Mapping file {path}, table {name}", mapping, given, table),
                                     {k: dict(v) for k, v in table.values.items()}, tuple(table.attributes),
-                                    table.control_value, table.randomised))
+                                    table.control_value, table.randomised, table.targeted))
     until = None if mapping.until is None else parse_day(str(mapping.until), f"Mapping file {path}: until")
     return MappedExports(sources, until)

@@ -10,8 +10,10 @@ that cannot be used (file, column, examples) for all of them.
 
 Campaigns become the raw `actions` table, the logged decisions the uplift models learn
 from: the control group's rows (`--control-value`) are the action `none`, and each row
-carries the probability with which it was assigned: a column of the file, or, for a
-randomised test (`--randomised`), each arm's share of its campaign.
+carries the probability with which it was assigned: a column of the file; for a
+randomised test (`--randomised`), each arm's share of its campaign; for a targeted
+campaign whose probabilities are unknown (`--targeted`), none: training estimates them
+from the customers' features and checks their overlap (`training.propensity`).
 """
 from __future__ import annotations
 
@@ -153,7 +155,7 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
                   "control group"),
         FieldSpec("campaign_id", "text", False, "the campaign; without it, one campaign per day"),
         FieldSpec("propensity", "number", False, "the probability the customer had of getting this arm "
-                  "(unknown: --randomised reads the arms' shares)", low=0, high=1),
+                  "(unknown: --randomised reads the arms' shares, --targeted has them estimated)", low=0, high=1),
         FieldSpec("channel", "choice", False, "the channel it went out on", values=CHANNELS),
     )),
 )}
@@ -167,7 +169,7 @@ class ExportSource:
     columns: field -> the file's column (a field left out is read from a column of its own
     name, if the file has one); values: field -> {the file's word: clm's value};
     attributes: customers' own columns kept as they are (for the models);
-    control_value / randomised: campaigns (see the module's docstring)."""
+    control_value / randomised / targeted: campaigns (see the module's docstring)."""
 
     table: str
     path: Path
@@ -177,6 +179,7 @@ class ExportSource:
     attributes: tuple[str, ...] = ()
     control_value: str | None = None
     randomised: bool = False
+    targeted: bool = False
 
     @property
     def spec(self) -> TableSpec:
@@ -226,8 +229,11 @@ def _check_source(src: ExportSource) -> None:
         raise ClmError(f"Attribute column(s) {', '.join(map(repr, clash))} share the name of a feature, a label or "
                        "a score clm computes itself; rename the column in the file (e.g. to 'crm_"
                        + clash[0] + "').")
-    if src.table != "campaigns" and (src.control_value is not None or src.randomised):
-        raise ClmError(f"--control-value and --randomised belong to campaigns, not to {src.table}.")
+    if src.table != "campaigns" and (src.control_value is not None or src.randomised or src.targeted):
+        raise ClmError(f"--control-value, --randomised and --targeted belong to campaigns, not to {src.table}.")
+    if src.randomised and src.targeted:
+        raise ClmError(f"{src.path} (campaigns): --randomised (assigned at random) and --targeted (chosen by a rule) "
+                       "contradict each other: choose the one that says how the campaign chose its customers.")
 
 
 def _columns_read(src: ExportSource, columns: list[str]) -> dict[str, str]:
@@ -534,24 +540,31 @@ def _campaigns(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.D
 
 
 def _propensities(out: pd.DataFrame, frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> np.ndarray:
-    """Each row's probability of its arm: the file's, or a randomised campaign's arm share."""
+    """Each row's probability of its arm: the file's, a randomised campaign's arm share, or
+    unknown (NaN) for a targeted campaign: estimated when the uplift models learn from it."""
     if "propensity" in frame:
         column = src.columns.get("propensity", "propensity")
-        if src.randomised:
+        if src.randomised or src.targeted:
+            option = "--randomised" if src.randomised else "--targeted"
+            instead = ("to take each arm's share of its campaign" if src.randomised
+                       else "to estimate them from the customers' features")
             raise ClmError(f"{src.path} (campaigns): the file gives each row's propensity (column {column!r}) and "
-                           "--randomised says to take each arm's share of its campaign instead: choose one (leave out "
-                           "--randomised to use the column).")
+                           f"{option} says {instead} instead: choose one (leave out {option} to use the column).")
         given = frame["propensity"].astype(float).to_numpy()
         if np.isnan(given).any() or (given <= 0).any():
             raise ClmError(f"{src.path} (campaigns): {int(np.sum(~(given > 0)))} row(s) have no propensity above 0 "
                            f"in column {column!r}: a row its campaign could not have chosen teaches nothing. Fill "
                            "them in, or leave the column out and pass --randomised for a randomised test.")
         return given
+    if src.targeted:
+        notes.append("targeted: each customer's probability of its arm is estimated from its features when the uplift "
+                     "models learn, and an action its campaign gave almost without chance is left out")
+        return np.full(len(out), np.nan)
     if not src.randomised:
         raise ClmError(f"{src.path} (campaigns): how customers were assigned is unknown. For a randomised test (an "
                        "A/B test, a holdout drawn at random), pass --randomised: each arm's share of its campaign is "
                        "the probability; for a targeted campaign, give each row's assignment probability with --col "
-                       "propensity=COLUMN.")
+                       "propensity=COLUMN, or pass --targeted to have them estimated from the customers' features.")
     counts = out.groupby(["campaign_id", "action"])["customer_id"].transform("size")
     totals = out.groupby("campaign_id")["customer_id"].transform("size")
     notes.append("randomised: each arm's share of its campaign is the probability of that arm")

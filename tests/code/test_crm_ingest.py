@@ -319,7 +319,7 @@ def test_a_shop_with_campaigns_and_no_subscriptions_gets_its_own_actions(retrain
 
 
 def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
-    from pipelines.ingest.mapping import read_mapping
+    from pipelines.ingest.mapping import Reading, read_mapping
 
     example = Path(__file__).parents[2] / "examples" / "crm_mapping.yaml"
     mapped = read_mapping(example)
@@ -330,6 +330,13 @@ def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
     assert sources["customers"].options.date_format == "%d/%m/%Y %H:%M"
     assert sources["campaigns"].path == example.parent / "exports" / "spring_test.csv"
     assert sources["campaigns"].randomised and sources["campaigns"].control_value == "Holdout"
+    # The command line's read options win over the file's top level, a table's own over both.
+    given = {s.table: s.options for s in read_mapping(example, Reading(date_format="%Y/%m/%d", sep="tab",
+                                                                       earliest_date="2001-02-03")).sources}
+    assert given["transactions"].date_format == "%Y/%m/%d" and given["transactions"].sep == "tab"
+    assert given["customers"].date_format == "%d/%m/%Y %H:%M" and given["tickets"].sep == ","  # their own
+    assert given["transactions"].decimal == ","  # not given on the command line: the file's top level
+    assert {o.earliest for o in given.values()} == {pd.Timestamp("2001-02-03", tz="UTC")}
 
     wrong = write(tmp_path / "m.yaml", "tables:\n  orders: {file: o.csv}\n")
     with pytest.raises(ClmError, match="orders is not a table clm ingests"):
@@ -422,6 +429,34 @@ def test_one_or_two_campaign_months_are_split_by_customer_more_by_time():
     assert sum(len(p) for p in parts.values()) == 1000 and 0.5 < len(parts["train"]) / 1000 < 0.7
 
 
+def promotion_shop(root: Path, attributes: dict[str, np.ndarray], arm: np.ndarray, bought: np.ndarray,
+                   rng: np.random.Generator, **assignment: bool) -> Workspace:
+    """A shop's exports in the shape of a promotion test (Starbucks'), ingested: customers
+    s0.. with the attributes, all consenting to e-mail, each in the campaign of 2024-03-01
+    with its arm (the file's word: Yes -> bogo, Call -> call, No: the control group), a
+    $9.50 purchase within 80 days by those who bought, nobody buying before."""
+    n, day = len(arm), pd.Timestamp("2024-03-01", tz="UTC")
+    ids = [f"s{i}" for i in range(n)]
+    names = list(attributes)
+    write(root / "people.csv", ",".join(["id", "joined", *names]) + "\n" + "".join(
+        ",".join([c, "2024-01-01", *(f"{attributes[a][i]:.4f}" for a in names)]) + "\n" for i, c in enumerate(ids)))
+    write(root / "optin.csv", "id,at,channel,granted\n" + "".join(f"{c},2024-01-01,email,yes\n" for c in ids))
+    write(root / "promo.csv", "id,sent,Promotion\n" + "".join(f"{c},2024-03-01,{a}\n" for c, a in zip(ids, arm)))
+    later = day + pd.to_timedelta(rng.integers(1, 80, n), unit="D")
+    write(root / "sales.csv", "id,at,total\n" + "".join(
+        f"{c},{t:%Y-%m-%d},9.5\n" for c, t, b in zip(ids, later, bought) if b) + "s0,2024-07-31,1\n")
+    ws = Workspace(root / "shop")
+    ingest_tables([
+        ExportSource("customers", root / "people.csv", {"customer_id": "id", "signup_time": "joined"},
+                     attributes=tuple(names)),
+        ExportSource("consents", root / "optin.csv", {"customer_id": "id", "event_time": "at"}),
+        ExportSource("campaigns", root / "promo.csv", {"customer_id": "id", "event_time": "sent", "action": "Promotion"},
+                     values={"action": {"Yes": "bogo", "Call": "call"}}, control_value="No", **assignment),
+        source("transactions", root / "sales.csv", customer_id="id", event_time="at", amount="total"),
+    ], ws)
+    return ws
+
+
 def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tmp_path):
     """The shape of a real promotion test (Starbucks'): customers with attributes, one
     randomised campaign, purchases after it, no purchase before. The planted truth: the
@@ -431,28 +466,11 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     from training.train_uplift import fit_uplift
 
     rng = np.random.default_rng(7)
-    n, day = 3000, pd.Timestamp("2024-03-01", tz="UTC")
+    n = 3000
     v1 = rng.normal(size=n)
     promo = rng.random(n) < 0.5
     bought = rng.random(n) < np.where(promo & (v1 > 0), 0.30, 0.10)
-    ids = [f"s{i}" for i in range(n)]
-    write(tmp_path / "people.csv", "id,joined,V1\n" + "".join(f"{c},2024-01-01,{v:.4f}\n" for c, v in zip(ids, v1)))
-    write(tmp_path / "optin.csv", "id,at,channel,granted\n" + "".join(f"{c},2024-01-01,email,yes\n" for c in ids))
-    write(tmp_path / "promo.csv", "id,sent,Promotion\n" + "".join(
-        f"{c},2024-03-01,{'Yes' if p else 'No'}\n" for c, p in zip(ids, promo)))
-    later = day + pd.to_timedelta(rng.integers(1, 80, n), unit="D")
-    write(tmp_path / "sales.csv", "id,at,total\n" + "".join(
-        f"{c},{t:%Y-%m-%d},9.5\n" for c, t, b in zip(ids, later, bought) if b) + "s0,2024-07-31,1\n")
-    ws = Workspace(tmp_path / "shop")
-    ingest_tables([
-        ExportSource("customers", tmp_path / "people.csv", {"customer_id": "id", "signup_time": "joined"},
-                     attributes=("V1",)),
-        ExportSource("consents", tmp_path / "optin.csv", {"customer_id": "id", "event_time": "at"}),
-        ExportSource("campaigns", tmp_path / "promo.csv", {"customer_id": "id", "event_time": "sent",
-                                                           "action": "Promotion"},
-                     values={"action": {"Yes": "bogo"}}, control_value="No", randomised=True),
-        source("transactions", tmp_path / "sales.csv", customer_id="id", event_time="at", amount="total"),
-    ], ws)
+    ws = promotion_shop(tmp_path, {"V1": v1}, np.where(promo, "Yes", "No"), bought, rng, randomised=True)
     fitted = fit_uplift(ws, TrainConfig(), False, ws.read_manifest().end)
     assert sum(len(p) for p in fitted.parts.values()) == n  # nobody had bought: every customer it chose is learned
     test = fitted.parts["test"]
@@ -471,6 +489,65 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     assert said == "by customer within the campaign month(s) 2024-03-01: 60% train, 20% validation, 20% test"
     # Judged on the purchases it wins (nobody has revenue on record), it tells more than "no effect": shipped.
     assert registry.alias_version(client, "uplift", registry.CHAMPION) == "1", registry.gate_reason(client, "uplift", "1")
+
+
+def test_a_targeted_campaign_is_learned_from_estimated_propensities_and_an_action_without_overlap_is_refused(
+        tmp_path):
+    """A targeted campaign logged without its probabilities (--targeted). Planted: the
+    promotion went to 75% of the customers with V2 > 0 and 25% of the others, who buy less
+    anyway (10% against 25% within 90 days: the targeting is confounded with the outcome);
+    it lifts the chance of a purchase by 0.20 where V1 > 0 and not at all elsewhere. The
+    call went to every customer with V1 > 1 the promotion missed, and to nobody else."""
+    from training.config import TrainConfig
+    from training.train_uplift import fit_uplift
+
+    rng = np.random.default_rng(8)
+    n = 6000
+    v1, v2 = rng.normal(size=n), rng.normal(size=n)
+    promo = rng.random(n) < np.where(v2 > 0, 0.75, 0.25)
+    arm = np.where(promo, "Yes", np.where(v1 > 1, "Call", "No"))
+    bought = rng.random(n) < np.where(v2 > 0, 0.25, 0.10) + np.where(promo & (v1 > 0), 0.20, 0.0)
+    ws = promotion_shop(tmp_path, {"V1": v1, "V2": v2}, arm, bought, rng, targeted=True)
+    assert ws.read_table(Table.ACTIONS).propensity.isna().all()  # unknown until learned from
+
+    fitted = fit_uplift(ws, TrainConfig(), False, ws.read_manifest().end)
+    assert fitted.model.actions == ["bogo"]
+    why = fitted.model.unsupported["call"]
+    assert "almost without chance" in why and "--col propensity=COLUMN" in why
+    assert sum(len(p) for p in fitted.parts.values()) == n - int((arm == "Call").sum())
+    test = fitted.parts["test"]
+    churn = fitted.model.effects(test, ["bogo"])["churn"][:, 0]
+    high = test.V1.to_numpy() > 0
+    assert churn[high].mean() == pytest.approx(-0.20, abs=0.06)
+    assert churn[~high].mean() == pytest.approx(0.0, abs=0.06)
+    # The estimated probabilities near the planted ones (the control's: 1 - the promotion's, 0 beyond V1 > 1).
+    rows = pd.concat(fitted.parts.values())
+    planted_promo = np.where(rows.V2 > 0, 0.75, 0.25)
+    truth = np.where(rows.action == "bogo", planted_promo, 1 - planted_promo)
+    assert np.abs(rows.propensity.to_numpy() - truth).mean() < 0.06
+
+    trained = invoke("train", "--models", "uplift", "-w", str(ws.root))
+    assert trained.exit_code == 0, trained.output
+    assert trained.mentions("never recommended, for call (its campaign chose its customers almost without chance")
+
+
+def test_a_targeted_campaign_is_refused_beside_given_or_randomised_assignment(tmp_path):
+    log = write(tmp_path / "promo.csv", "id,sent,promo,p\na,2024-01-02,Yes,0.5\nb,2024-01-02,No,0.5\n")
+    columns = {"customer_id": "id", "event_time": "sent", "action": "promo"}
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(ClmError, match="contradict each other"):
+        ingest_tables([ExportSource("campaigns", log, columns, control_value="No", randomised=True, targeted=True)], ws)
+    with pytest.raises(ClmError, match="column 'p'.*--targeted says to estimate them.*leave out --targeted"):
+        ingest_tables([ExportSource("campaigns", log, {**columns, "propensity": "p"}, control_value="No",
+                                    targeted=True)], ws)
+    with pytest.raises(ClmError, match="belong to campaigns, not to transactions"):
+        ingest_tables([ExportSource("transactions", log, {"customer_id": "id", "event_time": "sent"}, targeted=True)],
+                      ws)
+    result = invoke("ingest", "campaigns", str(log), "--customer-col", "id", "--date-col", "sent", "--col",
+                    "action=promo", "--control-value", "No", "--targeted", "-w", str(ws.root))
+    assert result.exit_code == 0, result.output
+    assert result.mentions("targeted: each customer's probability of its arm is estimated")
+    assert ws.read_table(Table.ACTIONS).propensity.isna().all()
 
 
 def test_a_table_ending_long_before_the_others_is_said(tmp_path):

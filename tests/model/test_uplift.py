@@ -150,3 +150,37 @@ def test_a_business_own_actions_are_learned_and_decided(planted, tmp_path):
     # the step at x1 = 0.5, which trees only approach).
     x1 = test.x1.to_numpy()
     assert voucher[x1 > 0.6].mean() > 0.85 and voucher[x1 < 0.4].mean() < 0.1
+
+
+def test_a_targeted_campaigns_probabilities_are_estimated_and_an_action_without_overlap_is_left_out():
+    """A campaign month logged without propensities: the voucher went to 80% of the customers
+    with x2 > 0.5 and 20% of the others (planted), the call to everyone with x1 > 0.7 who got
+    no voucher and to nobody else (a rule: no customer like those called was held out)."""
+    from training.propensity import MIN_PROPENSITY, estimate_assignment
+
+    rng = np.random.default_rng(11)
+    n = 8000
+    x1, x2 = rng.random(n), rng.random(n)
+    p_voucher = np.where(x2 > 0.5, 0.8, 0.2)
+    voucher = rng.random(n) < p_voucher
+    action = np.where(voucher, "voucher", np.where(x1 > 0.7, "call", "none"))
+    rows = pd.DataFrame({"customer_id": [f"t{i}" for i in range(n)], "event_timestamp": pd.Timestamp("2024-03-01"),
+                         "x1": x1, "x2": x2, "action": action, "propensity": np.nan})
+    # A randomised month beside it keeps its given propensities.
+    given = rows.head(300).assign(event_timestamp=pd.Timestamp("2024-04-01"), propensity=0.5,
+                                  action=np.where(np.arange(300) % 2 == 0, "voucher", "none"))
+    result = estimate_assignment(pd.concat([rows, given], ignore_index=True), ["x1", "x2"])
+
+    assert set(result.unsupported) == {"call"}
+    assert "almost without chance" in result.unsupported["call"] and "--randomised" in result.unsupported["call"]
+    assert "call" not in set(result.rows.action) and len(result.rows) == n - int((action == "call").sum()) + 300
+    assert result.estimated == n - int((action == "call").sum())
+    kept = result.rows[result.rows.event_timestamp == pd.Timestamp("2024-03-01")]
+    # The truth of each kept row's arm: the voucher's planted share; the control's: neither voucher nor call.
+    k1, k2 = kept.x1.to_numpy(), kept.x2.to_numpy()
+    p_v = np.where(k2 > 0.5, 0.8, 0.2)
+    truth = np.where(kept.action == "voucher", p_v, (1 - p_v) * (k1 <= 0.7))
+    truth = np.clip(truth, MIN_PROPENSITY, 1.0)
+    assert np.abs(kept.propensity.to_numpy() - truth).mean() < 0.05
+    assert kept.propensity.min() >= MIN_PROPENSITY
+    np.testing.assert_array_equal(result.rows[result.rows.event_timestamp == pd.Timestamp("2024-04-01")].propensity, 0.5)
