@@ -247,6 +247,13 @@ CONTRACTS: dict[Table, TableContract] = {
             time_columns=("event_time",),
         ),
         TableContract(
+            Table.ATTRIBUTE_HISTORY,  # and the business's attribute columns, as they are
+            _schema({"customer_id": key(), "event_time": utc_time()}),
+            key=("customer_id", "event_time"),
+            time_columns=("event_time",),
+            required_for=(),
+        ),
+        TableContract(
             Table.GROUND_TRUTH,
             _schema({
                 "customer_id": key(),

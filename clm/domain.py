@@ -91,6 +91,9 @@ class Table(StrEnum):
     REFERRALS = "referrals"
     CONSENTS = "consents"
     ACTIONS = "actions"
+    # The business's own attributes that change over time (`clm ingest attribute_history`):
+    # one row per customer and change, each attribute column holding its value from then on.
+    ATTRIBUTE_HISTORY = "attribute_history"
     GROUND_TRUTH = "ground_truth"
     GROUND_TRUTH_EFFECTS = "ground_truth_effects"
 
@@ -105,6 +108,7 @@ EVENT_TABLES: tuple[Table, ...] = (
     Table.REFERRALS,
     Table.CONSENTS,
     Table.ACTIONS,
+    Table.ATTRIBUTE_HISTORY,
 )
 # Tables only a simulator can write: the truth behind the data.
 TRUTH_TABLES: tuple[Table, ...] = (Table.GROUND_TRUTH, Table.GROUND_TRUTH_EFFECTS)

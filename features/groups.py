@@ -510,8 +510,9 @@ FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as
 GROUPS: tuple[FeatureGroup, ...] = (PROFILE, RFM, ENGAGEMENT, SUPPORT, BILLING, VOICE, MARKETING, ADVOCACY)
 
 
-# The business's own columns of the customers table (`clm ingest customers --attributes`):
-# a group of their own, as they are (static: the customers table says what holds now).
+# The business's own columns (`clm ingest customers|attribute_history --attributes`): a group
+# of their own, as they are. The customers table's are static (it says what holds now); the
+# attribute history's are point in time (the latest row before the moment).
 ATTRIBUTES = "attributes"
 ATTRIBUTE_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"  # a column name SQL, Feast and MLflow take as it is
 STATIC_FEATURES = frozenset(f.name for g in GROUPS for f in g.features)
@@ -522,28 +523,53 @@ TAKEN_NAMES = frozenset({"customer_id", "event_timestamp", "as_of", "churn", "up
                          "predicted_stage", "stage_probabilities"}) | STATIC_FEATURES
 
 
-def attributes_group(attributes: dict[str, str]) -> FeatureGroup:
-    """The group of the business's own attributes (name -> FLOAT or STRING)."""
-    columns = ", ".join(f'c."{name}" AS "{name}"' for name in attributes)
+def attributes_group(static: dict[str, str], changing: dict[str, str] | None = None) -> FeatureGroup:
+    """The group of the business's own attributes (name -> FLOAT or STRING): static, the
+    customers table's; changing, the attribute history's, each customer's value in its
+    latest row before the moment (point in time), missing before its first."""
+    changing = changing or {}
+    columns = [f'c."{name}" AS "{name}"' for name in static] + [f'l."{name}" AS "{name}"' for name in changing]
+    latest = ""
+    if changing:
+        picked = ", ".join(f'h."{name}" AS "{name}"' for name in changing)
+        latest = f""",
+latest AS (
+    SELECT * FROM (
+        SELECT s.customer_id, s.as_of, {picked},
+               row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY h.event_time DESC) AS rn
+        FROM spine s JOIN {Table.ATTRIBUTE_HISTORY.value} h ON h.customer_id = s.customer_id AND h.event_time < s.as_of
+    ) t WHERE rn = 1
+)"""
+    joined = "\nLEFT JOIN latest l ON l.customer_id = s.customer_id AND l.as_of = s.as_of" if changing else ""
     return FeatureGroup(
         name=ATTRIBUTES,
-        description="The business's own attributes of the customer, as its customers table gives them.",
-        requires=(Table.CUSTOMERS,),
-        features=tuple(Feature(name, kind, f"The business's attribute {name} (as of the customers table; static).")
-                       for name, kind in attributes.items()),
+        description="The business's own attributes of the customer: the customers table's (static) and the "
+                    "attribute history's (as of the moment).",
+        requires=(Table.CUSTOMERS, Table.ATTRIBUTE_HISTORY) if changing else (Table.CUSTOMERS,),
+        features=tuple(
+            [Feature(name, kind, f"The business's attribute {name} (as of the customers table; static).")
+             for name, kind in static.items()]
+            + [Feature(name, kind, f"The business's attribute {name}: its latest value in the attribute history "
+                                   "before as_of (null before the customer's first row).")
+               for name, kind in changing.items()]),
         sql=f"""
-WITH {SPINE}
-SELECT s.customer_id, s.as_of AS event_timestamp, {columns}
-FROM spine s JOIN customers c ON c.customer_id = s.customer_id
+WITH {SPINE}{latest}
+SELECT s.customer_id, s.as_of AS event_timestamp, {", ".join(columns)}
+FROM spine s JOIN customers c ON c.customer_id = s.customer_id{joined}
 """,
     )
 
 
-def available_groups(tables: set[Table], attributes: dict[str, str] | None = None) -> list[FeatureGroup]:
+def available_groups(tables: set[Table], attributes: dict[str, str] | None = None,
+                     changing: dict[str, str] | None = None) -> list[FeatureGroup]:
     """The groups a workspace holding `tables` can build (profile needs only customers), and
-    the business's attributes (name -> kind) as a group of their own when there are any."""
+    the business's attributes (name -> kind; static, and changing: the attribute history's)
+    as a group of their own when there are any."""
     groups = [g for g in GROUPS if set(g.requires) <= tables]
-    return groups + [attributes_group(attributes)] if attributes and Table.CUSTOMERS in tables else groups
+    changing = changing if Table.ATTRIBUTE_HISTORY in tables else {}
+    if Table.CUSTOMERS in tables and (attributes or changing):
+        groups.append(attributes_group(attributes or {}, changing))
+    return groups
 
 
 def arrow_schema(group: FeatureGroup, timestamp_type: pa.DataType) -> pa.Schema:

@@ -25,20 +25,22 @@ SNAPSHOT_GLOB = "**/*.parquet"
 SNAPSHOT_NAME = "????-??-??.parquet"  # a date's snapshot in a group's folder (a file, or Spark's folder)
 
 
-def business_attributes(workspace: Workspace) -> dict[str, str]:
-    """The customers table's columns beyond its contract's (the business's own attributes,
-    `clm ingest customers --attributes`), name -> FLOAT (numbers) or STRING."""
-    path = workspace.table_path(Table.CUSTOMERS)
+def business_attributes(workspace: Workspace, table: Table = Table.CUSTOMERS) -> dict[str, str]:
+    """A table's columns beyond its contract's (the business's own attributes, `clm ingest
+    customers --attributes`: static; `attribute_history`: changing), name -> FLOAT (numbers)
+    or STRING."""
+    path = workspace.table_path(table)
     if not path.exists():
         return {}
-    contract = set(CONTRACTS[Table.CUSTOMERS].schema.columns)
+    contract = set(CONTRACTS[table].schema.columns)
     return {f.name: FLOAT if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) else STRING
             for f in pq.read_schema(path) if f.name not in contract}
 
 
 def workspace_groups(workspace: Workspace) -> list[FeatureGroup]:
     """The feature groups this workspace's raw tables (and attributes) give."""
-    return available_groups(raw_tables(workspace), business_attributes(workspace))
+    return available_groups(raw_tables(workspace), business_attributes(workspace),
+                            business_attributes(workspace, Table.ATTRIBUTE_HISTORY))
 
 
 def features_dir(workspace: Workspace) -> Path:

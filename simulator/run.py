@@ -6,10 +6,9 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from clm.domain import Table
 from clm.workspace import RawManifest, Workspace, write_manifest
 from simulator.engine import Simulation, SimulationConfig
-from simulator.tables import write_all
+from simulator.tables import SIMULATED_TABLES, write_all
 
 
 def simulate_to_workspace(
@@ -34,7 +33,7 @@ def simulate_to_workspace(
                 business="contractual",
                 data_start=config.start.isoformat(),
                 data_end=end_exclusive.isoformat(),
-                tables=[t.value for t in Table],
+                tables=[t.value for t in SIMULATED_TABLES],
                 details={
                     "customers": config.n_customers,
                     "seed": config.seed,

@@ -11,6 +11,10 @@ import pyarrow.parquet as pq
 from clm.domain import TICKET_SEVERITIES, Table
 from simulator.engine import SECONDS_PER_DAY, SimulationOutput
 
+# The tables the simulator writes: all but a business's attribute history (its customers
+# have no attributes of their own).
+SIMULATED_TABLES: tuple[Table, ...] = tuple(t for t in Table if t is not Table.ATTRIBUTE_HISTORY)
+
 
 class _NoRows(dict[str, np.ndarray]):
     def __missing__(self, key: str) -> np.ndarray:
@@ -192,7 +196,7 @@ def write_all(out: SimulationOutput, raw_dir: Path) -> dict[str, int]:
     """Write every raw table into raw_dir; returns rows per table."""
     builder = TableBuilder(out)
     rows: dict[str, int] = {}
-    for table in Table:
+    for table in SIMULATED_TABLES:
         arrow = getattr(builder, table.value)()
         write_table(arrow, raw_dir / f"{table.value}.parquet")
         rows[table.value] = arrow.num_rows

@@ -94,3 +94,26 @@ def write_hand_made(root: Path) -> Workspace:
         data_end=t("2024-04-01").isoformat(), tables=[x.value for x in tables],
     ))
     return ws
+
+
+def attribute_history_shop(root: Path) -> Workspace:
+    """Exports of a shop, ingested: three customers (static V1 on customers), their
+    purchases, and a history of their tier and score: a silver from 2024-01-10, gold and
+    score 7 from 2024-03-01 00:00 (the moment of a cutoff: not yet known at it); b without
+    a row; c's score 1,5 (decimal comma) from 2024-02-01 12:00, no tier."""
+    from pipelines.ingest import ExportSource, ReadOptions, ingest_tables
+
+    (root / "people.csv").write_text("Id,Joined,V1\na,2024-01-02,0.5\nb,2024-01-03,1.5\nc,2024-01-04,2.5\n")
+    (root / "sales.csv").write_text("Id,At,Total\na,2024-01-05,10\nb,2024-01-06,20\nc,2024-01-07,30\n"
+                                    "a,2024-04-20,10\n")
+    (root / "tiers.csv").write_text("Id;Changed;Tier;Score\na;2024-01-10 08:00;silver;\na;2024-03-01 00:00;gold;7\n"
+                                    "c;2024-02-01 12:00;;1,5\n")
+    ws = Workspace(root / "ws")
+    ingest_tables([
+        ExportSource("customers", root / "people.csv", {"customer_id": "Id", "signup_time": "Joined"},
+                     attributes=("V1",)),
+        ExportSource("transactions", root / "sales.csv", {"customer_id": "Id", "event_time": "At", "amount": "Total"}),
+        ExportSource("attribute_history", root / "tiers.csv", {"customer_id": "Id", "event_time": "Changed"},
+                     ReadOptions(decimal=","), attributes=("Tier", "Score")),
+    ], ws)
+    return ws

@@ -122,7 +122,8 @@ def export_source(table: str, file: Path, columns: dict[str, str | None], cols: 
 def ingest(
     ctx: typer.Context,
     table: Annotated[str | None, typer.Argument(help="customers, subscriptions, transactions, usage, tickets, nps, "
-                                                     "referrals, consents or campaigns.", show_default=False)] = None,
+                                                     "referrals, consents, campaigns or attribute_history.",
+                                                show_default=False)] = None,
     file: Annotated[Path | None, typer.Argument(help="CSV (or other delimited text, compressed or not) or Parquet "
                                                      "file.", show_default=False)] = None,
     mapping: Annotated[Path | None, typer.Option("--mapping", help="A YAML file naming each table's file and "
@@ -140,7 +141,8 @@ def ingest(
                                                                        "value, e.g. --map event:Cancelled=cancel.")] = None,
     attributes: Annotated[str | None, typer.Option("--attributes", help="customers: the business's own columns to "
                                                                         "learn from, known at signup (static), e.g. "
-                                                                        "segment_b,V1,V2.")] = None,
+                                                                        "segment_b,V1,V2; attribute_history: the "
+                                                                        "columns that change, e.g. tier,score.")] = None,
     control_value: Annotated[str | None, typer.Option("--control-value", help="campaigns: the action column's value "
                                                                               "of the control group, e.g. No.")] = None,
     randomised: Annotated[bool, typer.Option("--randomised", help="campaigns: customers were assigned at random; "
@@ -186,7 +188,8 @@ def ingest(
 
     Tables: customers, subscriptions, transactions, usage, tickets, nps, referrals,
     consents, campaigns (the business's own actions and control groups: what the uplift models
-    learn from). A workspace may hold any of them; each call adds tables (one it holds
+    learn from), attribute_history (the business's own attributes that change: a tier, a
+    score; each row's values hold from its time on). A workspace may hold any of them; each call adds tables (one it holds
     already needs --replace). Without customers, the customers are inferred from their
     first event; without subscriptions the business is non-contractual (churn = no
     purchase within the horizon). Each field's column is the one you name, else one of
@@ -208,6 +211,8 @@ def ingest(
 
       clm ingest campaigns mailing.csv --customer-col Id --date-col Sent --col action=Mailing \\
           --control-value 'not mailed' --targeted -w shop
+
+      clm ingest attribute_history tiers.csv --customer-col Id --date-col Changed --attributes tier,score -w shop
 
       clm ingest --mapping crm.yaml -w shop
 

@@ -136,6 +136,28 @@ def ended_early(tables: dict[str, pd.DataFrame], end: pd.Timestamp) -> dict[str,
     return out
 
 
+def _attribute_names(workspace: Workspace, built: dict[str, pd.DataFrame], table: Table) -> set[str]:
+    """The business's own columns of a table being brought (built) or held."""
+    if table.value in built:
+        names = list(built[table.value].columns)
+    elif workspace.table_path(table).exists():
+        names = pq.read_schema(workspace.table_path(table)).names
+    else:
+        return set()
+    return set(names) - set(CONTRACTS[table].schema.columns)
+
+
+def _refuse_attributes_twice(workspace: Workspace, built: dict[str, pd.DataFrame]) -> None:
+    """An attribute both static (customers) and changing (attribute_history) would be two
+    features of one name: refused, naming both."""
+    both = sorted({a.lower() for a in _attribute_names(workspace, built, Table.CUSTOMERS)}
+                  & {a.lower() for a in _attribute_names(workspace, built, Table.ATTRIBUTE_HISTORY)})
+    if both:
+        raise ClmError(f"Attribute(s) {', '.join(map(repr, both))} are both on customers (static) and in "
+                       "attribute_history (changing over time): keep each in one table (a value that changes "
+                       "belongs in attribute_history; bring the other table again without it, with --replace).")
+
+
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
                   progress: Callable[[str], None] | None = None, until: pd.Timestamp | None = None,
                   until_from: str = "--until") -> list[IngestSummary]:
@@ -156,6 +178,7 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
     inferred = Table.CUSTOMERS.value not in tables
     if inferred:
         tables[Table.CUSTOMERS.value] = inferred_customers(tables)
+    _refuse_attributes_twice(workspace, {t: frame for t, (frame, _) in built.items()})
     start, end = _bounds(tables)
     details: dict[str, object] = dict(current.details) if current is not None else {}
     kept_until = details.get(OBSERVED_UNTIL)

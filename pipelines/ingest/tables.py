@@ -158,7 +158,14 @@ TABLES: dict[str, TableSpec] = {t.name: t for t in (
                   "(unknown: --randomised reads the arms' shares, --targeted has them estimated)", low=0, high=1),
         FieldSpec("channel", "choice", False, "the channel it went out on", values=CHANNELS),
     )),
+    TableSpec("attribute_history", Table.ATTRIBUTE_HISTORY, "the business's own attributes that change (a tier, a "
+              "score): one row per customer and change, each --attributes column holding its value from then on", (
+        _customer(), _when("when the values took effect"),
+    )),
 )}
+# The tables whose own further columns (--attributes) become features: static on customers,
+# point in time on attribute_history.
+ATTRIBUTE_TABLES = ("customers", "attribute_history")
 INGEST_TABLES = tuple(TABLES)
 
 
@@ -168,7 +175,8 @@ class ExportSource:
 
     columns: field -> the file's column (a field left out is read from a column of its own
     name, if the file has one); values: field -> {the file's word: clm's value};
-    attributes: customers' own columns kept as they are (for the models);
+    attributes: the business's own columns kept as they are, for the models (customers:
+    static; attribute_history: from each row's time on);
     control_value / randomised / targeted: campaigns (see the module's docstring)."""
 
     table: str
@@ -217,8 +225,12 @@ def _check_source(src: ExportSource) -> None:
             if wrong:
                 raise ClmError(f"{src.table}.{name}: cannot map onto {', '.join(map(repr, wrong))}; its values are "
                                f"{', '.join(f.values)}.")
-    if src.table != "customers" and src.attributes:
-        raise ClmError(f"Attributes belong to the customers table, not to {src.table}.")
+    if src.table not in ATTRIBUTE_TABLES and src.attributes:
+        raise ClmError(f"Attributes belong to the customers table (static) or to attribute_history (changing), not "
+                       f"to {src.table}.")
+    if src.table == "attribute_history" and not src.attributes:
+        raise ClmError(f"{src.path} (attribute_history): name the attribute columns it holds with --attributes (e.g. "
+                       "--attributes tier,score; a mapping file's `attributes: [tier, score]`).")
     odd = [a for a in src.attributes if not re.fullmatch(ATTRIBUTE_NAME, a)]
     if odd:
         raise ClmError(f"Attribute column(s) {', '.join(map(repr, odd))} cannot name a feature: use letters, digits "
@@ -425,6 +437,15 @@ def _customers(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.D
     return _sorted(out, "signup_time")
 
 
+def _attribute_history(frame: pd.DataFrame, src: ExportSource, notes: list[str]) -> pd.DataFrame:
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "event_time": _utc(frame["event_time"])})
+    for a in src.attributes:
+        out[a] = _attribute(frame[a], src.options.decimal)
+    notes.append("each attribute's value holds from its row's time until the customer's next row: a feature at a "
+                 "moment reads the latest row before it")
+    return _sorted(out)
+
+
 def _attribute(values: pd.Series, decimal: str) -> pd.Series:
     """An attribute as numbers where every value given reads as one, else as text (a
     category); empty values are missing either way."""
@@ -574,4 +595,5 @@ def _propensities(out: pd.DataFrame, frame: pd.DataFrame, src: ExportSource, not
 BUILDERS = {
     "customers": _customers, "subscriptions": _subscriptions, "transactions": _transactions, "usage": _usage,
     "tickets": _tickets, "nps": _nps, "referrals": _referrals, "consents": _consents, "campaigns": _campaigns,
+    "attribute_history": _attribute_history,
 }

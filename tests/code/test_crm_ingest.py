@@ -16,8 +16,10 @@ from clm.workspace import Workspace
 from pipelines.ingest import ExportSource, ReadOptions, ingest_tables
 from serving.scoring import consents_of
 from simulator.crm_export import export_crm
+from simulator.tables import SIMULATED_TABLES
 from tests.clirun import invoke, tree_digest
 from tests.conftest import simulate
+from tests.handmade import attribute_history_shop
 from training import registry
 
 GENERATED_IDS = {"transactions": "transaction_id", "tickets": "ticket_id", "referrals": "referral_id",
@@ -40,7 +42,7 @@ def test_every_table_of_a_crm_export_comes_back_as_the_simulator_wrote_it(small_
     assert result.exit_code == 0, result.output
     assert result.mentions("Ingested campaigns:") and result.mentions("a contractual business")
     workspace = Workspace(ws)
-    brought = [t for t in Table if t.value not in ("ground_truth", "ground_truth_effects")]
+    brought = [t for t in SIMULATED_TABLES if t.value not in ("ground_truth", "ground_truth_effects")]
     assert sorted(workspace.read_manifest().tables) == sorted(t.value for t in brought)
     for table in brought:
         same_rows(small_workspace.read_table(table), workspace.read_table(table), table.value)
@@ -219,6 +221,14 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     people["tier_b"] = rng.choice(["gold", "silver", ""], len(people))
     people.to_csv(kunden, sep=";", index=False, encoding="latin-1")
     spec["tables"]["customers"].update(attributes=["V1", "tier_b"], decimal=",")
+    # A changing attribute beside them: each customer's loyalty level, from a day after signup, raised later.
+    signup = pd.to_datetime(people["Angelegt"], format="%d.%m.%Y %H:%M:%S", utc=True)
+    raised = signup + pd.to_timedelta(rng.integers(30, 400, len(people)), unit="D")
+    pd.concat([pd.DataFrame({"Kunde": people.Kunde, "Ab": signup + pd.Timedelta(days=1), "Treue": 1}),
+               pd.DataFrame({"Kunde": people.Kunde, "Ab": raised, "Treue": 2})[raised < "2025-06-30"]]).to_csv(
+        tmp_path / "export" / "treue.csv", index=False)
+    spec["tables"]["attribute_history"] = {"file": "treue.csv", "columns": {"customer_id": "Kunde", "event_time": "Ab"},
+                                           "attributes": ["Treue"]}
     mapping.write_text(yaml.safe_dump(spec))
     catalogue = yaml.safe_load(DEFAULT_CATALOGUE.read_text())
     for entry in catalogue["actions"]:
@@ -243,7 +253,7 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
     assert len(scores) and scores.churn_probability.notna().any()
     client = registry.connect(Workspace(ws))
     for model in ("churn", "upsell", "uplift"):  # the attributes are features like the others
-        assert {"V1", "tier_b"} <= set(registry.load_version(client, model, 1).features), model
+        assert {"V1", "tier_b", "Treue"} <= set(registry.load_version(client, model, 1).features), model
     uplift = registry.load_version(client, "uplift", 1)
     assert uplift.actions and set(uplift.actions) <= set(OWN_NAMES.values())  # learned under the business's names
     assert set(scores.action.dropna()) <= {"none", *OWN_NAMES.values()}
@@ -597,3 +607,31 @@ def test_the_day_the_exports_were_taken_is_the_datas_end(tmp_path):
     early = write(tmp_path / "e.yaml", mapping.read_text().replace("2024-05-31", "2024-02-15"))
     refused = invoke("ingest", "--mapping", str(early), "-w", str(tmp_path / "e"))
     assert refused.exit_code == 2 and refused.mentions(f"cover until (2024-02-15, until: in {early})")
+
+
+def test_changing_attributes_are_features_as_of_each_moment(tmp_path):
+    from features.build import build_features
+    from features.snapshots import read_snapshot
+
+    ws = attribute_history_shop(tmp_path)  # tests/handmade.py
+    history = ws.read_table(Table.ATTRIBUTE_HISTORY)
+    assert history.Score.dtype == float and history.Tier.dtype == object  # numbers where every value is one
+    cutoffs = [pd.Timestamp(d, tz="UTC") for d in ("2024-02-01", "2024-03-01", "2024-04-01")]
+    build_features(ws, cutoffs)
+    seen = {f"{c:%m}": read_snapshot(ws, "attributes", c).set_index("customer_id") for c in cutoffs}
+    assert [seen[m].loc["a", "Tier"] for m in ("02", "03", "04")] == ["silver", "silver", "gold"]
+    assert seen["02"].Score.isna()["a"] and seen["03"].Score.isna()["a"] and seen["04"].loc["a", "Score"] == 7.0
+    assert seen["02"].Score.isna()["c"] and seen["03"].loc["c", "Score"] == 1.5  # 12:00 on the 1st: after the cutoff
+    assert seen["04"].Tier.isna()["c"]  # its row gives a score, no tier
+    assert all(seen[m].Tier.isna()["b"] and seen[m].Score.isna()["b"] for m in ("02", "03", "04"))  # no row
+    assert [seen[m].loc["b", "V1"] for m in ("02", "03", "04")] == [1.5, 1.5, 1.5]  # static beside them
+
+    with pytest.raises(ClmError, match="'tier' are both on customers \\(static\\) and in attribute_history"):
+        write(tmp_path / "people2.csv", "Id,Joined,tier\na,2024-01-02,x\n")
+        ingest_tables([ExportSource("customers", tmp_path / "people2.csv", {"customer_id": "Id",
+                                                                             "signup_time": "Joined"},
+                                    attributes=("tier",))], ws, replace=True)
+    with pytest.raises(ClmError, match="name the attribute columns it holds with --attributes"):
+        ingest_tables([ExportSource("attribute_history", tmp_path / "tiers.csv", {"customer_id": "Id",
+                                                                                 "event_time": "Changed"})], ws,
+                      replace=True)

@@ -117,6 +117,21 @@ def test_features_on_spark_for_a_transactions_export(spark, shop_and_sim, tmp_pa
         assert_same_snapshot(group, read_snapshot(ws, group.name, when[0]), read_snapshot(shop, group.name, when[0]))
 
 
+def test_changing_attributes_on_spark_equal_duckdbs(spark, tmp_path):
+    from tests.handmade import attribute_history_shop
+
+    ws = attribute_history_shop(tmp_path)
+    ours = raw_only_copy(ws, tmp_path / "spark")
+    when = [pd.Timestamp(d, tz="UTC") for d in ("2024-02-01", "2024-03-01", "2024-04-01")]
+    build_features(ours, when, spark=spark)
+    build_features(ws, when)
+    group = next(g for g in available_groups(raw_tables(ws), {"V1": FLOAT}, {"Tier": "string", "Score": FLOAT})
+                 if g.name == "attributes")
+    for as_of in when:
+        assert_same_snapshot(group, read_snapshot(ours, group.name, as_of), read_snapshot(ws, group.name, as_of))
+    assert read_snapshot(ours, group.name, when[2]).set_index("customer_id").loc["a", "Tier"] == "gold"
+
+
 def read_output(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path).sort_values("customer_id").reset_index(drop=True)
 
