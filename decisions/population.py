@@ -12,6 +12,13 @@ A customer is *in the population* at T (and so gets churn, upsell and CLV scores
 Training labels are computed for exactly these (customer, cutoff) rows
 (`training.labels.outcome_labels`), and `clm score` / `clm backtest` score exactly these
 rows at the as-of date: a model is never asked to score a row it was not trained on.
+
+Who clm *decides for* at T (`in_decision_population`) is the same for a contractual
+business; a non-contractual one decides for every customer on record at T, bought or not:
+a shop's campaign may aim at a first purchase, and its uplift model learns from every
+customer a campaign chose (`training.train_uplift`). Their scores stay null; the actions'
+values need none (`decisions.value`: a purchase won from a customer with no revenue on
+record is worth the catalogue's `value.purchase_value`).
 """
 from __future__ import annotations
 
@@ -75,3 +82,10 @@ def in_population(features: pd.DataFrame, contractual: bool) -> np.ndarray:
         return np.zeros(len(features), dtype=bool)
     values = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype=float)
     return (values >= 1) if contractual else (values > 0)
+
+
+def in_decision_population(features: pd.DataFrame, contractual: bool) -> np.ndarray:
+    """Who is decided for, read off the customers' features at T (a row per customer on
+    record then): contractual, the model population (`in_population`); non-contractual,
+    every row (module docstring)."""
+    return in_population(features, contractual) if contractual else np.ones(len(features), dtype=bool)

@@ -13,7 +13,7 @@ import pandas as pd
 from clm.domain import NO_ACTION
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue
-from decisions.population import in_population
+from decisions.population import in_decision_population
 from serving.decide import Decisions, value_finder
 from serving.reasons import value_sentence
 from serving.scoring import (
@@ -125,16 +125,17 @@ def chosen_entry(matrix: np.ndarray, choice: np.ndarray) -> np.ndarray:
 
 def with_decisions(scores: pd.DataFrame, chunk: pd.DataFrame, planned: pd.DataFrame | None, actions: list[str],
                    catalogue: Catalogue, champions: Champions, contractual: bool) -> pd.DataFrame:
-    """A chunk's scores with its customers' decisions (nulls outside the population), in
-    OUTPUT_COLUMNS. chunk: the chunk's features; planned: its population's rows of the
-    plan (`pipelines.decisions.plan_frame`), in order; None without decisions."""
+    """A chunk's scores with its customers' decisions (nulls for those not decided for:
+    `in_decision_population`), in OUTPUT_COLUMNS. chunk: the chunk's features; planned: the
+    rows of the plan of those decided for (`pipelines.decisions.plan_frame`), in order; None
+    without decisions."""
     scores = scores.assign(**{c: None for c in DECISION_COLUMNS}, model_versions=champions.versions_json())
-    live = in_population(chunk, contractual)
-    if planned is not None and live.any():
-        decided = decision_columns(catalogue, champions, actions, planned, chunk[live].reset_index(drop=True))
+    rows = in_decision_population(chunk, contractual)
+    if planned is not None and rows.any():
+        decided = decision_columns(catalogue, champions, actions, planned, chunk[rows].reset_index(drop=True))
         scores = scores.astype({c: object for c in DECISION_COLUMNS})
         for column in DECISION_COLUMNS:
-            scores.loc[live, column] = decided[column].to_numpy()
+            scores.loc[rows, column] = decided[column].to_numpy()
     scores = scores.astype({"action_value": float, "action_cost": float, "propensity": float})
     return scores[list(OUTPUT_COLUMNS)]
 

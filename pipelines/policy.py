@@ -31,6 +31,7 @@ from clm.errors import ClmError
 from clm.stages import current_stage
 from clm.workspace import Workspace
 from decisions.catalogue import Catalogue
+from decisions.population import in_decision_population
 from decisions.value import action_costs, customer_values, expected_value, plan_prices
 from pipelines.score import features_at
 from serving.decide import decide, value_finder
@@ -101,9 +102,9 @@ def check_decision_date(as_of: pd.Timestamp) -> None:
 
 
 def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> DecisionBase:
-    """Every customer in the model population at as_of, with what the funnel reads about
-    them (features point in time, stage by the rules, consents, the churn and upsell
-    champions' scores), the contact history before as_of, and the uplift champion (or,
+    """Every customer decided for at as_of (`in_decision_population`), with what the funnel
+    reads about them (features point in time, stage by the rules, consents, the churn and
+    upsell champions' scores, null outside the model population), the contact history before as_of, and the uplift champion (or,
     without one, the latest challenger, said in uplift_note)."""
     manifest = require_valid(workspace)
     client = registry.connect(workspace, tracking_uri)
@@ -119,12 +120,16 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
                        "clm's policy is judged with it anyway")
     contractual = manifest.business == "contractual"
     frame, in_population = features_at(workspace, as_of, contractual)
-    base = frame[in_population].reset_index(drop=True)
+    decided = in_decision_population(frame, contractual)
+    base = frame[decided].reset_index(drop=True)
+    live = in_population[decided]
     base["stage"] = current_stage(base, contractual).to_numpy()
     base = with_consents(base, consents_of(workspace, as_of))
     for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
         version = versions[model]
-        base[column] = registry.load_version(client, model, version).predict(base) if version else np.nan
+        base[column] = np.nan
+        if version and live.any():
+            base.loc[live, column] = registry.load_version(client, model, version).predict(base[live])
     uplift = registry.load_version(client, "uplift", uplift_version)
     assert isinstance(uplift, UpliftModel)  # the registry's uplift models are UpliftModels
     return DecisionBase(base, contact_history(workspace, as_of), uplift, uplift_version, uplift_note,

@@ -193,7 +193,7 @@ def fingerprint(paths: list[Path], settings: dict[str, object]) -> str:
 # ------------------------------------------------------------------ the batch
 def require_champions(workspace: Workspace, client: MlflowClient) -> Champions:
     champions = load_champions(client)
-    if any(champions.versions[m] for m in MODELS):
+    if any(champions.versions[m] for m in MODELS) or champions.uplift is not None:  # scores, or decisions
         return champions
     held = {m: registry.alias_version(client, m, registry.CHALLENGER) for m in MODELS}
     if any(held.values()):
@@ -299,11 +299,11 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
             parts.append(scored)
             say("Scoring", k + 1, chunks)
         timings["score_s"] = time.perf_counter() - t0
-        scored_count = int(sum(p.live.sum() for p in parts))
+        scored_count = int(sum(p.live.sum() for p in parts))  # in the model population
         # 2. the decisions, across the whole base
         t0 = time.perf_counter()
         everyone = Scored.concat(parts)
-        offsets = np.cumsum([0, *(int(p.live.sum()) for p in parts)])
+        offsets = np.cumsum([0, *(int(p.decided.sum()) for p in parts)])
         plan = plan_batch(catalogue, everyone, data, as_of, budget, exploration)
         timings["decide_s"] = time.perf_counter() - t0
         del everyone, parts

@@ -54,6 +54,7 @@ from features.snapshots import snapshot_files
 from pipelines.decisions import OUTPUT_COLUMNS, log_rows, plan_batch, plan_frame
 from pipelines.score import ScoreResult, catalogue_note, finish, kept_output, prepare, temporary_folder
 from pipelines.spark_tasks import (
+    DECIDED,
     LIVE,
     decide_batches,
     effect_columns,
@@ -96,18 +97,18 @@ def read_features(spark: Any, workspace: Workspace, as_of: pd.Timestamp, partiti
 
 
 def funnel_inputs(pass1: Path, with_effects: bool, actions: list[str]) -> Scored:
-    """The population's funnel inputs from pass 1's output, in customer_id order (the local
-    batch's population order); with_effects: an uplift champion gave effects, one column per
-    catalogue contact action (`actions`)."""
+    """The funnel inputs of the customers decided for, from pass 1's output, in customer_id
+    order (the local batch's order); with_effects: an uplift champion gave effects, one
+    column per catalogue contact action (`actions`)."""
     columns = [c for c in FUNNEL_COLUMNS if c not in CONSENT_COLUMNS] + list(CONSENT_COLUMNS)
     named = effect_columns(actions)
     effects = [*named["churn"], *named["upgrade"]]
     table = ds.dataset(str(pass1), format="parquet").to_table(
-        columns=[*dict.fromkeys(columns), *effects], filter=ds.field(LIVE))
+        columns=[*dict.fromkeys(columns), LIVE, *effects], filter=ds.field(DECIDED))
     frame = table.to_pandas().sort_values("customer_id", kind="stable").reset_index(drop=True)
     change = {kind: frame[list(named[kind])].to_numpy(float) for kind in named}
     funnel = frame[columns]
-    return Scored(pd.DataFrame(), np.ones(len(frame), dtype=bool), funnel,
+    return Scored(pd.DataFrame(), frame[LIVE].to_numpy(dtype=bool), np.ones(len(frame), dtype=bool), funnel,
                   change["churn"] if with_effects else None, change["upgrade"] if with_effects else None)
 
 
@@ -137,7 +138,7 @@ def score_on_spark(spark: Any, workspace: Workspace, as_of: pd.Timestamp, out: P
         # 2. the selection across the whole base, on the driver
         t0 = time.perf_counter()
         everyone = funnel_inputs(pass1, inputs.champions.uplift is not None, catalogue.contact_ids)
-        ids, scored_count = everyone.funnel["customer_id"].to_numpy(), len(everyone.funnel)
+        ids, scored_count = everyone.funnel["customer_id"].to_numpy(), int(everyone.live.sum())
         plan = plan_batch(catalogue, everyone, load_decision_data(workspace, as_of), as_of, inputs.budget,
                           inputs.exploration)
         del everyone

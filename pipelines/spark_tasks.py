@@ -21,12 +21,13 @@ from serving.scoring import (
     score_rows,
 )
 
-LIVE = "_live"
+LIVE = "_live"  # pass 1's flags: in the model population, and decided for (`serving.scoring.Scored`)
+DECIDED = "_decided"
 # The funnel's inputs that are not already score columns, and the effects, one column each.
 FUNNEL_EXTRA = tuple(c for c in FUNNEL_COLUMNS if c not in SCORE_COLUMNS)
 STRINGS = {"customer_id", "stage", "predicted_stage", "stage_probabilities", "segment", "action", "reasons",
            "model_versions", "why"}
-BOOLEANS = {"consent_email", "consent_phone", "explored", LIVE}
+BOOLEANS = {"consent_email", "consent_phone", "explored", LIVE, DECIDED}
 
 BatchFunction = Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]  # what mapInPandas runs
 
@@ -54,7 +55,7 @@ def effect_columns(actions: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 def pass1_columns(actions: Sequence[str]) -> tuple[str, ...]:
     effects = effect_columns(actions)
-    return (*SCORE_COLUMNS, LIVE, *FUNNEL_EXTRA, *effects["churn"], *effects["upgrade"])
+    return (*SCORE_COLUMNS, LIVE, DECIDED, *FUNNEL_EXTRA, *effects["churn"], *effects["upgrade"])
 
 
 @functools.lru_cache(maxsize=2)
@@ -85,8 +86,8 @@ def score_batches(blob: bytes, contractual: bool, actions: list[str]) -> BatchFu
         for frame in batches:
             consents = frame[["customer_id", *CONSENT_COLUMNS]].set_index("customer_id")
             scored = score_rows(champions, frame.drop(columns=list(CONSENT_COLUMNS)), contractual, consents, actions)
-            out = scored.scores.assign(**{LIVE: scored.live})
-            live = np.flatnonzero(scored.live)
+            out = scored.scores.assign(**{LIVE: scored.live, DECIDED: scored.decided})
+            live = np.flatnonzero(scored.decided)
             for column in FUNNEL_EXTRA:
                 values = np.full(len(out), None, dtype=object)
                 values[live] = scored.funnel[column].to_numpy(dtype=object)

@@ -30,7 +30,7 @@ from clm.stages import current_stage
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue
-from decisions.population import in_population
+from decisions.population import in_decision_population, in_population
 from decisions.value import plan_prices
 from serving.decide import Context, Decisions, decide
 from serving.eligibility import CUSTOMER_COLUMNS
@@ -199,13 +199,16 @@ def score_frame(
 class Scored:
     """Step 1's outcome for a frame of customers.
 
-    scores: SCORE_COLUMNS per row; live: rows in the model population; funnel: the live
-    rows' FUNNEL_COLUMNS (and consents); churn_change / upgrade_change: the uplift
-    champion's effects on the live rows, (live rows, the catalogue's contact actions), None
+    scores: SCORE_COLUMNS per row; live: rows in the model population (scored); decided:
+    rows decided for (`in_decision_population`: the live ones, and a shop's customers who
+    never bought); funnel: the decided rows' FUNNEL_COLUMNS (and consents; scores null
+    outside the model population); churn_change / upgrade_change: the uplift champion's
+    effects on the decided rows, (decided rows, the catalogue's contact actions), None
     without one."""
 
     scores: pd.DataFrame
     live: np.ndarray
+    decided: np.ndarray
     funnel: pd.DataFrame
     churn_change: np.ndarray | None
     upgrade_change: np.ndarray | None
@@ -215,7 +218,7 @@ class Scored:
         """One Scored of several chunks' (scores left out: the batch writes them per chunk)."""
         with_effects = all(p.churn_change is not None for p in parts)
         return Scored(
-            pd.DataFrame(), np.concatenate([p.live for p in parts]),
+            pd.DataFrame(), np.concatenate([p.live for p in parts]), np.concatenate([p.decided for p in parts]),
             pd.concat([p.funnel for p in parts], ignore_index=True),
             np.concatenate([p.churn_change for p in parts]) if with_effects else None,
             np.concatenate([p.upgrade_change for p in parts]) if with_effects else None,
@@ -228,22 +231,23 @@ def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, con
     actions: the catalogue's contact action ids, the effects' column order."""
     live = in_population(frame, contractual)
     scores = score_frame(champions.models, frame, live, contractual)
-    rows = frame[live].reset_index(drop=True)
-    picked = scores[live].reset_index(drop=True)
+    decided = in_decision_population(frame, contractual)
+    rows = frame[decided].reset_index(drop=True)
+    picked = scores[decided].reset_index(drop=True)
     funnel = rows.reindex(columns=[c for c in FUNNEL_COLUMNS if c not in CONSENT_COLUMNS]).assign(
         stage=picked["stage"].to_numpy(), churn_probability=picked["churn_probability"].to_numpy(),
         upsell_probability=picked["upsell_probability"].to_numpy())
     funnel = with_consents(funnel, consents)
     if champions.uplift is None or not len(rows):
-        return Scored(scores, live, funnel, None, None)
+        return Scored(scores, live, decided, funnel, None, None)
     effects = champions.uplift.effects(rows, actions)
-    return Scored(scores, live, funnel, effects["churn"], effects["upgrade"])
+    return Scored(scores, live, decided, funnel, effects["churn"], effects["upgrade"])
 
 
 # ------------------------------------------------------------------ 2. decisions
 def decide_rows(catalogue: Catalogue, scored: Scored, data: DecisionData, now: pd.Timestamp,
                 context: Context | None = None, budget: float | None = None) -> Decisions | None:
-    """The funnel for the scored customers in the population; None without an uplift champion."""
+    """The funnel for the customers decided for (`Scored.decided`); None without an uplift champion."""
     if scored.churn_change is None or scored.upgrade_change is None:
         return None
     history = data.history.of_customers(scored.funnel["customer_id"].to_numpy())
@@ -305,10 +309,8 @@ class CustomerAnswer:
     recommendations: list[Recommendation]
 
 
-NOT_IN_POPULATION = {
-    True: "no live contract: nothing to retain or upgrade (a win-back is decided for live customers only)",
-    False: "no paid purchase yet: not in the model population",
-}
+# Why a customer is not decided for (only a contractual business leaves anyone out).
+NOT_DECIDED_FOR = "no live contract: nothing to retain or upgrade (a win-back is decided for live customers only)"
 NO_UPLIFT = "no uplift model: clm cannot estimate what an action would change (run `clm train`)"
 
 
@@ -323,17 +325,17 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
     up to max_actions recommendations per customer, best first."""
     scored = score_rows(champions, frame, contractual, data.consents, catalogue.contact_ids)
     decided = decide_rows(catalogue, scored, data, now, context)
-    live_rows = np.flatnonzero(scored.live)
-    features = frame.iloc[live_rows].reset_index(drop=True)
+    decided_rows = np.flatnonzero(scored.decided)
+    features = frame.iloc[decided_rows].reset_index(drop=True)
     ranked: dict[int, list[tuple[int, float]]] = {}
     if decided is not None:
         index = {a: j for j, a in enumerate(decided.actions)}
-        for k in range(len(live_rows)):
+        for k in range(len(decided_rows)):
             ranked[k] = [(index[a], s) for a, s in decided.ranked(k, max_actions)]
     pairs = [(i, j) for i, picks in ranked.items() for j, _ in picks]
     reasons = iter(explain(catalogue, champions, features, decided, pairs)) if decided is not None else iter(())
     answers = []
-    position: dict[int | np.integer, int] = {row: i for i, row in enumerate(live_rows)}
+    position: dict[int | np.integer, int] = {row: i for i, row in enumerate(decided_rows)}
     records = scored.scores.to_dict("records")
     for row, record in enumerate(records):
         i = position.get(row)
@@ -347,8 +349,8 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
             if not recommendations:
                 recommendations.append(_nothing(str(decided.why[i])))
         elif i is None:
-            recommendations.append(_nothing(NOT_IN_POPULATION[contractual]))
+            recommendations.append(_nothing(NOT_DECIDED_FOR))
         else:
             recommendations.append(_nothing(NO_UPLIFT))
-        answers.append(CustomerAnswer(record, i is not None, recommendations))
+        answers.append(CustomerAnswer(record, bool(scored.live[row]), recommendations))
     return answers

@@ -500,6 +500,34 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     # Judged on the purchases it wins (nobody has revenue on record), it tells more than "no effect": shipped.
     assert registry.alias_version(client, "uplift", registry.CHAMPION) == "1", registry.gate_reason(client, "uplift", "1")
 
+    # Decided for, bought or not: a first purchase is worth $20 to this shop, the promotion costs $2, so it
+    # pays where it lifts the chance of a purchase by more than 0.10: V1 > 0 (planted 0.20), not elsewhere (0).
+    ours = write(tmp_path / "ours.yaml", yaml.safe_dump({
+        "contact_policy": {"max_contacts": 2, "window_days": 30},
+        "value": {"purchase_value": 20.0},
+        "actions": [{"id": "none", "description": "no contact", "channel": "none", "unit_cost": 0, "target": "none",
+                     "cooldown_days": 0},
+                    {"id": "bogo", "description": "buy one get one", "channel": "email", "unit_cost": 2.0,
+                     "target": "retain", "cooldown_days": 30}]}))
+    scored = invoke("score", "--catalogue", str(ours), "--exploration", "0", "--out", str(tmp_path / "s.parquet"),
+                    "-w", str(ws.root))
+    assert scored.exit_code == 0, scored.output
+    batch = pd.read_parquet(tmp_path / "s.parquet").set_index("customer_id")
+    never = batch.loc[[f"s{i}" for i in range(1, n) if not bought[i]]]  # no purchase before the batch's day
+    assert len(batch) == n and batch.action.notna().all()  # every customer on record is decided for
+    v1_of = pd.Series(v1, index=[f"s{i}" for i in range(n)])
+    promoted = never.action == "bogo"
+    assert promoted[v1_of[never.index] > 0.3].mean() > 0.9 and promoted[v1_of[never.index] < -0.3].mean() < 0.1
+    # The API answers the same for one of them, out of the model population.
+    from decisions.catalogue import load_catalogue
+    from serving.runtime import Runtime
+
+    first = next(c for c in never.index if v1_of[c] > 0.5 and never.loc[c, "action"] == "bogo")
+    materialized = invoke("features", "materialize", "-w", str(ws.root))
+    assert materialized.exit_code == 0, materialized.output
+    answer = Runtime(ws, catalogue=load_catalogue(ours)).answer_ids([first], None, 3)[0][0]
+    assert answer["in_population"] is False and answer["actions"][0]["action"] == "bogo"
+
 
 def test_a_targeted_campaign_is_learned_from_estimated_propensities_and_an_action_without_overlap_is_refused(
         tmp_path):
