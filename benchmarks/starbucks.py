@@ -14,7 +14,9 @@ each; then `clm ingest --mapping crm.yaml` (the exports taken on 2024-06-30) and
 customers are in the customers export with their attributes only: clm never sees their arm
 or whether they bought. Their features at the campaign's month come from the Feast store,
 and the uplift model `clm train` registered gives each one the promotion's effect on the
-chance of a purchase within the horizon.
+chance of a purchase within the horizon. `clm score`, with a catalogue saying what the
+business said (a purchase $10, the promotion $0.15), then decides for them as the product
+does (every customer on record, bought or not): its own choices are judged too.
 
 Peers (benchmarks/starbucks_peers.py, in `<work>/causalml-venv`, made on first use):
 causalml 0.18's S, T, X and DR meta-learners with LightGBM, fitted on the whole training
@@ -174,6 +176,30 @@ def clm_effects(mapping: Path, workspace: Path, test: pd.DataFrame) -> ClmUplift
                      registry.gate_reason(client, "uplift", str(latest.version)))
 
 
+def clm_batch(work: Path, workspace: Path, test: pd.DataFrame) -> np.ndarray | None:
+    """Whom `clm score` promotes among the test customers (in the test file's order), with a
+    catalogue saying what the business said: a purchase is worth $10, the promotion by
+    e-mail costs $0.15. The product's own path (features at the data's end, the uplift
+    champion, the funnel, no budget); None without an uplift champion."""
+    catalogue = work / "catalogue.yaml"
+    catalogue.write_text(textwrap.dedent(f"""\
+        contact_policy: {{max_contacts: 2, window_days: 30}}
+        value: {{purchase_value: {PURCHASE_VALUE}}}
+        actions:
+          - {{id: none, description: no contact, channel: none, unit_cost: 0, target: none, cooldown_days: 0}}
+          - {{id: {ACTION}, description: the promotion, channel: email, unit_cost: {PROMOTION_COST}, target: retain,
+             cooldown_days: 0}}
+        """))
+    out = work / "batch.parquet"
+    try:
+        clm("score", "--catalogue", str(catalogue), "--exploration", "0", "--out", str(out), "-w", str(workspace))
+    except SystemExit as failed:
+        print(f"  `clm score` decided nothing: {str(failed)[:400]}")
+        return None
+    actions = pd.read_parquet(out, columns=["customer_id", "action"]).set_index("customer_id")["action"]
+    return (actions.reindex(customer_ids(test, "test")) == ACTION).to_numpy()
+
+
 # ------------------------------------------------------------------- the peers
 def peer_python(work: Path) -> Path:
     venv = work / "causalml-venv"
@@ -242,7 +268,8 @@ def udacity_score(promoted: np.ndarray, treated: np.ndarray, bought: np.ndarray)
     return float(irr), float(nir)
 
 
-def report(effects: pd.DataFrame, scores: pd.DataFrame, test: pd.DataFrame, uplift: ClmUplift) -> None:
+def report(effects: pd.DataFrame, scores: pd.DataFrame, test: pd.DataFrame, uplift: ClmUplift,
+           batch: np.ndarray | None) -> None:
     judged = test.set_index("ID").loc[effects["ID"]]
     treated = (judged["Promotion"] == "Yes").to_numpy()
     bought = judged["purchase"].to_numpy().astype(float)
@@ -275,6 +302,12 @@ def report(effects: pd.DataFrame, scores: pd.DataFrame, test: pd.DataFrame, upli
     for name in models:
         irr, nir = udacity_score(policy(effects[name].to_numpy(dtype=float), None), treated, bought)
         print(f"  {name:<13} IRR {irr:.4f}  NIR {nir:8.2f}")
+    if batch is not None:  # test order; effects are in the same order (both by the test file's ID)
+        promoted = batch[pd.Index(test["ID"]).get_indexer(effects["ID"])]
+        irr, nir = udacity_score(promoted, treated, bought)
+        gain, se = ipw_gain(promoted, treated, bought)
+        print(f"  {'clm score':<13} IRR {irr:.4f}  NIR {nir:8.2f}   (the batch's own decisions at the data's end: "
+              f"{promoted.mean():.0%} promoted, net {gain:.1f} +-{1.96 * se:.1f} per 1,000)")
     peers = [m for m in models if m != "clm"]
     best_qini = max(scores.loc[p, "qini_qini"] for p in peers)
     best_auuc = max(scores.loc[p, "auuc_auuc"] for p in peers)
@@ -304,8 +337,9 @@ def main() -> None:
     print(f"Starbucks promotion test: {len(train):,} training customers, {len(test):,} test customers", flush=True)
     mapping = write_exports(train, test, work / "exports")
     uplift = clm_effects(mapping, workspace, test)
+    batch = clm_batch(work, workspace, test)
     effects, scores = peers_and_scores(work, train, test, uplift.effects)
-    report(effects, scores, test, uplift)
+    report(effects, scores, test, uplift, batch)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ tables like every label (`with_outcomes`), and the uplift models retrain on thes
 decisions with their propensities (`training.uplift.decision_rows`).
 
 Exploration: a share of the decisions (default 2%) is replaced by a uniformly random
-allowed action, `none` included (the control group of clm's own decisions); the chosen
-action's propensity is then (1 - share) 1[clm's choice] + share / (allowed actions + 1).
+allowed action that capacity and budget still permit, `none` included (the control group
+of clm's own decisions); the logged propensity is the probability of the action taken
+under that process as it ran (`explore`).
 """
 from __future__ import annotations
 
@@ -49,10 +50,14 @@ def explore(choice: np.ndarray, allowed: np.ndarray, share: float, rng: np.rando
     """Exploration over one batch. choice: index of clm's action per customer (-1 = none);
     allowed: (customers, actions) bool; spare: per action, how many more the capacities
     allow (inf where unlimited); cost: (customers, actions), with budget_left what the
-    budget has left after clm's choices. An explored customer gets a uniformly random
-    option among none and the allowed actions that capacity and budget still permit (their
-    own choice's cost given back). Returns (final choice, its propensity, explored mask);
-    the propensity counts the options as the allowed actions plus none."""
+    budget has left after clm's choices. Customers are taken in order; an explored one gets
+    a uniformly random option among none, its own choice and the allowed actions that
+    capacity and budget still permit then (its own choice's cost given back), and uses them
+    up. Returns (final choice, its propensity, explored mask). The propensity is the
+    probability of the final action under this process as it ran, given the customers
+    before: (1 - share) 1[final = choice] + share / (the options at that point), for the
+    explored and the others alike (whose options are counted at the state they were
+    passed in: it changes only at an explored customer)."""
     n: int
     k: int
     n, k = allowed.shape
@@ -60,21 +65,38 @@ def explore(choice: np.ndarray, allowed: np.ndarray, share: float, rng: np.rando
     cost = np.zeros((n, k)) if cost is None else cost
     explored = rng.random(n) < share
     final = choice.copy()
-    for i in np.flatnonzero(explored):
+    options_count = np.ones(n)
+    start = 0
+    for i in [*np.flatnonzero(explored), n]:
+        passed = slice(start, i)  # not explored: their options at the current state, counted at once
+        options_count[passed] = _options(allowed[passed], choice[passed], cost[passed], spare, budget_left).sum(axis=1)
+        if i == n:
+            break
+        options = _options(allowed[i:i + 1], choice[i:i + 1], cost[i:i + 1], spare, budget_left)[0]
+        options_count[i] = options.sum()
+        at = np.flatnonzero(options)  # column 0: none
+        final[i] = at[rng.integers(len(at))] - 1
         own = cost[i, choice[i]] if choice[i] >= 0 else 0.0
-        fits = allowed[i] & (spare >= 1) & (cost[i] <= budget_left + own)
-        if choice[i] >= 0:
-            fits[choice[i]] = True
-        options = [-1, *np.flatnonzero(fits)]
-        final[i] = options[rng.integers(len(options))]
         budget_left += own - (cost[i, final[i]] if final[i] >= 0 else 0.0)
         if choice[i] >= 0:
             spare[choice[i]] += 1
         if final[i] >= 0:
             spare[final[i]] -= 1
-    options_count = 1 + allowed.sum(axis=1)
+        start = i + 1
     propensity = (1 - share) * (final == choice) + share / options_count
     return final, propensity, explored
+
+
+def _options(allowed: np.ndarray, choice: np.ndarray, cost: np.ndarray, spare: np.ndarray,
+             budget_left: float) -> np.ndarray:
+    """(customers, 1 + actions) bool: what an explored customer could draw at this state:
+    none (column 0), its own choice, and each allowed action capacity and budget permit
+    (its own choice's cost given back)."""
+    rows = np.arange(len(choice))
+    own = np.where(choice >= 0, cost[rows, np.maximum(choice, 0)], 0.0) if cost.shape[1] else np.zeros(len(choice))
+    fits = allowed & (spare >= 1)[None, :] & (cost <= budget_left + own[:, None])
+    fits[rows[choice >= 0], choice[choice >= 0]] = True
+    return np.column_stack([np.ones(len(choice), dtype=bool), fits])
 
 
 def batch_path(workspace: Workspace, as_of: pd.Timestamp) -> Path:
