@@ -12,6 +12,7 @@ import pandas as pd
 
 from clm.domain import NO_ACTION
 from decisions import log as decision_log
+from decisions.budget import decision_budget
 from decisions.catalogue import Catalogue
 from decisions.population import in_decision_population
 from serving.decide import Decisions, value_finder
@@ -59,7 +60,10 @@ class BatchPlan:
 
 def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: pd.Timestamp,
                budget: float | None, exploration: float, seed: int = 0) -> BatchPlan | None:
-    """The funnel over the whole scored base, then exploration; None without an uplift champion."""
+    """The funnel over the whole scored base within the budget (`decisions.budget`: the
+    given one, else the default for the customers decided for), then exploration; None
+    without an uplift champion."""
+    budget = decision_budget(budget, len(scored.funnel))
     decided = decide_rows(catalogue, scored, data, as_of, budget=budget)
     if decided is None:
         return None
@@ -68,7 +72,7 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     rng = np.random.default_rng([seed, int(as_of.value // 10**9)])  # the same date explores the same way
     final, propensity, explored = decision_log.explore(
         choice, decided.allowed, exploration, rng, catalogue.capacities - used, decided.parts.cost,
-        np.inf if budget is None else budget - float(chosen_entry(decided.parts.cost, choice).sum()))
+        budget - float(chosen_entry(decided.parts.cost, choice).sum()))
     return BatchPlan(decided, final, propensity, explored, budget)
 
 

@@ -1,8 +1,10 @@
 """Policy evaluation against the simulator's truth: what `clm evaluate-policy` runs.
 
-At a decision date D (a month's first day), the base is every customer in the model
-population (`decisions.population`). Every policy faces the same funnel (eligibility,
-contact history, thresholds: `serving.eligibility`), the same budget and capacities, and
+At a decision date D (a month's first day), the base is every customer decided for
+(`decisions.population`), read as the nightly batch reads them (its own scoring step over
+the same snapshot files: `decision_base`), so clm's choices are the batch's. Every policy
+faces the same funnel (eligibility, contact history, thresholds: `serving.eligibility`),
+the same budget (`decisions.budget`) and capacities, and
 is judged by the same accounting: the value rule (`decisions.value`) applied to the *true*
 effects of what it chose (`ground_truth_effects`, priced at the snapshot of D - 1 day), so
 no policy is judged by its own models.
@@ -18,24 +20,23 @@ no policy is judged by its own models.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
 from clm.domain import Table
 from clm.errors import ClmError
-from clm.stages import current_stage
 from clm.workspace import Workspace
 from decisions.catalogue import Catalogue
-from decisions.population import in_decision_population
-from decisions.value import action_costs, customer_values, expected_value, plan_prices
-from pipelines.score import features_at
+from decisions.value import action_costs, customer_values, expected_value
+from features.build import build_features
+from features.snapshots import snapshot_chunks
+from pipelines.score import CHUNK_ROWS
 from serving.decide import decide, value_finder
-from serving.scoring import consents_of, contact_history, with_consents
+from serving.scoring import load_champions, load_decision_data, score_rows
 from training import registry
 from training.uplift import UpliftModel
 
@@ -54,6 +55,7 @@ class PolicyResult:
     treated: int
     actions: dict[str, int] = field(default_factory=dict)
     value_finder: list[dict[str, object]] = field(default_factory=list)  # the funnel's policies only
+    choice: np.ndarray | None = field(default=None, repr=False)  # per customer of the base: action index, -1 none
 
     def as_dict(self) -> dict[str, Any]:
         per = 1000.0 / max(self.customers, 1)
@@ -102,9 +104,11 @@ def check_decision_date(as_of: pd.Timestamp) -> None:
 
 
 def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str | None = None) -> DecisionBase:
-    """Every customer decided for at as_of (`in_decision_population`), with what the funnel
-    reads about them (features point in time, stage by the rules, consents, the churn and
-    upsell champions' scores, null outside the model population), the contact history before as_of, and the uplift champion (or,
+    """Every customer decided for at as_of (`in_decision_population`), as the nightly batch
+    sees them: its own step 1 (`serving.scoring.score_rows`) over the same snapshot files
+    and consents, so the funnel reads the very inputs the batch decides from (features, the
+    stage by the rules, consents, the champions' scores, null outside the model population);
+    the contact history before as_of, and the uplift champion (or,
     without one, the latest challenger, said in uplift_note)."""
     manifest = require_valid(workspace)
     client = registry.connect(workspace, tracking_uri)
@@ -119,21 +123,17 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
         uplift_note = (f"uplift v{held} is a challenger (the gate kept it back; `clm models list` says why): "
                        "clm's policy is judged with it anyway")
     contractual = manifest.business == "contractual"
-    frame, in_population = features_at(workspace, as_of, contractual)
-    decided = in_decision_population(frame, contractual)
-    base = frame[decided].reset_index(drop=True)
-    live = in_population[decided]
-    base["stage"] = current_stage(base, contractual).to_numpy()
-    base = with_consents(base, consents_of(workspace, as_of))
-    for model, column in (("churn", "churn_probability"), ("upsell", "upsell_probability")):
-        version = versions[model]
-        base[column] = np.nan
-        if version and live.any():
-            base.loc[live, column] = registry.load_version(client, model, version).predict(base[live])
+    build_features(workspace, [as_of], raw_checked=True)
+    frame = pd.concat(list(snapshot_chunks(workspace, as_of, CHUNK_ROWS)), ignore_index=True)
+    data = load_decision_data(workspace, as_of)
+    scoring = replace(load_champions(client), uplift=None)  # the effects: the caller's, in its catalogue's order
+    scored = score_rows(scoring, frame, contractual, data.consents, [])
+    funnel = scored.funnel.drop(columns="customer_id")
+    base = frame[scored.decided].reset_index(drop=True).assign(**{c: funnel[c].to_numpy() for c in funnel.columns})
     uplift = registry.load_version(client, "uplift", uplift_version)
     assert isinstance(uplift, UpliftModel)  # the registry's uplift models are UpliftModels
-    return DecisionBase(base, contact_history(workspace, as_of), uplift, uplift_version, uplift_note,
-                        plan_prices(workspace), as_of, contractual)
+    return DecisionBase(base, data.history.frame, uplift, uplift_version, uplift_note, data.plan_prices, as_of,
+                        contractual)
 
 
 def read_true_effects(workspace: Workspace, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -216,25 +216,9 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
         results[name] = PolicyResult(
             name, n, value=float(true_value[rows, cols].sum()), cost=float(cost[rows, cols].sum()),
             treated=int(chosen.sum()), actions={a: int(counts.get(a, 0)) for a in ids},
-            value_finder=finders.get(name, []),
+            value_finder=finders.get(name, []), choice=choice,
         )
     return results
-
-
-def default_budget(customers: int) -> float:
-    """The budget when none is given: DEFAULT_BUDGET_PER_CUSTOMER for each customer of the base."""
-    return DEFAULT_BUDGET_PER_CUSTOMER * customers
-
-
-def workspace_budget(workspace: Workspace) -> float:
-    """The nightly batch's budget when none is given: the default for every customer the
-    workspace knows (signed up at any time)."""
-    return default_budget(pq.ParquetFile(workspace.table_path(Table.CUSTOMERS)).metadata.num_rows)
-
-
-# About what lets the oracle treat 10% of a simulated base with the default catalogue
-# (cheap upgrade offers and nudges go first): measured on 20,000 and 100,000 customers.
-DEFAULT_BUDGET_PER_CUSTOMER = 0.15
 
 
 def report_json(results: dict[str, PolicyResult], inputs: PolicyInputs, budget: float) -> dict[str, object]:

@@ -9,6 +9,7 @@ import typer
 
 from clm.output_paths import check_output_file
 from clm.workspace import Workspace
+from decisions.budget import HELP as BUDGET_HELP
 from pipelines.cli.common import (
     DEFAULT_CUSTOMERS,
     DEFAULT_END,
@@ -79,8 +80,7 @@ def run(
 def retrain(
     as_of: AsOfOpt = None,
     horizon_days: Annotated[int, typer.Option(help="Days ahead that churn and upsell are predicted.")] = 90,
-    budget: Annotated[float | None, typer.Option(help="Budget for the decisions (default: the default budget "
-                                                 "for the base's size).")] = None,
+    budget: Annotated[float | None, typer.Option(help=BUDGET_HELP)] = None,
     catalogue: CatalogueOpt = None,
     engine: EngineOpt = "local",
     spark_master: SparkMasterOpt = None,
@@ -156,12 +156,11 @@ def monitor(
       clm monitor --thresholds my-thresholds.yaml || notify-team
     """
     check_tracking(tracking_uri)
+    from decisions.catalogue import load_catalogue
     from features.build import as_of_or_end
     from pipelines.cli import render
     from pipelines.jobs.monitor import MonitorSettings, monitor_workspace
     from pipelines.monitor import FLAG_EXIT_CODE, load_thresholds
-
-    from decisions.catalogue import load_catalogue
 
     check_horizon(horizon_days)
     limits = load_thresholds(thresholds)

@@ -9,6 +9,7 @@ import typer
 from clm.errors import ClmError
 from clm.output_paths import check_output_file
 from clm.workspace import Workspace
+from decisions.budget import HELP as BUDGET_HELP
 from pipelines.cli.common import (
     AsOfOpt,
     CatalogueOpt,
@@ -28,8 +29,7 @@ from pipelines.cli.common import (
 @user_errors
 def evaluate_policy(
     as_of: AsOfOpt = None,
-    budget: Annotated[float | None, typer.Option(
-        help="What this decision run may spend (contacts and discounts); default 0.15 per customer of the base.")] = None,
+    budget: Annotated[float | None, typer.Option(help=BUDGET_HELP)] = None,
     catalogue: CatalogueOpt = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the figures per policy here.")] = None,
     tracking_uri: TrackingOpt = None,

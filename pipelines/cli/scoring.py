@@ -10,6 +10,7 @@ from clm.errors import ClmError
 from clm.limits import CHUNK_ROWS, PARTITIONS, RELOAD_SECONDS, SHARE, WORKERS
 from clm.output_paths import check_output_dataset
 from clm.workspace import Workspace
+from decisions.budget import HELP as BUDGET_HELP
 from pipelines.cli.common import (
     AsOfOpt,
     CatalogueOpt,
@@ -31,9 +32,7 @@ from pipelines.cli.common import (
 def score(
     out: Annotated[Path, typer.Option("--out", help="Parquet dataset (a folder) to write; an earlier output there is replaced.")],
     as_of: AsOfOpt = None,
-    budget: Annotated[float | None, typer.Option(
-        help="What the decided actions may cost in all (contacts and discounts), allocated across the whole "
-             "base; default: no limit but the catalogue's daily capacities.")] = None,
+    budget: Annotated[float | None, typer.Option(help=BUDGET_HELP)] = None,
     catalogue: CatalogueOpt = None,
     exploration: Annotated[float, typer.Option(
         help="Share of decisions replaced by a random allowed action (or none), logged with its propensity.")] = 0.02,

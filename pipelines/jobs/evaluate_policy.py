@@ -10,6 +10,7 @@ import pandas as pd
 from clm.domain import Table
 from clm.errors import ClmError
 from clm.workspace import Workspace
+from decisions.budget import decision_budget
 from decisions.catalogue import Catalogue
 from pipelines.jobs.reporting import Quiet, Reporter
 from pipelines.offpolicy import OffPolicyReport, clm_offpolicy
@@ -17,7 +18,6 @@ from pipelines.policy import (
     PolicyInputs,
     PolicyResult,
     check_decision_date,
-    default_budget,
     evaluate,
     load_inputs,
     report_json,
@@ -62,7 +62,7 @@ def evaluate_policy(workspace: Workspace, settings: PolicySettings, reporter: Re
     if workspace.table_path(Table.GROUND_TRUTH_EFFECTS).exists():
         with reporter.working(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
             inputs = load_inputs(workspace, when, settings.catalogue, settings.tracking_uri)
-            budget = default_budget(len(inputs.base.customers)) if settings.budget is None else settings.budget
+            budget = decision_budget(settings.budget, len(inputs.base.customers))
             results = evaluate(settings.catalogue, inputs, budget)
         report = report_json(results, inputs, budget)
     else:

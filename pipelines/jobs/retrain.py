@@ -26,7 +26,6 @@ from pipelines.jobs.features import (
 from pipelines.jobs.reporting import Quiet, Reporter
 from pipelines.jobs.score import ScoreSettings, score_base
 from pipelines.jobs.train import Trained, train_models
-from pipelines.policy import workspace_budget
 from pipelines.score import ScoreResult
 from pipelines.spark import SparkSettings
 from training.config import TrainConfig
@@ -39,7 +38,7 @@ class RetrainSettings:
     as_of: pd.Timestamp
     horizon_days: int = 90  # days ahead that churn and upsell are predicted
     catalogue: Catalogue | None = None  # None: the one shipped
-    budget: float | None = None  # None: the default budget for the base's size
+    budget: float | None = None  # None: `decisions.budget`'s default
     spark: SparkSettings | None = None  # None: this machine
     tracking_uri: str | None = None
 
@@ -73,9 +72,9 @@ def retrain(workspace: Workspace, settings: RetrainSettings, reporter: Reporter 
         online = load_online_store(workspace, when, reporter)
         reporter.finished(online)
         reporter.step("4/4 Score and decide")
-        budget = workspace_budget(workspace) if settings.budget is None else settings.budget
         scores = score_base(workspace, ScoreSettings(when, outputs.scores_path(workspace, when), settings.catalogue,
-                                                     budget, keep_current=True, tracking_uri=settings.tracking_uri),
+                                                     settings.budget, keep_current=True,
+                                                     tracking_uri=settings.tracking_uri),
                             spark, reporter)
         reporter.finished(scores)
     return Retrained(built, registered, trained, online, scores)

@@ -35,7 +35,6 @@ from pipelines.jobs.serve import example_customer
 from pipelines.jobs.simulate import Simulated, simulate
 from pipelines.jobs.train import Trained, train_models
 from pipelines.jobs.validate import validate
-from pipelines.policy import workspace_budget
 from pipelines.score import ScoreResult
 from pipelines.summary import WorkspaceSummary, summarise
 from simulator.engine import SimulationConfig
@@ -132,8 +131,8 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     reporter.step("Score and decide")
     scores = None
     try:
-        scores = score_base(workspace, ScoreSettings(end, outputs.scores_path(workspace, end), actions,
-                                                     workspace_budget(workspace)), None, reporter)
+        scores = score_base(workspace, ScoreSettings(end, outputs.scores_path(workspace, end), actions), None,
+                            reporter)
         reporter.finished(scores)
     except ClmError as err:  # e.g. no model passed the gate on a tiny base
         skipped["scores"] = str(err)

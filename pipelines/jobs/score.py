@@ -21,7 +21,7 @@ class ScoreSettings:
     as_of: pd.Timestamp
     out: Path  # the Parquet dataset (a folder) to write
     catalogue: Catalogue | None = None  # None: the one shipped
-    budget: float | None = None  # None: no limit but the catalogue's daily capacities
+    budget: float | None = None  # None: `decisions.budget`'s default
     exploration: float = DEFAULT_EXPLORATION
     chunk_rows: int = CHUNK_ROWS  # local engine: customers scored at a time
     partitions: int | None = None  # Spark: partitions the base is cut into (None: Spark's)

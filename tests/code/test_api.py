@@ -298,7 +298,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(api):
 
 # ------------------------------------------------------------------ API and batch agree
 def test_the_api_and_the_nightly_batch_agree(api, served_ws, online, tmp_path):
-    """The same customers, features and time: the batch (no budget, no capacities, no
+    """The same customers, features and time: the batch (no limiting budget, no capacities, no
     exploration: each customer decided on their own) gives the API's scores and its first
     action."""
     source = DEFAULT_CATALOGUE
@@ -309,7 +309,7 @@ def test_the_api_and_the_nightly_batch_agree(api, served_ws, online, tmp_path):
     unlimited.write_text(yaml.safe_dump(catalogue))
     date = online["date"].iloc[0]
     out = tmp_path / "batch.parquet"
-    done = invoke("score", "--as-of", f"{date:%Y-%m-%d}", "--out", str(out), "--exploration", "0",
+    done = invoke("score", "--as-of", f"{date:%Y-%m-%d}", "--out", str(out), "--exploration", "0", "--budget", "1e12",
                   "--catalogue", str(unlimited), "-w", str(served_ws.root))
     assert done.exit_code == 0, done.output
     batch = pd.read_parquet(out).set_index("customer_id")

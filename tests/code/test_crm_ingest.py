@@ -509,8 +509,8 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
                      "cooldown_days": 0},
                     {"id": "bogo", "description": "buy one get one", "channel": "email", "unit_cost": 2.0,
                      "target": "retain", "cooldown_days": 30}]}))
-    scored = invoke("score", "--catalogue", str(ours), "--exploration", "0", "--out", str(tmp_path / "s.parquet"),
-                    "-w", str(ws.root))
+    scored = invoke("score", "--catalogue", str(ours), "--exploration", "0", "--budget", "1e6", "--out",
+                    str(tmp_path / "s.parquet"), "-w", str(ws.root))
     assert scored.exit_code == 0, scored.output
     batch = pd.read_parquet(tmp_path / "s.parquet").set_index("customer_id")
     never = batch.loc[[f"s{i}" for i in range(1, n) if not bought[i]]]  # no purchase before the batch's day

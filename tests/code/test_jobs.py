@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,14 +34,29 @@ def test_the_batch_called_as_a_function_writes_what_clm_score_writes(trained_cop
 
 
 @pytest.mark.slow
-def test_the_policy_judged_as_a_function_returns_its_figures(trained_copy):
+def test_the_policy_judged_is_the_batchs_own_under_one_budget_rule(trained_copy, tmp_path):
     end = trained_copy.read_manifest().end
-    evaluation = evaluate_policy(trained_copy, PolicySettings(end, load_catalogue(None), budget=300.0))
+    catalogue = load_catalogue(None)
+    evaluation = evaluate_policy(trained_copy, PolicySettings(end, catalogue))
     assert isinstance(evaluation, PolicyEvaluation) and evaluation.results is not None
+    assert evaluation.inputs is not None
+    base = evaluation.inputs.base.customers
+    budget = evaluation.report["run"]["budget"]  # what --json writes
+    assert budget == pytest.approx(0.15 * len(base)) and len(base) < 2000  # per customer decided for (live)
     # The oracle decides on the true effects with the same optimiser: no policy beats it,
     # and doing nothing is worth nothing, by construction of the value rule.
     oracle = evaluation.results["oracle"].value
     assert all(r.value <= oracle + 1e-9 for r in evaluation.results.values())
     assert evaluation.results["nothing"].value == 0 and evaluation.results["nothing"].treated == 0
-    assert all(r.cost <= 300.0 + 1e-9 for r in evaluation.results.values())
-    assert evaluation.report["run"]["budget"] == 300.0  # what --json writes
+    assert all(r.cost <= budget + 1e-9 for r in evaluation.results.values())
+
+    # The nightly batch at the same date, with its default budget and no exploration, decides exactly
+    # what was judged as clm's policy, customer by customer.
+    batch = score_base(trained_copy, ScoreSettings(end, tmp_path / "batch.parquet", catalogue, exploration=0.0))
+    assert batch.decisions is not None and batch.decisions["budget"] == pytest.approx(budget)
+    decided = pd.read_parquet(tmp_path / "batch.parquet").set_index("customer_id")
+    choice = evaluation.results["clm"].choice
+    assert choice is not None
+    judged = np.where(choice >= 0, np.asarray(catalogue.contact_ids, dtype=object)[np.maximum(choice, 0)], "none")
+    assert (decided.loc[base.customer_id, "action"].to_numpy() == judged).all()
+    assert decided.action.notna().sum() == len(base) and (judged != "none").sum() > 20
