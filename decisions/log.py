@@ -2,9 +2,11 @@
 keeps effects learnable. An append-only Parquet dataset in the workspace:
 
   WORKSPACE/decisions/batch-<YYYY-MM-DD>.parquet   the nightly batch's decisions for a date
-  WORKSPACE/decisions/feedback/<time>-<id>.parquet  accepted / rejected, as a CRM reports it
+  WORKSPACE/decisions/journal.sqlite                the API's decisions, and every feedback
+                                                    (accepted / rejected, as a CRM reports it:
+                                                    `decisions.journal`)
 
-A decision row: decision_id (`<date>-<customer_id>`), customer_id, action, propensity (the
+A decision row: decision_id (`<YYYYMMDD>-<customer_id>`), customer_id, action, propensity (the
 probability that clm's decision process chose it: below 1 only where exploration could
 have changed it), explored, expected_value, reasons (JSON list of strings), decided_at,
 source. A batch file for a date is written whole and renamed in, so rerunning a date
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +32,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clm.errors import ClmError
 from clm.workspace import Workspace
+from decisions.journal import API_PREFIX, Journal
 
 FOLDER = "decisions"
 COLUMNS = ("decision_id", "customer_id", "action", "propensity", "explored", "expected_value", "reasons",
            "decided_at", "source")
-FEEDBACK_COLUMNS = ("decision_id", "response", "reported_at")
+FEEDBACK_COLUMNS = ("decision_id", "response", "action", "reported_at")
 RESPONSES = ("accepted", "rejected")
 DEFAULT_EXPLORATION = 0.02
 
@@ -103,10 +107,18 @@ def batch_path(workspace: Workspace, as_of: pd.Timestamp) -> Path:
     return log_dir(workspace) / f"batch-{as_of:%Y-%m-%d}.parquet"
 
 
+def batch_decision_id(as_of: pd.Timestamp, customer_id: str) -> str:
+    """The batch's decision id of a customer at a date: `<YYYYMMDD>-<customer_id>`."""
+    return f"{as_of.year:04d}{as_of.month:02d}{as_of.day:02d}-{customer_id}"
+
+
+BATCH_ID = re.compile(r"(\d{4})(\d{2})(\d{2})-(.+)")
+
+
 def batch_rows(as_of: pd.Timestamp, decisions: pd.DataFrame) -> pd.DataFrame:
     """A batch's decisions for as_of as decision-log rows (COLUMNS)."""
     return decisions.assign(
-        decision_id=[f"{as_of:%Y%m%d}-{c}" for c in decisions["customer_id"]], decided_at=as_of, source="batch",
+        decision_id=[batch_decision_id(as_of, c) for c in decisions["customer_id"]], decided_at=as_of, source="batch",
     )[list(COLUMNS)]
 
 
@@ -153,29 +165,73 @@ def write_batch(workspace: Workspace, as_of: pd.Timestamp, decisions: pd.DataFra
     return log.commit()
 
 
-def record_feedback(workspace: Workspace, decision_id: str, response: str, when: pd.Timestamp | None = None) -> Path:
-    """A CRM's report that a recommendation was accepted or rejected (appended)."""
+class UnknownDecision(ClmError):
+    """Feedback for a decision id clm never gave."""
+
+
+class NotRecommended(ClmError):
+    """Feedback naming an action the decision did not recommend."""
+
+
+def journal(workspace: Workspace) -> Journal:
+    return Journal(log_dir(workspace))
+
+
+def decided_actions(workspace: Workspace, decision_id: str) -> list[str] | None:
+    """What a decision recommended, best first (the batch: its one action); None for an id
+    clm never gave (an API id in the journal, a batch id in its date's file)."""
+    if decision_id.startswith(API_PREFIX):
+        return journal(workspace).api_actions(decision_id)
+    match = BATCH_ID.fullmatch(decision_id)
+    if match is None:
+        return None
+    try:
+        day = pd.Timestamp(int(match[1]), int(match[2]), int(match[3]), tz="UTC")
+    except ValueError:
+        return None
+    path = batch_path(workspace, day)
+    if not path.exists():
+        return None
+    found = pq.read_table(path, columns=["action"], filters=[("decision_id", "==", decision_id)])
+    return [str(a) for a in found.column("action").to_pylist()] or None
+
+
+def record_feedback(workspace: Workspace, decision_id: str, response: str, when: pd.Timestamp | None = None,
+                    action: str | None = None) -> None:
+    """A CRM's report that a decision was accepted or rejected, appended to the journal.
+    action: the recommended action it acted on (default: the decision's first). Raises
+    UnknownDecision for an id clm never gave, NotRecommended for an action it did not
+    recommend, ValueError for another response than accepted or rejected."""
     if response not in RESPONSES:
         raise ValueError(f"response must be one of {', '.join(RESPONSES)}, not {response!r}")
-    folder = log_dir(workspace) / "feedback"
-    folder.mkdir(parents=True, exist_ok=True)
-    when = when or pd.Timestamp.now(tz="UTC")
-    path = folder / f"{when:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame({"decision_id": [decision_id], "response": [response], "reported_at": [when]}).to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    actions = decided_actions(workspace, decision_id)
+    if actions is None:
+        raise UnknownDecision(f"No decision {decision_id!r}: report feedback with a decision_id a /score answer or the "
+                              "nightly batch's output gave.")
+    if action is not None and action not in actions:
+        raise NotRecommended(f"Decision {decision_id!r} recommended {', '.join(actions)}, not {action!r}.")
+    journal(workspace).add_feedback(decision_id, response, action, when or pd.Timestamp.now(tz="UTC"))
+
+
+def read_feedback(workspace: Workspace) -> pd.DataFrame:
+    """Every feedback reported (decision_id, response, action, reported_at): the journal's,
+    and files an earlier clm wrote one per call (decisions/feedback/*.parquet)."""
+    frames = [journal(workspace).read("feedback")]
+    frames += [pd.read_parquet(f) for f in sorted((log_dir(workspace) / "feedback").glob("*.parquet"))]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_decisions(workspace: Workspace) -> pd.DataFrame:
-    """Every logged decision, with the latest feedback (`response`, null if none)."""
+    """Every decision of the batch's log, with the latest feedback (`response`, null if none)."""
     files = sorted(log_dir(workspace).glob("batch-*.parquet"))
     if not files:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in (*COLUMNS, "response")})
     decisions = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    feedback_files = sorted((log_dir(workspace) / "feedback").glob("*.parquet"))
-    if feedback_files:
-        feedback = pd.concat([pd.read_parquet(f) for f in feedback_files], ignore_index=True)
+    feedback = read_feedback(workspace)
+    if len(feedback):
         latest = feedback.sort_values("reported_at").drop_duplicates("decision_id", keep="last")
         decisions = decisions.merge(latest[["decision_id", "response"]], on="decision_id", how="left")
     else:

@@ -83,10 +83,9 @@ def clm_offpolicy(workspace: Workspace, catalogue: Catalogue, as_of: pd.Timestam
     if cutoff is None:
         return None, f"no decision date at or before {as_of:%Y-%m-%d} has a matured {HORIZON_DAYS}-day outcome window"
     evidence = logged_evidence(workspace, catalogue, cutoff, tracking_uri, HORIZON_DAYS)
-    fitted = evidence.uplift.fitted_through
-    if fitted is not None and cutoff <= fitted:
-        return None, (f"the latest matured decision date, {cutoff:%Y-%m-%d}, is one the uplift model learned from "
-                      f"(through {fitted:%Y-%m-%d}): an estimate there would flatter it")
+    flattered = evidence.uplift.in_sample(cutoff)
+    if flattered:
+        return None, f"the latest matured decision date is {cutoff:%Y-%m-%d}, and {flattered}: an estimate would flatter it"
     return estimate(evidence, clm_targets(evidence, catalogue)), ""
 
 

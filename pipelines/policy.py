@@ -12,8 +12,11 @@ no policy is judged by its own models.
   clm         the decision funnel on the uplift champion's predicted effects, allocated
               by the optimiser (`serving.decide`)
   oracle      the same funnel and optimiser on the true effects: the best any policy can do
-  churn_risk  the highest churn probability first, each given the first allowed retention
-              action of the catalogue, while the budget and capacities last
+  churn_risk  the classic without uplift models, made fair: the highest churn probability
+              first, each given the allowed retention action with the best *average* effect
+              in the logs (`training.uplift.average_effects` over the decisions of the
+              matured months before D), only where that average is worth its cost for the
+              customer, while the budget and capacities last
   random      customers in random order, each given a random allowed action, likewise
   nothing     no contact
 """
@@ -38,7 +41,9 @@ from pipelines.score import CHUNK_ROWS
 from serving.decide import decide, value_finder
 from serving.scoring import load_champions, load_decision_data, score_rows
 from training import registry
-from training.uplift import UpliftModel
+from training.frames import KEYS
+from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
+from training.uplift import UpliftModel, average_effects, decision_rows
 
 POLICIES = ("clm", "oracle", "churn_risk", "random", "nothing")
 SEED = 11
@@ -95,6 +100,7 @@ class PolicyInputs:
     predicted_upgrade: np.ndarray
     true_churn: np.ndarray
     true_upgrade: np.ndarray
+    logged_churn_effects: dict[str, float] = field(default_factory=dict)  # action -> average effect in the logs
 
 
 def check_decision_date(as_of: pd.Timestamp) -> None:
@@ -165,7 +171,33 @@ def load_inputs(workspace: Workspace, as_of: pd.Timestamp, catalogue: Catalogue,
     base = decision_base(workspace, as_of, tracking_uri)
     true_churn, true_upgrade = true_effect_matrices(effects, base.customers["customer_id"], catalogue.contact_ids)
     predicted = base.uplift.effects(base.customers, catalogue.contact_ids)
-    return PolicyInputs(base, predicted["churn"], predicted["upgrade"], true_churn, true_upgrade)
+    return PolicyInputs(base, predicted["churn"], predicted["upgrade"], true_churn, true_upgrade,
+                        logged_churn_effects(workspace, as_of, base.contractual))
+
+
+def logged_churn_effects(workspace: Workspace, as_of: pd.Timestamp, contractual: bool) -> dict[str, float]:
+    """Each action's average churn effect over the logged decisions of the months before
+    as_of whose outcomes had matured by then (what a business knows of its campaigns)."""
+    config = LabelConfig()
+    cutoffs = candidate_cutoffs(workspace.read_manifest(), as_of, config.horizon_days)
+    rows = decision_rows(workspace, cutoffs) if cutoffs else pd.DataFrame()
+    if rows.empty:
+        return {}
+    labels = outcome_labels(workspace, sorted(set(rows.event_timestamp)), config, contractual, rows=rows[KEYS])
+    return average_effects(rows.merge(labels[[*KEYS, "churn"]], on=KEYS, how="inner"))
+
+
+def churn_risk_choice(risk: np.ndarray, average_value: np.ndarray, allowed: np.ndarray, cost: np.ndarray,
+                      budget: float, capacity: np.ndarray) -> np.ndarray:
+    """The fair churn-risk policy: customers by falling risk, each given the allowed action
+    (columns: the catalogue's contact actions; only retention actions have an average value,
+    NaN elsewhere) of the best average value for them, where it is above 0, while the
+    budget and capacities last. Returns each customer's action index (-1: none)."""
+    worth = np.where(allowed & np.isfinite(average_value) & (average_value > 0), average_value, -np.inf)
+    best = worth.argmax(axis=1) if worth.shape[1] else np.zeros(len(worth), dtype=int)
+    paying = np.isfinite(worth[np.arange(len(worth)), best]) if worth.shape[1] else np.zeros(len(worth), dtype=bool)
+    options = [[int(best[i])] if paying[i] else [] for i in range(len(worth))]
+    return _in_order(np.argsort(-np.nan_to_num(risk, nan=-1.0), kind="stable"), options, cost, budget, capacity)
 
 
 def _in_order(order: np.ndarray, options: Sequence[Sequence[int]], cost: np.ndarray, budget: float,
@@ -198,10 +230,11 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
         decisions = decide(catalogue, c, churn, upgrade, base.history, base.as_of, base.plan_prices, budget=budget)
         choices[name], finders[name] = decisions.choice, value_finder(decisions)
     allowed = decisions.allowed  # the rules' verdict, the same for every policy
-    retain = [j for j, e in enumerate(entries) if e.target == "retain"]
-    risk = np.nan_to_num(c["churn_probability"].to_numpy(dtype=float), nan=-1.0)
-    choices["churn_risk"] = _in_order(np.argsort(-risk, kind="stable"),
-                                      [[j for j in retain if allowed[i, j]] for i in range(n)], cost, budget, capacity)
+    logged = np.array([inputs.logged_churn_effects.get(e.id, np.nan) if e.target == "retain" else np.nan
+                       for e in entries])
+    average_value = -logged[None, :] * values.keep_value[:, None] - cost
+    choices["churn_risk"] = churn_risk_choice(c["churn_probability"].to_numpy(dtype=float), average_value, allowed,
+                                              cost, budget, capacity)
     rng = np.random.default_rng(seed)
     choices["random"] = _in_order(rng.permutation(n),
                                   [list(rng.permutation(np.flatnonzero(allowed[i]))) for i in range(n)],

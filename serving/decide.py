@@ -93,10 +93,11 @@ class Decisions:
 
 
 def _pick(score: np.ndarray, candidate: np.ndarray, cost: np.ndarray, catalogue: Catalogue,
-          budget: float | None) -> tuple[np.ndarray, float]:
-    """Index of each customer's action (-1: none) and the allocation's proven gap."""
+          budget: float | None, per_customer: bool = False) -> tuple[np.ndarray, float]:
+    """Index of each customer's action (-1: none) and the allocation's proven gap; each
+    customer's best where nothing is shared (per_customer, or no budget and no capacity)."""
     capacity = catalogue.capacities
-    if budget is None and np.isinf(capacity).all():
+    if per_customer or (budget is None and np.isinf(capacity).all()):
         masked = np.where(candidate, score, -np.inf)
         best = masked.argmax(axis=1) if masked.shape[1] else np.zeros(len(masked), dtype=int)
         return np.where(candidate.any(axis=1), best, -1), 0.0
@@ -106,10 +107,14 @@ def _pick(score: np.ndarray, candidate: np.ndarray, cost: np.ndarray, catalogue:
 
 def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarray, upgrade_change: np.ndarray,
            history: pd.DataFrame, now: pd.Timestamp, plan_prices: np.ndarray, context: Context | None = None,
-           budget: float | None = None) -> Decisions:
+           budget: float | None = None, per_customer: bool = False) -> Decisions:
     """Run the funnel. customers: `serving.eligibility.CUSTOMER_COLUMNS` and the value
     rule's columns; churn_change, upgrade_change: (customers, catalogue.contact_ids) effects
-    of each action on the probabilities (predicted by the uplift model, or true ones)."""
+    of each action on the probabilities (predicted by the uplift model, or true ones).
+    per_customer: each customer decided on their own, as the API does (no budget; the daily
+    capacities are the batch's to share out across the base, so no solver runs)."""
+    if per_customer and budget is not None:
+        raise ValueError("a budget is shared across customers: it cannot be given with per_customer")
     entries = catalogue.contact_actions
     ids = catalogue.contact_ids
     allowed = allowed_actions(catalogue, customers, history, now)
@@ -121,7 +126,7 @@ def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarr
     positive = passed & (value > 0)
     weight = np.array([e.weight for e in entries]) * context_weights(catalogue, context)
     score = np.where(positive, value * weight, np.nan)
-    choice, gap = _pick(np.nan_to_num(score, nan=0.0), positive, cost, catalogue, budget)
+    choice, gap = _pick(np.nan_to_num(score, nan=0.0), positive, cost, catalogue, budget, per_customer)
 
     n = len(customers)
     rows = np.arange(n)

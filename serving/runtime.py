@@ -18,7 +18,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +27,7 @@ from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue, load_catalogue
+from decisions.journal import ApiDecision, new_decision_id
 from features.groups import FLOAT, STRING
 from features.store import open_store
 from serving.decide import Context
@@ -79,6 +79,7 @@ class Runtime:
         self.kinds = {f.name: FLOAT if f.dtype == Float64 else STRING for f in fields}
         self.client = registry.connect(workspace, tracking_uri)
         self._lock = threading.Lock()  # one refresh at a time; readers never wait
+        self.journal = decision_log.journal(workspace)  # where every answer's decision is logged
         self.loaded = self._load()
 
     # -------------------------------------------------------------- loading
@@ -150,18 +151,28 @@ class Runtime:
         return self._answer(frame, context, max_actions)[0]
 
     def _answer(self, frame: pd.DataFrame, context: Context | None, max_actions: int) -> list[dict]:
+        """Each customer's answer, every decision logged in the journal under an id of its own
+        (the one the answer carries, for /feedback)."""
         loaded = self.loaded  # one reference for the whole request: a swap cannot mix versions
         out: list[dict] = []
+        logged: list[ApiDecision] = []
+        now = pd.Timestamp.now(tz="UTC")
         # Customers are decided as of their own features' time: group rows by it.
         for when, rows in frame.groupby("event_timestamp", sort=False):
             answers = score_and_decide(self.catalogue, loaded.champions, rows.reset_index(drop=True), self.contractual,
                                        loaded.data, pd.Timestamp(when), context, max_actions)
-            out.extend(as_response(a, pd.Timestamp(when), loaded.champions) for a in answers)
+            for answer in answers:
+                first = answer.recommendations[0]
+                logged.append(ApiDecision(new_decision_id(), str(answer.scores["customer_id"]),
+                                          [r.action for r in answer.recommendations], first.expected_value,
+                                          first.reasons, now, pd.Timestamp(when), loaded.champions.versions))
+                out.append(as_response(answer, pd.Timestamp(when), loaded.champions, logged[-1].decision_id))
+        self.journal.add_decisions(logged)
         order = {c: i for i, c in enumerate(frame["customer_id"])}
         return sorted(out, key=lambda r: order[r["customer_id"]])
 
-    def feedback(self, decision_id: str, response: str) -> Path:
-        return decision_log.record_feedback(self.workspace, decision_id, response)
+    def feedback(self, decision_id: str, response: str, action: str | None = None) -> None:
+        decision_log.record_feedback(self.workspace, decision_id, response, action=action)
 
 
 def check_features(values: dict[str, float | str | None], kinds: dict[str, str]) -> None:
@@ -188,7 +199,7 @@ def feature_frame(values: dict[str, list], features: list[str], rows: np.ndarray
                          for f in features})
 
 
-def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions) -> dict:
+def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions, decision_id: str) -> dict:
     s = answer.scores
     probabilities = s["stage_probabilities"]
     return {
@@ -201,7 +212,7 @@ def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions
         "clv": _number(s["clv"]),
         "in_population": answer.in_population,
         "actions": [r.__dict__ for r in answer.recommendations],
-        "decision_id": f"{when:%Y%m%d}-{s['customer_id']}",
+        "decision_id": decision_id,
         "feature_timestamp": when.isoformat(),
         "model_versions": champions.versions,
     }

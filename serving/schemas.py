@@ -58,7 +58,9 @@ class ScoreResponse(BaseModel):
     in_population: bool = Field(description="Whether the models score this customer (a live contract, or a "
                                 "purchase for a transactions-only business).", examples=[True])
     actions: list[Recommended] = Field(description="Recommended actions, best first (at most max_actions).")
-    decision_id: str = Field(description="Id to report feedback with (`POST /feedback`).", examples=["20260101-C0000042"])
+    decision_id: str = Field(description="This answer's own id, unique, logged with what it recommended: report "
+                             "feedback with it (`POST /feedback`).",
+                             examples=["api-5f1c0e9d2b7a4c3e8f6a1b2c3d4e5f60"])
     feature_timestamp: datetime = Field(description="When the features were computed (freshness).",
                                         examples=["2026-01-01T00:00:00Z"])
     model_versions: dict[str, str | None] = Field(
@@ -72,6 +74,8 @@ class BatchResponse(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    decision_id: str = Field(examples=["20260101-C0000042"])
+    decision_id: str = Field(examples=["api-5f1c0e9d2b7a4c3e8f6a1b2c3d4e5f60"])
     response: Literal["accepted", "rejected"]
+    action: str | None = Field(default=None, description="The action acted on, as reported (null: the first).",
+                               examples=["retention_offer"])
     recorded: bool = Field(examples=[True])

@@ -246,14 +246,16 @@ def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, con
 
 # ------------------------------------------------------------------ 2. decisions
 def decide_rows(catalogue: Catalogue, scored: Scored, data: DecisionData, now: pd.Timestamp,
-                context: Context | None = None, budget: float | None = None) -> Decisions | None:
-    """The funnel for the customers decided for (`Scored.decided`); None without an uplift champion."""
+                context: Context | None = None, budget: float | None = None,
+                per_customer: bool = False) -> Decisions | None:
+    """The funnel for the customers decided for (`Scored.decided`); None without an uplift
+    champion. per_customer: each on their own (the API: `serving.decide.decide`)."""
     if scored.churn_change is None or scored.upgrade_change is None:
         return None
     history = data.history.of_customers(scored.funnel["customer_id"].to_numpy())
     history = history[history["event_time"] < now]  # contacts before the decision, as the batch reads them
     return decide(catalogue, scored.funnel, scored.churn_change, scored.upgrade_change, history, now,
-                  data.plan_prices, context=context, budget=budget)
+                  data.plan_prices, context=context, budget=budget, per_customer=per_customer)
 
 
 # ------------------------------------------------------------------ 3. reasons
@@ -324,7 +326,7 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
     """Steps 1-3 for the rows of frame, each customer decided on their own (no budget):
     up to max_actions recommendations per customer, best first."""
     scored = score_rows(champions, frame, contractual, data.consents, catalogue.contact_ids)
-    decided = decide_rows(catalogue, scored, data, now, context)
+    decided = decide_rows(catalogue, scored, data, now, context, per_customer=True)
     decided_rows = np.flatnonzero(scored.decided)
     features = frame.iloc[decided_rows].reset_index(drop=True)
     ranked: dict[int, list[tuple[int, float]]] = {}

@@ -3,11 +3,12 @@
   POST /score           one customer's scores, stage, CLV and ranked actions with reasons
   POST /score_batch     the same for up to 1,000 customers
   POST /score_features  scores for features the caller sends (validated by name and type)
-  POST /feedback        a recommendation was accepted or rejected (the decision log)
+  POST /feedback        a decision was accepted or rejected (the decision journal; every
+                        answer of the three above is logged there under its own decision_id)
   GET  /healthz, /livez, /readyz (models loaded and the online store answering), /metrics
        (Prometheus), and the OpenAPI page at / (spec at /docs.json): BentoML's own
 
-Errors are JSON `{"error": ..., "field": ...}`: 404 unknown customer, 400/422 malformed
+Errors are JSON `{"error": ..., "field": ...}`: 404 unknown customer or decision, 400/422 malformed
 input naming the field, 413 a batch over the limit, 401 without a valid API key (when keys
 are configured). Configuration, from the environment (`clm serve` sets it):
 
@@ -35,6 +36,7 @@ from starlette.responses import JSONResponse
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
+from decisions.log import NotRecommended, UnknownDecision
 from serving.auth import ApiKeyMiddleware, key_hashes
 from serving.decide import Context
 from serving.runtime import RequestError, Runtime, poll
@@ -54,8 +56,10 @@ from serving.schemas import (
 warnings.filterwarnings("ignore", message="Accessing the 'model_fields' attribute on the instance")
 
 ROUTES = ("/score", "/score_batch", "/score_features", "/feedback")
-DecisionId = Annotated[str, Field(min_length=1, max_length=200, examples=["20260101-C0000042"],
+DecisionId = Annotated[str, Field(min_length=1, max_length=200, examples=["api-5f1c0e9d2b7a4c3e8f6a1b2c3d4e5f60"],
                                   description="The decision_id of a /score answer or of the nightly batch's output.")]
+ActedOn = Annotated[str | None, Field(max_length=200, examples=["retention_offer"],
+                                      description="The recommended action the CRM acted on (default: the first).")]
 
 
 def _context(context: ContextIn | None) -> Context | None:
@@ -141,13 +145,19 @@ class Clm:
         return ScoreResponse.model_validate(answer)
 
     @bentoml.api(route="/feedback")
-    def feedback(self, decision_id: DecisionId, response: Literal["accepted", "rejected"]) -> FeedbackResponse:
-        """Record that a recommendation was accepted or rejected (kept in the decision log)."""
+    def feedback(self, decision_id: DecisionId, response: Literal["accepted", "rejected"],
+                 action: ActedOn = None) -> FeedbackResponse:
+        """Record that a decision was accepted or rejected (the decision journal): 404 for an
+        id clm never gave, 422 for an action the decision did not recommend."""
         try:
-            self.runtime.feedback(decision_id, response)
+            self.runtime.feedback(decision_id, response, action)
+        except UnknownDecision as err:
+            return _error(RequestError(404, str(err), "decision_id"))  # type: ignore[return-value]  # see _error
+        except NotRecommended as err:
+            return _error(RequestError(422, str(err), "action"))  # type: ignore[return-value]  # see _error
         except ClmError as err:
             return _error(RequestError(422, str(err), "decision_id"))  # type: ignore[return-value]  # see _error
-        return FeedbackResponse(decision_id=decision_id, response=response, recorded=True)
+        return FeedbackResponse(decision_id=decision_id, response=response, action=action, recorded=True)
 
 
 _hashes = key_hashes()

@@ -48,6 +48,7 @@ from training.uplift import (
     decision_rows,
     fit_dr_learner,
     fit_t_learner,
+    gate_actions,
     pseudo_values,
     truth_quality,
     uplift_r2,
@@ -162,7 +163,7 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     dr_model = fit_dr_learner(parts["train"], parts["valid"], features, outcomes, config.labels.horizon_days, t_model)
     learners = {"t_learner": t_model, "dr_learner": dr_model}
     for model in learners.values():
-        model.fitted_through = split.valid
+        model.fitted_through, model.judged_through = split.valid, split.test
         model.unsupported.update(assignment.unsupported)  # a targeted campaign's action without support
     population_test = frame[frame.event_timestamp == split.test].reset_index(drop=True)
     prices, settings = plan_prices(workspace), ValueSettings(purchase_value=JUDGED_PURCHASE_VALUE)
@@ -196,6 +197,9 @@ def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | Non
     """Promote if sane (finite effects that vary), better than "no action changes
     anything" on the test window (uplift R2 > 0 against the doubly-robust pseudo-outcomes),
     and better than the champion there."""
+    if not challenger.actions:
+        return UpliftGate(False, "no action's effect model told more than \"it changes nothing\" on the test window "
+                          "(per action: the run's unsupported_actions)")
     stacked = np.concatenate(list(challenger.effects(test).values()), axis=1)
     if not np.all(np.isfinite(stacked)):
         return UpliftGate(False, "challenger predicts NaN or infinite effects")
@@ -224,9 +228,12 @@ def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, a
     test, values = fitted.parts["test"], fitted.values["test"]
     other = next(name for name in fitted.learners if name != fitted.chosen)
     pseudo = pseudo_values(test, values)
+    # The gate per action first: an action whose effect model tells nothing on the test window loses it.
+    per_action = gate_actions(fitted.model, test, values, pseudo)
     report = ModelReport(
         MODEL, True, registered_kind=fitted.chosen,
         metrics={"uplift_r2": uplift_r2(fitted.model, test, values, pseudo),
+                 **{f"action_r2_{a}": r2 for a, r2 in per_action.items()},
                  **{f"value_qini_{k}": v for k, v in value_qini(fitted.model, test, values).items()}},
         baseline={"uplift_r2": uplift_r2(fitted.learners[other], test, values, pseudo),
                   **{f"value_qini_{k}": v for k, v in value_qini(fitted.learners[other], test, values).items()}},

@@ -115,10 +115,26 @@ class UpliftModel:
     fitted_through: pd.Timestamp | None = None
     # Logged actions left without a model (too little support), and why: never recommended.
     unsupported: dict[str, str] = field(default_factory=dict)
+    # The latest cutoff whose decisions judged it for the gate (its test window's).
+    judged_through: pd.Timestamp | None = None
 
     def __setstate__(self, state: dict) -> None:
         """Versions registered before a field existed load with its default."""
-        self.__dict__.update({"control": {}, "fitted_through": None, "unsupported": {}, **state})
+        self.__dict__.update({"control": {}, "fitted_through": None, "unsupported": {}, "judged_through": None,
+                              **state})
+
+    def in_sample(self, date: pd.Timestamp) -> str:
+        """Why a policy judged at `date` would flatter this model ("" when it would not): the
+        model learned from that date's decisions and outcomes, or was chosen and promoted on
+        them."""
+        learned, judged = self.fitted_through, self.judged_through or self.fitted_through
+        if judged is None or date > judged:
+            return ""
+        if learned is not None and date <= learned:
+            return (f"the uplift model learned from the decisions through {learned:%Y-%m-%d} (and their outcomes): "
+                    f"judged at {date:%Y-%m-%d} it is judged on its own training data")
+        return (f"the uplift model was chosen and promoted on the decisions of {judged:%Y-%m-%d}: judged at "
+                f"{date:%Y-%m-%d} it is judged on the window it was selected on")
 
     @property
     def actions(self) -> list[str]:
@@ -390,6 +406,26 @@ def pseudo_effects(rows: pd.DataFrame, actions: Sequence[str]) -> dict[str, np.n
     return phi
 
 
+def average_effects(rows: pd.DataFrame, label: str = OUTCOMES["churn"]) -> dict[str, float]:
+    """Each logged action's average effect on `label` over the logged decisions: the
+    inverse-propensity weighted mean outcome of its rows minus the control's (Hajek), from
+    the rows with a label and a known propensity; an action never logged beside a control
+    is left out."""
+    known = rows[rows[label].notna() & rows["propensity"].notna()]
+    weight = 1.0 / known["propensity"].to_numpy(dtype=float)
+    outcome = known[label].to_numpy(dtype=float)
+    taken = known["action"].to_numpy()
+
+    def mean(arm: str) -> float:
+        w = weight[taken == arm]
+        return float(np.sum(w * outcome[taken == arm]) / np.sum(w)) if w.size else float("nan")
+
+    control = mean(NO_ACTION)
+    if np.isnan(control):
+        return {}
+    return {a: mean(a) - control for a in logged_actions(known)}
+
+
 def pseudo_values(rows: pd.DataFrame, values: CustomerValues, actions: Sequence[str] | None = None) -> PseudoValues:
     """The pseudo-outcomes of each action's gross value (the value rule on the churn and
     upgrade pseudo-outcomes), for the actions given (default: every action logged in rows);
@@ -427,6 +463,43 @@ def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, ps
     known = ~np.isnan(pseudo.matrix)
     zero = float(np.sum(pseudo.matrix[known] ** 2))
     return 1.0 - float(np.sum((pseudo.matrix[known] - predicted[known]) ** 2)) / zero if zero > 0 else float("nan")
+
+
+def action_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: PseudoValues
+              ) -> dict[str, float]:
+    """`uplift_r2` of each modelled action on its own (its column of the pseudo-outcomes):
+    above 0, its effect model tells more than "it changes nothing"; NaN where the action
+    was not logged in rows."""
+    predicted = predicted_gross_value(model.effects(rows, pseudo.actions), values)
+    out = {}
+    for action in model.actions:
+        if action not in pseudo.actions:
+            out[action] = float("nan")
+            continue
+        j = pseudo.actions.index(action)
+        known = ~np.isnan(pseudo.matrix[:, j])
+        zero = float(np.sum(pseudo.matrix[known, j] ** 2))
+        error = float(np.sum((pseudo.matrix[known, j] - predicted[known, j]) ** 2))
+        out[action] = 1.0 - error / zero if zero > 0 else float("nan")
+    return out
+
+
+def gate_actions(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: PseudoValues
+                 ) -> dict[str, float]:
+    """The gate per action: an action whose effect model does not beat "no effect" on
+    held-out decisions (`action_r2` not above 0) loses its model, so it is never
+    recommended, and is said in `model.unsupported` with its figure. Returns every
+    action's figure."""
+    figures = action_r2(model, rows, values, pseudo)
+    for action, r2 in figures.items():
+        if r2 > 0:
+            continue
+        for arms in model.estimators.values():
+            arms.pop(action, None)
+        model.unsupported[action] = (f"on the held-out decisions its effect model told no more than \"it changes "
+                                     f"nothing\" (uplift R2 {r2:.4f})" if np.isfinite(r2) else
+                                     "not logged in the held-out decisions, so its effect model could not be checked")
+    return figures
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

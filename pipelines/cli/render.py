@@ -280,6 +280,8 @@ def policies(e: PolicyEvaluation) -> None:
     console.print(finder)
     if inputs.base.uplift_note:
         say(f"Note: {inputs.base.uplift_note}.", "yellow")
+    if e.in_sample:
+        say(f"In sample: {e.in_sample}. clm's figures above flatter it; judge it at a later month start.", "bold red")
 
 
 def off_policy(report: OffPolicyReport) -> None:

@@ -43,6 +43,7 @@ class PolicyEvaluation:
     off_policy: OffPolicyReport | None
     off_policy_skipped: str = ""
     report: dict[str, object] = field(default_factory=dict)  # the figures, as `--json` writes them
+    in_sample: str = ""  # why the truth-based figures flatter clm's policy at this date ("" when they do not)
 
 
 def require_logged_decisions(workspace: Workspace) -> None:
@@ -58,16 +59,20 @@ def evaluate_policy(workspace: Workspace, settings: PolicySettings, reporter: Re
     when = settings.as_of
     require_logged_decisions(workspace)
     check_decision_date(when)
-    results, inputs, budget, report = None, None, None, {}
+    results, inputs, budget, report, in_sample = None, None, None, {}, ""
     if workspace.table_path(Table.GROUND_TRUTH_EFFECTS).exists():
         with reporter.working(f"Deciding for the base as of {when:%Y-%m-%d} with every policy"):
             inputs = load_inputs(workspace, when, settings.catalogue, settings.tracking_uri)
             budget = decision_budget(settings.budget, len(inputs.base.customers))
             results = evaluate(settings.catalogue, inputs, budget)
+        in_sample = inputs.base.uplift.in_sample(when)
+        if in_sample:
+            reporter.warn(f"In sample: {in_sample}. clm's figures below flatter it; judge it at a later month start.")
         report = report_json(results, inputs, budget)
+        report["run"]["in_sample"] = in_sample or None  # type: ignore[index]
     else:
         reporter.warn("No true effects here (real data): clm's policy is estimated from the logged decisions only.")
     with reporter.working("Estimating clm's policy off-policy from the logged decisions"):
         off_policy, why = clm_offpolicy(workspace, settings.catalogue, when, settings.tracking_uri)
     report["off_policy"] = {"skipped": why} if off_policy is None else off_policy.as_dict()
-    return PolicyEvaluation(results, inputs, budget, off_policy, why if off_policy is None else "", report)
+    return PolicyEvaluation(results, inputs, budget, off_policy, why if off_policy is None else "", report, in_sample)

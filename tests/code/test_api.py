@@ -110,7 +110,7 @@ def test_score_answers_a_live_customer_with_scores_and_ranked_actions(api, serve
     assert body["predicted_stage"] == max(probabilities, key=probabilities.get)
     assert pd.Timestamp(body["feature_timestamp"]) == online["date"].iloc[0]  # freshness: the loaded snapshot
     assert body["model_versions"] == versions
-    assert body["decision_id"] == f"{online['date'].iloc[0]:%Y%m%d}-{customer}"
+    assert body["decision_id"].startswith("api-") and len(body["decision_id"]) == 36  # its own, logged
     actions = body["actions"]
     assert 1 <= len(actions) <= 3 and all(a["action"] in ALL_ACTIONS for a in actions)
     scores = [a["score"] for a in actions]
@@ -240,13 +240,36 @@ def test_score_features_refuses_unknown_names_and_wrong_types(api, features, sta
 
 
 # ------------------------------------------------------------------ /feedback
-def test_feedback_is_recorded_in_the_decision_log(api, served_ws, online):
-    decision = post(api, "/score", {"customer_id": live_ids(online, 1)[0]}).json()["decision_id"]
-    r = post(api, "/feedback", {"decision_id": decision, "response": "accepted"})
-    assert r.status_code == 200 and r.json() == {"decision_id": decision, "response": "accepted", "recorded": True}
-    files = list((served_ws.root / "decisions" / "feedback").glob("*.parquet"))
-    recorded = pd.concat([pd.read_parquet(f) for f in files])
-    assert (recorded.decision_id == decision).any() and set(recorded.response) <= {"accepted", "rejected"}
+def test_feedback_lands_on_the_decision_the_api_returned(api, served_ws, online):
+    """Each answer is logged under an id of its own (two calls for one customer: two ids);
+    feedback is taken for an id clm gave and an action it recommended, appended to one
+    journal (no file per call)."""
+    from decisions.journal import Journal
+
+    customer = live_ids(online, 1)[0]
+    first, second = (post(api, "/score", {"customer_id": customer}).json() for _ in range(2))
+    assert first["decision_id"] != second["decision_id"]
+    journal = Journal(served_ws.root / "decisions")
+    logged = journal.read("api_decisions").set_index("decision_id")
+    for answer in (first, second):
+        row = logged.loc[answer["decision_id"]]
+        assert row.customer_id == customer and json.loads(row.actions) == [a["action"] for a in answer["actions"]]
+        assert row.action == answer["actions"][0]["action"]
+    decision, recommended = first["decision_id"], first["actions"][-1]["action"]
+    r = post(api, "/feedback", {"decision_id": decision, "response": "accepted", "action": recommended})
+    assert r.status_code == 200 and r.json() == {"decision_id": decision, "response": "accepted",
+                                                 "action": recommended, "recorded": True}
+    feedback = journal.read("feedback")
+    assert feedback.iloc[-1][["decision_id", "response", "action"]].tolist() == [decision, "accepted", recommended]
+    assert not (served_ws.root / "decisions" / "feedback").exists()
+    # An id clm never gave: 404, nothing stored; an action it did not recommend: 422; a wrong response: 400.
+    for junk in ("garbage", f"{online['date'].iloc[0]:%Y%m%d}-nobody", "api-" + "0" * 32):
+        r = post(api, "/feedback", {"decision_id": junk, "response": "accepted"})
+        assert r.status_code == 404 and "No decision" in r.json()["error"], r.text
+    unlisted = next(a for a in ALL_ACTIONS if a not in {x["action"] for x in first["actions"]})
+    r = post(api, "/feedback", {"decision_id": decision, "response": "rejected", "action": unlisted})
+    assert r.status_code == 422 and r.json()["field"] == "action"
+    assert len(journal.read("feedback")) == len(feedback)
     bad = post(api, "/feedback", {"decision_id": decision, "response": "maybe"})
     assert bad.status_code == 400 and "response" in bad.text
 

@@ -142,6 +142,24 @@ def test_never_a_negative_value_action_and_one_at_a_time_equals_the_batch(base):
             assert alone.value[0] == pytest.approx(d.value[i])
 
 
+def test_the_api_decides_each_customer_on_their_own_without_a_solver(monkeypatch):
+    """Sixty customers whose best action is the success call (a daily capacity of 50, the
+    batch's to share out): decided one at a time, as the API does, each gets it, and the
+    solver never runs (it cost ~3 ms a request and its result was not used)."""
+    import serving.decide
+
+    def no_solver(*args, **kwargs):
+        raise AssertionError("the allocation solver ran")
+
+    monkeypatch.setattr(serving.decide, "allocate", no_solver)
+    churn, upgrade = effects(60, success_call=(-0.2, 0.0))
+    d = decide(load_catalogue(), customers(60), churn, upgrade, NO_HISTORY, NOW, PLANS, per_customer=True)
+    assert (d.action == "success_call").all() and load_catalogue().capacities[COL["success_call"]] == 50
+    with pytest.raises(ValueError, match="per_customer"):
+        decide(load_catalogue(), customers(1), churn[:1], upgrade[:1], NO_HISTORY, NOW, PLANS, budget=10.0,
+               per_customer=True)
+
+
 def test_the_value_finder_counts_who_fell_where_and_what_it_cost():
     catalogue = load_catalogue()
     # c0: no consent at all and churned: eligible for nothing, though the win-back would pay

@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 
 from clm.workspace import Workspace
-from decisions.log import explore, read_decisions, record_feedback, write_batch
+from decisions.log import (
+    NotRecommended,
+    UnknownDecision,
+    batch_decision_id,
+    explore,
+    read_decisions,
+    read_feedback,
+    record_feedback,
+    write_batch,
+)
 from training.uplift import decision_rows
 
 DAY = pd.Timestamp("2025-06-01", tz="UTC")
@@ -94,6 +103,16 @@ def test_a_date_rewritten_replaces_its_decisions_and_feedback_is_kept(tmp_path):
     assert pd.isna(log.set_index("customer_id").loc["b", "response"])
     with pytest.raises(ValueError, match="accepted, rejected"):
         record_feedback(ws, "20250601-a", "maybe")
+    # Only decisions clm gave, and only the action the batch decided; appended to one journal, no file per call.
+    for unknown in ("garbage", "20250601-nobody", "20250602-a", "20251301-a"):
+        with pytest.raises(UnknownDecision, match="No decision"):
+            record_feedback(ws, unknown, "accepted")
+    with pytest.raises(NotRecommended, match="recommended win_back, not 'call'"):
+        record_feedback(ws, "20250601-a", "accepted", action="call")
+    record_feedback(ws, "20250601-b", "rejected", action="none")
+    assert len(read_feedback(ws)) == 3 and not (ws.root / "decisions" / "feedback").exists()
+    # The id's date is written in full: a decision in year 1 is 00010101-<customer>.
+    assert batch_decision_id(pd.Timestamp("0001-01-01"), "c") == "00010101-c"
 
 
 def test_the_uplift_models_learn_from_clms_own_decisions(tmp_path):

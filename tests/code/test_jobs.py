@@ -60,3 +60,11 @@ def test_the_policy_judged_is_the_batchs_own_under_one_budget_rule(trained_copy,
     judged = np.where(choice >= 0, np.asarray(catalogue.contact_ids, dtype=object)[np.maximum(choice, 0)], "none")
     assert (decided.loc[base.customer_id, "action"].to_numpy() == judged).all()
     assert decided.action.notna().sum() == len(base) and (judged != "none").sum() > 20
+
+    # Judged on the window the gate promoted the uplift model on, the figures flatter it: said, never silently.
+    assert evaluation.in_sample == "" and evaluation.report["run"]["in_sample"] is None
+    judged_on = evaluation.inputs.base.uplift.judged_through
+    assert judged_on is not None and judged_on < end
+    again = evaluate_policy(trained_copy, PolicySettings(judged_on, catalogue))
+    assert "was chosen and promoted on the decisions of" in again.in_sample
+    assert again.report["run"]["in_sample"] == again.in_sample

@@ -74,3 +74,23 @@ def test_advocate_needs_recent_promotion():
         np.array([0.02, 0.02]), np.array([400, 400]), np.array([10**6, 30]),
     )
     assert got.tolist() == ["engaged", "advocate"]
+
+
+def test_the_churn_risk_baseline_gives_the_best_average_retention_action_where_it_pays():
+    """By hand. Columns: retention offer ($2), success call ($5, room for 1), upgrade offer
+    (not a retention action: no average value). Risk order: c0, c2, c1, c3. c0's best is the
+    call (25 > 10); c2's the offer (8 > 3); c1's averages do not pay (-5, -1): none; c3 would
+    take the call (40), but c0 had it. Budget 7 = 5 + 2."""
+    from pipelines.policy import churn_risk_choice
+
+    risk = np.array([0.9, 0.5, 0.7, 0.2])
+    average_value = np.array([[10.0, 25.0, np.nan], [-5.0, -1.0, np.nan], [8.0, 3.0, np.nan], [30.0, 40.0, np.nan]])
+    allowed = np.ones((4, 3), dtype=bool)
+    cost = np.tile([2.0, 5.0, 1.0], (4, 1))
+    choice = churn_risk_choice(risk, average_value, allowed, cost, 7.0, np.array([np.inf, 1.0, np.inf]))
+    assert choice.tolist() == [1, -1, 0, -1]
+    # Not allowed (a rule, a consent): not given, even where it would pay most; with $9, c0 and c2 take the
+    # offer ($2 each) and the call is left for c3 ($5).
+    allowed[0, 1] = False
+    assert churn_risk_choice(risk, average_value, allowed, cost, 9.0, np.array([np.inf, 1.0, np.inf])).tolist() == \
+        [0, -1, 0, 1]

@@ -78,6 +78,57 @@ def test_the_learners_beat_no_effect_on_later_decisions(planted):
         assert uplift_r2(model, test, values, pseudo) > 0
 
 
+def test_a_date_the_model_learned_from_or_was_chosen_on_is_in_sample():
+    from training.uplift import UpliftModel
+
+    model = UpliftModel("dr_learner", [], {}, [], fitted_through=pd.Timestamp("2025-03-01", tz="UTC"),
+                        judged_through=pd.Timestamp("2025-06-01", tz="UTC"))
+    assert "learned from the decisions through 2025-03-01" in model.in_sample(pd.Timestamp("2025-02-01", tz="UTC"))
+    assert "chosen and promoted on the decisions of 2025-06-01" in model.in_sample(pd.Timestamp("2025-06-01", tz="UTC"))
+    assert model.in_sample(pd.Timestamp("2025-07-01", tz="UTC")) == ""
+    older = UpliftModel("dr_learner", [], {}, [], fitted_through=pd.Timestamp("2025-03-01", tz="UTC"))
+    assert older.in_sample(pd.Timestamp("2025-04-01", tz="UTC")) == ""  # registered before judged_through existed
+
+
+def test_an_action_that_tells_nothing_on_held_out_decisions_is_never_recommended(planted):
+    """The learners saw the upgrade offer lift upgrades (0.15 x1); on the held-out window it
+    no longer does anything (its rows' upgrades redrawn at the base rate): its effect model
+    now tells less than "no effect" there, so the gate per action takes it away, and keeps
+    the retention offer, whose effect holds."""
+    import copy
+
+    from training.uplift import gate_actions
+
+    models, test = planted
+    rng = np.random.default_rng(5)
+    held_out = test.copy()
+    offered = (held_out.action == "upgrade_offer").to_numpy()
+    held_out.loc[offered, "upsell"] = (rng.random(int(offered.sum())) < 0.05).astype(int)
+    values = customer_values(held_out, np.array([29.0, 79.0, 199.0]), ValueSettings())
+    model = copy.deepcopy(models["dr_learner"])
+    figures = gate_actions(model, held_out, values, pseudo_values(held_out, values))
+    assert figures["upgrade_offer"] < 0 < figures["retention_offer"]
+    assert model.actions == ["retention_offer"] and "upgrade_offer" in model.unsupported
+    assert "told no more than" in model.unsupported["upgrade_offer"]
+    assert np.all(model.effects(held_out, ASKED)["upgrade"][:, UPGRADE] == 0)
+    # On the window where both hold, both stay.
+    kept = copy.deepcopy(models["dr_learner"])
+    gate_actions(kept, test, values, pseudo_values(test, customer_values(test, np.array([29.0, 79.0, 199.0]),
+                                                                          ValueSettings())))
+    assert kept.actions == ["retention_offer", "upgrade_offer"]
+
+
+def test_average_effects_in_the_logs_by_hand():
+    from training.uplift import average_effects
+
+    rows = pd.DataFrame({"action": ["a", "a", "none", "none", "b", "a"], "propensity": [0.5, 0.25, 0.5, 0.5, 0.5, np.nan],
+                         "churn": [1, 0, 0, 1, 1, 1]})
+    # a: weights 2 and 4 -> (2 x 1 + 4 x 0) / 6 = 1/3; none: 1/2; b: 1. The row without a propensity is left out.
+    got = average_effects(rows)
+    assert got == pytest.approx({"a": 1 / 3 - 1 / 2, "b": 1 - 1 / 2})
+    assert average_effects(rows[rows.action != "none"]) == {}  # no control, no effect
+
+
 def test_pseudo_outcomes_by_hand():
     rows = pd.DataFrame({"action": ["retention_offer", "none", "upgrade_offer"], "propensity": [0.25, 0.5, 0.2],
                          "churn": [1, 0, 1]})
