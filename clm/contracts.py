@@ -428,7 +428,8 @@ def check_relations(
     keys = ", ".join(contract.key)
     add(
         keys,
-        f"duplicated key ({keys})",
+        f"duplicated key ({keys}) (rows identical in every column are left out by ingesting with "
+        "--drop-duplicates)",
         f"SELECT {keys} FROM {src} WHERE {' AND '.join(f'{k} IS NOT NULL' for k in contract.key)} "
         f"GROUP BY {keys} HAVING count(*) > 1",
     )

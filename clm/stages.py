@@ -4,9 +4,11 @@ Used to label the current stage at any as-of date (scoring) and the stage at cut
 (training labels). Rules in precedence order, first that holds wins:
 
   churned     contractual: no live subscription; non-contractual: no purchase for
-              CHURN_QUIET_DAYS days
+              CHURN_QUIET_DAYS days (after a first one)
   new         tenure under 14 days
-  onboarding  tenure under 90 days and fewer than 30 active days in the last 90
+  onboarding  tenure under 90 days and fewer than 30 active days in the last 90; or,
+              non-contractual, no purchase yet (a registered customer the first purchase
+              has still to activate: not churned, whatever their tenure)
   dormant     no product use for 30+ days (contractual), or no purchase for 60+ days
               (non-contractual)
   at_risk     a warning sign: a failed payment in the last 30 days, an open high-severity
@@ -56,14 +58,18 @@ def current_stage(features: pd.DataFrame, contractual: bool) -> pd.Series:
         churned = _col(features, "is_subscribed").fillna(0) < 1
         dormant = _col(features, "days_since_last_activity").fillna(np.inf) >= DORMANT_DAYS_CONTRACTUAL
     else:
-        quiet = _col(features, "recency_days").fillna(np.inf)
-        churned = quiet >= CHURN_QUIET_DAYS
-        dormant = quiet >= DORMANT_DAYS_NON_CONTRACTUAL
+        recency = _col(features, "recency_days")
+        never_bought = recency.isna()
+        quiet = recency.fillna(np.inf)
+        churned = (quiet >= CHURN_QUIET_DAYS) & ~never_bought
+        dormant = (quiet >= DORMANT_DAYS_NON_CONTRACTUAL) & ~never_bought
     onboarding = (tenure < ONBOARDING_DAYS) & (
         _col(features, "active_days_90d").fillna(0) < ACTIVATION_ACTIVE_DAYS_90D
         if "active_days_90d" in features
         else False
     )
+    if not contractual:
+        onboarding = onboarding | never_bought
     at_risk = (
         (_col(features, "failed_payments_30d") > 0)
         | (_col(features, "open_high_severity") > 0)

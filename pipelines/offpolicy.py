@@ -51,11 +51,13 @@ class OffPolicyReport:
     policy_actions: dict[str, int]
     estimates: dict[str, Estimate]  # per decision
     truth: float | None  # per decision; None on real data
+    in_sample: str = ""  # why the estimate flatters clm's policy (the window its model was selected on)
 
     def as_dict(self) -> dict[str, Any]:
         per = 1000.0
         out: dict[str, object] = {
             "cutoff": f"{self.cutoff:%Y-%m-%d}", "decisions": self.decisions, "policy_actions": self.policy_actions,
+            "in_sample": self.in_sample or None,
             "truth_per_1000": None if self.truth is None else self.truth * per,
         }
         for name, e in self.estimates.items():
@@ -77,16 +79,20 @@ def latest_matured_cutoff(workspace: Workspace, as_of: pd.Timestamp, horizon_day
 def clm_offpolicy(workspace: Workspace, catalogue: Catalogue, as_of: pd.Timestamp,
                   tracking_uri: str | None = None) -> tuple[OffPolicyReport | None, str]:
     """clm's policy estimated off-policy at the latest decision date at or before as_of
-    whose outcomes have matured and which the uplift model did not learn from; (None, why)
-    where there is none."""
+    whose outcomes have matured; (None, why) where there is none, or where the uplift model
+    learned from that date. At the date it was chosen and promoted on (the latest matured
+    one, as a rule) the estimate is made and marked in sample (`OffPolicyReport.in_sample`)."""
     cutoff = latest_matured_cutoff(workspace, as_of, HORIZON_DAYS)
     if cutoff is None:
         return None, f"no decision date at or before {as_of:%Y-%m-%d} has a matured {HORIZON_DAYS}-day outcome window"
     evidence = logged_evidence(workspace, catalogue, cutoff, tracking_uri, HORIZON_DAYS)
     flattered = evidence.uplift.in_sample(cutoff)
-    if flattered:
+    fitted = evidence.uplift.fitted_through
+    if fitted is not None and cutoff <= fitted:
         return None, f"the latest matured decision date is {cutoff:%Y-%m-%d}, and {flattered}: an estimate would flatter it"
-    return estimate(evidence, clm_targets(evidence, catalogue)), ""
+    report = estimate(evidence, clm_targets(evidence, catalogue))
+    report.in_sample = flattered
+    return report, ""
 
 
 @dataclass

@@ -107,8 +107,10 @@ class Runtime:
             return True
 
     def ready(self) -> bool:
-        """Models loaded and the online store answering."""
-        if not any(self.loaded.champions.versions[m] for m in MODELS):
+        """Models loaded (a scoring champion, or the uplift one: it alone decides) and the
+        online store answering."""
+        champions = self.loaded.champions
+        if not any(champions.versions[m] for m in MODELS) and champions.uplift is None:
             return False
         try:
             self.store.get_online_features(features=self.service, entity_rows=[{"customer_id": "__readyz__"}])

@@ -249,9 +249,10 @@ def ingest(
                     "--randomised": randomised or None, "--targeted": targeted or None}
         given_too = [option for option, value in one_file.items() if value]
         if given_too:
-            raise ClmError(f"{', '.join(given_too)} describe one table's file; with --mapping, say it in the mapping "
-                           "file (its `columns`, `values`, `attributes`, `control_value`, `randomised`, `targeted`). Read options "
-                           "(--sep, --date-format, ...) may be given here for every file.")
+            raise ClmError(f"{', '.join(given_too)} {'describes' if len(given_too) == 1 else 'describe'} one table's "
+                           "file; with --mapping, say it in the mapping file (its `columns`, `values`, `attributes`, "
+                           "`control_value`, `randomised`, `targeted`). Read options (--sep, --date-format, ...) may be "
+                           "given here for every file.")
         given = Reading(date_format=date_format, sep=sep, decimal=None if decimal == "." else decimal,
                         encoding=None if encoding == "utf-8-sig" else encoding, skip_bad_rows=skip_bad_rows or None,
                         drop_duplicates=drop_duplicates or None,

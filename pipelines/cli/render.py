@@ -297,6 +297,8 @@ def off_policy(report: OffPolicyReport) -> None:
                       "-" if truth is None else f"{truth:,.0f}",
                       "-" if est["covers_truth"] is None else ("yes" if est["covers_truth"] else "no"))
     console.print(table)
+    if report.in_sample:
+        say(f"In sample: {report.in_sample}. The estimate flatters it.", "bold red")
 
 
 def backtest(report: BacktestReport) -> None:

@@ -231,6 +231,10 @@ def _check_source(src: ExportSource) -> None:
     if src.table == "attribute_history" and not src.attributes:
         raise ClmError(f"{src.path} (attribute_history): name the attribute columns it holds with --attributes (e.g. "
                        "--attributes tier,score; a mapping file's `attributes: [tier, score]`).")
+    twice = sorted({a.lower() for a in src.attributes if [b.lower() for b in src.attributes].count(a.lower()) > 1})
+    if twice:
+        raise ClmError(f"Attribute(s) {', '.join(map(repr, twice))} named twice (letter case aside): SQL and Spark "
+                       "read names without case, so they would be one column; keep one, or rename a column in the file.")
     odd = [a for a in src.attributes if not re.fullmatch(ATTRIBUTE_NAME, a)]
     if odd:
         raise ClmError(f"Attribute column(s) {', '.join(map(repr, odd))} cannot name a feature: use letters, digits "
@@ -244,8 +248,9 @@ def _check_source(src: ExportSource) -> None:
     if src.table != "campaigns" and (src.control_value is not None or src.randomised or src.targeted):
         raise ClmError(f"--control-value, --randomised and --targeted belong to campaigns, not to {src.table}.")
     if src.randomised and src.targeted:
-        raise ClmError(f"{src.path} (campaigns): --randomised (assigned at random) and --targeted (chosen by a rule) "
-                       "contradict each other: choose the one that says how the campaign chose its customers.")
+        raise ClmError(f"{src.path} (campaigns): randomised (assigned at random: --randomised, or `randomised: true` in "
+                       "a mapping file) and targeted (chosen by a rule: --targeted, `targeted: true`) contradict each "
+                       "other: choose the one that says how the campaign chose its customers.")
 
 
 def _columns_read(src: ExportSource, columns: list[str]) -> dict[str, str]:

@@ -86,7 +86,8 @@ def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
     workspace.read_manifest()
     require_champions(workspace, registry.connect(workspace, settings.tracking_uri))
     check_online_store(workspace)
-    env = {**os.environ, "CLM_WORKSPACE": str(workspace.root), "CLM_WORKERS": str(settings.workers),
+    # Absolute: BentoML runs the service from the code's folder, where a relative path means something else.
+    env = {**os.environ, "CLM_WORKSPACE": str(workspace.root.resolve()), "CLM_WORKERS": str(settings.workers),
            "CLM_RELOAD_SECONDS": str(settings.reload_seconds)}
     if settings.tracking_uri:
         env["CLM_TRACKING_URI"] = settings.tracking_uri

@@ -310,7 +310,10 @@ def test_a_shop_with_campaigns_and_no_subscriptions_gets_its_own_actions(retrain
     assert trained.exit_code == 0, trained.output
     client = registry.connect(Workspace(ws))
     uplift = registry.load_version(client, "uplift", str(registry.latest_version(client, "uplift").version))
-    assert set(uplift.actions) <= set(OWN_NAMES.values()) and uplift.actions  # learned under the shop's names
+    # Every action the shop logged is learned under its own name, or left out with the reason (too little
+    # support, or the gate per action: on this small base its effect may tell nothing on held-out decisions).
+    assert set(uplift.actions) | set(uplift.unsupported) == {OWN_NAMES.get(a, a) for a in set(logged.action) - {"none"}}
+    assert all(why for why in uplift.unsupported.values())
     if registry.alias_version(client, "uplift", registry.CHAMPION) is None:  # the gate's call; by hand otherwise
         assert invoke("models", "promote", "uplift", "1", "-w", str(ws)).exit_code == 0
     # Contacts that cost nothing: an action the model expects to keep a buyer buying pays (a year of their
@@ -324,8 +327,9 @@ def test_a_shop_with_campaigns_and_no_subscriptions_gets_its_own_actions(retrain
     assert scored.exit_code == 0, scored.output
     batch = pd.read_parquet(tmp_path / "s.parquet")
     recommended = batch[batch.action.notna() & (batch.action != "none") & ~batch.explored]
-    assert len(recommended) and set(recommended.action) <= set(uplift.actions), batch.action.value_counts()
+    assert set(recommended.action) <= set(uplift.actions), batch.action.value_counts()  # only what was learned
     assert (recommended.action_value > 0).all()
+    assert len(recommended) or not uplift.actions  # an action learned and free pays for somebody
 
 
 def test_the_readme_example_mapping_reads_and_a_wrong_one_is_named(tmp_path):
@@ -377,7 +381,7 @@ def test_what_a_first_user_got_wrong_is_refused_or_taken_right(tmp_path):
                                     control_value="Holdout", randomised=True)], Workspace(tmp_path / "b"))
     mapping = write(tmp_path / "m.yaml", f"tables:\n  campaigns: {{file: {log}}}\n")
     refused = invoke("ingest", "--mapping", str(mapping), "--randomised", "-w", str(tmp_path / "c"))
-    assert refused.exit_code == 2 and refused.mentions("--randomised describe one table's file; with --mapping")
+    assert refused.exit_code == 2 and refused.mentions("--randomised describes one table's file; with --mapping")
 
     # A customer who signed up after the last purchase, a ticket resolved after the last one opened: the
     # data's end is the last moment any table records.
@@ -525,8 +529,11 @@ def test_a_shops_randomised_campaign_to_customers_who_never_bought_is_learned(tm
     first = next(c for c in never.index if v1_of[c] > 0.5 and never.loc[c, "action"] == "bogo")
     materialized = invoke("features", "materialize", "-w", str(ws.root))
     assert materialized.exit_code == 0, materialized.output
-    answer = Runtime(ws, catalogue=load_catalogue(ours)).answer_ids([first], None, 3)[0][0]
+    runtime = Runtime(ws, catalogue=load_catalogue(ours))
+    assert runtime.ready()  # the uplift champion alone decides: ready for traffic
+    answer = runtime.answer_ids([first], None, 3)[0][0]
     assert answer["in_population"] is False and answer["actions"][0]["action"] == "bogo"
+    assert answer["stage"] == "onboarding"  # registered, no purchase yet: not churned
 
 
 def test_a_targeted_campaign_is_learned_from_estimated_propensities_and_an_action_without_overlap_is_refused(
@@ -659,6 +666,10 @@ def test_changing_attributes_are_features_as_of_each_moment(tmp_path):
         ingest_tables([ExportSource("customers", tmp_path / "people2.csv", {"customer_id": "Id",
                                                                              "signup_time": "Joined"},
                                     attributes=("tier",))], ws, replace=True)
+    twice = write(tmp_path / "twice.csv", "Id;Changed;tier;Tier\na;2024-01-10 08:00;x;y\n")
+    with pytest.raises(ClmError, match="'tier' named twice \\(letter case aside\\)"):
+        ingest_tables([ExportSource("attribute_history", twice, {"customer_id": "Id", "event_time": "Changed"},
+                                    attributes=("tier", "Tier"))], ws, replace=True)
     with pytest.raises(ClmError, match="name the attribute columns it holds with --attributes"):
         ingest_tables([ExportSource("attribute_history", tmp_path / "tiers.csv", {"customer_id": "Id",
                                                                                  "event_time": "Changed"})], ws,

@@ -68,3 +68,6 @@ def test_the_policy_judged_is_the_batchs_own_under_one_budget_rule(trained_copy,
     again = evaluate_policy(trained_copy, PolicySettings(judged_on, catalogue))
     assert "was chosen and promoted on the decisions of" in again.in_sample
     assert again.report["run"]["in_sample"] == again.in_sample
+    # Off-policy, the latest matured window is that one: estimated, and marked so.
+    assert again.off_policy is not None and "chosen and promoted" in again.off_policy.in_sample
+    assert again.report["off_policy"]["in_sample"] == again.off_policy.in_sample

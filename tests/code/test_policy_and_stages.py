@@ -94,3 +94,16 @@ def test_the_churn_risk_baseline_gives_the_best_average_retention_action_where_i
     allowed[0, 1] = False
     assert churn_risk_choice(risk, average_value, allowed, cost, 9.0, np.array([np.inf, 1.0, np.inf])).tolist() == \
         [0, -1, 0, 1]
+
+
+def test_a_shop_customer_who_never_bought_is_onboarding_not_churned():
+    """Non-contractual: no purchase yet (recency unknown) is a customer still to activate,
+    new in their first 14 days; after a first purchase, 100 quiet days is churned, 70 dormant."""
+    import pandas as pd
+
+    from clm.stages import current_stage
+
+    features = pd.DataFrame({"tenure_days": [10.0, 400.0, 400.0, 400.0, 400.0],
+                             "recency_days": [np.nan, np.nan, 100.0, 70.0, 5.0]})
+    assert current_stage(features, contractual=False).tolist() == ["new", "onboarding", "churned", "dormant",
+                                                                   "engaged"]
