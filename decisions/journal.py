@@ -18,6 +18,7 @@ rows (the batch's log is: `decisions.log`).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from clm.errors import ClmError
 
 NAME = "journal.sqlite"
 API_PREFIX = "api-"
@@ -57,29 +60,66 @@ class ApiDecision:
     model_versions: dict[str, str | None]
 
 
+class JournalUnavailable(ClmError):
+    """The journal cannot be read or written (a read-only workspace, a full disk, a lock held
+    too long)."""
+
+
 class Journal:
-    """The journal of one workspace's decisions folder (created on first write)."""
+    """The journal of one workspace's decisions folder, created by `ensure` (the API calls it
+    at start; a write calls it when the file is missing)."""
 
     def __init__(self, folder: Path):
         self.path = folder / NAME
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30)
+    def ensure(self) -> None:
+        """Create the file with its tables in write-ahead mode, whole: built beside it and
+        linked into place, so that a process that finds the file finds it complete (workers
+        starting together race here; the first link wins, the others' copies are dropped)."""
+        if self.path.exists():
+            return
+        tmp = self.path.with_name(f"{NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(tmp)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(SCHEMA)
+            finally:
+                con.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process's journal is in place
+        except (sqlite3.Error, OSError) as err:
+            raise JournalUnavailable(f"The decision journal {self.path} cannot be set up: {err}.") from err
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def _connect(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction; any SQLite or file error is JournalUnavailable."""
+        if write and not self.path.exists():
+            self.ensure()
+        try:
+            con = sqlite3.connect(self.path if write else f"file:{self.path}?mode=ro", timeout=30, uri=not write)
+        except sqlite3.Error as err:
+            raise JournalUnavailable(f"The decision journal {self.path} cannot be opened: {err}.") from err
+        try:
             con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(SCHEMA)
             with con:  # one transaction
                 yield con
+        except sqlite3.Error as err:
+            raise JournalUnavailable(f"The decision journal {self.path} cannot be {'written' if write else 'read'}: "
+                                     f"{err}.") from err
         finally:
             con.close()
 
     def add_decisions(self, decisions: Sequence[ApiDecision]) -> None:
         if not decisions:
             return
-        with self._connect() as con:
+        with self._connect(write=True) as con:
             con.executemany(
                 "INSERT INTO api_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(d.decision_id, d.customer_id, d.actions[0], json.dumps(list(d.actions)), float(d.expected_value),
@@ -90,12 +130,12 @@ class Journal:
         """The actions an API decision recommended (best first), None for an unknown id."""
         if not self.path.exists():
             return None
-        with self._connect() as con:
+        with self._connect(write=False) as con:
             row = con.execute("SELECT actions FROM api_decisions WHERE decision_id = ?", (decision_id,)).fetchone()
         return None if row is None else list(json.loads(row[0]))
 
     def add_feedback(self, decision_id: str, response: str, action: str | None, when: pd.Timestamp) -> None:
-        with self._connect() as con:
+        with self._connect(write=True) as con:
             con.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)", (decision_id, response, action, when.isoformat()))
 
     def read(self, table: str) -> pd.DataFrame:
@@ -104,7 +144,7 @@ class Journal:
             raise ValueError(table)
         if not self.path.exists():
             return pd.DataFrame()
-        with self._connect() as con:
+        with self._connect(write=False) as con:
             frame = pd.read_sql_query(f"SELECT * FROM {table}", con)
         for column in ("decided_at", "feature_timestamp", "reported_at"):
             if column in frame:

@@ -518,7 +518,8 @@ ATTRIBUTE_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,62}"  # a column name SQL, Feast and 
 STATIC_FEATURES = frozenset(f.name for g in GROUPS for f in g.features)
 # Names the rows an attribute lands in already use (keys, labels, a decision's, the scores'):
 # compared case-insensitively with an attribute's, as DuckDB and Spark resolve names.
-TAKEN_NAMES = frozenset({"customer_id", "event_timestamp", "as_of", "churn", "upsell", "clv", "stage",
+LATEST_RANK = "clm_latest_rank"  # the attribute history's window column (a name no attribute may take)
+TAKEN_NAMES = frozenset({"customer_id", "event_timestamp", "as_of", "churn", "upsell", "clv", "stage", LATEST_RANK,
                          "current_stage", "action", "propensity", "churn_probability", "upsell_probability",
                          "predicted_stage", "stage_probabilities"}) | STATIC_FEATURES
 
@@ -536,9 +537,9 @@ def attributes_group(static: dict[str, str], changing: dict[str, str] | None = N
 latest AS (
     SELECT * FROM (
         SELECT s.customer_id, s.as_of, {picked},
-               row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY h.event_time DESC) AS rn
+               row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY h.event_time DESC) AS {LATEST_RANK}
         FROM spine s JOIN {Table.ATTRIBUTE_HISTORY.value} h ON h.customer_id = s.customer_id AND h.event_time < s.as_of
-    ) t WHERE rn = 1
+    ) t WHERE {LATEST_RANK} = 1
 )"""
     joined = "\nLEFT JOIN latest l ON l.customer_id = s.customer_id AND l.as_of = s.as_of" if changing else ""
     return FeatureGroup(

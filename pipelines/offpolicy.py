@@ -122,7 +122,8 @@ def logged_evidence(workspace: Workspace, catalogue: Catalogue, cutoff: pd.Times
     labels = outcome_labels(workspace, [cutoff], LabelConfig(horizon_days=horizon_days), base.contractual)
     rows = base.customers.merge(logged, on=KEYS, how="inner").merge(labels[[*KEYS, "churn", "upsell"]], on=KEYS,
                                                                     how="inner").reset_index(drop=True)
-    # A targeted campaign's probabilities, estimated as training did; an action without support is left out.
+    # A targeted campaign's probabilities, estimated as training does (`training.propensity`, here from the uplift
+    # model's features); an action without support is left out.
     assignment = estimate_assignment(rows, base.uplift.features)
     rows = assignment.rows
     if assignment.unsupported and not (rows["action"] != NONE).any():

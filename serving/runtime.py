@@ -27,7 +27,7 @@ from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue, load_catalogue
-from decisions.journal import ApiDecision, new_decision_id
+from decisions.journal import ApiDecision, JournalUnavailable, new_decision_id
 from features.groups import FLOAT, STRING
 from features.store import open_store
 from serving.decide import Context
@@ -80,6 +80,10 @@ class Runtime:
         self.client = registry.connect(workspace, tracking_uri)
         self._lock = threading.Lock()  # one refresh at a time; readers never wait
         self.journal = decision_log.journal(workspace)  # where every answer's decision is logged
+        try:
+            self.journal.ensure()
+        except JournalUnavailable as err:  # the API still answers; its decisions cannot take feedback
+            LOG.warning("%s Answers are given but not logged.", err)
         self.loaded = self._load()
 
     # -------------------------------------------------------------- loading
@@ -169,7 +173,10 @@ class Runtime:
                                           [r.action for r in answer.recommendations], first.expected_value,
                                           first.reasons, now, pd.Timestamp(when), loaded.champions.versions))
                 out.append(as_response(answer, pd.Timestamp(when), loaded.champions, logged[-1].decision_id))
-        self.journal.add_decisions(logged)
+        try:
+            self.journal.add_decisions(logged)
+        except JournalUnavailable as err:  # an answer matters more than its log line: said, not failed
+            LOG.warning("%s %d decision(s) not logged.", err, len(logged))
         order = {c: i for i, c in enumerate(frame["customer_id"])}
         return sorted(out, key=lambda r: order[r["customer_id"]])
 

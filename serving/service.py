@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
+from decisions.journal import JournalUnavailable
 from decisions.log import NotRecommended, UnknownDecision
 from serving.auth import ApiKeyMiddleware, key_hashes
 from serving.decide import Context
@@ -155,6 +156,8 @@ class Clm:
             return _error(RequestError(404, str(err), "decision_id"))  # type: ignore[return-value]  # see _error
         except NotRecommended as err:
             return _error(RequestError(422, str(err), "action"))  # type: ignore[return-value]  # see _error
+        except JournalUnavailable as err:
+            return _error(RequestError(503, str(err), None))  # type: ignore[return-value]  # see _error
         except ClmError as err:
             return _error(RequestError(422, str(err), "decision_id"))  # type: ignore[return-value]  # see _error
         return FeedbackResponse(decision_id=decision_id, response=response, action=action, recorded=True)

@@ -67,14 +67,15 @@ def arm_probabilities(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
         here, rest = fold == k, fold != k
         if not here.any():
             continue
-        seen = sorted(set(y[rest]))
-        if len(seen) < 2:  # a tiny month: the fold's rows get the arms' shares
-            shares = pd.Series(y).value_counts(normalize=True)
-            out.loc[rows.index[here], shares.index] = shares.to_numpy()
+        shares = pd.Series(y[rest]).value_counts(normalize=True).reindex(arms, fill_value=0.0)
+        if (shares > 0).sum() < 2:  # a tiny month: the fold's rows get the other folds' arm shares
+            out.loc[rows.index[here], arms] = np.tile(shares.to_numpy(), (int(here.sum()), 1))
             continue
         model = lgb.LGBMClassifier(**ASSIGNMENT_PARAMS)  # type: ignore[arg-type]
         model.fit(x[rest], y[rest])
-        out.loc[rows.index[here], list(model.classes_)] = model.predict_proba(x[here])
+        probabilities = pd.DataFrame(model.predict_proba(x[here]), columns=list(model.classes_))
+        # An arm the other folds never took (rare): its share there, 0 (too rare to overlap anyway).
+        out.loc[rows.index[here], arms] = probabilities.reindex(columns=arms, fill_value=0.0).to_numpy()
     return out
 
 

@@ -47,6 +47,7 @@ from training.uplift import (
     clearly_better,
     decision_rows,
     fit_dr_learner,
+    action_r2,
     fit_t_learner,
     gate_actions,
     pseudo_values,
@@ -172,6 +173,10 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     pseudo = pseudo_values(parts["valid"], values["valid"])
     validation = {name: uplift_r2(m, parts["valid"], values["valid"], pseudo) for name, m in learners.items()}
     chosen = "t_learner" if clearly_better(t_model, dr_model, parts["valid"], values["valid"], pseudo) else "dr_learner"
+    # The gate per action, on the validation window (the test window stays for the model's gate):
+    # an action whose effect model tells nothing there loses it, in both learners alike.
+    for model in learners.values():
+        gate_actions(model, parts["valid"], values["valid"])
     return FittedUplift(learners, chosen, parts, population_test, values, validation, split, by_customer)
 
 
@@ -198,8 +203,8 @@ def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | Non
     anything" on the test window (uplift R2 > 0 against the doubly-robust pseudo-outcomes),
     and better than the champion there."""
     if not challenger.actions:
-        return UpliftGate(False, "no action's effect model told more than \"it changes nothing\" on the test window "
-                          "(per action: the run's unsupported_actions)")
+        return UpliftGate(False, "no action's effect model ranked the validation window's decisions better than at "
+                          "random (per action: the run's unsupported_actions)")
     stacked = np.concatenate(list(challenger.effects(test).values()), axis=1)
     if not np.all(np.isfinite(stacked)):
         return UpliftGate(False, "challenger predicts NaN or infinite effects")
@@ -228,8 +233,7 @@ def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, a
     test, values = fitted.parts["test"], fitted.values["test"]
     other = next(name for name in fitted.learners if name != fitted.chosen)
     pseudo = pseudo_values(test, values)
-    # The gate per action first: an action whose effect model tells nothing on the test window loses it.
-    per_action = gate_actions(fitted.model, test, values, pseudo)
+    per_action = action_r2(fitted.model, test, values, pseudo)  # what each action kept tells on the test window
     report = ModelReport(
         MODEL, True, registered_kind=fitted.chosen,
         metrics={"uplift_r2": uplift_r2(fitted.model, test, values, pseudo),

@@ -407,23 +407,31 @@ def pseudo_effects(rows: pd.DataFrame, actions: Sequence[str]) -> dict[str, np.n
 
 
 def average_effects(rows: pd.DataFrame, label: str = OUTCOMES["churn"]) -> dict[str, float]:
-    """Each logged action's average effect on `label` over the logged decisions: the
-    inverse-propensity weighted mean outcome of its rows minus the control's (Hajek), from
-    the rows with a label and a known propensity; an action never logged beside a control
-    is left out."""
-    known = rows[rows[label].notna() & rows["propensity"].notna()]
-    weight = 1.0 / known["propensity"].to_numpy(dtype=float)
-    outcome = known[label].to_numpy(dtype=float)
-    taken = known["action"].to_numpy()
-
-    def mean(arm: str) -> float:
-        w = weight[taken == arm]
-        return float(np.sum(w * outcome[taken == arm]) / np.sum(w)) if w.size else float("nan")
-
-    control = mean(NO_ACTION)
-    if np.isnan(control):
-        return {}
-    return {a: mean(a) - control for a in logged_actions(known)}
+    """Each logged action's average effect on `label` over the logged decisions: per
+    decision month (`event_timestamp`), the inverse-propensity weighted mean outcome of its
+    rows minus the control's (Hajek); then the months' figures averaged, weighted by the
+    action's decisions in each. Only rows with a label and a propensity strictly between 0
+    and 1 count (a customer who could only have got what they got compares with nobody),
+    and only months holding both the action and the control; an action without one is left
+    out."""
+    p = rows["propensity"].to_numpy(dtype=float)
+    known = rows[rows[label].notna().to_numpy() & (p > 0) & (p < 1)]
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for _, month in known.groupby("event_timestamp", sort=True):
+        weight = 1.0 / month["propensity"].to_numpy(dtype=float)
+        outcome = month[label].to_numpy(dtype=float)
+        taken = month["action"].to_numpy()
+        control = taken == NO_ACTION
+        if not control.any():
+            continue
+        base = np.sum(weight[control] * outcome[control]) / np.sum(weight[control])
+        for action in logged_actions(month):
+            arm = taken == action
+            effect = np.sum(weight[arm] * outcome[arm]) / np.sum(weight[arm]) - base
+            sums[action] = sums.get(action, 0.0) + effect * int(arm.sum())
+            counts[action] = counts.get(action, 0) + int(arm.sum())
+    return {a: sums[a] / counts[a] for a in sorted(sums)}
 
 
 def pseudo_values(rows: pd.DataFrame, values: CustomerValues, actions: Sequence[str] | None = None) -> PseudoValues:
@@ -484,21 +492,24 @@ def action_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, ps
     return out
 
 
-def gate_actions(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: PseudoValues
-                 ) -> dict[str, float]:
-    """The gate per action: an action whose effect model does not beat "no effect" on
-    held-out decisions (`action_r2` not above 0) loses its model, so it is never
-    recommended, and is said in `model.unsupported` with its figure. Returns every
-    action's figure."""
-    figures = action_r2(model, rows, values, pseudo)
-    for action, r2 in figures.items():
-        if r2 > 0:
+def gate_actions(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -> dict[str, float]:
+    """The gate per action: an action whose effect model does not rank the held-out
+    decisions better than at random (its value Qini, `value_qini`, not above 0: targeting by
+    it wins no more than targeting anyone) loses its model, so it is never recommended, and
+    is said in `model.unsupported` with its figure; one not logged there keeps it (nothing
+    to judge it by; the model's own gate still judges the whole). Returns every action's
+    figure. The ranking, not the uplift R2 of each action: on a window of a thousand
+    decisions a real effect's R2 is a coin toss (its signal, E[tau^2] / E[phi^2], is
+    ~0.005 beside a noise of ~0.02), while its Qini is not."""
+    logged = set(rows["action"])
+    figures = {a: q for a, q in value_qini(model, rows, values).items() if a != "total" and a in logged}
+    for action, qini in figures.items():
+        if qini > 0:
             continue
         for arms in model.estimators.values():
             arms.pop(action, None)
-        model.unsupported[action] = (f"on the held-out decisions its effect model told no more than \"it changes "
-                                     f"nothing\" (uplift R2 {r2:.4f})" if np.isfinite(r2) else
-                                     "not logged in the held-out decisions, so its effect model could not be checked")
+        model.unsupported[action] = (f"on the held-out decisions, targeting by its effect model won no more than "
+                                     f"targeting anyone (value Qini {qini:.4f})")
     return figures
 
 

@@ -2,6 +2,8 @@
 reading clm's own decisions back (training/uplift.py: decision_rows)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,3 +132,35 @@ def test_the_uplift_models_learn_from_clms_own_decisions(tmp_path):
     assert rows.loc["a", "action"] == "retention_offer" and rows.loc["a", "propensity"] == 0.2
     assert rows.loc["b", "action"] == "upgrade_offer" and rows.loc["b", "propensity"] == 0.01
     assert len(rows) == 2 and (rows.event_timestamp == DAY).all()
+
+
+def _write_decisions(folder: str, worker: int, start) -> None:
+    from decisions.journal import ApiDecision, Journal, new_decision_id
+
+    journal = Journal(Path(folder))
+    now = pd.Timestamp("2026-01-01", tz="UTC")
+    start.wait()
+    for k in range(20):
+        journal.add_decisions([ApiDecision(new_decision_id(), f"w{worker}-{k}", ["none"], 0.0, ["nothing pays"], now, now,
+                                           {"uplift": "1"})])
+
+
+def test_service_workers_starting_together_log_every_decision(tmp_path):
+    """Six worker processes make their first writes to a journal that does not exist yet, at
+    once (a deploy; five times over): the file is set up once, no write is lost to a lock."""
+    import multiprocessing
+
+    from decisions.journal import Journal
+
+    context = multiprocessing.get_context("fork")  # as fast as the workers race
+    for attempt in range(5):
+        folder = tmp_path / str(attempt)
+        start = context.Barrier(6)
+        workers = [context.Process(target=_write_decisions, args=(str(folder), w, start)) for w in range(6)]
+        for p in workers:
+            p.start()
+        for p in workers:
+            p.join(60)
+        assert [p.exitcode for p in workers] == [0] * 6
+        logged = Journal(folder).read("api_decisions")
+        assert len(logged) == 120 and logged.decision_id.is_unique

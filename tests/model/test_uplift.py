@@ -90,11 +90,11 @@ def test_a_date_the_model_learned_from_or_was_chosen_on_is_in_sample():
     assert older.in_sample(pd.Timestamp("2025-04-01", tz="UTC")) == ""  # registered before judged_through existed
 
 
-def test_an_action_that_tells_nothing_on_held_out_decisions_is_never_recommended(planted):
-    """The learners saw the upgrade offer lift upgrades (0.15 x1); on the held-out window it
-    no longer does anything (its rows' upgrades redrawn at the base rate): its effect model
-    now tells less than "no effect" there, so the gate per action takes it away, and keeps
-    the retention offer, whose effect holds."""
+def test_an_action_that_ranks_no_better_than_random_on_held_out_decisions_is_never_recommended(planted):
+    """The learners saw the upgrade offer lift upgrades by 0.15 x1; on the held-out window it
+    lifts them by 0.15 (1 - x1): the same on average, ranked the other way round. Targeting
+    by its effect model now wins less than targeting anyone, so the gate per action takes
+    it away, and keeps the retention offer, whose effect holds."""
     import copy
 
     from training.uplift import gate_actions
@@ -103,29 +103,35 @@ def test_an_action_that_tells_nothing_on_held_out_decisions_is_never_recommended
     rng = np.random.default_rng(5)
     held_out = test.copy()
     offered = (held_out.action == "upgrade_offer").to_numpy()
-    held_out.loc[offered, "upsell"] = (rng.random(int(offered.sum())) < 0.05).astype(int)
+    reversed_lift = 0.05 + 0.15 * (1 - held_out.x1.to_numpy()[offered])
+    held_out.loc[offered, "upsell"] = (rng.random(int(offered.sum())) < reversed_lift).astype(int)
     values = customer_values(held_out, np.array([29.0, 79.0, 199.0]), ValueSettings())
     model = copy.deepcopy(models["dr_learner"])
-    figures = gate_actions(model, held_out, values, pseudo_values(held_out, values))
+    figures = gate_actions(model, held_out, values)
     assert figures["upgrade_offer"] < 0 < figures["retention_offer"]
     assert model.actions == ["retention_offer"] and "upgrade_offer" in model.unsupported
-    assert "told no more than" in model.unsupported["upgrade_offer"]
+    assert "won no more than targeting anyone" in model.unsupported["upgrade_offer"]
     assert np.all(model.effects(held_out, ASKED)["upgrade"][:, UPGRADE] == 0)
     # On the window where both hold, both stay.
     kept = copy.deepcopy(models["dr_learner"])
-    gate_actions(kept, test, values, pseudo_values(test, customer_values(test, np.array([29.0, 79.0, 199.0]),
-                                                                          ValueSettings())))
+    gate_actions(kept, test, values)
     assert kept.actions == ["retention_offer", "upgrade_offer"]
 
 
 def test_average_effects_in_the_logs_by_hand():
     from training.uplift import average_effects
 
-    rows = pd.DataFrame({"action": ["a", "a", "none", "none", "b", "a"], "propensity": [0.5, 0.25, 0.5, 0.5, 0.5, np.nan],
-                         "churn": [1, 0, 0, 1, 1, 1]})
-    # a: weights 2 and 4 -> (2 x 1 + 4 x 0) / 6 = 1/3; none: 1/2; b: 1. The row without a propensity is left out.
+    march, april = pd.Timestamp("2025-03-01", tz="UTC"), pd.Timestamp("2025-04-01", tz="UTC")
+    rows = pd.DataFrame({
+        "event_timestamp": [march] * 7 + [april] * 4,
+        "action": ["a", "a", "none", "none", "b", "a", "none", "a", "none", "none", "b"],
+        "propensity": [0.5, 0.25, 0.5, 0.5, 0.5, np.nan, 1.0, 0.5, 0.5, 0.5, 0.5],
+        "churn": [1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1]})
+    # March: a: weights 2 and 4 -> (2 x 1 + 4 x 0) / 6 = 1/3; none: 1/2 (the row logged at 1 is left out: it
+    # could only have been none); b: 1; the row without a propensity is left out. April: a 0 - none 1 = -1;
+    # b 1 - 1 = 0. Weighted by each action's decisions: a (2 x (-1/6) + 1 x (-1)) / 3; b (1 x 1/2 + 1 x 0) / 2.
     got = average_effects(rows)
-    assert got == pytest.approx({"a": 1 / 3 - 1 / 2, "b": 1 - 1 / 2})
+    assert got == pytest.approx({"a": (2 * (1 / 3 - 1 / 2) - 1) / 3, "b": 0.25})
     assert average_effects(rows[rows.action != "none"]) == {}  # no control, no effect
 
 
