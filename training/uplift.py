@@ -56,6 +56,7 @@ from training.models import (
 OUTCOMES = {"churn": "churn", "upgrade": "upsell"}
 MIN_ARM_ROWS = 50  # logged decisions of an action (and of the control) needed to model it
 MIN_ARM_POSITIVES = 5
+MIN_GATE_DECISIONS = 200  # held-out decisions of an action (and of the control) before its own gate judges it
 FOLDS = 2
 QINI_POINTS = 20
 
@@ -496,13 +497,19 @@ def gate_actions(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues)
     """The gate per action: an action whose effect model does not rank the held-out
     decisions better than at random (its value Qini, `value_qini`, not above 0: targeting by
     it wins no more than targeting anyone) loses its model, so it is never recommended, and
-    is said in `model.unsupported` with its figure; one not logged there keeps it (nothing
-    to judge it by; the model's own gate still judges the whole). Returns every action's
-    figure. The ranking, not the uplift R2 of each action: on a window of a thousand
+    is said in `model.unsupported` with its figure. It judges only an action held out
+    MIN_GATE_DECISIONS times or more beside as many controls: below that the figure is noise
+    (measured on the README's main job: 17 to 67 decisions per action in a window, and each
+    action's Qini changed sign between the validation and the test window), so the action
+    keeps its model and the model's own gate judges the whole. Returns the figures of the
+    actions judged. The ranking, not the uplift R2 of each action: on a window of a thousand
     decisions a real effect's R2 is a coin toss (its signal, E[tau^2] / E[phi^2], is
     ~0.005 beside a noise of ~0.02), while its Qini is not."""
-    logged = set(rows["action"])
-    figures = {a: q for a, q in value_qini(model, rows, values).items() if a != "total" and a in logged}
+    counts = rows["action"].value_counts()
+    if counts.get(NO_ACTION, 0) < MIN_GATE_DECISIONS:
+        return {}
+    judged = {a for a in model.actions if counts.get(a, 0) >= MIN_GATE_DECISIONS}
+    figures = {a: q for a, q in value_qini(model, rows, values).items() if a in judged}
     for action, qini in figures.items():
         if qini > 0:
             continue

@@ -116,6 +116,11 @@ def test_an_action_that_ranks_no_better_than_random_on_held_out_decisions_is_nev
     kept = copy.deepcopy(models["dr_learner"])
     gate_actions(kept, test, values)
     assert kept.actions == ["retention_offer", "upgrade_offer"]
+    # Too few held-out decisions to tell (300 in all, under 200 of each action): nothing judged, nothing taken.
+    few = copy.deepcopy(models["dr_learner"])
+    head = held_out.head(300)
+    assert gate_actions(few, head, customer_values(head, np.array([29.0, 79.0, 199.0]), ValueSettings())) == {}
+    assert few.actions == ["retention_offer", "upgrade_offer"]
 
 
 def test_average_effects_in_the_logs_by_hand():
