@@ -6,20 +6,24 @@ propensity) for a decision made in [T, T + 1 day); its features are the Feast fe
 (the same snapshots and point-in-time retrieval as every model) and its outcomes the churn
 and upsell labels of [T, T + H) (`training.labels`).
 
-Two learners on LightGBM, both using the logged propensities:
+Three learners on LightGBM, all using the logged propensities:
 
 - T-learner: one outcome model per arm (each action, and none), fitted with inverse
   propensity weights 1/e so that each arm's sample stands for the whole base; the effect
   of action a is mu_a(x) - mu_none(x).
-- DR-learner (Kennedy, 2023): cross-fitted arm models give, on every training row, the
+- Pooled learner (strength shared across the arms): per outcome one baseline model of
+  P(outcome | x) learned from every decision, which each arm (the control too) corrects in
+  log-odds from its own rows; an action logged a few hundred times learns its shift, not
+  the base rate.
+- DR-learner (Kennedy, 2023): cross-fitted pooled models give, on every training row, the
   doubly-robust pseudo-outcome
       phi_a = mu_a - mu_none + 1[T=a] (Y - mu_a) / e - 1[T=none] (Y - mu_none) / e
   (e is the logged propensity of the action taken: only the taken arm's is needed), and a
   LightGBM regression of phi_a on x is the effect.
 
 Which one is registered: the DR-learner (its error bound is the better one, Kennedy 2023,
-and it measured better against the true effects: benchmarks/policy.py), unless the
-T-learner is clearly better on the validation window: a lower squared error against the
+and it measured better against the true effects: benchmarks/policy.py), unless another is
+clearly better on the validation window: a lower squared error against the
 inverse-propensity pseudo-outcomes of the value rule, by more than two standard errors
 (`clearly_better`; one window of pseudo-outcomes is noisy, and a small difference is a
 coin toss). The test window judges the registered one (`uplift_r2`, value Qini curves).
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -67,6 +71,9 @@ ARM_PARAMS: dict[str, Any] = dict(
 ARM_MAX_TREES = 400
 EFFECT_PARAMS = dict(ARM_PARAMS, learning_rate=0.03, num_leaves=7, min_child_samples=200, reg_lambda=10.0)
 EFFECT_MAX_TREES = 300
+# The pooled learner's corrections of its shared baseline, one per arm: small trees on large leaves.
+CORRECTION_PARAMS = dict(ARM_PARAMS, learning_rate=0.1, num_leaves=4, min_child_samples=100, reg_lambda=10.0)
+CORRECTION_MAX_TREES = 200
 
 
 def decision_rows(workspace: Workspace, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
@@ -118,11 +125,14 @@ class UpliftModel:
     unsupported: dict[str, str] = field(default_factory=dict)
     # The latest cutoff whose decisions judged it for the gate (its test window's).
     judged_through: pd.Timestamp | None = None
+    # Pooled learner: outcome -> the shared baseline classifier (every decision, whatever was done),
+    # which each arm's classifier corrects in log-odds.
+    baseline: dict[str, lgb.LGBMModel] = field(default_factory=dict)
 
     def __setstate__(self, state: dict) -> None:
         """Versions registered before a field existed load with its default."""
         self.__dict__.update({"control": {}, "fitted_through": None, "unsupported": {}, "judged_through": None,
-                              **state})
+                              "baseline": {}, **state})
 
     def in_sample(self, date: pd.Timestamp) -> str:
         """Why a policy judged at `date` would flatter this model ("" when it would not): the
@@ -151,11 +161,11 @@ class UpliftModel:
         for outcome in OUTCOMES:
             effect = np.zeros((len(frame), len(actions)))
             models = self.estimators.get(outcome, {})
-            if self.learner == "t_learner" and NO_ACTION in models:
-                control = _predict(models[NO_ACTION], x)
+            if self.learner in ("t_learner", "pooled") and NO_ACTION in models:
+                control = self.arm_probability(outcome, NO_ACTION, x)
                 for j, action in enumerate(actions):
                     if action in models and action != NO_ACTION:
-                        effect[:, j] = _predict(models[action], x) - control
+                        effect[:, j] = self.arm_probability(outcome, action, x) - control
             elif self.learner == "dr_learner":
                 for j, action in enumerate(actions):
                     if action in models:
@@ -163,9 +173,21 @@ class UpliftModel:
             out[outcome] = effect
         return out
 
+    def arm_probability(self, outcome: str, arm: str, x: np.ndarray) -> np.ndarray:
+        """P(outcome | x, arm) from an arm's classifier: on its own (T-learner), or as a
+        correction of the outcome's shared baseline (pooled learner: sigmoid(base + arm), in
+        log-odds)."""
+        model = self.estimators[outcome][arm]
+        if self.learner != "pooled":
+            return _predict(model, x)
+        return _sigmoid(_predict(self.baseline[outcome], x, raw_score=True) + _predict(model, x, raw_score=True))
+
     def control_probabilities(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """P(outcome within the horizon) with no contact, per outcome (NaN where unmodelled)."""
         x = prepare_matrix(frame, self.features, self.categories)
+        if self.learner == "pooled":
+            return {o: self.arm_probability(o, NO_ACTION, x) if NO_ACTION in self.estimators.get(o, {})
+                    else np.full(len(frame), np.nan) for o in OUTCOMES}
         return {o: _predict(self.control[o], x) if o in self.control else np.full(len(frame), np.nan) for o in OUTCOMES}
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -175,16 +197,17 @@ class UpliftModel:
                             index=frame.index)
 
 
-def _predict(model: object, x: np.ndarray) -> np.ndarray:
-    """An arm's P(outcome), or an effect regressor's prediction, from a prepared matrix."""
-    out = lightgbm_predict(model, x)
+def _predict(model: object, x: np.ndarray, raw_score: bool = False) -> np.ndarray:
+    """An arm's P(outcome) (its log-odds with raw_score), or an effect regressor's
+    prediction, from a prepared matrix."""
+    out = lightgbm_predict(model, x, raw_score=raw_score)
     if out is None:
         raise TypeError(f"uplift estimators are LightGBM models, not {type(model).__name__}")
     return out
 
 
-def _proba(model: lgb.LGBMClassifier, x: pd.DataFrame) -> np.ndarray:
-    return np.asarray(model.predict_proba(x), dtype=float)[:, 1]
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def _arm_rows(frame: pd.DataFrame, arm: str, label: str) -> pd.DataFrame:
@@ -201,14 +224,14 @@ def _enough(rows: pd.DataFrame, label: str) -> bool:
     return len(rows) >= MIN_ARM_ROWS and MIN_ARM_POSITIVES <= positives <= len(rows) - MIN_ARM_POSITIVES
 
 
-def _fit_arm(rows: pd.DataFrame, valid: pd.DataFrame | None, label: str, features: list[str],
-             categories: dict[str, list[str]], trees: int | None = None) -> lgb.LGBMClassifier:
-    """An outcome model of one arm, weighted by 1/propensity; early stopping on the arm's
-    validation rows when given, else a fixed number of trees."""
-    model = lgb.LGBMClassifier(n_estimators=trees or ARM_MAX_TREES, **ARM_PARAMS)
+def _fit_arm(rows: pd.DataFrame, valid: pd.DataFrame, label: str, features: list[str],
+             categories: dict[str, list[str]]) -> lgb.LGBMClassifier:
+    """An outcome model of one arm, weighted by 1/propensity, stopped early on the arm's
+    validation rows (where they hold both outcomes)."""
+    model = lgb.LGBMClassifier(n_estimators=ARM_MAX_TREES, **ARM_PARAMS)
     x = prepare_features(rows, features, categories)
     y, w = rows[label].astype(int).to_numpy(), 1.0 / rows["propensity"].to_numpy()
-    if valid is not None and trees is None and valid[label].nunique() == 2:
+    if valid[label].nunique() == 2:
         xv = prepare_features(valid, features, categories)
         model.fit(x, y, sample_weight=w, eval_X=(xv,), eval_y=(valid[label].astype(int).to_numpy(),),
                   eval_sample_weight=[1.0 / valid["propensity"].to_numpy()],
@@ -216,10 +239,6 @@ def _fit_arm(rows: pd.DataFrame, valid: pd.DataFrame | None, label: str, feature
     else:
         model.fit(x, y, sample_weight=w)
     return model
-
-
-def _trees(model: lgb.LGBMClassifier) -> int:
-    return int(getattr(model, "best_iteration_", 0) or model.n_estimators)
 
 
 def fit_t_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
@@ -279,42 +298,103 @@ def pseudo_outcomes(rows: pd.DataFrame, label: str, action: str, mu_action: np.n
 
 
 def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
-                   horizon_days: int, t_model: UpliftModel | None = None) -> UpliftModel:
-    """The DR-learner; t_model (the T-learner on all training rows) supplies the arms,
-    the trees per arm, and the nuisance on the validation rows."""
+                   horizon_days: int, t_model: UpliftModel | None = None,
+                   pooled: UpliftModel | None = None) -> UpliftModel:
+    """The DR-learner. Its nuisance (each arm's P(outcome | x)) is the pooled learner's
+    (`fit_pooled_learner`: one baseline from every decision, corrected per arm), cross-fitted
+    (each fold's rows get models fitted on the other folds), and on the validation rows the
+    pooled learner fitted on all training rows (`pooled`, fitted here when not given). A
+    nuisance that shares the base rate across the arms leaves less noise in the
+    pseudo-outcomes than one fitted on each arm's few rows alone (benchmarks/policy.py: at
+    20,000 customers 0.72 of the oracle at B10, against 0.64 with the T-learner's). The arms
+    are the T-learner's (`t_model`)."""
     t_model = t_model or fit_t_learner(train, valid, features, outcomes, horizon_days)
+    pooled = pooled or fit_pooled_learner(train, valid, features, outcomes, horizon_days, t_model)
     categories = t_model.categories
     fold = _folds(train["customer_id"])
     x_train = prepare_features(train, features, categories)
     x_valid = prepare_features(valid, features, categories)
+    mu = _arm_probabilities(pooled, train, outcomes)  # overwritten fold by fold (kept only for an arm a fold lacks)
+    for k in range(FOLDS):  # cross-fitted: each fold's rows get the pooled learner fitted on the other folds
+        here = fold == k
+        rest = fit_pooled_learner(train[~here], valid, features, outcomes, horizon_days, t_model)
+        for outcome, arms in _arm_probabilities(rest, train[here], outcomes).items():
+            for arm, probability in arms.items():
+                mu[outcome][arm][here] = probability
+    mu_valid = _arm_probabilities(pooled, valid, outcomes)
     estimators: dict[str, dict[str, lgb.LGBMModel]] = {}
     for outcome in outcomes:
         label = OUTCOMES[outcome]
-        arms = cast("dict[str, lgb.LGBMClassifier]", t_model.estimators[outcome])  # a T-learner's: classifiers
         estimators[outcome] = {}
+        arms = mu[outcome]
         if NO_ACTION not in arms:
             continue
-        # Cross-fitted nuisance: each fold's rows get arm models fitted on the other folds.
-        mu = {arm: np.zeros(len(train)) for arm in arms}
-        for k in range(FOLDS):
-            rest, here = train[fold != k], fold == k
-            for arm, full in arms.items():
-                rows = _arm_rows(rest, arm, label)
-                model = _fit_arm(rows, None, label, features, categories, trees=_trees(full)) if _enough(rows, label) else full
-                mu[arm][here] = _proba(model, x_train[here])
-        mu_valid = {arm: _proba(model, x_valid) for arm, model in arms.items()}
         labelled = train[label].notna().to_numpy()
         labelled_valid = valid[label].notna().to_numpy()
         for action in sorted(set(arms) - {NO_ACTION}):
-            phi = pseudo_outcomes(train[labelled], label, action, mu[action][labelled], mu[NO_ACTION][labelled])
-            phi_valid = pseudo_outcomes(valid[labelled_valid], label, action, mu_valid[action][labelled_valid],
-                                        mu_valid[NO_ACTION][labelled_valid])
+            phi = pseudo_outcomes(train[labelled], label, action, arms[action][labelled], arms[NO_ACTION][labelled])
+            phi_valid = pseudo_outcomes(valid[labelled_valid], label, action, mu_valid[outcome][action][labelled_valid],
+                                        mu_valid[outcome][NO_ACTION][labelled_valid])
             effect_model = lgb.LGBMRegressor(n_estimators=EFFECT_MAX_TREES, **EFFECT_PARAMS)
             effect_model.fit(x_train[labelled], phi, eval_X=(x_valid[labelled_valid],), eval_y=(phi_valid,),
                              callbacks=[lgb.early_stopping(30, verbose=False)])
             estimators[outcome][action] = effect_model
     return UpliftModel("dr_learner", features, categories, outcomes, estimators, horizon_days, dict(t_model.control),
                        unsupported=dict(t_model.unsupported))
+
+
+def _arm_probabilities(model: UpliftModel, rows: pd.DataFrame, outcomes: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Per outcome and arm, P(outcome | x, arm) on rows, from a pooled learner."""
+    x = prepare_matrix(rows, model.features, model.categories)
+    return {o: {arm: model.arm_probability(o, arm, x) for arm in model.estimators.get(o, {})} for o in outcomes}
+
+
+def fit_pooled_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str], outcomes: list[str],
+                       horizon_days: int, t_model: UpliftModel | None = None) -> UpliftModel:
+    """The pooled learner: strength shared across the arms. Per outcome, one baseline
+    classifier learns P(outcome | x) from every decision, whatever was done (the control's
+    and every action's rows: the base rate, which most of each arm's outcome is); each arm
+    (the control too) then learns only its correction of that baseline, in log-odds, from
+    its own rows: boosted from the baseline's scores with small, heavily regularised trees,
+    stopped early on the arm's validation rows. The effect of an action is
+    sigmoid(base + its correction) - sigmoid(base + the control's). A constant correction
+    moves the probability most where the risk is middling, as an action that relieves part
+    of a hazard does; an arm of a few hundred decisions learns a shift, not a whole model.
+    The arms are the T-learner's (those with enough decisions)."""
+    t_model = t_model or fit_t_learner(train, valid, features, outcomes, horizon_days)
+    categories = t_model.categories
+    baseline: dict[str, lgb.LGBMModel] = {}
+    estimators: dict[str, dict[str, lgb.LGBMModel]] = {}
+    for outcome in outcomes:
+        label = OUTCOMES[outcome]
+        arms = t_model.estimators.get(outcome, {})
+        estimators[outcome] = {}
+        if NO_ACTION not in arms:
+            continue
+        rows, held = train[train[label].notna()], valid[valid[label].notna()]
+        base = lgb.LGBMClassifier(n_estimators=ARM_MAX_TREES, **ARM_PARAMS)
+        x, xv = prepare_features(rows, features, categories), prepare_features(held, features, categories)
+        stop: list[Any] = [lgb.early_stopping(30, verbose=False)] if held[label].nunique() == 2 else []
+        base.fit(x, rows[label].astype(int), eval_X=(xv,) if stop else None,
+                 eval_y=(held[label].astype(int),) if stop else None, callbacks=stop)
+        baseline[outcome] = base
+        for arm in arms:
+            mine, theirs = rows["action"].to_numpy() == arm, held["action"].to_numpy() == arm
+            if rows.loc[mine, label].nunique() < 2:  # a fold of the cross-fitting without this arm's outcomes
+                continue
+            correction = lgb.LGBMClassifier(n_estimators=CORRECTION_MAX_TREES, **CORRECTION_PARAMS)
+            arm_stop = stop if held.loc[theirs, label].nunique() == 2 else []
+            correction.fit(x[mine], rows.loc[mine, label].astype(int), init_score=_raw(base, x[mine]),
+                           eval_X=(xv[theirs],) if arm_stop else None,
+                           eval_y=(held.loc[theirs, label].astype(int),) if arm_stop else None,
+                           eval_init_score=[_raw(base, xv[theirs])] if arm_stop else None, callbacks=arm_stop)
+            estimators[outcome][arm] = correction
+    return UpliftModel("pooled", features, categories, outcomes, estimators, horizon_days,
+                       unsupported=dict(t_model.unsupported), baseline=baseline)
+
+
+def _raw(model: lgb.LGBMClassifier, x: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict(x, raw_score=True), dtype=float)
 
 
 # ------------------------------------------------------------------ quality
@@ -493,30 +573,97 @@ def action_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, ps
     return out
 
 
-def gate_actions(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -> dict[str, float]:
-    """The gate per action: an action whose effect model does not rank the held-out
-    decisions better than at random (its value Qini, `value_qini`, not above 0: targeting by
-    it wins no more than targeting anyone) loses its model, so it is never recommended, and
-    is said in `model.unsupported` with its figure. It judges only an action held out
-    MIN_GATE_DECISIONS times or more beside as many controls: below that the figure is noise
-    (measured on the README's main job: 17 to 67 decisions per action in a window, and each
-    action's Qini changed sign between the validation and the test window), so the action
-    keeps its model and the model's own gate judges the whole. Returns the figures of the
-    actions judged. The ranking, not the uplift R2 of each action: on a window of a thousand
-    decisions a real effect's R2 is a coin toss (its signal, E[tau^2] / E[phi^2], is
-    ~0.005 beside a noise of ~0.02), while its Qini is not."""
+@dataclass(frozen=True)
+class ArmValues:
+    """A nuisance model's expected realised value (`realised_value`) of each arm on some
+    rows, before any action is taken away by a gate: what the doubly-robust Qini
+    (`dr_value_qini`) subtracts from the outcomes to leave less noise."""
+
+    by_arm: dict[str, np.ndarray]
+
+
+def arm_values(nuisance: UpliftModel, rows: pd.DataFrame, values: CustomerValues) -> ArmValues:
+    """Per arm of a pooled or T-learner (`nuisance`, fitted on other rows than `rows`), the
+    expected realised value on rows: - P(churn) x keep value + P(upgrade) x upgrade margin."""
+    x = prepare_matrix(rows, nuisance.features, nuisance.categories)
+    arms = {arm for o in OUTCOMES for arm in nuisance.estimators.get(o, {})}
+    out = {}
+    for arm in sorted(arms):
+        value = np.zeros(len(rows))
+        for outcome, sign, scale in (("churn", -1.0, values.keep_value), ("upgrade", 1.0, values.upgrade_margin)):
+            if arm in nuisance.estimators.get(outcome, {}):
+                value += sign * nuisance.arm_probability(outcome, arm, x) * scale
+        out[arm] = value
+    return ArmValues(out)
+
+
+def dr_value_qini(score: np.ndarray, rows: pd.DataFrame, values: CustomerValues, action: str, nuisance: ArmValues,
+                  resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """(area, standard error): the Qini area of targeting `action` by `score` among the rows
+    that took it or nothing, on doubly-robust pseudo-outcomes of its realised value
+    (mu_a - mu_none + 1[a] (Y - mu_a) / e - 1[none] (Y - mu_none) / e, mu from the nuisance
+    arms): the gain of the top fraction is the sum of their pseudo-outcomes; the area is the
+    mean gain above random targeting, per row (as `qini_area`). The standard error is a
+    bootstrap's over the rows. The inverse-propensity Qini (`value_qini`) carries each row's
+    whole outcome (a churn times a keep value), and on the simulator's 100,000 customers it
+    ranked the TRUE upgrade-offer effects below random on both held-out months (-13 and -21,
+    standard errors 6 and 7.5); on these pseudo-outcomes +10.8 and +2.9 (standard errors ~9)."""
+    taken = rows["action"].to_numpy()
+    keep = (taken == action) | (taken == NO_ACTION)
+    mu_action, mu_control = nuisance.by_arm[action][keep], nuisance.by_arm[NO_ACTION][keep]
+    y, e, t = realised_value(rows, values)[keep], rows["propensity"].to_numpy(dtype=float)[keep], taken[keep]
+    phi = (mu_action - mu_control + np.where(t == action, (y - mu_action) / e, 0.0)
+           - np.where(t == NO_ACTION, (y - mu_control) / e, 0.0))
+    ranked = score[keep]
+
+    def area(rows_at: np.ndarray) -> float:
+        order = rows_at[np.argsort(-ranked[rows_at], kind="stable")]
+        gains = np.cumsum(phi[order])
+        fractions = np.linspace(0, 1, QINI_POINTS + 1)[1:]
+        at = np.maximum(np.ceil(fractions * order.size).astype(int) - 1, 0)
+        return float(np.mean(gains[at] - fractions * gains[-1]) / max(order.size, 1))
+
+    everyone = np.arange(phi.size)
+    if phi.size == 0:
+        return 0.0, float("inf")
+    rng = np.random.default_rng(seed)
+    spread = [area(rng.integers(0, phi.size, phi.size)) for _ in range(resamples)]
+    return area(everyone), float(np.std(spread))
+
+
+def gate_actions(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, nuisance: ArmValues,
+                 z: float = 1.96) -> dict[str, float]:
+    """The gate per action, on held-out decisions: an action whose effect model ranks them
+    worse than at random beyond doubt (its doubly-robust value Qini, `dr_value_qini`, more
+    than z standard errors below 0) loses its model, so it is never recommended, and is said
+    in `model.unsupported` with its figure. It judges only an action held out
+    MIN_GATE_DECISIONS times or more beside as many controls. Returns the figures (Qini
+    areas) of the actions judged.
+
+    Why "worse beyond doubt" and not "not better": a month of held-out decisions cannot show
+    that a good model beats random. On the simulator's 100,000 customers (700 to 1,300
+    decisions of each action in a month) the TRUE effects' own Qini was within one to two
+    standard errors of 0 for every action, and below 0 for three of them in one month or
+    the other; a gate on the sign took away the upgrade offer, whose model's rank
+    correlation with the true effects was 0.72, and sank clm from 0.74 to 0.21 of the oracle
+    (benchmarks/policy.py). What a held-out month can show is a model that ranks the wrong
+    way round."""
     counts = rows["action"].value_counts()
     if counts.get(NO_ACTION, 0) < MIN_GATE_DECISIONS:
         return {}
-    judged = {a for a in model.actions if counts.get(a, 0) >= MIN_GATE_DECISIONS}
-    figures = {a: q for a, q in value_qini(model, rows, values).items() if a in judged}
-    for action, qini in figures.items():
-        if qini > 0:
+    judged = [a for a in model.actions if counts.get(a, 0) >= MIN_GATE_DECISIONS and a in nuisance.by_arm]
+    predicted = predicted_gross_value(model.effects(rows, judged), values) if judged else np.zeros((len(rows), 0))
+    figures = {}
+    for j, action in enumerate(judged):
+        qini, error = dr_value_qini(predicted[:, j], rows, values, action, nuisance)
+        figures[action] = qini
+        if qini >= -z * error:
             continue
         for arms in model.estimators.values():
             arms.pop(action, None)
-        model.unsupported[action] = (f"on the held-out decisions, targeting by its effect model won no more than "
-                                     f"targeting anyone (value Qini {qini:.4f})")
+        model.unsupported[action] = (f"on the held-out decisions, targeting by its effect model did worse than "
+                                     f"targeting anyone (doubly-robust value Qini {qini:.4f}, standard error "
+                                     f"{error:.4f})")
     return figures
 
 

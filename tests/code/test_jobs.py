@@ -15,6 +15,7 @@ from pipelines.jobs.evaluate_policy import (
     evaluate_policy,
 )
 from pipelines.jobs.score import ScoreSettings, score_base
+from pipelines.policy import evaluate
 from pipelines.score import ScoreResult
 from tests.clirun import invoke
 
@@ -49,6 +50,11 @@ def test_the_policy_judged_is_the_batchs_own_under_one_budget_rule(trained_copy,
     assert all(r.value <= oracle + 1e-9 for r in evaluation.results.values())
     assert evaluation.results["nothing"].value == 0 and evaluation.results["nothing"].treated == 0
     assert all(r.cost <= budget + 1e-9 for r in evaluation.results.values())
+    # clm's policy is worth more, by the truth, than contacting at random or contacting nobody, at a
+    # quarter of the budget, at it, and at four times it.
+    for factor in (0.25, 1.0, 4.0):
+        at = evaluate(catalogue, evaluation.inputs, budget * factor)
+        assert at["clm"].value > max(at["random"].value, at["nothing"].value, 0.0), factor
 
     # The nightly batch at the same date, with its default budget and no exploration, decides exactly
     # what was judged as clm's policy, customer by customer.
