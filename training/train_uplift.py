@@ -47,6 +47,7 @@ from training.uplift import (
     action_r2,
     arm_values,
     clearly_better,
+    clearly_worse_than_no_effect,
     decision_rows,
     fit_dr_learner,
     fit_pooled_learner,
@@ -223,23 +224,30 @@ class UpliftGate:
 
 def decide_uplift_promotion(challenger: UpliftModel, champion: UpliftModel | None, test: pd.DataFrame,
                             values: CustomerValues, pseudo: PseudoValues) -> UpliftGate:
-    """Promote if sane (finite effects that vary), better than "no action changes
-    anything" on the test window (uplift R2 > 0 against the doubly-robust pseudo-outcomes),
-    and better than the champion there."""
+    """Promote if sane (finite effects that vary), not worse than "no action changes
+    anything" on the test window beyond doubt (`clearly_worse_than_no_effect`, against the
+    inverse-propensity pseudo-outcomes), and, where there is a champion, with a higher uplift
+    R2 than it there.
+
+    Not "uplift R2 above 0": on a window of a few thousand decisions the R2 of a model that
+    pays is a coin toss around 0. Measured (benchmarks/policy.py): on 20,000 simulated
+    customers the registered DR-learner's test R2 was +0.0001 and its policy worth 0.72 of
+    the oracle's at B10; a refit of the same base (issue 26) had -0.000, was kept back, and
+    clm decided nothing, where it would have reached 0.67 of the oracle."""
     if not challenger.actions:
-        return UpliftGate(False, "no action's effect model ranked the validation window's decisions better than at "
-                          "random (per action: the run's unsupported_actions)")
+        return UpliftGate(False, "every action's effect model ranked the validation window's decisions worse than at "
+                          "random, or had too few decisions (per action: the run's unsupported_actions)")
     stacked = np.concatenate(list(challenger.effects(test).values()), axis=1)
     if not np.all(np.isfinite(stacked)):
         return UpliftGate(False, "challenger predicts NaN or infinite effects")
     if np.ptp(stacked, axis=0).max() <= 0:
         return UpliftGate(False, "challenger predicts the same effect for every customer: it ranks nobody")
     challenger_r2 = uplift_r2(challenger, test, values, pseudo)
-    if not challenger_r2 > 0:
-        return UpliftGate(False, f"uplift R2 {challenger_r2:.4f} on the test window: it tells no more than assuming that "
-                          "no action changes anything")
+    if clearly_worse_than_no_effect(challenger, test, values, pseudo):
+        return UpliftGate(False, f"uplift R2 {challenger_r2:.4f} on the test window, below 0 beyond doubt: it does "
+                          "worse than assuming that no action changes anything")
     if champion is None:
-        return UpliftGate(True, f"first version (uplift R2 {challenger_r2:.4f})")
+        return UpliftGate(True, f"first version (uplift R2 {challenger_r2:.4f}, not worse than assuming no effect)")
     theirs = uplift_r2(champion, test, values, pseudo)
     better = challenger_r2 > theirs
     return UpliftGate(better, f"uplift R2 {challenger_r2:.4f} vs champion {theirs:.4f}: {'better' if better else 'not better'}")

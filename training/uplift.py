@@ -543,6 +543,18 @@ def clearly_better(challenger: UpliftModel, default: UpliftModel, rows: pd.DataF
     return bool(diff.mean() > z * diff.std(ddof=1) / np.sqrt(diff.size))
 
 
+def clearly_worse_than_no_effect(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues,
+                                 pseudo: PseudoValues, z: float = 1.96) -> bool:
+    """Whether the model's squared error against the pseudo-outcomes is above that of
+    predicting no effect with confidence (the paired per-row difference's mean beyond z
+    standard errors): its uplift R2 below 0, beyond doubt."""
+    no_effect = np.nansum(pseudo.matrix ** 2, axis=1)
+    diff = squared_errors(model, rows, values, pseudo) - no_effect
+    if diff.size < 2:
+        return False
+    return bool(diff.mean() > z * diff.std(ddof=1) / np.sqrt(diff.size))
+
+
 def uplift_r2(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues, pseudo: PseudoValues) -> float:
     """1 - (squared error of the predicted gross values against the pseudo-outcomes) /
     (that of predicting no effect), over the actions the pseudo-outcomes cover: above 0,

@@ -310,3 +310,30 @@ def test_a_targeted_campaigns_probabilities_are_estimated_and_an_action_without_
     assert np.abs(kept.propensity.to_numpy() - truth).mean() < 0.05
     assert kept.propensity.min() >= MIN_PROPENSITY
     np.testing.assert_array_equal(result.rows[result.rows.event_timestamp == pd.Timestamp("2024-04-01")].propensity, 0.5)
+
+
+def test_the_uplift_gate_refuses_a_model_worse_than_no_effect_beyond_doubt_and_keeps_a_sound_one(planted):
+    """The DR-learner (the planted effects recovered) is promoted as a first version; the
+    same model with its effects turned upside down (the retention offer raising churn by
+    0.20 where it cuts it) does worse than assuming no effect on the later decisions beyond
+    doubt and is refused; against a champion, the higher R2 wins."""
+    import copy
+
+    from training.train_uplift import decide_uplift_promotion
+
+    models, test = planted
+    values = customer_values(test, np.array([29.0, 79.0, 199.0]), ValueSettings())
+    pseudo = pseudo_values(test, values)
+    sound = models["dr_learner"]
+    assert decide_uplift_promotion(sound, None, test, values, pseudo).promote
+
+    upside_down = copy.deepcopy(models["t_learner"])
+    churn_arms = upside_down.estimators["churn"]
+    churn_arms["none"], churn_arms["retention_offer"] = churn_arms["retention_offer"], churn_arms["none"]
+    assert upside_down.effects(test, ["retention_offer"])["churn"][test.x1.to_numpy() > 0.5].mean() > 0.1
+    refused = decide_uplift_promotion(upside_down, None, test, values, pseudo)
+    assert not refused.promote and "below 0 beyond doubt" in refused.reason
+
+    assert not decide_uplift_promotion(upside_down, sound, test, values, pseudo).promote
+    against = decide_uplift_promotion(sound, models["t_learner"], test, values, pseudo)
+    assert "vs champion" in against.reason
