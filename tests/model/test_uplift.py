@@ -337,3 +337,23 @@ def test_the_uplift_gate_refuses_a_model_worse_than_no_effect_beyond_doubt_and_k
     assert not decide_uplift_promotion(upside_down, sound, test, values, pseudo).promote
     against = decide_uplift_promotion(sound, models["t_learner"], test, values, pseudo)
     assert "vs champion" in against.reason
+
+
+def test_a_model_whose_test_r2_is_below_0_only_by_noise_is_still_promoted(planted):
+    """On a window whose pseudo-outcomes are 0.3 x the model's predictions plus much noise,
+    the model's uplift R2 is below 0 (it predicts too much: 1 - 2 x 0.3 > 0 of extra error
+    per unit of signal) but within the noise: it is promoted as a first version, where a
+    gate on the sign of the R2 kept it back (issue 26: on 20,000 customers, clm then
+    decided nothing)."""
+    from training.train_uplift import decide_uplift_promotion
+    from training.uplift import PseudoValues, predicted_gross_value
+
+    models, test = planted
+    values = customer_values(test, np.array([29.0, 79.0, 199.0]), ValueSettings())
+    model = models["dr_learner"]
+    predicted = predicted_gross_value(model.effects(test, model.actions), values)
+    noise = np.random.default_rng(11).normal(0.0, 40.0 * predicted.std(), predicted.shape)
+    pseudo = PseudoValues(0.3 * predicted + noise, list(model.actions))
+    assert uplift_r2(model, test, values, pseudo) < 0
+    gate = decide_uplift_promotion(model, None, test, values, pseudo)
+    assert gate.promote and "first version" in gate.reason
