@@ -51,7 +51,7 @@ def planted():
     train, valid, test = planted_log(24_000, 1), planted_log(6_000, 2), planted_log(6_000, 3)
     t = fit_t_learner(train, valid, ["x1", "x2", "segment"], ["churn", "upgrade"], 90)
     pooled = fit_pooled_learner(train, valid, ["x1", "x2", "segment"], ["churn", "upgrade"], 90, t)
-    dr = fit_dr_learner(train, valid, ["x1", "x2", "segment"], ["churn", "upgrade"], 90, t, pooled)
+    dr = fit_dr_learner(train, valid, ["x1", "x2", "segment"], ["churn", "upgrade"], 90, t)
     return {"t_learner": t, "dr_learner": dr, "pooled": pooled}, test
 
 
