@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def build(workspace: Path, customers: int, end: str | None) -> None:
-    built = workspace.with_name(workspace.name + ".built")  # written once `clm run` has finished
+    built = workspace.with_name(f"{workspace.name}.built-to-{end or 'default'}")  # written once `clm run` has finished
     if built.exists() and (workspace / "raw").exists():
         print(f"Reusing the simulated base in {workspace}")
         return

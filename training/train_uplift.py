@@ -177,14 +177,15 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     values = {name: customer_values(rows, prices, settings)
               for name, rows in {**parts, "population_test": population_test}.items()}
     pseudo = pseudo_values(parts["valid"], values["valid"])
-    validation = {name: uplift_r2(m, parts["valid"], values["valid"], pseudo) for name, m in learners.items()}
-    chosen = choose_learner(learners, parts["valid"], values["valid"], pseudo)
     # The gate per action, on the validation window (the test window stays for the model's gate):
     # an action whose effect model ranks its decisions the wrong way round there loses it, in every
-    # learner alike; the pooled learner's arms (fitted on the training rows) are the nuisance.
-    nuisance = arm_values(pooled_model, parts["valid"], values["valid"])
+    # learner alike (the T-learner's arms, fitted on the training rows, are the nuisance); then the
+    # learner is chosen among what the gate left.
+    nuisance = arm_values(t_model, parts["valid"], values["valid"])
     for model in learners.values():
         gate_actions(model, parts["valid"], values["valid"], nuisance)
+    validation = {name: uplift_r2(m, parts["valid"], values["valid"], pseudo) for name, m in learners.items()}
+    chosen = choose_learner(learners, parts["valid"], values["valid"], pseudo)
     return FittedUplift(learners, chosen, parts, population_test, values, validation, split, by_customer)
 
 
@@ -197,8 +198,8 @@ def choose_learner(learners: dict[str, UpliftModel], valid: pd.DataFrame, values
     pooled learner had the better rank correlation for some actions, yet its policy reached
     0.41 and 0.71 of the oracle at B10, the DR-learner's 0.69 and 0.77 (benchmarks/policy.py)."""
     default = "dr_learner"
-    better = [name for name, model in learners.items()
-              if name != default and clearly_better(model, learners[default], valid, values, pseudo)]
+    better = [name for name, model in learners.items() if name != default and model.actions
+              and clearly_better(model, learners[default], valid, values, pseudo)]
     if not better:
         return default
     return min(better, key=lambda name: float(squared_errors(learners[name], valid, values, pseudo).mean()))
@@ -262,7 +263,7 @@ def train_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, a
     except (NotEnoughHistory, NotEnoughExamples) as err:
         return ModelReport(MODEL, False, str(err))
     test, values = fitted.parts["test"], fitted.values["test"]
-    other = next(name for name in fitted.learners if name != fitted.chosen)
+    other = "t_learner" if fitted.chosen != "t_learner" else "dr_learner"  # the report's baseline learner
     pseudo = pseudo_values(test, values)
     per_action = action_r2(fitted.model, test, values, pseudo)  # what each action kept tells on the test window
     report = ModelReport(
