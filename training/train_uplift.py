@@ -196,7 +196,7 @@ def choose_learner(learners: dict[str, UpliftModel], valid: pd.DataFrame, values
     DR-learner is the default because only it is unbiased with the logged propensities
     whatever its outcome models miss: on the simulator's 20,000 and 100,000 customers the
     pooled learner had the better rank correlation for some actions, yet its policy reached
-    0.41 and 0.71 of the oracle at B10, the DR-learner's 0.69 and 0.77 (benchmarks/policy.py)."""
+    0.52 and 0.70 of the oracle at B10, the DR-learner's 0.69 and 0.77 (benchmarks/policy.py)."""
     default = "dr_learner"
     better = [name for name, model in learners.items() if name != default and model.actions
               and clearly_better(model, learners[default], valid, values, pseudo)]
