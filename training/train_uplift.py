@@ -5,8 +5,8 @@ is the same Feast retrieval (shared within a training session), restricted to th
 with a logged decision at the cutoff. The three learners of `training.uplift` are fitted;
 the DR-learner is registered unless another is clearly better on the validation window;
 the test window judges it (uplift R2 and value Qini, and on simulated data the true
-effects), and the gate promotes it if it tells more than "no effect" and beats the
-champion on that window.
+effects), and the gate promotes it if it is not worse than "no effect" beyond doubt and
+beats the champion on that window.
 """
 from __future__ import annotations
 

@@ -562,9 +562,7 @@ def clearly_better(challenger: UpliftModel, default: UpliftModel, rows: pd.DataF
     paired per-row difference's mean above z standard errors): on one window of noisy
     pseudo-outcomes, a small difference is a coin toss."""
     diff = squared_errors(default, rows, values, pseudo) - squared_errors(challenger, rows, values, pseudo)
-    if diff.size < 2:
-        return False
-    return bool(diff.mean() > z * diff.std(ddof=1) / np.sqrt(diff.size))
+    return _clearly_positive(diff, z)
 
 
 def clearly_worse_than_no_effect(model: UpliftModel, rows: pd.DataFrame, values: CustomerValues,
@@ -573,7 +571,11 @@ def clearly_worse_than_no_effect(model: UpliftModel, rows: pd.DataFrame, values:
     predicting no effect with confidence (the paired per-row difference's mean beyond z
     standard errors): its uplift R2 below 0, beyond doubt."""
     no_effect = np.nansum(pseudo.matrix ** 2, axis=1)
-    diff = squared_errors(model, rows, values, pseudo) - no_effect
+    return _clearly_positive(squared_errors(model, rows, values, pseudo) - no_effect, z)
+
+
+def _clearly_positive(diff: np.ndarray, z: float) -> bool:
+    """Whether paired per-row differences have a mean above z standard errors."""
     if diff.size < 2:
         return False
     return bool(diff.mean() > z * diff.std(ddof=1) / np.sqrt(diff.size))
@@ -648,22 +650,19 @@ def dr_value_qini(score: np.ndarray, rows: pd.DataFrame, values: CustomerValues,
     standard errors 6 and 7.5); on these pseudo-outcomes (the T-learner's arms as the
     nuisance) +12.0 and +7.6 (standard errors 5.0 and 5.7)."""
     labelled = rows[OUTCOMES["churn"]].notna().to_numpy() if OUTCOMES["churn"] in rows else np.ones(len(rows), bool)
-    taken = rows["action"].to_numpy()[labelled]
-    mu_action, mu_control = nuisance.by_arm[action][labelled], nuisance.by_arm[NO_ACTION][labelled]
-    y, e = realised_value(rows, values)[labelled], rows["propensity"].to_numpy(dtype=float)[labelled]
+    judged = rows[labelled].assign(realised_value=realised_value(rows, values)[labelled])
     with np.errstate(divide="ignore", invalid="ignore"):
-        phi = (mu_action - mu_control + np.where(taken == action, (y - mu_action) / e, 0.0)
-               - np.where(taken == NO_ACTION, (y - mu_control) / e, 0.0))
+        phi = pseudo_outcomes(judged, "realised_value", action, nuisance.by_arm[action][labelled],
+                              nuisance.by_arm[NO_ACTION][labelled])
     ranked = score[labelled]
     if phi.size == 0 or not np.all(np.isfinite(phi)) or not np.all(np.isfinite(ranked)):
         return float("nan"), float("nan")
+    fractions = np.linspace(0, 1, QINI_POINTS + 1)[1:]
 
     def area(rows_at: np.ndarray) -> float:
         order = rows_at[np.argsort(-ranked[rows_at], kind="stable")]
-        gains = np.cumsum(phi[order])
-        fractions = np.linspace(0, 1, QINI_POINTS + 1)[1:]
-        at = np.maximum(np.ceil(fractions * order.size).astype(int) - 1, 0)
-        return float(np.mean(gains[at] - fractions * gains[-1]) / order.size)
+        gains = np.cumsum(phi[order])[np.maximum(np.ceil(fractions * order.size).astype(int) - 1, 0)]
+        return qini_area(fractions, gains, order.size)
 
     rng = np.random.default_rng(seed)
     spread = [area(rng.integers(0, phi.size, phi.size)) for _ in range(resamples)]
