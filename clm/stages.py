@@ -43,46 +43,60 @@ STAGE_FEATURES = ("tenure_days", "is_subscribed", "days_since_last_activity", "r
                   "days_since_last_nps", "referrals_365d")
 
 
-def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name not in STAGE_FEATURES:
         raise KeyError(f"{name} is read by the stage rules but not listed in STAGE_FEATURES")
-    if name in frame:
-        return pd.to_numeric(frame[name], errors="coerce")
-    return pd.Series(np.nan, index=frame.index)
+    if name not in frame:
+        return np.full(len(frame), np.nan)
+    values = pd.to_numeric(frame[name], errors="coerce")
+    return values.to_numpy(dtype=float, na_value=np.nan) if isinstance(values, pd.Series) else np.asarray(
+        values, dtype=float)
+
+
+def _filled(values: np.ndarray, missing: float) -> np.ndarray:
+    return np.where(np.isnan(values), missing, values)
 
 
 def current_stage(features: pd.DataFrame, contractual: bool) -> pd.Series:
     """Stage id per row of `features` (one customer at one as-of date)."""
+    return pd.Series(stage_ids(features, contractual), index=features.index, name="stage")
+
+
+def stage_ids(features: pd.DataFrame, contractual: bool) -> np.ndarray:
+    """`current_stage` as a numpy array, for a DataFrame or anything read as one (`name in
+    features`, `features[name]` a Series or an array, `len(features)` its rows): the
+    real-time API's numpy columns of a request's few rows, where pandas' cost per operation
+    would be most of the time."""
     tenure = _col(features, "tenure_days")
     if contractual:
-        churned = _col(features, "is_subscribed").fillna(0) < 1
-        dormant = _col(features, "days_since_last_activity").fillna(np.inf) >= DORMANT_DAYS_CONTRACTUAL
+        churned = _filled(_col(features, "is_subscribed"), 0.0) < 1
+        dormant = _filled(_col(features, "days_since_last_activity"), np.inf) >= DORMANT_DAYS_CONTRACTUAL
     else:
         recency = _col(features, "recency_days")
-        never_bought = recency.isna()
-        quiet = recency.fillna(np.inf)
+        never_bought = np.isnan(recency)
+        quiet = _filled(recency, np.inf)
         churned = (quiet >= CHURN_QUIET_DAYS) & ~never_bought
         dormant = (quiet >= DORMANT_DAYS_NON_CONTRACTUAL) & ~never_bought
     onboarding = (tenure < ONBOARDING_DAYS) & (
-        _col(features, "active_days_90d").fillna(0) < ACTIVATION_ACTIVE_DAYS_90D
+        _filled(_col(features, "active_days_90d"), 0.0) < ACTIVATION_ACTIVE_DAYS_90D
         if "active_days_90d" in features
         else False
     )
     if not contractual:
         onboarding = onboarding | never_bought
+    last_nps = _col(features, "last_nps")
     at_risk = (
         (_col(features, "failed_payments_30d") > 0)
         | (_col(features, "open_high_severity") > 0)
-        | ((_col(features, "last_nps") <= 6) & (_col(features, "nps_trend") < 0))
+        | ((last_nps <= 6) & (_col(features, "nps_trend") < 0))
         | (_col(features, "recent_past_ratio") < 0.5)
     )
     advocate = (tenure >= ADVOCATE_MIN_TENURE) & (
-        ((_col(features, "last_nps") >= 9) & (_col(features, "days_since_last_nps") <= 365))
+        ((last_nps >= 9) & (_col(features, "days_since_last_nps") <= 365))
         | (_col(features, "referrals_365d") > 0)
     )
     conditions = [churned, tenure < NEW_DAYS, onboarding, dormant, at_risk, advocate]
     choices = [Stage.CHURNED, Stage.NEW, Stage.ONBOARDING, Stage.DORMANT, Stage.AT_RISK, Stage.ADVOCATE]
-    stages = np.select(
+    return np.select(
         [np.asarray(c, dtype=bool) for c in conditions], [c.value for c in choices], default=Stage.ENGAGED.value
     )
-    return pd.Series(stages, index=features.index, name="stage")
