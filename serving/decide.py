@@ -25,9 +25,10 @@ import pandas as pd
 
 from clm.domain import NO_ACTION
 from decisions.catalogue import Catalogue
-from decisions.value import ValueParts, action_costs, customer_values, expected_value
+from decisions.value import VALUE_COLUMNS, ValueParts, action_costs, customer_values, expected_value
 from serving.allocation import allocate
-from serving.eligibility import allowed_actions
+from serving.eligibility import Contacts, allowed_actions
+from training.models import Columns, Rows, column
 
 STEPS = ("eligibility", "applicability", "suitability", "value", "selection")
 NONE = NO_ACTION
@@ -105,12 +106,13 @@ def _pick(score: np.ndarray, candidate: np.ndarray, cost: np.ndarray, catalogue:
     return result.choice, result.gap
 
 
-def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarray, upgrade_change: np.ndarray,
-           history: pd.DataFrame, now: pd.Timestamp, plan_prices: np.ndarray, context: Context | None = None,
+def decide(catalogue: Catalogue, customers: Rows, churn_change: np.ndarray, upgrade_change: np.ndarray,
+           history: pd.DataFrame | Contacts, now: pd.Timestamp, plan_prices: np.ndarray, context: Context | None = None,
            budget: float | None = None, per_customer: bool = False) -> Decisions:
     """Run the funnel. customers: `serving.eligibility.CUSTOMER_COLUMNS` and the value
-    rule's columns; churn_change, upgrade_change: (customers, catalogue.contact_ids) effects
-    of each action on the probabilities (predicted by the uplift model, or true ones).
+    rule's columns (a DataFrame, or `Columns`); churn_change, upgrade_change: (customers,
+    catalogue.contact_ids) effects of each action on the probabilities (predicted by the
+    uplift model, or true ones); history: past contacts (a frame, or `Contacts`).
     per_customer: each customer decided on their own, as the API does (no budget; the daily
     capacities are the batch's to share out across the base, so no solver runs)."""
     if per_customer and budget is not None:
@@ -118,8 +120,9 @@ def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarr
     entries = catalogue.contact_actions
     ids = catalogue.contact_ids
     allowed = allowed_actions(catalogue, customers, history, now)
-    passed = allowed.allowed[ids].to_numpy(dtype=bool) if ids else np.zeros((len(customers), 0), dtype=bool)
-    values = customer_values(customers, plan_prices, catalogue.value)
+    contact = [allowed.names.index(a) for a in ids]
+    passed = allowed.matrix[:, contact]
+    values = customer_values(_value_columns(customers), plan_prices, catalogue.value)
     cost = action_costs(entries, values.monthly_revenue)
     parts = expected_value(churn_change, upgrade_change, values, cost)
     value = parts.total
@@ -140,14 +143,24 @@ def decide(catalogue: Catalogue, customers: pd.DataFrame, churn_change: np.ndarr
     dropped["value"] = {a: int((passed[:, j] & ~positive[:, j]).sum()) for j, a in enumerate(ids)}
     dropped["selection"] = {a: int((positive[:, j] & (choice != j)).sum()) for j, a in enumerate(ids)}
     action = np.where(chosen, np.asarray(ids + [NONE], dtype=object)[np.where(chosen, choice, len(ids))], NONE)
-    survivors = {step: frame[ids].to_numpy(dtype=bool) for step, frame in allowed.survivors.items()}
+    in_order = [a for a in allowed.names if a != NO_ACTION]  # the steps' column order
+    order = [in_order.index(a) for a in ids]
+    survivors = {step: matrix[:, order] for step, matrix in allowed.steps.items()}
     why, fell_at, at_stake = _why_nothing(survivors, value, positive, chosen, ids)
     return Decisions(
-        customer_id=customers["customer_id"].to_numpy(), actions=ids, action=action, choice=choice, allowed=passed,
+        customer_id=column(customers, "customer_id"), actions=ids, action=action, choice=choice, allowed=passed,
         value=chosen_of(value), retention=chosen_of(parts.retention), upgrade=chosen_of(parts.upgrade),
         cost=chosen_of(cost), score=score, parts=parts, dropped=dropped,
         why=why, fell_at=fell_at, at_stake=at_stake, gap=gap,
     )
+
+
+def _value_columns(customers: Rows) -> pd.DataFrame:
+    """What the value rule reads of the customers, as the frame it takes (from `Columns`, a
+    frame of those columns alone)."""
+    if not isinstance(customers, Columns):
+        return customers
+    return pd.DataFrame({c: customers[c] for c in VALUE_COLUMNS if c in customers}, index=pd.RangeIndex(len(customers)))
 
 
 WHY_NOTHING = {

@@ -24,7 +24,7 @@ import pandas as pd
 from features.groups import GROUPS
 from training.blend import BlendModel
 from training.btyd_models import BtydEstimator, BtydModel, history_summary
-from training.models import TrainedModel, lightgbm_predict, prepare_matrix
+from training.models import Columns, Rows, TrainedModel, column, lightgbm_predict, prepare_matrix
 
 TOP_DRIVERS = 3
 
@@ -104,9 +104,12 @@ def phrase(feature: str, value: object) -> str:
     return f"{DESCRIPTIONS.get(feature, feature)}: {shown}"
 
 
-def top_drivers(model: TrainedModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:
+def top_drivers(model: TrainedModel, frame: Rows, k: int = TOP_DRIVERS) -> list[list[str]]:
     """For each row, the k features that push the model's score up the most (positive
-    TreeSHAP contributions, largest first), in words; [] for a model without them."""
+    TreeSHAP contributions, largest first), in words; [] for a model without them.
+    frame: a DataFrame, or `Columns`."""
+    if isinstance(frame, Columns) and not model.reads_columns and len(frame):
+        frame = frame.to_frame()
     if isinstance(model, BtydModel) and len(frame):
         return btyd_reasons(model, frame)
     if isinstance(model, BlendModel) and len(frame):
@@ -119,11 +122,15 @@ def top_drivers(model: TrainedModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) 
     assert contributions is not None  # None only for an estimator without a booster_ (returned above)
     contrib = contributions[:, :-1]  # last: the bias
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-    out = []
-    for i, row in enumerate(order):
-        out.append([phrase(names[j], inputs[names[j]].iloc[i] if names[j] in inputs else None)
-                    for j in row if contrib[i, j] > 0])
-    return out
+    values: dict[str, np.ndarray | None] = {}  # a driver's column, read once
+
+    def value(name: str, i: int) -> object:
+        if name not in values:
+            values[name] = column(inputs, name) if name in inputs else None
+        found = values[name]
+        return None if found is None else found[i]
+
+    return [[phrase(names[j], value(names[j], i)) for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
 
 
 def blend_reasons(model: BlendModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:

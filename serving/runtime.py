@@ -42,6 +42,7 @@ from serving.scoring import (
     score_and_decide,
 )
 from training import registry
+from training.models import Columns
 
 TS_SUFFIX = "__ts"
 LOG = logging.getLogger(__name__)
@@ -129,17 +130,20 @@ class Runtime:
             raise RequestError(422, f"context.intent '{context.intent}' is not one the catalogue knows ({known}).",
                                "context.intent")
 
-    def online_features(self, ids: list[str]) -> tuple[pd.DataFrame, list[str]]:
-        """Features of the known ids from the online store (a row each, in order), and the
-        unknown ids (no features at all)."""
+    def online_features(self, ids: list[str]) -> tuple[Columns, list[str]]:
+        """Features of the known ids from the online store (a row each, in order: numpy
+        columns, `customer_id` and `event_timestamp` among them), and the unknown ids (no
+        features at all)."""
         found = self.store.get_online_features(
             features=self.service, entity_rows=[{"customer_id": c} for c in ids]).to_dict(include_event_timestamps=True)
         stamps = np.array([found[f + TS_SUFFIX] for f in self.features], dtype=np.int64).max(axis=0)
         known = stamps > 0
-        frame = feature_frame(found, self.features, np.flatnonzero(known), self.kinds)
-        frame.insert(0, "customer_id", np.asarray(ids, dtype=object)[known])
-        frame["event_timestamp"] = pd.to_datetime(stamps[known], unit="s", utc=True)
-        return frame, [c for c, k in zip(ids, known) if not k]
+        rows = np.flatnonzero(known)
+        columns = feature_columns(found, self.features, rows, self.kinds)
+        columns.data["customer_id"] = np.asarray(ids, dtype=object)[known]
+        columns.data["event_timestamp"] = np.asarray(list(pd.to_datetime(stamps[known], unit="s", utc=True)),
+                                                     dtype=object)
+        return columns, [c for c, k in zip(ids, known) if not k]
 
     def answer_ids(self, ids: list[str], context: Context | None, max_actions: int) -> tuple[list[dict], list[str]]:
         self.check_request(context)
@@ -151,21 +155,25 @@ class Runtime:
         self.check_request(context)
         check_features(values, self.kinds)
         when = as_of if as_of is not None else pd.Timestamp.now(tz="UTC")
-        frame = feature_frame({f: [values.get(f)] for f in self.features}, self.features, np.arange(1), self.kinds)
-        frame.insert(0, "customer_id", [customer_id])
-        frame["event_timestamp"] = when
-        return self._answer(frame, context, max_actions)[0]
+        columns = feature_columns({f: [values.get(f)] for f in self.features}, self.features, np.arange(1), self.kinds)
+        columns.data["customer_id"] = np.array([customer_id], dtype=object)
+        columns.data["event_timestamp"] = np.array([when], dtype=object)
+        return self._answer(columns, context, max_actions)[0]
 
-    def _answer(self, frame: pd.DataFrame, context: Context | None, max_actions: int) -> list[dict]:
+    def _answer(self, frame: Columns, context: Context | None, max_actions: int) -> list[dict]:
         """Each customer's answer, every decision logged in the journal under an id of its own
-        (the one the answer carries, for /feedback)."""
+        (the one the answer carries, for /feedback). frame: `online_features`' columns."""
         loaded = self.loaded  # one reference for the whole request: a swap cannot mix versions
         out: list[dict] = []
         logged: list[ApiDecision] = []
         now = pd.Timestamp.now(tz="UTC")
-        # Customers are decided as of their own features' time: group rows by it.
-        for when, rows in frame.groupby("event_timestamp", sort=False):
-            answers = score_and_decide(self.catalogue, loaded.champions, rows.reset_index(drop=True), self.contractual,
+        # Customers are decided as of their own features' time: group rows by it (in order of appearance).
+        groups: dict[pd.Timestamp, list[int]] = {}
+        for i, stamp in enumerate(frame["event_timestamp"]):
+            groups.setdefault(stamp, []).append(i)
+        for when, positions in groups.items():
+            rows = frame if len(groups) == 1 else frame.take(np.asarray(positions))
+            answers = score_and_decide(self.catalogue, loaded.champions, rows, self.contractual,
                                        loaded.data, pd.Timestamp(when), context, max_actions)
             for answer in answers:
                 first = answer.recommendations[0]
@@ -204,8 +212,14 @@ def feature_frame(values: dict[str, list], features: list[str], rows: np.ndarray
                   kinds: dict[str, str]) -> pd.DataFrame:
     """The given rows of feature lists (the online store's answer, or what a caller sent)
     with the batch's dtypes: numbers as float64 (missing: NaN), text as objects."""
-    return pd.DataFrame({f: np.asarray(values[f], dtype=float if kinds.get(f) == FLOAT else object)[rows]
-                         for f in features})
+    return feature_columns(values, features, rows, kinds).to_frame()
+
+
+def feature_columns(values: dict[str, list], features: list[str], rows: np.ndarray,
+                    kinds: dict[str, str]) -> Columns:
+    """`feature_frame` as numpy columns (what the API scores: `training.models.Columns`)."""
+    return Columns({f: np.asarray(values[f], dtype=float if kinds.get(f) == FLOAT else object)[rows]
+                    for f in features}, len(rows))
 
 
 def as_response(answer: CustomerAnswer, when: pd.Timestamp, champions: Champions, decision_id: str) -> dict:

@@ -13,29 +13,32 @@ Three steps, each a function that both callers use:
 
 The API runs the three on the rows of a request (`score_and_decide`); the nightly batch runs
 step 1 chunk by chunk, step 2 once over the whole base (so that the budget is allocated
-across it), and step 3 for the customers who get an action.
+across it), and step 3 for the customers who get an action. The rows are a DataFrame (the
+batch) or `training.models.Columns`, numpy columns (the API: a request's few rows, where
+pandas' cost per operation was most of the answer's time); the same code reads both, and
+what it returns comes in the kind it was given.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from clm.domain import CHANNEL_CONSENT_COLUMN, Table
-from clm.stages import current_stage
+from clm.stages import stage_ids
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue
-from decisions.population import in_decision_population, in_population
+from decisions.population import POPULATION_FEATURES, in_decision_population, in_population
 from decisions.value import plan_prices
 from serving.decide import Context, Decisions, decide
-from serving.eligibility import CUSTOMER_COLUMNS
+from serving.eligibility import CUSTOMER_COLUMNS, Contacts
 from serving.reasons import top_drivers, value_sentence
-from training.models import TrainedModel
+from training.models import Columns, Rows, TrainedModel, column
 from training.uplift import UpliftModel
 
 if TYPE_CHECKING:
@@ -92,17 +95,21 @@ class ContactHistory:
     """Past contacts (not none), sorted by customer: one customer's rows found by bisection."""
 
     frame: pd.DataFrame  # customer_id, action, event_time
+    contacts: Contacts = field(init=False)  # the same, as arrays
+
+    def __post_init__(self) -> None:
+        self.contacts = Contacts.of(self.frame)
 
     @classmethod
     def of(cls, history: pd.DataFrame) -> "ContactHistory":
         return cls(history.sort_values(["customer_id", "event_time"], kind="stable").reset_index(drop=True))
 
-    def of_customers(self, ids: np.ndarray) -> pd.DataFrame:
+    def of_customers(self, ids: np.ndarray) -> Contacts:
+        keys = self.contacts.customer_id
         if len(ids) > 64:
-            return self.frame[self.frame["customer_id"].isin(ids)]
-        keys = self.frame["customer_id"].to_numpy()
+            return self.contacts.take(pd.Series(keys, dtype=object).isin(ids).to_numpy())
         parts = [np.arange(np.searchsorted(keys, c, "left"), np.searchsorted(keys, c, "right")) for c in ids]
-        return self.frame.iloc[np.concatenate(parts) if parts else []]
+        return self.contacts.take(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -160,11 +167,41 @@ def load_decision_data(workspace: Workspace, before: pd.Timestamp) -> DecisionDa
                         plan_prices(workspace))
 
 
+def consent_columns(ids: np.ndarray, consents: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each customer's consent columns, as bools (unknown customer: no consent)."""
+    at = consents.index.get_indexer(ids)
+    known = at >= 0
+    out = {}
+    for c in CONSENT_COLUMNS:
+        found = consents[c].to_numpy()[np.where(known, at, 0)] if len(consents) else np.zeros(len(ids), dtype=bool)
+        flags = found if found.dtype == bool else pd.Series(found, dtype=object).fillna(False).to_numpy(dtype=bool)
+        out[c] = known & flags
+    return out
+
+
 def with_consents(customers: pd.DataFrame, consents: pd.DataFrame) -> pd.DataFrame:
     """customers with their consent columns (unknown customer: no consent)."""
-    found = consents.reindex(customers["customer_id"].to_numpy())
     return customers.drop(columns=list(CONSENT_COLUMNS), errors="ignore").assign(
-        **{c: found[c].fillna(False).to_numpy(dtype=bool) for c in CONSENT_COLUMNS})
+        **consent_columns(customers["customer_id"].to_numpy(), consents))
+
+
+def _frame_of(rows: Rows, names: Sequence[str]) -> pd.DataFrame:
+    """rows as a DataFrame for a rule that reads one (`Columns`: those of names it holds)."""
+    if not isinstance(rows, Columns):
+        return rows
+    return pd.DataFrame({c: rows[c] for c in names if c in rows}, index=pd.RangeIndex(len(rows)))
+
+
+def _take(rows: Rows, which: np.ndarray) -> Rows:
+    """Some rows (a mask or positions), numbered from 0."""
+    if isinstance(rows, Columns):
+        return rows.take(which)
+    return (rows[which] if which.dtype == bool else rows.iloc[which]).reset_index(drop=True)
+
+
+def _like(rows: Rows, columns: dict[str, Any], n: int) -> Rows:
+    """columns as the kind of rows: a DataFrame, or `Columns`."""
+    return Columns(columns, n) if isinstance(rows, Columns) else pd.DataFrame(columns, index=pd.RangeIndex(n))
 
 
 # ------------------------------------------------------------------ 1. scores
@@ -173,26 +210,34 @@ def score_frame(
 ) -> pd.DataFrame:
     """The scores of every row of `frame`: for rows in the population (`live`), the models'
     scores; elsewhere nulls, and the stage the rules give (a cancelled contract is churned)."""
-    result = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy()})
-    result["stage"] = current_stage(frame, contractual).to_numpy()
-    rows = frame[live]
-    for model, column in SCALAR_SCORES.items():
-        result[column] = np.nan
+    return pd.DataFrame(score_columns(models, frame, live, contractual), index=pd.RangeIndex(len(frame)))
+
+
+def score_columns(models: dict[str, TrainedModel], frame: Rows, live: np.ndarray,
+                  contractual: bool) -> dict[str, np.ndarray]:
+    """`score_frame`'s columns (SCORE_COLUMNS, in order) for a DataFrame or `Columns`."""
+    n = len(frame)
+    live = np.asarray(live, dtype=bool)
+    stage = np.asarray(stage_ids(frame, contractual), dtype=object)
+    rows = _take(frame, live) if not live.all() else frame
+    scores: dict[str, np.ndarray] = {}
+    for model, name in SCALAR_SCORES.items():
+        scores[name] = np.full(n, np.nan)
         if model in models and len(rows):
-            result.loc[live, column] = models[model].predict(rows)
-    result["predicted_stage"] = result["stage"].astype(object)
-    result["stage_probabilities"] = None
+            scores[name][live] = models[model].predict(rows)
+    predicted = stage.copy()
+    probabilities = np.full(n, None, dtype=object)
     stage_model = models.get("stage")
     if stage_model is None:
-        result.loc[live, "predicted_stage"] = None
+        predicted[live] = None
     elif len(rows):
         proba = stage_model.predict(rows)
-        classes = np.asarray(stage_model.classes)
-        result.loc[live, "predicted_stage"] = classes[np.argmax(proba, axis=1)]
-        result.loc[live, "stage_probabilities"] = [
-            json.dumps(dict(zip(stage_model.classes, np.round(row, 6).tolist()))) for row in proba
-        ]
-    return result[list(SCORE_COLUMNS)]
+        classes = np.asarray(stage_model.classes, dtype=object)
+        predicted[live] = classes[np.argmax(proba, axis=1)]
+        probabilities[live] = [json.dumps(dict(zip(stage_model.classes, np.round(row, 6).tolist()))) for row in proba]
+    return {"customer_id": column(frame, "customer_id"), "churn_probability": scores["churn_probability"],
+            "upsell_probability": scores["upsell_probability"], "stage": stage, "predicted_stage": predicted,
+            "stage_probabilities": probabilities, "clv": scores["clv"]}
 
 
 @dataclass
@@ -204,12 +249,12 @@ class Scored:
     never bought); funnel: the decided rows' FUNNEL_COLUMNS (and consents; scores null
     outside the model population); churn_change / upgrade_change: the uplift champion's
     effects on the decided rows, (decided rows, the catalogue's contact actions), None
-    without one."""
+    without one. scores and funnel: DataFrames, or `Columns` for `Columns` given."""
 
-    scores: pd.DataFrame
+    scores: Rows
     live: np.ndarray
     decided: np.ndarray
-    funnel: pd.DataFrame
+    funnel: Rows
     churn_change: np.ndarray | None
     upgrade_change: np.ndarray | None
 
@@ -225,23 +270,30 @@ class Scored:
         )
 
 
-def score_rows(champions: Champions, frame: pd.DataFrame, contractual: bool, consents: pd.DataFrame,
+def score_rows(champions: Champions, frame: Rows, contractual: bool, consents: pd.DataFrame,
                actions: Sequence[str]) -> Scored:
-    """Scores and effects for every row of frame (customers' features at one instant);
-    actions: the catalogue's contact action ids, the effects' column order."""
-    live = in_population(frame, contractual)
-    scores = score_frame(champions.models, frame, live, contractual)
-    decided = in_decision_population(frame, contractual)
-    rows = frame[decided].reset_index(drop=True)
-    picked = scores[decided].reset_index(drop=True)
-    funnel = rows.reindex(columns=[c for c in FUNNEL_COLUMNS if c not in CONSENT_COLUMNS]).assign(
-        stage=picked["stage"].to_numpy(), churn_probability=picked["churn_probability"].to_numpy(),
-        upsell_probability=picked["upsell_probability"].to_numpy())
-    funnel = with_consents(funnel, consents)
-    if champions.uplift is None or not len(rows):
-        return Scored(scores, live, decided, funnel, None, None)
-    effects = champions.uplift.effects(rows, actions)
-    return Scored(scores, live, decided, funnel, effects["churn"], effects["upgrade"])
+    """Scores and effects for every row of frame (customers' features at one instant: a
+    DataFrame, or `Columns`); actions: the catalogue's contact action ids, the effects'
+    column order."""
+    population = _frame_of(frame, POPULATION_FEATURES)
+    live = in_population(population, contractual)
+    scores = score_columns(champions.models, frame, live, contractual)
+    decided = np.asarray(in_decision_population(population, contractual), dtype=bool)
+    rows = _take(frame, decided) if not decided.all() else frame
+    n = len(rows)
+    funnel: dict[str, Any] = {}
+    for c in FUNNEL_COLUMNS:
+        if c in ("stage", "churn_probability", "upsell_probability"):
+            funnel[c] = scores[c][decided]
+        elif c not in CONSENT_COLUMNS:  # a DataFrame's columns keep their dtypes
+            funnel[c] = (rows[c] if isinstance(rows, Columns) else rows[c].reset_index(drop=True)) if c in rows \
+                else np.full(n, np.nan)
+    funnel.update(consent_columns(column(rows, "customer_id"), consents))
+    out = Scored(_like(frame, scores, len(frame)), live, decided, _like(frame, funnel, n), None, None)
+    if champions.uplift is not None and n:
+        effects = champions.uplift.effects(rows, actions)
+        out.churn_change, out.upgrade_change = effects["churn"], effects["upgrade"]
+    return out
 
 
 # ------------------------------------------------------------------ 2. decisions
@@ -252,14 +304,14 @@ def decide_rows(catalogue: Catalogue, scored: Scored, data: DecisionData, now: p
     champion. per_customer: each on their own (the API: `serving.decide.decide`)."""
     if scored.churn_change is None or scored.upgrade_change is None:
         return None
-    history = data.history.of_customers(scored.funnel["customer_id"].to_numpy())
-    history = history[history["event_time"] < now]  # contacts before the decision, as the batch reads them
+    history = data.history.of_customers(column(scored.funnel, "customer_id"))
+    history = history.take(history.event_ns < now.value)  # contacts before the decision, as the batch reads them
     return decide(catalogue, scored.funnel, scored.churn_change, scored.upgrade_change, history, now,
                   data.plan_prices, context=context, budget=budget, per_customer=per_customer)
 
 
 # ------------------------------------------------------------------ 3. reasons
-def explain(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, decided: Decisions,
+def explain(catalogue: Catalogue, champions: Champions, features: Rows, decided: Decisions,
             pairs: list[tuple[int, int]]) -> list[list[str]]:
     """Reasons for each (row, action index) pair: the value sentence, then the top drivers
     of the score the action answers to. features: the customers' features, indexed by
@@ -270,7 +322,7 @@ def explain(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, 
     return with_drivers(catalogue, champions, features, pairs, sentences)
 
 
-def with_drivers(catalogue: Catalogue, champions: Champions, features: pd.DataFrame, pairs: list[tuple[int, int]],
+def with_drivers(catalogue: Catalogue, champions: Champions, features: Rows, pairs: list[tuple[int, int]],
                  sentences: list[str]) -> list[list[str]]:
     """Each pair's value sentence followed by the top drivers of the score its action
     answers to (`DRIVER_MODEL`). features: indexed by the pairs' first numbers."""
@@ -283,7 +335,8 @@ def with_drivers(catalogue: Catalogue, champions: Champions, features: pd.DataFr
     drivers: dict[tuple[str, int], list[str]] = {}
     for model, rows in wanted.items():
         ordered = sorted(rows)
-        for i, found in zip(ordered, top_drivers(champions.models[model], features.loc[ordered])):
+        of_rows = features.take(np.asarray(ordered)) if isinstance(features, Columns) else features.loc[ordered]
+        for i, found in zip(ordered, top_drivers(champions.models[model], of_rows)):
             drivers[(model, i)] = found
     return [[sentence, *drivers.get((DRIVER_MODEL.get(entries[j].target, ""), i), [])]
             for (i, j), sentence in zip(pairs, sentences)]
@@ -320,7 +373,7 @@ def _nothing(reason: str) -> Recommendation:
     return Recommendation("none", 0.0, 0.0, 0.0, 0.0, 0.0, [reason])
 
 
-def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataFrame, contractual: bool,
+def score_and_decide(catalogue: Catalogue, champions: Champions, frame: Rows, contractual: bool,
                      data: DecisionData, now: pd.Timestamp, context: Context | None = None,
                      max_actions: int = 3) -> list[CustomerAnswer]:
     """Steps 1-3 for the rows of frame, each customer decided on their own (no budget):
@@ -328,7 +381,7 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
     scored = score_rows(champions, frame, contractual, data.consents, catalogue.contact_ids)
     decided = decide_rows(catalogue, scored, data, now, context, per_customer=True)
     decided_rows = np.flatnonzero(scored.decided)
-    features = frame.iloc[decided_rows].reset_index(drop=True)
+    features = _take(frame, decided_rows)
     ranked: dict[int, list[tuple[int, float]]] = {}
     if decided is not None:
         index = {a: j for j, a in enumerate(decided.actions)}
@@ -338,7 +391,7 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
     reasons = iter(explain(catalogue, champions, features, decided, pairs)) if decided is not None else iter(())
     answers = []
     position: dict[int | np.integer, int] = {row: i for i, row in enumerate(decided_rows)}
-    records = scored.scores.to_dict("records")
+    records = _records(scored.scores)
     for row, record in enumerate(records):
         i = position.get(row)
         recommendations = []
@@ -356,3 +409,11 @@ def score_and_decide(catalogue: Catalogue, champions: Champions, frame: pd.DataF
             recommendations.append(_nothing(NO_UPLIFT))
         answers.append(CustomerAnswer(record, bool(scored.live[row]), recommendations))
     return answers
+
+
+def _records(scores: Rows) -> list[dict[str, Any]]:
+    """A row of scores per customer as Python values, as `DataFrame.to_dict("records")` gives them."""
+    if not isinstance(scores, Columns):
+        return cast(list[dict[str, Any]], scores.to_dict("records"))
+    values = {name: scores[name].tolist() for name in scores.columns}
+    return [{name: values[name][i] for name in values} for i in range(len(scores))]

@@ -98,13 +98,130 @@ def prepare_features(frame: pd.DataFrame, features: list[str], categories: dict[
     return pd.DataFrame(columns, index=frame.index)
 
 
-def prepare_matrix(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> np.ndarray:
+class Columns:
+    """A few rows as named numpy columns: what the real-time API hands the shared scoring and
+    deciding code where the nightly batch hands a DataFrame (on a request's one row, pandas'
+    fixed cost per operation, tens of microseconds, was most of the answer's time). It reads
+    as a frame does where that code reads one: `name in c`, `c[name]` (a numpy array here,
+    a Series there: `column` gives the array of either), `len(c)` (rows), `c.columns`.
+    Columns are not changed once read: `prepare_matrix` keeps the matrix it made of them
+    for a layout, which models with the same inputs (churn, upsell, stage, uplift) share."""
+
+    __slots__ = ("data", "rows", "matrices")
+
+    def __init__(self, data: dict[str, np.ndarray], rows: int):
+        self.data, self.rows = data, rows
+        self.matrices: dict[int, tuple[MatrixLayout, np.ndarray]] = {}  # id(layout) -> (layout, its matrix)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.data
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.data[name]
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data)
+
+    def take(self, rows: np.ndarray) -> "Columns":
+        """The given rows (positions, or a mask), in order (all of them in order: these)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.all() and len(rows) == self.rows:
+                return self
+            return Columns({name: values[rows] for name, values in self.data.items()}, int(rows.sum()))
+        if len(rows) == self.rows and np.array_equal(rows, np.arange(self.rows)):
+            return self
+        return Columns({name: values[rows] for name, values in self.data.items()}, len(rows))
+
+    def assign(self, **columns: np.ndarray) -> "Columns":
+        return Columns({**self.data, **columns}, self.rows)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.data, index=pd.RangeIndex(self.rows))
+
+
+Rows = Any  # pd.DataFrame | Columns (pandas is untyped here: a frame is Any to mypy)
+
+
+def column(rows: Rows, name: str) -> np.ndarray:
+    """A column of a DataFrame or of Columns, as a numpy array."""
+    values = rows[name]
+    return values if isinstance(values, np.ndarray) else values.to_numpy()
+
+
+@dataclass(frozen=True)
+class MatrixLayout:
+    """Where each of a model's inputs goes in its matrix, worked out once per model: the
+    numeric inputs' positions, and each categorical input's position and codes (its index
+    among the training categories, as `pd.Categorical` numbers them for LightGBM)."""
+
+    features: tuple[str, ...]
+    numeric: tuple[tuple[int, str], ...]
+    coded: tuple[tuple[int, str, dict[str, int], tuple[str, ...]], ...]
+
+    @staticmethod
+    def of(features: list[str], categories: dict[str, list[str]]) -> "MatrixLayout":
+        return MatrixLayout(
+            tuple(features),
+            tuple((j, name) for j, name in enumerate(features) if name not in categories),
+            tuple((j, name, {c: k for k, c in enumerate(categories[name])}, tuple(categories[name]))
+                  for j, name in enumerate(features) if name in categories),
+        )
+
+
+_LAYOUTS: dict[tuple[int, int], tuple[list[str], dict[str, list[str]], MatrixLayout]] = {}
+_SAME_INPUTS: dict[tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]], MatrixLayout] = {}
+
+
+def matrix_layout(features: list[str], categories: dict[str, list[str]]) -> MatrixLayout:
+    """The layout of (features, categories), cached by the identity of the two objects (a
+    model's, so once per model), checked against their contents; models with the same
+    inputs get the same layout object."""
+    key = (id(features), id(categories))
+    found = _LAYOUTS.get(key)
+    if found is not None and found[2].features == tuple(features) and len(found[2].coded) == sum(
+            name in categories for name in features):
+        return found[2]
+    if len(_LAYOUTS) >= 512:  # models come and go in a long training process: start over
+        _LAYOUTS.clear()
+        _SAME_INPUTS.clear()
+    content = (tuple(features), tuple((name, tuple(categories[name])) for name in features if name in categories))
+    layout = _SAME_INPUTS.setdefault(content, MatrixLayout.of(features, categories))
+    _LAYOUTS[key] = (features, categories, layout)  # holding both keeps their ids from being reused
+    return layout
+
+
+SMALL_ROWS = 64  # up to this many rows, a dictionary codes categories faster than pd.Categorical
+
+
+def category_codes(values: np.ndarray, codes: dict[str, int], categories: tuple[str, ...]) -> np.ndarray:
+    """Each value's index among the categories as a float, NaN for a missing or unseen one:
+    `pd.Categorical(values, categories).codes` (what LightGBM is given for a categorical
+    column), by dictionary for a few rows."""
+    if len(values) <= SMALL_ROWS:
+        return np.array([codes.get(v, np.nan) for v in values], dtype=float)
+    found = pd.Categorical(values, categories=list(categories)).codes
+    return np.where(found >= 0, found, np.nan)
+
+
+def prepare_matrix(frame: Rows, features: list[str], categories: dict[str, list[str]]) -> np.ndarray:
     """The model's input as one float matrix, exactly as LightGBM turns `prepare_features`'
     frame into numbers: a category is its index among the training categories (unseen or
     missing: NaN), everything else a float. The same predictions, without LightGBM's
-    per-call pandas conversion (most of the time of a one-row prediction)."""
+    per-call pandas conversion (most of the time of a one-row prediction). frame: a
+    DataFrame, or `Columns` (whose matrix for this layout is made once, and read-only)."""
+    layout = matrix_layout(features, categories)
+    if isinstance(frame, Columns):
+        made = frame.matrices.get(id(layout))
+        if made is None:
+            made = frame.matrices[id(layout)] = (layout, _column_matrix(frame, layout))
+        return made[1]
     x = np.full((len(frame), len(features)), np.nan)
-    numeric = [(j, name) for j, name in enumerate(features) if name not in categories and name in frame]
+    numeric = [(j, name) for j, name in layout.numeric if name in frame]
     if numeric:
         block = frame[[name for _, name in numeric]]
         try:  # one conversion for every numeric column (they are floats in both stores)
@@ -112,10 +229,23 @@ def prepare_matrix(frame: pd.DataFrame, features: list[str], categories: dict[st
         except (TypeError, ValueError):  # text among the numbers: column by column, text as NaN
             values = np.column_stack([_numbers(block[name]) for _, name in numeric])
         x[:, [j for j, _ in numeric]] = values
-    for j, name in enumerate(features):
-        if name in categories and name in frame:
-            codes = pd.Categorical(frame[name].to_numpy(), categories=categories[name]).codes
-            x[:, j] = np.where(codes >= 0, codes, np.nan)
+    for j, name, codes, names in layout.coded:
+        if name in frame:
+            x[:, j] = category_codes(column(frame, name), codes, names)
+    return x
+
+
+def _column_matrix(frame: Columns, layout: MatrixLayout) -> np.ndarray:
+    """`prepare_matrix` of Columns: each numeric column as floats (`_numbers`), each
+    category as its code."""
+    x = np.full((len(frame), len(layout.features)), np.nan)
+    for j, name in layout.numeric:
+        if name in frame:
+            x[:, j] = _number_array(frame[name])
+    for j, name, codes, names in layout.coded:
+        if name in frame:
+            x[:, j] = category_codes(frame[name], codes, names)
+    x.flags.writeable = False
     return x
 
 
@@ -138,6 +268,13 @@ def _numbers(column: pd.Series) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
         return column.to_numpy(dtype=float, na_value=np.nan)
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+
+
+def _number_array(values: np.ndarray) -> np.ndarray:
+    """`_numbers` of a numpy column: floats as they are, anything else through `_numbers`."""
+    if values.dtype.kind == "f":
+        return values
+    return _numbers(pd.Series(values))
 
 
 @dataclass
@@ -183,8 +320,19 @@ class TrainedModel:
             return pd.DataFrame(scores, columns=self.classes, index=frame.index)
         return pd.DataFrame({"score": scores}, index=frame.index)
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Binary: calibrated P(label = 1); multiclass: (n, classes); regression: values >= 0."""
+    @property
+    def reads_columns(self) -> bool:
+        """Whether the model predicts from `Columns` as from a DataFrame: LightGBM on the
+        features themselves (a baseline, a blend, a BTYD or stacked model reads frames)."""
+        kind = type(self)
+        return (kind.raw_scores is TrainedModel.raw_scores and kind.inputs is TrainedModel.inputs
+                and getattr(self.estimator, "booster_", None) is not None)
+
+    def predict(self, frame: Rows) -> np.ndarray:
+        """Binary: calibrated P(label = 1); multiclass: (n, classes); regression: values >= 0.
+        frame: a DataFrame, or `Columns`."""
+        if isinstance(frame, Columns) and not self.reads_columns:
+            frame = frame.to_frame()
         scores = self.raw_scores(frame)
         if self.spec.task == BINARY and self.calibrator is not None:
             return np.clip(self.calibrator.predict(scores), 0.0, 1.0)
