@@ -1,25 +1,30 @@
 """Benchmark: the real-time API's latency beside Feast's own feature server, in one run, on
-the same machine and the same online store.
+the same machine and the same online store, interleaved so that both see the same noise.
 
-1. The trained base: the workspace of benchmarks/policy.py (`clm run -n 100000`, built once).
+1. The trained base: a workspace of benchmarks/policy.py (`clm run -n 100000`, built once
+   and reused: `--base /tmp/clm-bench-policy-100000` is what `policy.py` builds for 100,000).
 2. Starts `clm serve` (one worker) and `feast serve --no-access-log` (one worker, its other
-   defaults, on the workspace's feature repo) on loopback ports.
-3. Each server gets the same customers (random live ones): 100 warm-up requests, then 1,000
-   sequential requests, then 8 concurrent clients for --duration seconds. Client-side
-   latency, p50 and p99; requests/s and errors under concurrency.
+   defaults, on the workspace's feature repo) on free loopback ports.
+3. Both servers get the same customers (random live ones), interleaved:
+   - concurrency 1: 100 warm-up requests each, then --requests request pairs, one to each
+     server in turn (which goes first alternates); client-side latency, p50 and p99;
+   - concurrency --concurrency: --rounds rounds of --duration / --rounds seconds per
+     server, the servers alternating (one at a time, never both at once: 2 cores);
+     requests/s, latency and errors (non-200 answers and failed calls) summed over rounds.
      clm:   POST /score {"customer_id": ...}: features, every model, reasons and the decision
      feast: POST /get-online-features for the churn model's feature service: features only
 
-Goals (issue 12): clm's p99 no slower than `feast serve` fetching features alone; 0 errors
-at concurrency 8 for 60 s.
+Goals (issue 27): clm's p99 no slower than `feast serve` fetching features alone at
+concurrency 1; at concurrency 8, clm's throughput at least feast serve's with 0 errors.
 
-    .venv/bin/python benchmarks/api_latency.py [--duration 60] [--base /tmp/clm-bench-policy]
+    .venv/bin/python benchmarks/api_latency.py [--duration 60] [--base /tmp/clm-bench-policy-100000]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -33,40 +38,51 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from pipelines.servers import running_server  # noqa: E402  (the same start-and-stop as the tests')
+from pipelines.servers import free_port, running_server  # noqa: E402  (the same start-and-stop as the tests')
 
 BIN = ROOT / ".venv" / "bin"
+Call = Callable[[httpx.Client, str], int]
 
 
-def server(command: list[str], ready_url: str, cwd: Path, log: Path):  # type: ignore[no-untyped-def]
+def server(command: list[str], ready_url: str, cwd: Path, log: Path, extra: dict[str, str]):  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return running_server(command, ready_url, log, {**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, timeout_s=240)
+    return running_server(command, ready_url, log, {**env, "PYTHONPATH": str(ROOT), **extra}, cwd=cwd, timeout_s=240)
 
 
-def sequential(call: Callable[[httpx.Client, str], int], ids: list[str], n: int) -> tuple[np.ndarray, int]:
-    """Latencies (ms) of n calls one after another, and the count of non-200 answers."""
-    times, errors = [], 0
-    with httpx.Client(timeout=30) as client:
+def interleaved(calls: dict[str, Call], ids: list[str], n: int) -> dict[str, tuple[np.ndarray, int]]:
+    """Latencies (ms) of n sequential calls per server, one to each in turn (the first
+    alternating), and each server's count of non-200 answers."""
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    errors = dict.fromkeys(names, 0)
+    clients = {name: httpx.Client(timeout=30) for name in names}
+    try:
         for i in range(100):  # warm-up
-            call(client, ids[i % len(ids)])
+            for name in names:
+                calls[name](clients[name], ids[i % len(ids)])
         for i in range(n):
-            started = time.perf_counter()
-            status = call(client, ids[(100 + i) % len(ids)])
-            times.append((time.perf_counter() - started) * 1000)
-            errors += status != 200
-    return np.array(times), errors
+            customer = ids[(100 + i) % len(ids)]
+            for name in (names if i % 2 == 0 else names[::-1]):
+                started = time.perf_counter()
+                status = calls[name](clients[name], customer)
+                times[name].append((time.perf_counter() - started) * 1000)
+                errors[name] += status != 200
+    finally:
+        for client in clients.values():
+            client.close()
+    return {name: (np.array(times[name]), errors[name]) for name in names}
 
 
-def concurrent(call: Callable[[httpx.Client, str], int], ids: list[str], clients: int,
-               seconds: float) -> tuple[np.ndarray, int, float]:
-    """Latencies (ms), non-200 answers or failed calls, and requests/s of `clients` loops."""
+def concurrent(call: Call, ids: list[str], clients: int, seconds: float, offset: int) -> tuple[list[float], int, int]:
+    """Latencies (ms), non-200 answers or failed calls, and the count of calls of
+    `clients` loops for `seconds`."""
     times: list[float] = []
     errors = [0]
     stop = time.monotonic() + seconds
 
     def loop(k: int) -> None:
         with httpx.Client(timeout=30) as client:
-            i = k
+            i = offset + k
             while time.monotonic() < stop:
                 started = time.perf_counter()
                 try:
@@ -78,20 +94,36 @@ def concurrent(call: Callable[[httpx.Client, str], int], ids: list[str], clients
                 i += clients
 
     threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
-    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return np.array(times), errors[0], len(times) / (time.monotonic() - started)
+    return times, errors[0], len(times)
+
+
+def concurrent_rounds(calls: dict[str, Call], ids: list[str], clients: int, seconds: float,
+                      rounds: int) -> dict[str, tuple[np.ndarray, int, float]]:
+    """`concurrent` per server in alternating rounds (seconds / rounds each): latencies,
+    errors and requests/s over all its rounds."""
+    names = list(calls)
+    out: dict[str, tuple[list[float], int, int, float]] = {name: ([], 0, 0, 0.0) for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            started = time.monotonic()
+            times, errors, count = concurrent(calls[name], ids, clients, seconds / rounds, offset=r * 997)
+            elapsed = time.monotonic() - started
+            t, e, c, s = out[name]
+            out[name] = (t + times, e + errors, c + count, s + elapsed)
+    return {name: (np.array(t), e, c / s) for name, (t, e, c, s) in out.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=Path("/tmp/clm-bench-policy"))
+    parser.add_argument("--base", type=Path, default=Path("/tmp/clm-bench-policy-100000"))
     parser.add_argument("--base-customers", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--duration", type=float, default=60.0, help="Seconds of the concurrency-8 run per server.")
+    parser.add_argument("--requests", type=int, default=1000, help="Sequential requests per server.")
+    parser.add_argument("--duration", type=float, default=60.0, help="Seconds of the concurrent run per server.")
+    parser.add_argument("--rounds", type=int, default=6, help="Alternating rounds the concurrent run is cut into.")
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -100,7 +132,7 @@ def main() -> None:
     from clm.workspace import Workspace
     from features.snapshots import group_dir
 
-    build(args.base, args.base_customers)
+    build(args.base, args.base_customers, None)
     ws = Workspace(args.base)
     latest = max(group_dir(ws, "profile").glob("*.parquet"))
     profile = pd.read_parquet(latest, columns=["customer_id", "is_subscribed"])
@@ -114,33 +146,39 @@ def main() -> None:
         body = {"feature_service": "churn_features", "entities": {"customer_id": [customer]}}
         return client.post(f"{feast_url}/get-online-features", json=body).status_code
 
-    clm_port, feast_port = 3311, 6611
+    clm_port, feast_port = free_port(), free_port()
     clm_url, feast_url = f"http://127.0.0.1:{clm_port}", f"http://127.0.0.1:{feast_port}"
-    results = {}
-    logs = Path("/tmp")
+    calls: dict[str, Call] = {"clm /score": clm_call, "feast serve": feast_call}
+    logs = Path(tempfile.mkdtemp(prefix="clm-api-latency-"))
+    # BentoML's own home (its Prometheus folder) for this server alone: not shared with another on the host.
     with server([str(BIN / "clm"), "serve", "--port", str(clm_port), "-w", str(args.base)], f"{clm_url}/readyz",
-                ROOT, logs / "bench-clm-serve.log"):
+                ROOT, logs / "clm-serve.log", {"BENTOML_HOME": str(logs / "bentoml"),
+                                               "BENTOML_DO_NOT_TRACK": "true"}):
         with server([str(BIN / "feast"), "serve", "-h", "127.0.0.1", "-p", str(feast_port), "--no-access-log"],
-                    f"{feast_url}/health", args.base / "feature_repo", logs / "bench-feast-serve.log"):
-            for name, call in (("clm /score", clm_call), ("feast serve", feast_call)):
-                seq, seq_errors = sequential(call, ids, args.requests)
-                conc, conc_errors, rate = concurrent(call, ids, args.concurrency, args.duration)
-                results[name] = (seq, seq_errors, conc, conc_errors, rate)
-    print(f"\nLatency, {args.base} ({args.base_customers:,} customers), one worker each; "
-          f"{args.requests:,} sequential requests after 100 warm-up, then {args.concurrency} clients for "
-          f"{args.duration:.0f} s")
-    print(f"{'server':<14}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'errors':>8}   {'c=8 req/s':>10}{'p50 ms':>8}"
-          f"{'p99 ms':>8}{'errors':>8}")
-    for name, (seq, seq_errors, conc, conc_errors, rate) in results.items():
-        print(f"{name:<14}{np.percentile(seq, 50):>8.2f}{np.percentile(seq, 99):>8.2f}{seq.max():>8.1f}"
+                    f"{feast_url}/health", args.base / "feature_repo", logs / "feast-serve.log", {}):
+            sequential = interleaved(calls, ids, args.requests)
+            loaded = concurrent_rounds(calls, ids, args.concurrency, args.duration, args.rounds)
+    print(f"\nLatency, {args.base} ({args.base_customers:,} customers), one worker each, interleaved; "
+          f"c=1: {args.requests:,} requests each after 100 warm-up, one to each server in turn; "
+          f"c={args.concurrency}: {args.rounds} alternating rounds, {args.duration:.0f} s each in all")
+    c = args.concurrency
+    print(f"{'server':<14}{'c=1 p50':>9}{'p99':>8}{'max':>8}{'errors':>8}   {f'c={c} req/s':>10}{'p50':>8}"
+          f"{'p99':>8}{'errors':>8}")
+    for name in calls:
+        seq, seq_errors = sequential[name]
+        conc, conc_errors, rate = loaded[name]
+        print(f"{name:<14}{np.percentile(seq, 50):>9.2f}{np.percentile(seq, 99):>8.2f}{seq.max():>8.1f}"
               f"{seq_errors:>8}   {rate:>10.0f}{np.percentile(conc, 50):>8.2f}{np.percentile(conc, 99):>8.2f}"
               f"{conc_errors:>8}")
-    clm_seq, feast_seq = results["clm /score"][0], results["feast serve"][0]
+    clm_seq, feast_seq = sequential["clm /score"][0], sequential["feast serve"][0]
     ratio50 = np.percentile(clm_seq, 50) / np.percentile(feast_seq, 50)
     ratio99 = np.percentile(clm_seq, 99) / np.percentile(feast_seq, 99)
-    print(f"clm / feast serve: p50 {ratio50:.2f}x, p99 {ratio99:.2f}x "
-          f"(goal p99 <= 1.00x: {'met' if ratio99 <= 1 else 'NOT met'}); "
-          f"clm errors at c={args.concurrency}: {results['clm /score'][3]} (goal 0)")
+    rate_ratio = loaded["clm /score"][2] / loaded["feast serve"][2]
+    errors = loaded["clm /score"][1]
+    print(f"clm / feast serve: c=1 p50 {ratio50:.2f}x, p99 {ratio99:.2f}x (goal p99 <= 1.00x: "
+          f"{'met' if ratio99 <= 1 else 'NOT met'}); c={c} throughput {rate_ratio:.2f}x (goal >= 1.00x: "
+          f"{'met' if rate_ratio >= 1 else 'NOT met'}), clm errors {errors} (goal 0: {'met' if errors == 0 else 'NOT met'})")
+    print(f"(server logs in {logs})")
 
 
 if __name__ == "__main__":
