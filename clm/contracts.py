@@ -30,7 +30,10 @@ from clm.domain import (
     ACTION_ID_PATTERN,
     CHANNEL_CONSENT_COLUMN,
     CHANNELS,
+    CSAT_SCALE,
     EVENT_TABLES,
+    MAX_AMOUNT,
+    NPS_SCALE,
     STAGES,
     SUBSCRIPTION_EVENTS,
     TICKET_SEVERITIES,
@@ -82,8 +85,6 @@ def non_negative(dtype: object = float, nullable: bool = False, what: str = "neg
     return pa.Column(dtype, pa.Check.ge(0, error=what), nullable=nullable)
 
 
-# Amounts of money at or above this are taken for a mistake (a sum over a base must stay finite).
-MAX_AMOUNT = 1e12
 
 
 def money(what: str) -> pa.Column:
@@ -196,14 +197,14 @@ CONTRACTS: dict[Table, TableContract] = {
                 "event_time": utc_time(),
                 "severity": text(TICKET_SEVERITIES),
                 "resolved_time": utc_time(nullable=True),
-                "csat": in_range(1, 5, nullable=True),
+                "csat": in_range(*CSAT_SCALE, nullable=True),
             }),
             key=("ticket_id",),
             time_columns=("event_time", "resolved_time"),
         ),
         TableContract(
             Table.NPS,
-            _schema({"customer_id": key(), "event_time": utc_time(), "score": in_range(0, 10, dtype="int32")}),
+            _schema({"customer_id": key(), "event_time": utc_time(), "score": in_range(*NPS_SCALE, dtype="int32")}),
             key=("customer_id", "event_time"),
             time_columns=("event_time",),
         ),

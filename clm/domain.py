@@ -66,6 +66,13 @@ NO_ACTION = Action.NONE.value  # the deliberate no-contact, and a campaign's con
 ALL_ACTIONS: tuple[str, ...] = (Action.NONE.value, *CONTACT_ACTIONS)
 
 CHANNELS: tuple[str, ...] = ("email", "phone", "in_app")
+
+# Amounts of money at or above this are taken for a mistake (a sum over a base must stay finite).
+MAX_AMOUNT = 1e12
+# The scales of a ticket's CSAT and an NPS answer (inclusive): the raw tables' contracts and
+# the features built from them both hold to these.
+CSAT_SCALE = (1, 5)
+NPS_SCALE = (0, 10)
 # Consent column in the customers table for each channel (in-app needs none).
 CHANNEL_CONSENT_COLUMN: dict[str, str | None] = {
     "email": "consent_email",

@@ -60,3 +60,7 @@ WORKERS = Bound(1, 1_000, "2")
 WEIGHT = Bound(0, 1_000_000, "1.0")
 # Seconds between looks for a newly promoted champion (clm serve).
 RELOAD_SECONDS = Bound(0.1, 86_400, "5")
+# The largest request body the real-time API takes (bytes): from 1 KiB to 1 GiB.
+BODY_BYTES = Bound(1024, 1 << 30, "1048576")
+# Seconds the real-time API keeps answering after SIGTERM while saying it is not ready.
+DRAIN_SECONDS = Bound(0, 3_600, "5")

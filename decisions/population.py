@@ -72,12 +72,17 @@ def population(workspace: Workspace, cutoffs: list[pd.Timestamp], contractual: b
 POPULATION_FEATURES = ("is_subscribed", "frequency_total")  # what in_population reads
 
 
+def population_feature(contractual: bool) -> str:
+    """The feature `in_population` reads for this kind of business."""
+    return POPULATION_FEATURES[0] if contractual else POPULATION_FEATURES[1]
+
+
 def in_population(features: pd.DataFrame, contractual: bool) -> np.ndarray:
     """The same rule read off a customer's features at T (what scoring has in hand):
     contractual, `is_subscribed` = 1 (the latest subscription event before T is not a
     cancellation); non-contractual, `frequency_total` > 0 (a paid purchase before T).
     A test holds it equal to `population` on whole workspaces."""
-    column = POPULATION_FEATURES[0] if contractual else POPULATION_FEATURES[1]
+    column = population_feature(contractual)
     if column not in features:
         return np.zeros(len(features), dtype=bool)
     values = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype=float)

@@ -106,6 +106,17 @@ def expected_value(churn_change: np.ndarray, upgrade_change: np.ndarray, values:
     )
 
 
+def plan_list_prices(workspace: Workspace) -> dict[str, tuple[float, float]]:
+    """Each plan on record and the lowest and highest list price it had (empty without
+    subscriptions)."""
+    path = workspace.table_path(Table.SUBSCRIPTIONS)
+    if not path.exists():
+        return {}
+    subs = workspace.read_table(Table.SUBSCRIPTIONS, columns=["plan", "price"]).dropna()
+    spans = subs.groupby("plan")["price"].agg(["min", "max"])
+    return {str(plan): (float(row["min"]), float(row["max"])) for plan, row in spans.iterrows()}
+
+
 def plan_prices(workspace: Workspace) -> np.ndarray:
     """The monthly price of every plan the data knows (each plan's latest price); empty
     without subscriptions."""

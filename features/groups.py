@@ -16,14 +16,54 @@ feature is defined, and reading them side by side is how one checks they agree.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from clm.domain import Table
+from clm.domain import CSAT_SCALE, MAX_AMOUNT, NPS_SCALE, Table
 
 FLOAT, STRING = "float", "string"
 DAY_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric feature can take: from low to high (inclusive), whole numbers
+    only if `whole`. What a caller sends to the API is checked against it (`Feature.problem`)."""
+
+    low: float
+    high: float
+    whole: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` cannot be this feature's, or None."""
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if not self.low <= value <= self.high:
+            return f"must lie from {self.low:g} to {self.high:g}"
+        if self.whole and not float(value).is_integer():
+            return "must be a whole number"
+        return None
+
+
+# Ranges of the features' values, from the raw tables' contracts (`clm.contracts`): an amount
+# of money below MAX_AMOUNT, CSAT and NPS on their scales; a span within a century.
+ANY_NUMBER = Range(-MAX_AMOUNT, MAX_AMOUNT)
+NON_NEGATIVE = Range(0, MAX_AMOUNT)
+MONEY = Range(0, MAX_AMOUNT)
+COUNT = Range(0, MAX_AMOUNT, whole=True)
+DAYS = Range(0, 36_525)
+SHARE = Range(0, 1)
+FLAG = Range(0, 1, whole=True)
+CSAT = Range(*CSAT_SCALE)
+NPS = Range(*NPS_SCALE)
+NPS_CHANGE = Range(NPS_SCALE[0] - NPS_SCALE[1], NPS_SCALE[1] - NPS_SCALE[0], whole=True)
+
+
+def days_within(days: int) -> Range:
+    """A count of days out of the last `days`."""
+    return Range(0, days, whole=True)
 
 
 @dataclass(frozen=True)
@@ -31,6 +71,7 @@ class Feature:
     name: str
     kind: str  # FLOAT or STRING
     description: str
+    values: Range = ANY_NUMBER  # a numeric feature's range (text features: any text)
 
 
 @dataclass(frozen=True)
@@ -62,13 +103,13 @@ PROFILE = FeatureGroup(
     description="Who the customer is and what they pay.",
     requires=(Table.CUSTOMERS,),
     features=(
-        Feature("tenure_days", FLOAT, "Days from signup to as_of."),
+        Feature("tenure_days", FLOAT, "Days from signup to as_of.", DAYS),
         Feature("segment", STRING, "Customer segment (null if unknown)."),
         Feature("acquisition_channel", STRING, "Channel the customer was acquired through (null if unknown)."),
         Feature("region", STRING, "Sales region (null if unknown)."),
         Feature("plan", STRING, "Plan after the latest subscription event before as_of (null without subscriptions)."),
-        Feature("price", FLOAT, "Monthly list price of that plan (null without subscriptions)."),
-        Feature("is_subscribed", FLOAT, "1 if the latest subscription event is not a cancellation (null without subscriptions)."),
+        Feature("price", FLOAT, "Monthly list price of that plan (null without subscriptions).", MONEY),
+        Feature("is_subscribed", FLOAT, "1 if the latest subscription event is not a cancellation (null without subscriptions).", FLAG),
     ),
     sql=f"""
 WITH {SPINE},
@@ -94,26 +135,30 @@ RFM = FeatureGroup(
     description="Recency, frequency and monetary value of paid transactions, and their percentile across the base.",
     requires=(Table.CUSTOMERS, Table.TRANSACTIONS),
     features=(
-        Feature("recency_days", FLOAT, "Days since the last paid transaction (null if none)."),
-        Feature("frequency_90d", FLOAT, "Paid transactions in the 90 days before as_of."),
-        Feature("frequency_365d", FLOAT, "Paid transactions in the 365 days before as_of."),
-        Feature("monetary_90d", FLOAT, "Amount paid in the 90 days before as_of."),
-        Feature("monetary_365d", FLOAT, "Amount paid in the 365 days before as_of."),
-        Feature("avg_transaction_value", FLOAT, "Mean paid amount over all history (null if none)."),
-        Feature("recency_score", FLOAT, "Percentile (0-1) of recency across customers at as_of; 1 = most recent."),
-        Feature("frequency_score", FLOAT, "Percentile (0-1) of 365-day frequency across customers at as_of."),
-        Feature("monetary_score", FLOAT, "Percentile (0-1) of 365-day amount across customers at as_of."),
-        Feature("frequency_total", FLOAT, "Paid transactions over all history before as_of."),
-        Feature("first_purchase_days", FLOAT, "Days since the first paid transaction (null if none)."),
+        Feature("recency_days", FLOAT, "Days since the last paid transaction (null if none).", DAYS),
+        Feature("frequency_90d", FLOAT, "Paid transactions in the 90 days before as_of.", COUNT),
+        Feature("frequency_365d", FLOAT, "Paid transactions in the 365 days before as_of.", COUNT),
+        Feature("monetary_90d", FLOAT, "Amount paid in the 90 days before as_of.", MONEY),
+        Feature("monetary_365d", FLOAT, "Amount paid in the 365 days before as_of.", MONEY),
+        Feature("avg_transaction_value", FLOAT, "Mean paid amount over all history (null if none).", MONEY),
+        Feature("recency_score", FLOAT, "Percentile (0-1) of recency across customers at as_of; 1 = most recent.", SHARE),
+        Feature("frequency_score", FLOAT, "Percentile (0-1) of 365-day frequency across customers at as_of.", SHARE),
+        Feature("monetary_score", FLOAT, "Percentile (0-1) of 365-day amount across customers at as_of.", SHARE),
+        Feature("frequency_total", FLOAT, "Paid transactions over all history before as_of.", COUNT),
+        Feature("first_purchase_days", FLOAT, "Days since the first paid transaction (null if none).", DAYS),
         Feature("purchase_days_total", FLOAT, "Distinct days (UTC) with a paid transaction before as_of: with "
-                "recency_days and first_purchase_days, the buy-till-you-die models' summary of a history."),
-        Feature("mean_gap_days", FLOAT, "Mean days between consecutive paid transactions (null with fewer than 2)."),
-        Feature("gap_std_days", FLOAT, "Standard deviation of those gaps: purchase regularity (null with fewer than 3)."),
-        Feature("last_gap_days", FLOAT, "Days between the last two paid transactions (null with fewer than 2)."),
-        Feature("max_gap_180d", FLOAT, "Longest gap ending in the last 180 days (a missed bill shows here; null if none)."),
+                "recency_days and first_purchase_days, the buy-till-you-die models' summary of a history.",
+            COUNT,
+        ),
+        Feature("mean_gap_days", FLOAT, "Mean days between consecutive paid transactions (null with fewer than 2).", DAYS),
+        Feature("gap_std_days", FLOAT, "Standard deviation of those gaps: purchase regularity (null with fewer than 3).", DAYS),
+        Feature("last_gap_days", FLOAT, "Days between the last two paid transactions (null with fewer than 2).", DAYS),
+        Feature("max_gap_180d", FLOAT, "Longest gap ending in the last 180 days (a missed bill shows here; null if none).", DAYS),
         Feature("recency_over_mean_gap", FLOAT, "Days since the last purchase over the customer's own mean gap: "
-                "above 1 means later than usual (null without a gap)."),
-        Feature("last_amount_ratio", FLOAT, "Last paid amount over the customer's mean paid amount (null if none)."),
+                "above 1 means later than usual (null without a gap).",
+            NON_NEGATIVE,
+        ),
+        Feature("last_amount_ratio", FLOAT, "Last paid amount over the customer's mean paid amount (null if none).", NON_NEGATIVE),
     ),
     sql=f"""
 WITH {SPINE},
@@ -181,24 +226,25 @@ ENGAGEMENT = FeatureGroup(
     description="Product use in rolling windows, its trend, and recency of use.",
     requires=(Table.CUSTOMERS, Table.USAGE),
     features=(
-        Feature("sessions_7d", FLOAT, "Sessions in the 7 days before as_of."),
-        Feature("sessions_30d", FLOAT, "Sessions in the 30 days before as_of."),
-        Feature("sessions_90d", FLOAT, "Sessions in the 90 days before as_of."),
-        Feature("active_days_7d", FLOAT, "Days with any session in the last 7."),
-        Feature("active_days_30d", FLOAT, "Days with any session in the last 30."),
-        Feature("active_days_90d", FLOAT, "Days with any session in the last 90."),
-        Feature("minutes_30d", FLOAT, "Active minutes in the last 30 days."),
-        Feature("feature_breadth_30d", FLOAT, "Most product features used on one day in the last 30 days."),
+        Feature("sessions_7d", FLOAT, "Sessions in the 7 days before as_of.", COUNT),
+        Feature("sessions_30d", FLOAT, "Sessions in the 30 days before as_of.", COUNT),
+        Feature("sessions_90d", FLOAT, "Sessions in the 90 days before as_of.", COUNT),
+        Feature("active_days_7d", FLOAT, "Days with any session in the last 7.", days_within(7)),
+        Feature("active_days_30d", FLOAT, "Days with any session in the last 30.", days_within(30)),
+        Feature("active_days_90d", FLOAT, "Days with any session in the last 90.", days_within(90)),
+        Feature("minutes_30d", FLOAT, "Active minutes in the last 30 days.", NON_NEGATIVE),
+        Feature("feature_breadth_30d", FLOAT, "Most product features used on one day in the last 30 days.", NON_NEGATIVE),
         Feature("sessions_trend_12w", FLOAT, "Least-squares slope of weekly sessions over the last 12 weeks (sessions/week per week)."),
-        Feature("recent_past_ratio", FLOAT, "Sessions in the last 30 days over the monthly mean of days 31-90 (null if none then)."),
-        Feature("days_since_last_activity", FLOAT, "Days since the end of the last day with a session (null if never)."),
+        Feature("recent_past_ratio", FLOAT, "Sessions in the last 30 days over the monthly mean of days 31-90 (null if none then).", NON_NEGATIVE),
+        Feature("days_since_last_activity", FLOAT, "Days since the end of the last day with a session (null if never).", DAYS),
         Feature(
             "sessions_decayed_30d", FLOAT,
             "Sessions in the last 90 days, each day's weighted by exp(-age / 30 days): recent use counts most.",
+            NON_NEGATIVE,
         ),
-        Feature("features_per_active_day_30d", FLOAT, "Mean product features used per day with use, last 30 days (null if none)."),
-        Feature("features_per_active_day_90d", FLOAT, "Mean product features used per day with use, last 90 days (null if none)."),
-        Feature("minutes_per_session_90d", FLOAT, "Active minutes per session over the last 90 days (null if no session)."),
+        Feature("features_per_active_day_30d", FLOAT, "Mean product features used per day with use, last 30 days (null if none).", NON_NEGATIVE),
+        Feature("features_per_active_day_90d", FLOAT, "Mean product features used per day with use, last 90 days (null if none).", NON_NEGATIVE),
+        Feature("minutes_per_session_90d", FLOAT, "Active minutes per session over the last 90 days (null if no session).", NON_NEGATIVE),
     ),
     sql=f"""
 WITH {SPINE},
@@ -271,17 +317,17 @@ SUPPORT = FeatureGroup(
     description="Support tickets: volume, what is still open, resolution time and satisfaction.",
     requires=(Table.CUSTOMERS, Table.TICKETS),
     features=(
-        Feature("tickets_30d", FLOAT, "Tickets opened in the 30 days before as_of."),
-        Feature("tickets_90d", FLOAT, "Tickets opened in the 90 days before as_of."),
-        Feature("open_tickets", FLOAT, "Tickets opened before as_of and not resolved by then."),
-        Feature("open_high_severity", FLOAT, "Of those, severity high or urgent."),
-        Feature("high_severity_90d", FLOAT, "High or urgent tickets opened in the last 90 days."),
-        Feature("mean_resolution_days_90d", FLOAT, "Mean days to resolve tickets resolved in the last 90 days (null if none)."),
-        Feature("last_csat", FLOAT, "CSAT (1-5) of the latest rated ticket resolved before as_of (null if none)."),
-        Feature("days_since_last_ticket", FLOAT, "Days since the latest ticket was opened (null if never)."),
-        Feature("tickets_decayed_60d", FLOAT, "Tickets opened before as_of, each weighted by exp(-age / 60 days)."),
-        Feature("tickets_per_year", FLOAT, "Tickets opened before as_of per 365 days of tenure (counted as at least 30 days)."),
-        Feature("mean_csat_365d", FLOAT, "Mean CSAT (1-5) of tickets resolved in the 365 days before as_of (null if none rated)."),
+        Feature("tickets_30d", FLOAT, "Tickets opened in the 30 days before as_of.", COUNT),
+        Feature("tickets_90d", FLOAT, "Tickets opened in the 90 days before as_of.", COUNT),
+        Feature("open_tickets", FLOAT, "Tickets opened before as_of and not resolved by then.", COUNT),
+        Feature("open_high_severity", FLOAT, "Of those, severity high or urgent.", COUNT),
+        Feature("high_severity_90d", FLOAT, "High or urgent tickets opened in the last 90 days.", COUNT),
+        Feature("mean_resolution_days_90d", FLOAT, "Mean days to resolve tickets resolved in the last 90 days (null if none).", DAYS),
+        Feature("last_csat", FLOAT, "CSAT (1-5) of the latest rated ticket resolved before as_of (null if none).", CSAT),
+        Feature("days_since_last_ticket", FLOAT, "Days since the latest ticket was opened (null if never).", DAYS),
+        Feature("tickets_decayed_60d", FLOAT, "Tickets opened before as_of, each weighted by exp(-age / 60 days).", NON_NEGATIVE),
+        Feature("tickets_per_year", FLOAT, "Tickets opened before as_of per 365 days of tenure (counted as at least 30 days).", NON_NEGATIVE),
+        Feature("mean_csat_365d", FLOAT, "Mean CSAT (1-5) of tickets resolved in the 365 days before as_of (null if none rated).", CSAT),
     ),
     sql=f"""
 WITH {SPINE},
@@ -337,14 +383,14 @@ BILLING = FeatureGroup(
     description="Payment failures, discounts and plan changes.",
     requires=(Table.CUSTOMERS, Table.TRANSACTIONS, Table.SUBSCRIPTIONS),
     features=(
-        Feature("failed_payments_30d", FLOAT, "Failed payment attempts in the 30 days before as_of."),
-        Feature("failed_payments_90d", FLOAT, "Failed payment attempts in the 90 days before as_of."),
-        Feature("days_since_failed_payment", FLOAT, "Days since the latest failed payment (null if never)."),
-        Feature("discount_90d", FLOAT, "Discounts granted on bills in the last 90 days."),
-        Feature("upgrades_365d", FLOAT, "Upgrades in the 365 days before as_of."),
-        Feature("downgrades_365d", FLOAT, "Downgrades in the 365 days before as_of."),
-        Feature("days_since_plan_change", FLOAT, "Days since the latest upgrade or downgrade (null if never)."),
-        Feature("failed_payment_share", FLOAT, "Share of all payment attempts before as_of that failed (null if none)."),
+        Feature("failed_payments_30d", FLOAT, "Failed payment attempts in the 30 days before as_of.", COUNT),
+        Feature("failed_payments_90d", FLOAT, "Failed payment attempts in the 90 days before as_of.", COUNT),
+        Feature("days_since_failed_payment", FLOAT, "Days since the latest failed payment (null if never).", DAYS),
+        Feature("discount_90d", FLOAT, "Discounts granted on bills in the last 90 days.", MONEY),
+        Feature("upgrades_365d", FLOAT, "Upgrades in the 365 days before as_of.", COUNT),
+        Feature("downgrades_365d", FLOAT, "Downgrades in the 365 days before as_of.", COUNT),
+        Feature("days_since_plan_change", FLOAT, "Days since the latest upgrade or downgrade (null if never).", DAYS),
+        Feature("failed_payment_share", FLOAT, "Share of all payment attempts before as_of that failed (null if none).", SHARE),
     ),
     sql=f"""
 WITH {SPINE},
@@ -387,11 +433,11 @@ VOICE = FeatureGroup(
     description="Voice of the customer: NPS answers.",
     requires=(Table.CUSTOMERS, Table.NPS),
     features=(
-        Feature("last_nps", FLOAT, "Latest NPS score (0-10) before as_of (null if never answered)."),
-        Feature("nps_trend", FLOAT, "Latest NPS score minus the one before it (null with fewer than two)."),
-        Feature("nps_responses_365d", FLOAT, "NPS answers in the 365 days before as_of."),
-        Feature("days_since_last_nps", FLOAT, "Days since the latest NPS answer (null if never)."),
-        Feature("mean_nps", FLOAT, "Mean of all NPS scores before as_of (null if never answered)."),
+        Feature("last_nps", FLOAT, "Latest NPS score (0-10) before as_of (null if never answered).", NPS),
+        Feature("nps_trend", FLOAT, "Latest NPS score minus the one before it (null with fewer than two).", NPS_CHANGE),
+        Feature("nps_responses_365d", FLOAT, "NPS answers in the 365 days before as_of.", COUNT),
+        Feature("days_since_last_nps", FLOAT, "Days since the latest NPS answer (null if never).", DAYS),
+        Feature("mean_nps", FLOAT, "Mean of all NPS scores before as_of (null if never answered).", NPS),
     ),
     sql=f"""
 WITH {SPINE},
@@ -425,13 +471,14 @@ MARKETING = FeatureGroup(
     description="Proactive contacts received (fatigue) and whether the customer responded.",
     requires=(Table.CUSTOMERS, Table.ACTIONS, Table.USAGE),
     features=(
-        Feature("contacts_30d", FLOAT, "Proactive contacts (not 'none') in the 30 days before as_of."),
-        Feature("contacts_90d", FLOAT, "Proactive contacts in the 90 days before as_of."),
-        Feature("days_since_last_contact", FLOAT, "Days since the latest contact (null if never)."),
-        Feature("offers_90d", FLOAT, "Retention or upgrade offers in the last 90 days."),
+        Feature("contacts_30d", FLOAT, "Proactive contacts (not 'none') in the 30 days before as_of.", COUNT),
+        Feature("contacts_90d", FLOAT, "Proactive contacts in the 90 days before as_of.", COUNT),
+        Feature("days_since_last_contact", FLOAT, "Days since the latest contact (null if never).", DAYS),
+        Feature("offers_90d", FLOAT, "Retention or upgrade offers in the last 90 days.", COUNT),
         Feature(
             "responses_90d", FLOAT,
             "Contacts in the last 90 days followed by product use within 7 days (and before as_of).",
+            COUNT,
         ),
         Feature("last_action", STRING, "The latest proactive action before as_of, e.g. retention_offer (null if never)."),
     ),
@@ -484,9 +531,9 @@ ADVOCACY = FeatureGroup(
     description="Referrals made.",
     requires=(Table.CUSTOMERS, Table.REFERRALS),
     features=(
-        Feature("referrals_365d", FLOAT, "Referrals made in the 365 days before as_of."),
-        Feature("converted_referrals_365d", FLOAT, "Of those, referrals that became customers."),
-        Feature("days_since_last_referral", FLOAT, "Days since the latest referral (null if never)."),
+        Feature("referrals_365d", FLOAT, "Referrals made in the 365 days before as_of.", COUNT),
+        Feature("converted_referrals_365d", FLOAT, "Of those, referrals that became customers.", COUNT),
+        Feature("days_since_last_referral", FLOAT, "Days since the latest referral (null if never).", DAYS),
     ),
     sql=f"""
 WITH {SPINE},
@@ -508,6 +555,18 @@ FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as
 
 
 GROUPS: tuple[FeatureGroup, ...] = (PROFILE, RFM, ENGAGEMENT, SUPPORT, BILLING, VOICE, MARKETING, ADVOCACY)
+
+# Pairs of features where the first can never exceed the second (a shorter window inside a
+# longer one, a part of a whole): a customer's features, as built or as sent, agree with them.
+AT_MOST: tuple[tuple[str, str], ...] = (
+    ("sessions_7d", "sessions_30d"), ("sessions_30d", "sessions_90d"),
+    ("active_days_7d", "active_days_30d"), ("active_days_30d", "active_days_90d"),
+    ("frequency_90d", "frequency_365d"), ("frequency_365d", "frequency_total"),
+    ("purchase_days_total", "frequency_total"), ("monetary_90d", "monetary_365d"),
+    ("tickets_30d", "tickets_90d"), ("open_high_severity", "open_tickets"),
+    ("failed_payments_30d", "failed_payments_90d"), ("contacts_30d", "contacts_90d"),
+    ("converted_referrals_365d", "referrals_365d"),
+)
 
 
 # The business's own columns (`clm ingest customers|attribute_history --attributes`): a group

@@ -7,7 +7,9 @@ the file registry and the SQLite online database. Training frames come from Feas
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,6 +179,32 @@ def check_online_store(workspace: Workspace) -> None:
     elif (problem := sqlite_damage(repo_dir(workspace) / ONLINE_DB)) is not None:
         raise ClmError(f"The online store {repo_dir(workspace) / ONLINE_DB} is damaged ({problem}): load it again "
                        f"with `clm features materialize -w {workspace.root}`.")
+
+
+def online_db_path(workspace: Workspace) -> Path | None:
+    """The SQLite file of the workspace's online store; None for Redis."""
+    online = read_config(repo_dir(workspace))["online_store"]
+    return None if "redis" in str(online.get("type", "")) else repo_dir(workspace) / ONLINE_DB
+
+
+def sqlite_store_problem(path: Path) -> str | None:
+    """What stops a fresh connection from reading the online store's SQLite file (gone,
+    truncated, overwritten), or None. Cheap enough for every readiness probe: each table's
+    first and last key (the B-tree's two ends, the pages a truncation loses first), read
+    without the server's connection and its cached pages."""
+    if not path.is_file():
+        return f"the online store's database {path} is gone"
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+            tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                for order in ("ASC", "DESC"):
+                    conn.execute(f"SELECT * FROM {quoted} ORDER BY 1 {order} LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as err:
+        return f"the online store's database {path} cannot be read ({err})"
+    return None
 
 
 def open_store(workspace: Workspace) -> FeatureStore:

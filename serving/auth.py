@@ -62,7 +62,8 @@ class ApiKeyMiddleware:
                 or self._authorised(scope)):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "missing or invalid API key: send it in the X-API-Key header"}).encode()
+        body = json.dumps({"error": "missing or invalid API key: send it in the X-API-Key header",
+                           "field": None}).encode()
         await send({"type": "http.response.start", "status": 401, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"www-authenticate", b'ApiKey header="X-API-Key"')]})

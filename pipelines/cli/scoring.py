@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from clm.errors import ClmError
-from clm.limits import CHUNK_ROWS, PARTITIONS, RELOAD_SECONDS, SHARE, WORKERS
+from clm.limits import BODY_BYTES, CHUNK_ROWS, DRAIN_SECONDS, PARTITIONS, RELOAD_SECONDS, SHARE, WORKERS
 from clm.output_paths import check_output_dataset
 from clm.workspace import Workspace
 from decisions.budget import HELP as BUDGET_HELP
@@ -112,6 +112,11 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes; each holds its own models.")] = 1,
     reload_seconds: Annotated[float, typer.Option(
         help="How often to look for a newly promoted champion (served without a restart).")] = 5.0,
+    max_body_bytes: Annotated[int, typer.Option(
+        help="The largest request body taken, in bytes; a larger one is answered 413.")] = 1 << 20,
+    drain_seconds: Annotated[float, typer.Option(
+        help="On SIGTERM, how long /readyz says 503 while requests are still answered, before the server stops "
+             "(for a load balancer to take it out of rotation).")] = 5.0,
     catalogue: CatalogueOpt = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,
@@ -144,10 +149,13 @@ def serve(
         raise ClmError(f"--port {port} is not a port number (1-65535).")
     WORKERS.check(workers, "--workers")
     RELOAD_SECONDS.check(reload_seconds, "--reload-seconds")
+    BODY_BYTES.check(max_body_bytes, "--max-body-bytes")
+    DRAIN_SECONDS.check(drain_seconds, "--drain-seconds")
     check_port_free(host, port)  # as before the workspace is opened (the server checks them again)
     load_catalogue(catalogue)
     ws = Workspace.at(workspace)
-    server = prepare_server(ws, ServeSettings(host, port, workers, reload_seconds, catalogue, tracking_uri))
+    server = prepare_server(ws, ServeSettings(host, port, workers, reload_seconds, catalogue, tracking_uri,
+                                                   max_body_bytes, drain_seconds))
     shown_host = host if host != "0.0.0.0" else "127.0.0.1"
     say(f"Serving {ws.root} on http://{host}:{port} (OpenAPI page there). Try:\n  "
         f"{curl_example(shown_host, port, server.example_customer)}", wrap=False)

@@ -25,10 +25,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from clm.contracts import CONSENT_CHANNELS, MAX_AMOUNT
+from clm.contracts import CONSENT_CHANNELS
 from clm.domain import (
     ACTION_ID_PATTERN,
     CHANNELS,
+    MAX_AMOUNT,
     NO_ACTION,
     SUBSCRIPTION_EVENTS,
     TICKET_SEVERITIES,

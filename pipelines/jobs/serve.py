@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
-from decisions.population import in_population
-from features.snapshots import group_dir
 from features.store import check_online_store
 from pipelines.score import require_champions
+from serving.vocabulary import example_customer
 from training import registry
 
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding serving/ (BentoML's working dir)
@@ -30,6 +28,8 @@ class ServeSettings:
     reload_seconds: float = 5.0  # how often a newly promoted champion is looked for
     catalogue: Path | None = None  # None: the one shipped
     tracking_uri: str | None = None
+    max_body_bytes: int | None = None  # None: the service's default (1 MiB)
+    drain_seconds: float = 5.0  # on SIGTERM: not ready, still answering, for this long; then stopped
 
 
 @dataclass(frozen=True)
@@ -58,20 +58,6 @@ def check_port_free(host: str, port: int) -> None:
                            "another with --port, e.g. --port 3001.") from None
 
 
-def example_customer(workspace: Workspace) -> str:
-    """A customer the online store knows and the models score, for the examples printed."""
-    latest = max(group_dir(workspace, "profile").glob("*.parquet"), default=None)
-    if latest is None:
-        return "C0000001"
-    profile = pd.read_parquet(latest, columns=["customer_id", "is_subscribed"])
-    contractual = workspace.read_manifest().business == "contractual"
-    rfm = group_dir(workspace, "rfm") / latest.name
-    frame = profile if contractual or not rfm.exists() else pd.read_parquet(rfm, columns=["customer_id",
-                                                                                          "frequency_total"])
-    live = frame["customer_id"][in_population(frame, contractual)]
-    return str(live.iloc[0] if len(live) else frame["customer_id"].iloc[0])
-
-
 def curl_example(host: str, port: int, customer: str) -> str:
     """The command that asks the API for one customer's scores and next-best actions."""
     body = '{"customer_id": "%s", "context": {"intent": "cancelling", "channel": "phone"}}' % customer
@@ -89,6 +75,12 @@ def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
     # Absolute: BentoML runs the service from the code's folder, where a relative path means something else.
     env = {**os.environ, "CLM_WORKSPACE": str(workspace.root.resolve()), "CLM_WORKERS": str(settings.workers),
            "CLM_RELOAD_SECONDS": str(settings.reload_seconds)}
+    # A BentoML home of this server's own: its Prometheus multiprocess folder, which BentoML
+    # empties at start, is then no other server's (a second server would blind the first's metrics).
+    env["BENTOML_HOME"] = tempfile.mkdtemp(prefix=f"clm-serve-{settings.port}-")
+    env["CLM_DRAIN_SECONDS"] = str(settings.drain_seconds)
+    if settings.max_body_bytes is not None:
+        env["CLM_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     if settings.tracking_uri:
         env["CLM_TRACKING_URI"] = settings.tracking_uri
     if settings.catalogue:

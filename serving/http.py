@@ -1,0 +1,151 @@
+"""What every HTTP request to the real-time API passes through before and after clm's
+routes (an ASGI middleware around BentoML's app, `Guard`):
+
+- a body over the size limit is refused with 413 before it is read further (the limit:
+  `CLM_MAX_BODY_BYTES`, default 1 MiB; a batch of 1,000 ids takes about 20 kB);
+- a POST to one of clm's routes with a content type other than JSON is refused with 415;
+- every error answer has one shape, `ErrorBody` (`{"error": ..., "field": ...}`), whoever
+  made it (clm, FastAPI, BentoML's router and readiness, a 500), and is logged on one
+  line: status, method, path, field and message (no traceback for a client's mistake, no
+  request body).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from http import HTTPStatus
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+LOG = logging.getLogger("clm.api")
+
+
+def error_body(error: str, field: str | None = None) -> bytes:
+    return json.dumps({"error": error, "field": field}).encode()
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _as_error(status: int, payload: bytes, content_type: str, method: str, path: str) -> tuple[str, str | None]:
+    """The (error, field) of an error answer, whatever shape it came in."""
+    if content_type.startswith("application/json"):
+        try:
+            found = json.loads(payload)
+        except ValueError:
+            found = None
+        if isinstance(found, dict) and isinstance(found.get("error"), str):
+            field = found.get("field")
+            return found["error"], field if isinstance(field, str) else None
+        if isinstance(found, dict) and isinstance(found.get("detail"), str):
+            return found["detail"], None
+    if status == 404:
+        return f"no route {method} {path}: the API's routes are listed at /openapi.json", None
+    if status == 405:
+        return f"{method} is not allowed on {path}: see /openapi.json for the methods it takes", None
+    if status >= 500 and status != 503:
+        return "internal error: the server log has the details", None
+    text = payload.decode("utf-8", "replace").strip()
+    return text or HTTPStatus(status).phrase, None
+
+
+class Guard:
+    """The body limit, JSON only on clm's routes, and one error shape (see the module)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 json_routes: Iterable[str] = ()):
+        self.app, self.limit, self.json_routes = app, max_body_bytes, frozenset(json_routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope.get("method", "GET"), scope.get("path", "")
+        headers = _headers(scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, method, path, 413, f"the body holds {int(declared):,} bytes: at most "
+                               f"{self.limit:,} are taken (CLM_MAX_BODY_BYTES)")
+            return
+        content_type = headers.get("content-type")
+        if (method == "POST" and path.rstrip("/") in self.json_routes and content_type is not None
+                and content_type.split(";")[0].strip().lower() != "application/json"):
+            await self._refuse(send, method, path, 415, f"the body must be JSON (content-type: application/json), "
+                               f"not {content_type.split(';')[0].strip()[:100]!r}")
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._refuse(send, method, path, 413, f"the body holds more than {self.limit:,} bytes "
+                                   "(CLM_MAX_BODY_BYTES)")
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), _ErrorShaper(send, method, path))
+
+    async def _refuse(self, send: Send, method: str, path: str, status: int, error: str) -> None:
+        LOG.warning("%d %s %s: %s", status, method, path, error)
+        payload = error_body(error)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The request's body, read once already, handed on; then the connection's own messages."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _ErrorShaper:
+    """A `send` that holds an error answer until its body is complete, then sends it as
+    ErrorBody and logs it on one line."""
+
+    def __init__(self, send: Send, method: str, path: str):
+        self.send, self.method, self.path = send, method, path
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        status = int(self.start["status"])
+        kept = [(k, v) for k, v in self.start.get("headers", [])
+                if k.lower() not in (b"content-type", b"content-length")]
+        content_type = next((v.decode("latin-1") for k, v in self.start.get("headers", [])
+                             if k.lower() == b"content-type"), "")
+        error, field = _as_error(status, b"".join(self.chunks), content_type, self.method, self.path)
+        (LOG.error if status >= 500 else LOG.warning)("%d %s %s: %s%s", status, self.method, self.path, error,
+                                                      f" (field {field})" if field else "")
+        payload = error_body(error, field)
+        await self.send({**self.start, "headers": [*kept, (b"content-type", b"application/json"),
+                                                  (b"content-length", str(len(payload)).encode())]})
+        await self.send({"type": "http.response.body", "body": payload})
