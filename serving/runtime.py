@@ -29,8 +29,8 @@ from decisions import log as decision_log
 from decisions.catalogue import Catalogue, load_catalogue
 from decisions.journal import ApiDecision, JournalUnavailable, new_decision_id
 from features.groups import FLOAT, STRING
-from features.store import open_store
 from serving.decide import Context
+from serving.online import OnlineStore
 from serving.scoring import (
     MODELS,
     Champions,
@@ -41,6 +41,7 @@ from serving.scoring import (
     load_decision_data,
     score_and_decide,
 )
+from serving.vocabulary import example_customer
 from training import registry
 from training.models import Columns
 
@@ -71,7 +72,8 @@ class Runtime:
         manifest = workspace.read_manifest()
         self.contractual = manifest.business == "contractual"
         self.catalogue = catalogue or load_catalogue()
-        self.store = open_store(workspace)
+        self.store = OnlineStore(workspace)
+        self.probe_id = example_customer(workspace)  # a customer readiness reads
         self.service = self.store.get_feature_service("churn_features")  # every group
         fields = [f for projection in self.service.feature_view_projections for f in projection.features]
         self.features = [f.name for f in fields]
@@ -113,15 +115,15 @@ class Runtime:
 
     def ready(self) -> bool:
         """Models loaded (a scoring champion, or the uplift one: it alone decides) and the
-        online store answering."""
+        online store read for real (`OnlineStore.problem`); a store that failed is opened
+        again at the next look, so readiness comes back with it."""
         champions = self.loaded.champions
         if not any(champions.versions[m] for m in MODELS) and champions.uplift is None:
             return False
-        try:
-            self.store.get_online_features(features=self.service, entity_rows=[{"customer_id": "__readyz__"}])
-        except Exception:  # noqa: BLE001 - any failure of the store means not ready
-            return False
-        return True
+        problem = self.store.problem(self.service, self.probe_id)
+        if problem is not None:
+            LOG.warning("not ready: %s", problem)
+        return problem is None
 
     # -------------------------------------------------------------- answering
     def check_request(self, context: Context | None) -> None:

@@ -124,7 +124,8 @@ def serve(
     """Start the real-time API (BentoML) on the workspace's champions and online store.
 
     Endpoints: POST /score, /score_batch, /score_features, /feedback; GET /healthz,
-    /readyz, /metrics; the OpenAPI page at http://HOST:PORT/. API keys (optional): set
+    /readyz, /metrics; the docs page at http://HOST:PORT/ (spec: /openapi.json). Errors are
+    JSON {"error", "field"}. API keys (optional): set
     CLM_API_KEYS=key1,key2 or CLM_API_KEYS_FILE=keys.txt, and send X-API-Key.
 
     Examples:

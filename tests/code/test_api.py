@@ -423,7 +423,7 @@ def test_the_spec_says_what_the_service_does(api, online):
         operation = spec["paths"][path]["post"]
         assert operation["requestBody"]["required"] is True, path
         assert operation["security"] == [{"APIKeyHeader": []}], path
-        for status in ("401", "415", "422"):
+        for status in ("401", "413", "415", "422"):
             assert operation["responses"][status]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/ErrorBody"}, (path, status)
     assert "404" in spec["paths"]["/score"]["post"]["responses"]
