@@ -173,25 +173,25 @@ class MatrixLayout:
         )
 
 
-_LAYOUTS: dict[tuple[int, int], tuple[list[str], dict[str, list[str]], MatrixLayout]] = {}
+_LAYOUTS: dict[tuple[int, int], tuple[list[str], dict[str, list[str]], MatrixLayout, int]] = {}
 _SAME_INPUTS: dict[tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]], MatrixLayout] = {}
 
 
 def matrix_layout(features: list[str], categories: dict[str, list[str]]) -> MatrixLayout:
     """The layout of (features, categories), cached by the identity of the two objects (a
-    model's, so once per model), checked against their contents; models with the same
-    inputs get the same layout object."""
+    model's, so once per model; a model's categories are fixed when it is fitted), checked
+    against the features and the number of categorical ones; models with the same inputs
+    get the same layout object."""
     key = (id(features), id(categories))
     found = _LAYOUTS.get(key)
-    if found is not None and found[2].features == tuple(features) and len(found[2].coded) == sum(
-            name in categories for name in features):
+    if found is not None and found[2].features == tuple(features) and found[3] == len(categories):
         return found[2]
     if len(_LAYOUTS) >= 512:  # models come and go in a long training process: start over
         _LAYOUTS.clear()
         _SAME_INPUTS.clear()
     content = (tuple(features), tuple((name, tuple(categories[name])) for name in features if name in categories))
     layout = _SAME_INPUTS.setdefault(content, MatrixLayout.of(features, categories))
-    _LAYOUTS[key] = (features, categories, layout)  # holding both keeps their ids from being reused
+    _LAYOUTS[key] = (features, categories, layout, len(categories))  # holding both keeps their ids from being reused
     return layout
 
 
