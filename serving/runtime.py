@@ -41,7 +41,7 @@ from serving.scoring import (
     load_decision_data,
     score_and_decide,
 )
-from serving.vocabulary import example_customer
+from serving.vocabulary import FeatureProblem, FeatureRules, Vocabulary, example_customer, vocabulary_of
 from training import registry
 from training.models import Columns
 
@@ -67,7 +67,8 @@ class Loaded:
 
 
 class Runtime:
-    def __init__(self, workspace: Workspace, tracking_uri: str | None = None, catalogue: Catalogue | None = None):
+    def __init__(self, workspace: Workspace, tracking_uri: str | None = None, catalogue: Catalogue | None = None,
+                 vocabulary: Vocabulary | None = None):
         self.workspace = workspace
         manifest = workspace.read_manifest()
         self.contractual = manifest.business == "contractual"
@@ -80,6 +81,8 @@ class Runtime:
         # What each feature holds, as the workspace's Feast views declare it (the business's
         # attributes included): numbers, or text.
         self.kinds = {f.name: FLOAT if f.dtype == Float64 else STRING for f in fields}
+        # What a caller may send as features (`answer_features`): ranges, rules between features, plans.
+        self.rules = FeatureRules(self.kinds, vocabulary or vocabulary_of(workspace, self.catalogue))
         self.client = registry.connect(workspace, tracking_uri)
         self._lock = threading.Lock()  # one refresh at a time; readers never wait
         self.journal = decision_log.journal(workspace)  # where every answer's decision is logged
@@ -155,7 +158,10 @@ class Runtime:
     def answer_features(self, customer_id: str, values: dict[str, float | str | None], as_of: pd.Timestamp | None,
                         context: Context | None, max_actions: int) -> dict:
         self.check_request(context)
-        check_features(values, self.kinds)
+        try:
+            self.rules.check(values)
+        except FeatureProblem as problem:
+            raise RequestError(422, str(problem), problem.field) from None
         when = as_of if as_of is not None else pd.Timestamp.now(tz="UTC")
         columns = feature_columns({f: [values.get(f)] for f in self.features}, self.features, np.arange(1), self.kinds)
         columns.data["customer_id"] = np.array([customer_id], dtype=object)
@@ -192,22 +198,6 @@ class Runtime:
 
     def feedback(self, decision_id: str, response: str, action: str | None = None) -> None:
         decision_log.record_feedback(self.workspace, decision_id, response, action=action)
-
-
-def check_features(values: dict[str, float | str | None], kinds: dict[str, str]) -> None:
-    """Caller-sent features: known names (kinds: name -> FLOAT or STRING), numbers for
-    numeric features, text for the others."""
-    for name, value in values.items():
-        kind = kinds.get(name)
-        if kind is None:
-            raise RequestError(422, f"features.{name} is not a clm feature (see `clm features list`-style names in "
-                               "the OpenAPI example, e.g. tenure_days, plan).", f"features.{name}")
-        if value is None:
-            continue
-        if kind == FLOAT and (isinstance(value, str) or isinstance(value, bool) or not math.isfinite(value)):
-            raise RequestError(422, f"features.{name} must be a finite number, not {value!r}.", f"features.{name}")
-        if kind != FLOAT and not isinstance(value, str):
-            raise RequestError(422, f"features.{name} must be text, not {value!r}.", f"features.{name}")
 
 
 def feature_frame(values: dict[str, list], features: list[str], rows: np.ndarray,

@@ -58,7 +58,7 @@ from serving.drain import CloseWhileDraining, Drain
 from serving.http import DEFAULT_MAX_BODY_BYTES, Guard
 from serving.online import StoreUnavailable
 from serving.runtime import RequestError, Runtime, poll
-from serving.vocabulary import FeatureProblem, FeatureRules, vocabulary_of
+from serving.vocabulary import vocabulary_of
 from serving.schemas import (
     MAX_BATCH,
     request_models,
@@ -152,8 +152,7 @@ class Clm:
     """Scores and next-best actions for one customer at a time, for CRM systems."""
 
     def __init__(self) -> None:
-        self.runtime = Runtime(WORKSPACE, os.environ.get("CLM_TRACKING_URI") or None, CATALOGUE)
-        self.rules = FeatureRules(self.runtime.kinds, VOCABULARY)
+        self.runtime = Runtime(WORKSPACE, os.environ.get("CLM_TRACKING_URI") or None, CATALOGUE, VOCABULARY)
         self._stop = threading.Event()
         every = float(os.environ.get("CLM_RELOAD_SECONDS", "5"))
         threading.Thread(target=poll, args=(self.runtime, every, self._stop), daemon=True, name="clm-reload").start()
@@ -199,10 +198,6 @@ class Clm:
         when = None if request.as_of is None else pd.Timestamp(request.as_of).tz_convert("UTC")
         features = request.features
         values = features if isinstance(features, dict) else features.model_dump(exclude_unset=True)
-        try:
-            self.rules.check(values)
-        except FeatureProblem as problem:
-            raise RequestError(422, str(problem), problem.field) from None
         return self.runtime.answer_features(request.customer_id, values, when, _context(request.context),
                                             request.max_actions)
 
