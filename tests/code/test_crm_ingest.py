@@ -264,10 +264,11 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
 
     runtime = Runtime(Workspace(ws), catalogue=load_catalogue(ours))
     assert (runtime.kinds["V1"], runtime.kinds["tier_b"], runtime.kinds["tenure_days"]) == ("float", "string", "float")
-    answer = runtime.answer_features("new-1", {"V1": 0.5, "tier_b": "gold", "tenure_days": 30.0}, None, None, 3)
-    assert answer["customer_id"] == "new-1"
-    with pytest.raises(RequestError, match="features.V1 must be a finite number"):
-        runtime.answer_features("new-1", {"V1": "high"}, None, None, 3)
+    answer = runtime.answer_features("new-1", {"V1": 0.5, "tier_b": "gold", "tenure_days": 30.0, "is_subscribed": 1.0},
+                                     None, None, 3)
+    assert answer["customer_id"] == "new-1" and answer["in_population"]
+    with pytest.raises(RequestError, match="features.V1 must be a number"):
+        runtime.answer_features("new-1", {"V1": "high", "is_subscribed": 1.0}, None, None, 3)
 
     # Scored with the shipped catalogue (the simulator's names), nothing could be recommended: said.
     assert invoke("models", "promote", "uplift", "1", "-w", str(ws)).exit_code == 0
