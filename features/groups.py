@@ -48,12 +48,12 @@ class Range:
 
 
 # Ranges of the features' values, from the raw tables' contracts (`clm.contracts`): an amount
-# of money below MAX_AMOUNT, CSAT and NPS on their scales; a span within a century.
-ANY_NUMBER = Range(-MAX_AMOUNT, MAX_AMOUNT)
+# of money below MAX_AMOUNT, CSAT and NPS on their scales; a span of days under 100,000.
+ANY_NUMBER = Range(-1e15, 1e15)  # a business's own attribute may be a big number (epoch milliseconds: 1.7e12)
 NON_NEGATIVE = Range(0, MAX_AMOUNT)
 MONEY = Range(0, MAX_AMOUNT)
 COUNT = Range(0, MAX_AMOUNT, whole=True)
-DAYS = Range(0, 36_525)
+DAYS = Range(0, 100_000)  # the contracts bound no date from below: a signup in 1900 is 46,000 days old
 SHARE = Range(0, 1)
 FLAG = Range(0, 1, whole=True)
 CSAT = Range(*CSAT_SCALE)

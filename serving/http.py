@@ -3,7 +3,8 @@ routes (an ASGI middleware around BentoML's app, `Guard`):
 
 - a body over the size limit is refused with 413 before it is read further (the limit:
   `CLM_MAX_BODY_BYTES`, default 1 MiB; a batch of 1,000 ids takes about 20 kB);
-- a POST to one of clm's routes with a content type other than JSON is refused with 415;
+- a POST to one of clm's routes not sent as JSON (another content type, or none) is refused
+  with 415, and a body that has not all arrived within 30 s with 408;
 - every error answer has one shape, `ErrorBody` (`{"error": ..., "field": ...}`), whoever
   made it (clm, FastAPI, BentoML's router and readiness, a 500), and is logged on one
   line: status, method, path, field and message (no traceback for a client's mistake, no
@@ -11,6 +12,7 @@ routes (an ASGI middleware around BentoML's app, `Guard`):
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -24,7 +26,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+BODY_SECONDS = 30.0  # a body not all there by then is refused (408): a stalled client holds no worker
 LOG = logging.getLogger("clm.api")
+
+
+def printable(text: str) -> str:
+    """Text for a log line: control characters (a newline a client put in a path or an id)
+    escaped, so that one error stays one line and no client can write a line of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def error_body(error: str, field: str | None = None) -> bytes:
@@ -61,8 +70,9 @@ class Guard:
     """The body limit, JSON only on clm's routes, and one error shape (see the module)."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 json_routes: Iterable[str] = ()):
+                 json_routes: Iterable[str] = (), body_seconds: float = BODY_SECONDS):
         self.app, self.limit, self.json_routes = app, max_body_bytes, frozenset(json_routes)
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,15 +85,23 @@ class Guard:
             await self._refuse(send, method, path, 413, f"the body holds {int(declared):,} bytes: at most "
                                f"{self.limit:,} are taken (CLM_MAX_BODY_BYTES)")
             return
-        content_type = headers.get("content-type")
-        if (method == "POST" and path.rstrip("/") in self.json_routes and content_type is not None
-                and content_type.split(";")[0].strip().lower() != "application/json"):
-            await self._refuse(send, method, path, 415, f"the body must be JSON (content-type: application/json), "
-                               f"not {content_type.split(';')[0].strip()[:100]!r}")
+        if path != path.rstrip("/") and path.rstrip("/") in self.json_routes:  # not a redirect to the route
+            await self._refuse(send, method, path, 404, f"no route {method} {path}: the route is "
+                               f"{path.rstrip('/')} (see /openapi.json)")
+            return
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if method == "POST" and path in self.json_routes and content_type != "application/json":
+            await self._refuse(send, method, path, 415, "the body must be sent as JSON (content-type: "
+                               f"application/json), not {content_type[:100] or 'without a content type'!r}")
             return
         body = bytearray()
+        deadline = asyncio.get_running_loop().time() + self.body_seconds
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0.001))
+            except TimeoutError:
+                await self._refuse(send, method, path, 408, f"the body did not arrive within {self.body_seconds:g} s")
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -96,7 +114,7 @@ class Guard:
         await self.app(scope, _replay(bytes(body), receive), _ErrorShaper(send, method, path))
 
     async def _refuse(self, send: Send, method: str, path: str, status: int, error: str) -> None:
-        LOG.warning("%d %s %s: %s", status, method, path, error)
+        LOG.warning("%d %s %s: %s", status, method, printable(path), printable(error))
         payload = error_body(error)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
@@ -143,8 +161,9 @@ class _ErrorShaper:
         content_type = next((v.decode("latin-1") for k, v in self.start.get("headers", [])
                              if k.lower() == b"content-type"), "")
         error, field = _as_error(status, b"".join(self.chunks), content_type, self.method, self.path)
-        (LOG.error if status >= 500 else LOG.warning)("%d %s %s: %s%s", status, self.method, self.path, error,
-                                                      f" (field {field})" if field else "")
+        log = LOG.error if status >= 500 and status != 503 else LOG.warning  # 503: not ready, expected in a drain
+        log("%d %s %s: %s%s", status, self.method, printable(self.path), printable(error),
+            f" (field {printable(field)})" if field else "")
         payload = error_body(error, field)
         await self.send({**self.start, "headers": [*kept, (b"content-type", b"application/json"),
                                                   (b"content-length", str(len(payload)).encode())]})

@@ -2,6 +2,7 @@
 with examples, and what every request is validated against."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -143,8 +144,9 @@ class FeaturesRequest(Strict):
     def _a_date_time_text(cls, value: object) -> object:
         if value is None:
             return None
-        if not isinstance(value, str):
-            raise ValueError("must be an ISO 8601 date-time text, e.g. 2026-01-01T00:00:00Z")
+        if not isinstance(value, str) or not re.match(YEARS_PATTERN, value):
+            raise ValueError(f"must be an ISO 8601 date-time text from the years {FIRST_YEAR} to {LAST_YEAR}, e.g. "
+                             "2026-01-01T00:00:00Z")
         return _DATETIME.validate_python(value)
 
     @field_validator("as_of")

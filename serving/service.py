@@ -16,7 +16,7 @@ Every error is JSON `{"error": ..., "field": ...}` (`serving.schemas.ErrorBody`,
 logged on one line by `serving.http.Guard`): 400 a body that is not JSON, 401 without a
 valid API key (when keys are configured), 404 an unknown customer, decision or route, 405 a
 wrong method, 409 feedback on an action the decision did not recommend, 413 a body over the
-limit, 415 a body not sent as JSON, 422 a JSON body that breaks the schema or the features'
+limit, 408 a body not all there within 30 s, 415 a body not sent as JSON, 422 a JSON body that breaks the schema or the features'
 ranges, naming the field, 503 the online store unreadable (and /readyz 503 until
 it is back). Configuration, from the environment (`clm serve` sets it):
 
@@ -27,7 +27,7 @@ it is back). Configuration, from the environment (`clm serve` sets it):
   CLM_RELOAD_SECONDS    how often to look for a newly promoted champion (default 5)
   CLM_MAX_BODY_BYTES    the largest request body taken (default 1 MiB)
   CLM_DRAIN_SECONDS     on SIGTERM, how long /readyz says 503 while requests are still
-                        answered, before the server stops (default 5; 0: stop at once)
+                        answered, before the server stops (default 10; 0: stop at once)
   CLM_API_KEYS, CLM_API_KEYS_FILE   API keys (`serving.auth`)
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ if TYPE_CHECKING:  # mypy sees the general models; FastAPI, which reads the anno
 else:
     ScoreBody, BatchBody, FeaturesBody = REQUESTS.score, REQUESTS.batch, REQUESTS.features
 # This worker's stop on SIGTERM (process-wide, as signals are): not ready, then drained.
-DRAIN = Drain(float(os.environ.get("CLM_DRAIN_SECONDS", "5")))
+DRAIN = Drain(float(os.environ.get("CLM_DRAIN_SECONDS", "10")))
 
 
 def _version() -> str:
@@ -128,6 +128,7 @@ app = FastAPI(
                 "carries a `decision_id` to report feedback with. Errors are `ErrorBody` at every status."
                 + (" Send the API key in the `X-API-Key` header." if _secured else ""),
     openapi_url="/openapi.json",
+    redirect_slashes=False,  # /score/ is no route (404), not a redirect a client may not follow
     docs_url=None,
     redoc_url=None,
 )
@@ -173,7 +174,7 @@ class Clm:
         answers, unknown = self.runtime.answer_ids([request.customer_id], _context(request.context),
                                                    request.max_actions)
         if unknown:
-            raise RequestError(404, f"customer '{request.customer_id}' has no features in the online store: not a "
+            raise RequestError(404, f"customer {request.customer_id!r} has no features in the online store: not a "
                                "customer at its snapshot date, or the store was loaded before they signed up "
                                "(`clm features materialize`).", "customer_id")
         return answers[0]
@@ -280,7 +281,7 @@ DOCS_SCRIPT = ('window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swa
 SAME_ORIGIN = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"}
 
 
-@app.get("/", include_in_schema=False)
+@app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 def docs_page() -> HTMLResponse:
     return HTMLResponse(DOCS_PAGE, headers=SAME_ORIGIN)
 

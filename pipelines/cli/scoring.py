@@ -116,7 +116,7 @@ def serve(
         help="The largest request body taken, in bytes; a larger one is answered 413.")] = 1 << 20,
     drain_seconds: Annotated[float, typer.Option(
         help="On SIGTERM, how long /readyz says 503 while requests are still answered, before the server stops "
-             "(for a load balancer to take it out of rotation).")] = 5.0,
+             "(for a load balancer to take it out of rotation).")] = 10.0,
     catalogue: CatalogueOpt = None,
     tracking_uri: TrackingOpt = None,
     workspace: WorkspaceOpt = None,

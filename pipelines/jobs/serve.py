@@ -29,7 +29,7 @@ class ServeSettings:
     catalogue: Path | None = None  # None: the one shipped
     tracking_uri: str | None = None
     max_body_bytes: int | None = None  # None: the service's default (1 MiB)
-    drain_seconds: float = 5.0  # on SIGTERM: not ready, still answering, for this long; then stopped
+    drain_seconds: float = 10.0  # on SIGTERM: not ready, still answering, for this long; then stopped
 
 
 @dataclass(frozen=True)

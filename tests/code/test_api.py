@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -204,6 +205,7 @@ def test_a_body_that_is_not_json_is_400_and_one_not_sent_as_json_415(api):
     for path in ROUTES:  # multipart was a 500 on every route; a form, the same
         assert is_error(httpx.post(f"{api}{path}", files={"customer_id": ("a", b"C1")}, headers=AUTH, timeout=30), 415)
         assert is_error(httpx.post(f"{api}{path}", data={"customer_id": "C1"}, headers=AUTH, timeout=30), 415)
+        assert is_error(httpx.post(f"{api}{path}", content=b'{"customer_id": "C1"}', headers=AUTH, timeout=30), 415)
 
 
 def test_the_curl_line_clm_run_prints_works_against_clm_serve(api, main_job):
@@ -292,7 +294,7 @@ def test_score_features_needs_the_feature_that_says_who_is_scored(api):
 
 
 @pytest.mark.parametrize("as_of", ["2262-04-12T00:00:00Z", "9999-12-31T23:59:59Z", "1677-09-21T00:00:00Z", "0001-01-01",
-                                   "tomorrow", 1767225600])
+                                   "tomorrow", 1767225600, "1767225600"])
 def test_score_features_refuses_a_date_outside_what_it_can_hold(api, online, as_of):
     sent = _features_of(online, live_ids(online, 1)[0])
     assert is_error(post(api, "/score_features", {"customer_id": "X1", "features": sent, "as_of": as_of}), 422, "as_of")
@@ -391,6 +393,51 @@ def test_every_error_has_one_shape_and_one_log_line(api, served_ws):
         time.sleep(0.2)
     assert sorted(int(status) for status, _, _ in lines) == sorted([s for _, s in calls] + [405]), new[-3000:]
     assert "Traceback" not in new and "\"customer_id\"" not in new  # no stack, no request body
+
+
+def test_a_client_cannot_write_a_log_line_of_its_own(api, served_ws):
+    """A newline in a path or an id stays inside the one line of its error (escaped)."""
+    port = api.rsplit(":", 1)[1]
+    log = served_ws.root.parent / f"serve-{port}.log"
+    before = log.read_text()
+    assert is_error(httpx.get(f"{api}/nowhere%0a2026-12-04T20:40:00+0000%20[ERROR]%20forged"), 404)
+    assert is_error(post(api, "/score", {"customer_id": "X\n2026-12-04T20:40:00+0000 [ERROR] forged too"}), 404)
+    assert wait_until(lambda: log.read_text().count("forged") >= 2)
+    lines = log.read_text()[len(before):].splitlines()
+    assert not any(line.startswith("2026-12-04T20:40:00") or line.startswith("forged") for line in lines), lines
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_body_that_stalls_is_408_in_the_error_shape(api):
+    """Headers, then a byte of a 100-byte body, then nothing: refused after 30 s (it was an
+    unshaped, unlogged 504 after 60)."""
+    host, port = api.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=45) as conn:
+        conn.sendall(f"POST /score HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\nx-api-key: {KEY}"
+                     "\r\ncontent-length: 100\r\n\r\n{".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert set(json.loads(body)) == {"error", "field"}
+
+
+def test_the_docs_page_answers_head_and_a_trailing_slash_is_no_route(api):
+    head = httpx.head(f"{api}/")
+    assert head.status_code == 200 and "default-src 'self'" in head.headers["content-security-policy"]
+    assert is_error(post(api, "/score/", {"customer_id": "x"}), 404)
 
 
 def test_a_body_over_the_limit_is_413_before_it_is_read(api):
