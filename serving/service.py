@@ -26,6 +26,7 @@ it is back). Configuration, from the environment (`clm serve` sets it):
   CLM_WORKERS           worker processes (default 1); each holds its own models
   CLM_RELOAD_SECONDS    how often to look for a newly promoted champion (default 5)
   CLM_MAX_BODY_BYTES    the largest request body taken (default 1 MiB)
+  CLM_BODY_SECONDS      how long a request body may take to arrive (default 30; then 408)
   CLM_DRAIN_SECONDS     on SIGTERM, how long /readyz says 503 while requests are still
                         answered, before the server stops (default 10; 0: stop at once)
   CLM_API_KEYS, CLM_API_KEYS_FILE   API keys (`serving.auth`)
@@ -55,7 +56,7 @@ from decisions.log import NotRecommended, UnknownDecision
 from serving.auth import ApiKeyMiddleware, key_hashes
 from serving.decide import Context
 from serving.drain import CloseWhileDraining, Drain
-from serving.http import DEFAULT_MAX_BODY_BYTES, Guard
+from serving.http import BODY_SECONDS, DEFAULT_MAX_BODY_BYTES, Guard
 from serving.online import StoreUnavailable
 from serving.runtime import RequestError, Runtime, poll
 from serving.vocabulary import vocabulary_of
@@ -301,7 +302,7 @@ def old_spec_address() -> JSONResponse:
 _service = cast("bentoml.Service[Clm]", Clm)
 # BentoML wraps the first added outermost: the guard shapes and logs the key check's 401 too.
 _service.add_asgi_middleware(Guard, max_body_bytes=int(os.environ.get("CLM_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
-                             json_routes=ROUTES)
+                             json_routes=ROUTES, body_seconds=float(os.environ.get("CLM_BODY_SECONDS", BODY_SECONDS)))
 if _secured:
     _service.add_asgi_middleware(ApiKeyMiddleware, hashes=_hashes, protected=ROUTES)
 _service.add_asgi_middleware(CloseWhileDraining, drain=DRAIN)
