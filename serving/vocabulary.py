@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -93,9 +94,13 @@ class FeatureRules:
     kinds: dict[str, str]
     vocabulary: Vocabulary
 
+    @cached_property
+    def ranges(self) -> dict[str, Range]:
+        return {f.name: f.values for f in self.vocabulary.features}
+
     def check(self, values: dict[str, Any]) -> None:
         """Raise FeatureProblem for the first feature that cannot be as sent."""
-        ranges = {f.name: f.values for f in self.vocabulary.features}
+        ranges = self.ranges
         for name, value in values.items():
             kind = self.kinds.get(name)
             where = f"features.{name}"

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,3 +26,14 @@ def running_api(workspace: Path, *args: str, env: dict[str, str] | None = None,
                         workspace.parent / f"serve-{port}.log", {**child_environment(), **(env or {})},
                         timeout_s=timeout_s):
         yield url
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    """Whether `condition()` holds within timeout_s (polled every 0.1 s): a server's log, its
+    readiness, which change a moment after the call that changes them."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -31,7 +31,7 @@ from decisions.catalogue import DEFAULT_CATALOGUE, load_catalogue
 from features.snapshots import snapshot_chunks
 from features.store import latest_snapshot_date
 from serving.auth import key_hashes
-from tests.apiserver import running_api
+from tests.apiserver import running_api, wait_until
 from tests.clirun import invoke
 from tests.conftest import copy_trained
 from training import registry
@@ -405,15 +405,6 @@ def test_a_client_cannot_write_a_log_line_of_its_own(api, served_ws):
     assert wait_until(lambda: log.read_text().count("forged") >= 2)
     lines = log.read_text()[len(before):].splitlines()
     assert not any(line.startswith("2026-12-04T20:40:00") or line.startswith("forged") for line in lines), lines
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_a_body_that_stalls_is_408_in_the_error_shape(api):

@@ -18,7 +18,7 @@ from clm.workspace import Workspace
 from features.store import ONLINE_DB, repo_dir
 from pipelines.servers import answers
 from serving.vocabulary import example_customer
-from tests.apiserver import running_api
+from tests.apiserver import running_api, wait_until
 from tests.conftest import copy_trained
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
@@ -71,15 +71,6 @@ def test_each_server_keeps_its_own_metrics(ops_ws, ops_api):
         assert counted_after(second, 1) == 1
 
 
-def wait_for(condition, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
 def test_readiness_tells_the_truth_about_the_online_store_and_recovers(trained_copy, tmp_path):
     db = repo_dir(trained_copy) / ONLINE_DB
     with running_api(trained_copy.root) as url:
@@ -90,11 +81,11 @@ def test_readiness_tells_the_truth_about_the_online_store_and_recovers(trained_c
         # The store's file moved away: not ready (it used to stay 200); back: ready again.
         away = db.with_name("online.away")
         db.rename(away)
-        assert wait_for(lambda: not ready()), "readyz stayed 200 with the online store gone"
+        assert wait_until(lambda: not ready()), "readyz stayed 200 with the online store gone"
         r = httpx.get(f"{url}/readyz", timeout=10)
         assert r.status_code == 503 and r.headers["content-type"].startswith("application/json")
         away.rename(db)
-        assert wait_for(ready), "readyz did not come back with the store"
+        assert wait_until(ready), "readyz did not come back with the store"
         assert score().status_code == 200
         # Truncated under the server: not ready, then 503 (it was a 500 until a restart); restored:
         # ready and answering again, no restart.
@@ -102,12 +93,12 @@ def test_readiness_tells_the_truth_about_the_online_store_and_recovers(trained_c
         shutil.copyfile(db, original)
         with db.open("r+b") as f:
             f.truncate(4096)
-        assert wait_for(lambda: not ready()), "readyz stayed 200 with the store truncated"
+        assert wait_until(lambda: not ready()), "readyz stayed 200 with the store truncated"
         broken = score()
         assert broken.status_code == 503, broken.text
         assert set(broken.json()) == {"error", "field"} and "online store" in broken.json()["error"]
         shutil.copyfile(original, db)
-        assert wait_for(ready), "readyz did not come back once the store was restored"
+        assert wait_until(ready), "readyz did not come back once the store was restored"
         assert score().status_code == 200
 
 
