@@ -3,9 +3,12 @@ the same machine and the same online store, interleaved so that both see the sam
 
 1. The trained base: a workspace of benchmarks/policy.py (`clm run -n 100000`, built once
    and reused: `--base /tmp/clm-bench-policy-100000` is what `policy.py` builds for 100,000).
-2. Starts `clm serve` (one worker) and `feast serve --no-access-log` (one worker, its other
+2. Time to ready: each server started and stopped --starts times, in turn (one at a time):
+   seconds from the command to its readiness answering 200 (clm: /readyz, models loaded and
+   the online store read; feast: /health), then the first request's latency; medians.
+3. Starts `clm serve` (one worker) and `feast serve --no-access-log` (one worker, its other
    defaults, on the workspace's feature repo) on free loopback ports.
-3. Both servers get the same customers (random live ones), interleaved:
+4. Both servers get the same customers (random live ones), interleaved:
    - concurrency 1: 100 warm-up requests each, then --requests request pairs, one to each
      server in turn (which goes first alternates); client-side latency, p50 and p99;
    - concurrency --concurrency: --rounds rounds of --duration / --rounds seconds per
@@ -15,7 +18,9 @@ the same machine and the same online store, interleaved so that both see the sam
      feast: POST /get-online-features for the churn model's feature service: features only
 
 Goals (issue 27): clm's p99 no slower than `feast serve` fetching features alone at
-concurrency 1; at concurrency 8, clm's throughput at least feast serve's with 0 errors.
+concurrency 1; at concurrency 8, clm's throughput at least feast serve's with 0 errors. The
+time to ready has no goal (a restart's wait, shown beside feast serve's own start: clm's
+worker loads Feast and the models, then reads the store before it says ready).
 
     .venv/bin/python benchmarks/api_latency.py [--duration 60] [--base /tmp/clm-bench-policy-100000]
 """
@@ -49,13 +54,36 @@ def server(command: list[str], ready_url: str, cwd: Path, log: Path, extra: dict
     return running_server(command, ready_url, log, {**env, "PYTHONPATH": str(ROOT), **extra}, cwd=cwd, timeout_s=240)
 
 
-def interleaved(calls: dict[str, Call], ids: list[str], n: int) -> dict[str, tuple[np.ndarray, int]]:
+def time_to_ready(starts: dict[str, Callable[[int], tuple[list[str], str, Path, dict[str, str]]]],
+                  call: dict[str, Call], ids: list[str], n: int, logs: Path) -> dict[str, tuple[float, float]]:
+    """Median seconds from the command to readiness, and median first-request latency (ms),
+    per server: each started n times, in turn (the first alternating), never two at once."""
+    names = list(starts)
+    ready: dict[str, list[float]] = {name: [] for name in names}
+    first: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(n):
+        for name in names[i % 2:] + names[:i % 2]:
+            port = free_port()
+            command, ready_path, cwd, extra = starts[name](port)
+            began = time.perf_counter()
+            with server(command, f"http://127.0.0.1:{port}{ready_path}", cwd, logs / f"start-{i}.log", extra):
+                ready[name].append(time.perf_counter() - began)
+                with httpx.Client(timeout=60, base_url=f"http://127.0.0.1:{port}") as client:
+                    asked = time.perf_counter()
+                    status = call[name](client, ids[i])
+                    first[name].append((time.perf_counter() - asked) * 1000)
+                    if status != 200:
+                        raise RuntimeError(f"{name}: the first request after the start answered {status}")
+    return {name: (float(np.median(ready[name])), float(np.median(first[name]))) for name in names}
+
+
+def interleaved(calls: dict[str, Call], bound: dict[str, str], ids: list[str], n: int) -> dict[str, tuple[np.ndarray, int]]:
     """Latencies (ms) of n sequential calls per server, one to each in turn (the first
     alternating), and each server's count of non-200 answers."""
     names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}
     errors = dict.fromkeys(names, 0)
-    clients = {name: httpx.Client(timeout=30) for name in names}
+    clients = {name: httpx.Client(timeout=30, base_url=bound[name]) for name in names}
     try:
         for i in range(100):  # warm-up
             for name in names:
@@ -73,7 +101,8 @@ def interleaved(calls: dict[str, Call], ids: list[str], n: int) -> dict[str, tup
     return {name: (np.array(times[name]), errors[name]) for name in names}
 
 
-def concurrent(call: Call, ids: list[str], clients: int, seconds: float, offset: int) -> tuple[list[float], int, int]:
+def concurrent(call: Call, base_url: str, ids: list[str], clients: int, seconds: float,
+               offset: int) -> tuple[list[float], int, int]:
     """Latencies (ms), non-200 answers or failed calls, and the count of calls of
     `clients` loops for `seconds`."""
     times: list[float] = []
@@ -81,7 +110,7 @@ def concurrent(call: Call, ids: list[str], clients: int, seconds: float, offset:
     stop = time.monotonic() + seconds
 
     def loop(k: int) -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, base_url=base_url) as client:
             i = offset + k
             while time.monotonic() < stop:
                 started = time.perf_counter()
@@ -101,7 +130,7 @@ def concurrent(call: Call, ids: list[str], clients: int, seconds: float, offset:
     return times, errors[0], len(times)
 
 
-def concurrent_rounds(calls: dict[str, Call], ids: list[str], clients: int, seconds: float,
+def concurrent_rounds(calls: dict[str, Call], bound: dict[str, str], ids: list[str], clients: int, seconds: float,
                       rounds: int) -> dict[str, tuple[np.ndarray, int, float]]:
     """`concurrent` per server in alternating rounds (seconds / rounds each): latencies,
     errors and requests/s over all its rounds."""
@@ -110,7 +139,8 @@ def concurrent_rounds(calls: dict[str, Call], ids: list[str], clients: int, seco
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             started = time.monotonic()
-            times, errors, count = concurrent(calls[name], ids, clients, seconds / rounds, offset=r * 997)
+            times, errors, count = concurrent(calls[name], bound[name], ids, clients, seconds / rounds,
+                                              offset=r * 997)
             elapsed = time.monotonic() - started
             t, e, c, s = out[name]
             out[name] = (t + times, e + errors, c + count, s + elapsed)
@@ -125,6 +155,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="Seconds of the concurrent run per server.")
     parser.add_argument("--rounds", type=int, default=6, help="Alternating rounds the concurrent run is cut into.")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--starts", type=int, default=3, help="Starts per server for the time to ready.")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from policy import build
@@ -140,24 +171,35 @@ def main() -> None:
     ids = list(np.random.default_rng(0).choice(live, size=min(5000, len(live)), replace=False))
 
     def clm_call(client: httpx.Client, customer: str) -> int:
-        return client.post(f"{clm_url}/score", json={"customer_id": customer}).status_code
+        return client.post("/score", json={"customer_id": customer}).status_code
 
     def feast_call(client: httpx.Client, customer: str) -> int:
         body = {"feature_service": "churn_features", "entities": {"customer_id": [customer]}}
-        return client.post(f"{feast_url}/get-online-features", json=body).status_code
+        return client.post("/get-online-features", json=body).status_code
 
-    clm_port, feast_port = free_port(), free_port()
-    clm_url, feast_url = f"http://127.0.0.1:{clm_port}", f"http://127.0.0.1:{feast_port}"
-    calls: dict[str, Call] = {"clm /score": clm_call, "feast serve": feast_call}
     logs = Path(tempfile.mkdtemp(prefix="clm-api-latency-"))
-    # BentoML's own home (its Prometheus folder) for this server alone: not shared with another on the host.
-    with server([str(BIN / "clm"), "serve", "--port", str(clm_port), "-w", str(args.base)], f"{clm_url}/readyz",
-                ROOT, logs / "clm-serve.log", {"BENTOML_HOME": str(logs / "bentoml"),
-                                               "BENTOML_DO_NOT_TRACK": "true"}):
-        with server([str(BIN / "feast"), "serve", "-h", "127.0.0.1", "-p", str(feast_port), "--no-access-log"],
-                    f"{feast_url}/health", args.base / "feature_repo", logs / "feast-serve.log", {}):
-            sequential = interleaved(calls, ids, args.requests)
-            loaded = concurrent_rounds(calls, ids, args.concurrency, args.duration, args.rounds)
+
+    def clm_start(port: int) -> tuple[list[str], str, Path, dict[str, str]]:
+        # A BentoML home of its own (its Prometheus folder): no other server's on the host.
+        return ([str(BIN / "clm"), "serve", "--port", str(port), "-w", str(args.base), "--drain-seconds", "0"],
+                "/readyz", ROOT, {"BENTOML_HOME": str(logs / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"})
+
+    def feast_start(port: int) -> tuple[list[str], str, Path, dict[str, str]]:
+        return ([str(BIN / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"], "/health",
+                args.base / "feature_repo", {})
+
+    calls: dict[str, Call] = {"clm /score": clm_call, "feast serve": feast_call}
+    starts = {"clm /score": clm_start, "feast serve": feast_start}
+    started = time_to_ready(starts, calls, ids, args.starts, logs)
+    clm_port, feast_port = free_port(), free_port()
+    clm_command, clm_ready, clm_cwd, clm_env = clm_start(clm_port)
+    feast_command, feast_ready, feast_cwd, feast_env = feast_start(feast_port)
+    with server(clm_command, f"http://127.0.0.1:{clm_port}{clm_ready}", clm_cwd, logs / "clm-serve.log", clm_env):
+        with server(feast_command, f"http://127.0.0.1:{feast_port}{feast_ready}", feast_cwd, logs / "feast-serve.log",
+                    feast_env):
+            bound = {"clm /score": f"http://127.0.0.1:{clm_port}", "feast serve": f"http://127.0.0.1:{feast_port}"}
+            sequential = interleaved(calls, bound, ids, args.requests)
+            loaded = concurrent_rounds(calls, bound, ids, args.concurrency, args.duration, args.rounds)
     print(f"\nLatency, {args.base} ({args.base_customers:,} customers), one worker each, interleaved; "
           f"c=1: {args.requests:,} requests each after 100 warm-up, one to each server in turn; "
           f"c={args.concurrency}: {args.rounds} alternating rounds, {args.duration:.0f} s each in all")
@@ -178,6 +220,11 @@ def main() -> None:
     print(f"clm / feast serve: c=1 p50 {ratio50:.2f}x, p99 {ratio99:.2f}x (goal p99 <= 1.00x: "
           f"{'met' if ratio99 <= 1 else 'NOT met'}); c={c} throughput {rate_ratio:.2f}x (goal >= 1.00x: "
           f"{'met' if rate_ratio >= 1 else 'NOT met'}), clm errors {errors} (goal 0: {'met' if errors == 0 else 'NOT met'})")
+    clm_ready_s, feast_ready_s = started["clm /score"][0], started["feast serve"][0]
+    print(f"Time to ready (median of {args.starts} starts each, command to readiness 200; then the first "
+          f"request): clm serve {clm_ready_s:.1f} s, first /score {started['clm /score'][1]:.0f} ms; feast serve "
+          f"{feast_ready_s:.1f} s, first read {started['feast serve'][1]:.0f} ms; clm / feast serve "
+          f"{clm_ready_s / feast_ready_s:.2f}x")
     print(f"(server logs in {logs})")
 
 

@@ -8,6 +8,7 @@ only its default catalogue (`catalogue.yaml` beside this file).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -135,6 +136,15 @@ class ContextWeights(_Strict):
                 raise ValueError(f"intent {intent}: weights must be above {WEIGHT.low:g} and at most "
                                  f"{WEIGHT.high:g}, got {bad}")
         return self
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the caller knows about the moment: an intent named in the catalogue's
+    `context.intent` (e.g. `cancelling`), and the channel the customer is on."""
+
+    intent: str | None = None
+    channel: str | None = None
 
 
 class Catalogue(_Strict):

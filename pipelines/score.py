@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from mlflow.tracking import MlflowClient
 
 from clm.contracts import require_valid
 from clm.errors import ClmError
@@ -82,7 +81,6 @@ from pipelines.outputs import (
     scores_dir,
 )
 from serving.scoring import (
-    MODELS,
     SCALAR_SCORES,
     Champions,
     Scored,
@@ -191,23 +189,6 @@ def fingerprint(paths: list[Path], settings: dict[str, object]) -> str:
 
 
 # ------------------------------------------------------------------ the batch
-def require_champions(workspace: Workspace, client: MlflowClient) -> Champions:
-    champions = load_champions(client)
-    if any(champions.versions[m] for m in MODELS) or champions.uplift is not None:  # scores, or decisions
-        return champions
-    held = {m: registry.alias_version(client, m, registry.CHALLENGER) for m in MODELS}
-    if any(held.values()):
-        versions = "; ".join(f"{m} v{v} ({registry.gate_reason(client, m, v) or 'no gate decision'})"
-                             for m, v in held.items() if v)
-        model, version = next((m, v) for m, v in held.items() if v)
-        raise ClmError(
-            f"No champion models in {workspace.root}, so nobody can be scored: training registered challengers "
-            f"that did not pass the promotion gate: {versions}. Promote one by hand if you accept it, e.g. "
-            f"`clm models promote {model} {version}`, or train on more data."
-        )
-    raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
-
-
 @dataclass
 class BatchInputs:
     """What one batch run reads, gathered before any output is written (both engines)."""
@@ -243,7 +224,9 @@ def prepare(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: 
     started = time.perf_counter()
     check_output_path(workspace, out)
     manifest = require_valid(workspace)
-    champions = require_champions(workspace, registry.connect(workspace, tracking_uri))
+    client = registry.connect(workspace, tracking_uri)
+    registry.require_champions(workspace, client)
+    champions = load_champions(client)
     catalogue = catalogue or load_catalogue()
     build_features(workspace, [as_of], raw_checked=True, spark=spark)
     files = snapshot_files(workspace, as_of)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import NO_ACTION
-from decisions.catalogue import Catalogue
+from decisions.catalogue import Catalogue, Context
 from decisions.value import VALUE_COLUMNS, ValueParts, action_costs, customer_values, expected_value
 from serving.allocation import allocate
 from serving.eligibility import Contacts, allowed_actions
@@ -32,15 +32,6 @@ from training.models import Columns, Rows, column
 
 STEPS = ("eligibility", "applicability", "suitability", "value", "selection")
 NONE = NO_ACTION
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the caller knows about the moment: an intent named in the catalogue's
-    `context.intent` (e.g. `cancelling`), and the channel the customer is on."""
-
-    intent: str | None = None
-    channel: str | None = None
 
 
 def context_weights(catalogue: Catalogue, context: Context | None) -> np.ndarray:

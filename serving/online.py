@@ -12,11 +12,9 @@ from feast import FeatureStore
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
-from features.store import online_db_path, open_store, sqlite_store_problem
-
-
-class StoreUnavailable(ClmError):
-    """The online store cannot be read now (HTTP 503)."""
+from serving.errors import StoreUnavailable
+from features.repo import online_db_path, sqlite_store_problem
+from features.store import open_store
 
 
 def _identity(path: Any) -> tuple[int, int] | None:

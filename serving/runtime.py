@@ -23,20 +23,18 @@ import numpy as np
 import pandas as pd
 from feast.types import Float64
 
-from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions import log as decision_log
-from decisions.catalogue import Catalogue, load_catalogue
+from decisions.catalogue import Catalogue, Context, load_catalogue
 from decisions.journal import ApiDecision, JournalUnavailable, new_decision_id
 from features.groups import FLOAT, STRING
-from serving.decide import Context
+from serving.errors import RequestError
 from serving.online import OnlineStore
 from serving.scoring import (
     MODELS,
     Champions,
     CustomerAnswer,
     DecisionData,
-    champion_versions,
     load_champions,
     load_decision_data,
     score_and_decide,
@@ -47,14 +45,6 @@ from training.models import Columns
 
 TS_SUFFIX = "__ts"
 LOG = logging.getLogger(__name__)
-
-
-class RequestError(ClmError):
-    """Something the caller sent that clm cannot answer: an HTTP status, and the field."""
-
-    def __init__(self, status: int, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.field = status, field
 
 
 @dataclass(frozen=True)
@@ -101,18 +91,18 @@ class Runtime:
     def _load(self, champions: Champions | None = None) -> Loaded:
         stamp = self._stamp()
         data = load_decision_data(self.workspace, pd.Timestamp.max.tz_localize("UTC"))
-        return Loaded(champions or load_champions(self.client), data, stamp)
+        return Loaded(champions or load_champions(self.client, check_requirements=False), data, stamp)
 
     def refresh(self) -> bool:
         """Load a newly promoted champion (or changed consents / contact history); True if
         anything changed. Safe to call from a background thread while requests run."""
         with self._lock:
             current = self.loaded
-            models_changed = champion_versions(self.client) != current.champions.versions
+            models_changed = registry.champion_versions(self.client) != current.champions.versions
             data_changed = self._stamp() != current.stamp
             if not (models_changed or data_changed):
                 return False
-            champions = load_champions(self.client) if models_changed else current.champions
+            champions = load_champions(self.client, check_requirements=False) if models_changed else current.champions
             self.loaded = self._load(champions) if data_changed else Loaded(champions, current.data, current.stamp)
             return True
 

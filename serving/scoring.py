@@ -32,10 +32,10 @@ from clm.domain import CHANNEL_CONSENT_COLUMN, Table
 from clm.stages import stage_ids
 from clm.workspace import Workspace
 from decisions import log as decision_log
-from decisions.catalogue import Catalogue
+from decisions.catalogue import Catalogue, Context
 from decisions.population import POPULATION_FEATURES, in_decision_population, in_population
 from decisions.value import plan_prices
-from serving.decide import Context, Decisions, decide
+from serving.decide import Decisions, decide
 from serving.eligibility import CUSTOMER_COLUMNS, Contacts
 from serving.reasons import top_drivers, value_sentence
 from training.models import Columns, Rows, TrainedModel, column
@@ -68,25 +68,20 @@ class Champions:
         return json.dumps(self.versions, sort_keys=True)
 
 
-def champion_versions(client: MlflowClient) -> dict[str, str | None]:
-    """The registry's champion version of every model (None: none)."""
-    from training import (
-        registry,  # MLflow: imported where the registry is read, not by Spark's workers
-    )
-
-    return {m: registry.alias_version(client, m, registry.CHAMPION) for m in (*MODELS, "uplift")}
-
-
-def load_champions(client: MlflowClient) -> Champions:
-    """The registry's champions (alias `champion`), loaded once."""
+def load_champions(client: MlflowClient, check_requirements: bool = True) -> Champions:
+    """The registry's champions (alias `champion`), loaded once. `check_requirements`:
+    MLflow compares each model's recorded packages with those installed (a warning on a
+    mismatch, 0.2 s a model); the API's server skips it to be ready sooner (the batch and
+    notebooks, which load the same models, still warn)."""
     from training import (
         registry,  # MLflow, heavy: not for Spark's workers, which import this module
     )
 
-    versions = champion_versions(client)
-    models = {m: registry.load_version(client, m, v) for m in MODELS if (v := versions[m]) is not None}
+    versions = registry.champion_versions(client)
+    models = {m: registry.load_version(client, m, v, check_requirements) for m in MODELS if (v := versions[m]) is not None}
     # The registered "uplift" model's versions are UpliftModels (load_version is typed for the others).
-    uplift = cast(UpliftModel, registry.load_version(client, "uplift", versions["uplift"])) if versions["uplift"] else None
+    uplift = (cast(UpliftModel, registry.load_version(client, "uplift", versions["uplift"], check_requirements))
+              if versions["uplift"] else None)
     return Champions(models, uplift, versions)
 
 
@@ -139,11 +134,11 @@ def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.
             latest = pd.concat([latest, earlier[~earlier.index.isin(latest.index)]])
         else:
             latest = log.groupby(["customer_id", "channel"]).granted.last()
-        for channel, column in CHANNEL_CONSENT_COLUMN.items():
-            if column is not None and channel in latest.index.get_level_values("channel"):
+        for channel, consent_column in CHANNEL_CONSENT_COLUMN.items():
+            if consent_column is not None and channel in latest.index.get_level_values("channel"):
                 changed = latest.xs(channel, level="channel")
                 known = changed.index.intersection(frame.index)
-                frame.loc[known, column] = changed.loc[known].to_numpy(dtype=bool)
+                frame.loc[known, consent_column] = changed.loc[known].to_numpy(dtype=bool)
     return frame
 
 

@@ -50,15 +50,13 @@ from starlette.exceptions import HTTPException
 
 from clm.errors import ClmError
 from clm.workspace import Workspace
-from decisions.catalogue import load_catalogue
+from decisions.catalogue import Context, load_catalogue
 from decisions.journal import JournalUnavailable
 from decisions.log import NotRecommended, UnknownDecision
 from serving.auth import ApiKeyMiddleware, key_hashes
-from serving.decide import Context
 from serving.drain import CloseWhileDraining, Drain
 from serving.http import BODY_SECONDS, DEFAULT_MAX_BODY_BYTES, Guard
-from serving.online import StoreUnavailable
-from serving.runtime import RequestError, Runtime, poll
+from serving.errors import RequestError, StoreUnavailable
 from serving.vocabulary import vocabulary_of
 from serving.schemas import (
     MAX_BATCH,
@@ -154,6 +152,10 @@ class Clm:
     """Scores and next-best actions for one customer at a time, for CRM systems."""
 
     def __init__(self) -> None:
+        # Feast, MLflow and the models' libraries load here, in the worker: BentoML's arbiter
+        # imports this module only to read the service's definition (seconds saved at start).
+        from serving.runtime import Runtime, poll
+
         self.runtime = Runtime(WORKSPACE, os.environ.get("CLM_TRACKING_URI") or None, CATALOGUE, VOCABULARY)
         self._stop = threading.Event()
         every = float(os.environ.get("CLM_RELOAD_SECONDS", "5"))

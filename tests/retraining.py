@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from clm.workspace import Workspace
-from serving.scoring import champion_versions
 from tests.clirun import child_environment, run_clm, tree_digest
 from tests.conftest import copy_trained
 from training import registry
@@ -57,7 +56,7 @@ def retrain_three_times(main_job, folder: Path) -> dict:  # type: ignore[type-ar
     seen = {"before": _champions(ws), "ws": ws}
     _kill_once_churn_is_registered(ws)
     seen["after_kill"] = _champions(ws)
-    seen["served_after_kill"] = champion_versions(registry.connect(ws))  # what the API and the batch load
+    seen["served_after_kill"] = registry.champion_versions(registry.connect(ws))  # what the API and the batch load
     seen["scores_after_kill"] = (ws.root / "scores" / f"{RETRAIN_AS_OF}.parquet").exists()
     seen["second"] = run_clm("retrain", "--as-of", RETRAIN_AS_OF, "-w", str(ws.root))
     seen["after_second"] = _champions(ws)

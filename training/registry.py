@@ -41,7 +41,7 @@ from training.evaluate import (
     regression_metrics,
 )
 from training.models import BINARY, MULTICLASS, REGRESSION, TrainedModel, calibrated
-from training.names import registered_name
+from training.names import MODEL_NAMES, registered_name
 from training.uri import check_tracking_uri
 
 if TYPE_CHECKING:
@@ -262,12 +262,13 @@ def log_model(model: TrainedModel | UpliftModel, example: pd.DataFrame, model_na
     return str(info.registered_model_version)
 
 
-def load_version(client: MlflowClient, model: str, version: str) -> TrainedModel:
+def load_version(client: MlflowClient, model: str, version: str, check_requirements: bool = True) -> TrainedModel:
     """A registered version's model; one whose files cannot be loaded (damaged, removed) is
-    a ClmError naming it and what to do."""
+    a ClmError naming it and what to do. `check_requirements`: MLflow's warning when the
+    packages the model was logged with differ from those installed."""
     uri = f"models:/{registered_name(model)}/{version}"
     try:
-        return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+        return mlflow.pyfunc.load_model(uri, suppress_warnings=not check_requirements).unwrap_python_model().model
     except Exception as err:  # noqa: BLE001 - unpickling and MLflow's loaders fail in many ways
         raise ClmError(
             f"{registered_name(model)} version {version} cannot be loaded ({type(err).__name__}: {str(err)[:160]}): "
@@ -281,6 +282,29 @@ def alias_version(client: MlflowClient, model: str, alias: str) -> str | None:
         return str(client.get_model_version_by_alias(registered_name(model), alias).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def champion_versions(client: MlflowClient) -> dict[str, str | None]:
+    """The registry's champion version of every model (None: none)."""
+    return {m: alias_version(client, m, CHAMPION) for m in MODEL_NAMES}
+
+
+def require_champions(workspace: Workspace, client: MlflowClient) -> dict[str, str | None]:
+    """The champion versions, when at least one model has one (scores, or decisions: the
+    uplift champion alone decides); otherwise a ClmError saying what to do."""
+    versions = champion_versions(client)
+    if any(versions.values()):
+        return versions
+    held = {m: alias_version(client, m, CHALLENGER) for m in MODEL_NAMES}
+    if any(held.values()):
+        said = "; ".join(f"{m} v{v} ({gate_reason(client, m, v) or 'no gate decision'})" for m, v in held.items() if v)
+        model, version = next((m, v) for m, v in held.items() if v)
+        raise ClmError(
+            f"No champion models in {workspace.root}, so nobody can be scored: training registered challengers "
+            f"that did not pass the promotion gate: {said}. Promote one by hand if you accept it, e.g. "
+            f"`clm models promote {model} {version}`, or train on more data."
+        )
+    raise ClmError(f"No champion models in {workspace.root}: run `clm train` first.")
 
 
 def load_champion(client: MlflowClient, model: str) -> TrainedModel | None:

@@ -80,7 +80,7 @@ def apply(
 
     Example:  clm features apply --online-store redis --redis-url localhost:6379
     """
-    from features.store import ONLINE_STORES, OnlineStoreSettings
+    from features.repo import ONLINE_STORES, OnlineStoreSettings
     from pipelines.cli import render
     from pipelines.jobs import features
 

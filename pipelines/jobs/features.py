@@ -8,7 +8,8 @@ import pandas as pd
 
 from clm.workspace import Workspace
 from features.build import BuildResult, build_features
-from features.store import OnlineStoreSettings, apply, materialize
+from features.repo import OnlineStoreSettings
+from features.store import apply, materialize
 from pipelines.jobs.reporting import Quiet, Reporter
 
 

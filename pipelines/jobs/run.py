@@ -14,7 +14,7 @@ from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
 from features.build import BuildResult
-from features.store import OnlineStoreSettings
+from features.repo import OnlineStoreSettings
 from pipelines import outputs
 from pipelines.jobs.evaluate_policy import (
     PolicyEvaluation,

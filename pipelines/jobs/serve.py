@@ -12,8 +12,7 @@ from pathlib import Path
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
-from features.store import check_online_store
-from pipelines.score import require_champions
+from features.repo import check_online_store
 from serving.vocabulary import example_customer
 from training import registry
 
@@ -70,7 +69,7 @@ def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
     check_port_free(settings.host, settings.port)
     load_catalogue(settings.catalogue)  # a broken catalogue is named before the server starts
     workspace.read_manifest()
-    require_champions(workspace, registry.connect(workspace, settings.tracking_uri))
+    registry.require_champions(workspace, registry.connect(workspace, settings.tracking_uri))
     check_online_store(workspace)
     # Absolute: BentoML runs the service from the code's folder, where a relative path means something else.
     env = {**os.environ, "CLM_WORKSPACE": str(workspace.root.resolve()), "CLM_WORKERS": str(settings.workers),
@@ -79,6 +78,8 @@ def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
     # empties at start, is then no other server's (a second server would blind the first's metrics).
     env["BENTOML_HOME"] = tempfile.mkdtemp(prefix=f"clm-serve-{settings.port}-")
     env["CLM_DRAIN_SECONDS"] = str(settings.drain_seconds)
+    # Libraries' deprecation notices (SQLAlchemy's in MLflow, Tornado's in BentoML) are no news for an operator.
+    env.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     if settings.max_body_bytes is not None:
         env["CLM_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     if settings.tracking_uri:

@@ -3,25 +3,30 @@ metrics are its own, its readiness tells the truth about the online store and re
 it, SIGTERM drains it, and its docs page is clm's and calls nothing outside."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 from clm.workspace import Workspace
-from features.store import ONLINE_DB, repo_dir
+from features.repo import ONLINE_DB, repo_dir
 from pipelines.servers import answers
 from serving.vocabulary import example_customer
 from tests.apiserver import running_api, wait_until
 from tests.conftest import copy_trained
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +176,17 @@ def test_the_docs_page_is_clms_own_and_calls_nothing_outside(ops_api, chromium):
     assert title.startswith("clm") and "0.1.0" in title, title
     assert errors == []
     assert all(r.startswith((url, "data:")) for r in requests), requests
+
+
+def test_the_service_definition_loads_no_model_library(ops_ws):
+    """BentoML's arbiter imports the service module only to read its routes (then a worker
+    imports it again): Feast, MLflow and LightGBM there cost every start ~4 s before a
+    request could be answered (the restart finding). They load in the worker alone."""
+    heavy = ("feast", "mlflow", "lightgbm", "sklearn", "scipy")
+    probe = ("import sys, serving.service; "
+             f"print(' '.join(m for m in {heavy!r} if m in sys.modules) or 'none')")
+    env = {**os.environ, "CLM_WORKSPACE": str(ops_ws.root)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["none"]

@@ -260,7 +260,8 @@ def test_the_main_job_on_some_tables_of_a_crm_with_its_own_actions_never_simulat
 
     # The API takes the business's attributes as it takes clm's own features (kinds from the Feast views).
     from decisions.catalogue import load_catalogue
-    from serving.runtime import RequestError, Runtime
+    from serving.errors import RequestError
+    from serving.runtime import Runtime
 
     runtime = Runtime(Workspace(ws), catalogue=load_catalogue(ours))
     assert (runtime.kinds["V1"], runtime.kinds["tier_b"], runtime.kinds["tenure_days"]) == ("float", "string", "float")

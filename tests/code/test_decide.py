@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from decisions.catalogue import ValueSettings, load_catalogue
 from decisions.value import customer_values, next_plan_price
-from serving.decide import Context, decide, value_finder
+from decisions.catalogue import Context
+from serving.decide import decide, value_finder
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
 PLANS = np.array([29.0, 79.0, 199.0])

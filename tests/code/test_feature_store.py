@@ -13,7 +13,8 @@ from features.build import build_features, snapshot_dates
 from features.feast_repo import MODEL_GROUPS
 from features.groups import GROUPS
 from features.snapshots import read_snapshot
-from features.store import OnlineStoreSettings, apply, historical_features, materialize
+from features.repo import OnlineStoreSettings
+from features.store import apply, historical_features, materialize
 from pipelines.ingest import TransactionsSource, ingest_transactions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -138,7 +139,8 @@ def test_apply_refuses_a_half_built_feature_set(tmp_path):
     from clm.errors import ClmError
     from features.build import build_features
     from features.snapshots import group_dir
-    from features.store import apply, repo_dir
+    from features.repo import repo_dir
+    from features.store import apply
     from tests.handmade import t, write_hand_made
 
     ws = write_hand_made(tmp_path / "ws")

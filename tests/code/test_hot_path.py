@@ -13,7 +13,8 @@ import pytest
 from clm.domain import Stage
 from clm.stages import current_stage, stage_ids
 from decisions.catalogue import load_catalogue
-from serving.decide import Context, decide
+from decisions.catalogue import Context
+from serving.decide import decide
 from serving.eligibility import Contacts, allowed_actions
 from serving.scoring import (
     CONSENT_COLUMNS,
