@@ -30,7 +30,8 @@ DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propens
 # The nightly batch's output, whatever the engine.
 OUTPUT_COLUMNS = (*SCORE_COLUMNS, "as_of", *DECISION_COLUMNS, "model_versions")
 EXPLORED = "exploration: a random allowed action, so that every action's effect stays measurable"
-CONTROL = "do nothing: exploration's control group"
+CONTROL = "exploration: no action, drawn at random as the control group every action's effect is measured against"
+NOTHING_PAYS = "no action: none is allowed and expected to pay"
 
 
 @dataclass
@@ -105,14 +106,18 @@ def decision_columns(catalogue: Catalogue, champions: Champions, actions: list[s
     pairs = [(int(i), int(final[i])) for i in chosen]
     value, cost = planned["action_value"].to_numpy(float), planned["action_cost"].to_numpy(float)
     retention, upgrade = planned["retention_value"].to_numpy(float), planned["upgrade_value"].to_numpy(float)
-    sentences = [value_sentence(actions[j], value[i], retention[i], upgrade[i], cost[i]) for i, j in pairs]
+    targets = [e.target for e in catalogue.contact_actions]
+    sentences = [value_sentence(actions[j], targets[j], value[i], retention[i], upgrade[i], cost[i]) for i, j in pairs]
     reasons_of = dict(zip(chosen.tolist(), with_drivers(catalogue, champions, features.reset_index(drop=True),
                                                          pairs, sentences)))
     explored, why = planned["explored"].to_numpy(bool), planned["why"].to_numpy(object)
     reasons = []
     for i in range(len(final)):
-        said = [EXPLORED] if explored[i] else []
-        said += reasons_of[i] if final[i] >= 0 else [str(why[i]) or CONTROL]
+        if explored[i] and final[i] < 0:
+            said = [CONTROL]  # drawn at random: no action, the group every action is measured against
+        else:
+            said = [EXPLORED] if explored[i] else []
+            said += reasons_of[i] if final[i] >= 0 else [str(why[i]) or NOTHING_PAYS]
         reasons.append(decision_log.reasons_json(said))
     return pd.DataFrame({
         "action": names[np.where(final >= 0, final, len(names) - 1)], "action_value": value, "action_cost": cost,

@@ -5,8 +5,9 @@ drivers of the score the action answers to (churn for retain / activate / win-ba
 actions, upsell for upgrade and referral), from LightGBM's per-feature contributions
 (`pred_contrib`, TreeSHAP): the features that push this customer's score up the most.
 
-PHRASES is the one mapping from a feature to words; a feature without a phrase is shown
-with its description from `features.groups` (the one place features are described).
+PHRASES is the one mapping from a feature to words (MISSING: when its value is missing);
+every feature of `features.groups` has one (a test holds it); a business's own attribute
+(`clm ingest --attributes`) is named with its value ("loyalty tier gold").
 A scikit-learn baseline registered in LightGBM's place has no contributions: its
 recommendations carry the value parts only. A buy-till-you-die champion (BG/NBD,
 Pareto/NBD) has no per-feature contributions either; its reasons are the customer's
@@ -90,18 +91,65 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "bgnbd_p_no_purchase": lambda v: f"{v:.0%} chance of no purchase in the horizon, by their buying rhythm",
     "bgnbd_p_alive": lambda v: f"{v:.0%} likely to still be buying, by their buying rhythm",
     "bgnbd_expected_purchases": lambda v: f"{v:.1f} purchases expected in the horizon, by their buying rhythm",
+    "is_subscribed": lambda v: "subscribed" if v >= 0.5 else "subscription cancelled",
+    "frequency_365d": _count("payment", " in the last year"),
+    "monetary_90d": lambda v: f"paid {v:,.2f} in the last 90 days",
+    "frequency_total": _count("payment", " in all"),
+    "first_purchase_days": lambda v: f"first paid {v:.0f} days ago",
+    "gap_std_days": lambda v: f"payments irregular by {v:.0f} days",
+    "last_gap_days": lambda v: f"{v:.0f} days between the last two payments",
+    "max_gap_180d": lambda v: f"a gap of {v:.0f} days between payments in the last 6 months",
+    "active_days_7d": lambda v: f"active on {v:.0f} of the last 7 days",
+    "minutes_30d": lambda v: f"{v:,.0f} minutes of use in 30 days",
+    "features_per_active_day_30d": lambda v: f"{v:.1f} product features a day of use (30 days)",
+    "features_per_active_day_90d": lambda v: f"{v:.1f} product features a day of use (90 days)",
+    "minutes_per_session_90d": lambda v: f"{v:.0f} minutes a session",
+    "high_severity_90d": _count("high-severity ticket", " in 90 days"),
+    "days_since_last_ticket": lambda v: f"last support ticket {v:.0f} days ago",
+    "tickets_per_year": lambda v: f"{v:.1f} support tickets a year",
+    "mean_csat_365d": lambda v: f"mean support rating {v:.1f}/5 this year",
+    "discount_90d": lambda v: f"discounts of {v:,.2f} on bills in 90 days",
+    "nps_responses_365d": _count("NPS answer", " this year"),
+    "days_since_last_nps": lambda v: f"last NPS answer {v:.0f} days ago",
+    "contacts_90d": _count("contact", " from us in 90 days"),
+    "offers_90d": _count("offer", " in 90 days"),
+    "responses_90d": _count("contact", " answered by use within a week (90 days)"),
+    "converted_referrals_365d": _count("referral", " who joined this year"),
+    "days_since_last_referral": lambda v: f"last referral {v:.0f} days ago",
+}
+# Feature -> words for a missing value (what its absence means, as the feature's description
+# says: "null if never" etc.). A missing value can drive a score: "never answered a survey".
+MISSING: dict[str, str] = {
+    "segment": "segment not known", "acquisition_channel": "acquisition channel not known",
+    "region": "region not known", "plan": "no subscription on record", "price": "no subscription on record",
+    "is_subscribed": "no subscription on record", "recency_days": "no purchase yet",
+    "avg_transaction_value": "no purchase yet", "first_purchase_days": "no purchase yet",
+    "mean_gap_days": "fewer than two purchases", "gap_std_days": "fewer than three purchases",
+    "last_gap_days": "fewer than two purchases", "max_gap_180d": "no gap between payments in 6 months",
+    "recency_over_mean_gap": "no buying rhythm yet", "last_amount_ratio": "no payment yet",
+    "recent_past_ratio": "no use in the two months before the last one", "days_since_last_activity": "never used the product",
+    "features_per_active_day_30d": "no use in 30 days", "features_per_active_day_90d": "no use in 90 days",
+    "minutes_per_session_90d": "no session in 90 days", "mean_resolution_days_90d": "no ticket resolved in 90 days",
+    "last_csat": "no support rating yet", "days_since_last_ticket": "never a support ticket",
+    "mean_csat_365d": "no support rating this year", "days_since_failed_payment": "no failed payment ever",
+    "days_since_plan_change": "never changed plan", "failed_payment_share": "no payment yet",
+    "last_nps": "never answered the NPS survey", "nps_trend": "fewer than two NPS answers",
+    "days_since_last_nps": "never answered the NPS survey", "mean_nps": "never answered the NPS survey",
+    "days_since_last_contact": "never contacted by us", "last_action": "never contacted by us",
+    "days_since_last_referral": "never referred anyone",
 }
 DESCRIPTIONS = {f.name: f.description.rstrip(".") for g in GROUPS for f in g.features}
 
 
 def phrase(feature: str, value: object) -> str:
-    """Words for one feature's value: its phrase, else its description and the value."""
+    """Words for one feature's value: its phrase (MISSING for a missing value); a feature
+    without one (a business's own attribute) is named with its value."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return f"{DESCRIPTIONS.get(feature, feature)}: unknown"
+        return MISSING.get(feature, f"{feature.replace('_', ' ')} not known")
     if feature in PHRASES:
         return PHRASES[feature](float(value) if isinstance(value, int | float | np.number) else value)
     shown = f"{value:,.2f}" if isinstance(value, float | np.floating) else str(value)
-    return f"{DESCRIPTIONS.get(feature, feature)}: {shown}"
+    return f"{feature.replace('_', ' ')} {shown}"
 
 
 def top_drivers(model: TrainedModel, frame: Rows, k: int = TOP_DRIVERS) -> list[list[str]]:
@@ -165,12 +213,18 @@ def btyd_reasons(model: BtydModel, frame: pd.DataFrame) -> list[list[str]]:
     return out
 
 
-def value_sentence(action: str, value: float, retention: float, upgrade: float, cost: float) -> str:
-    """The expected value and its parts, in words."""
-    parts = []
-    if retention:
-        parts.append(f"{retention:,.2f} from fewer leaving")
-    if upgrade:
-        parts.append(f"{upgrade:,.2f} from upgrades")
-    parts.append(f"minus {cost:,.2f} cost")
+# What the change in churn probability means, by the action's target: (gained, lost) words.
+STAYING_WORDS = {"win_back": ("from winning them back", "lost as fewer come back"),
+                 "activate": ("from more staying on", "lost to more leaving")}
+STAYING_DEFAULT = ("from fewer leaving", "lost to more leaving")
+
+
+def value_sentence(action: str, target: str, value: float, retention: float, upgrade: float, cost: float) -> str:
+    """The expected value and its parts, in words, the action's own outcome first (an
+    upgrade offer's upgrades before its effect on leaving; a win-back's customers won back)."""
+    gained, lost = STAYING_WORDS.get(target, STAYING_DEFAULT)
+    staying = (f"{retention:,.2f} {gained}" if retention > 0 else f"{-retention:,.2f} {lost}") if retention else ""
+    upgrades = (f"{upgrade:,.2f} from upgrades" if upgrade > 0 else f"{-upgrade:,.2f} lost to fewer upgrades") if upgrade else ""
+    own_first = (upgrades, staying) if target in ("upgrade", "refer") else (staying, upgrades)
+    parts = [p for p in own_first if p] + [f"minus {cost:,.2f} cost"]
     return f"{action}: expected value {value:,.2f} ({', '.join(parts)})"

@@ -312,8 +312,9 @@ def explain(catalogue: Catalogue, champions: Champions, features: Rows, decided:
     of the score the action answers to. features: the customers' features, indexed by
     their row in `decided` (a pair's first number)."""
     p = decided.parts
-    sentences = [value_sentence(decided.actions[j], p.total[i, j], p.retention[i, j], p.upgrade[i, j], p.cost[i, j])
-                 for i, j in pairs]
+    targets = [e.target for e in catalogue.contact_actions]
+    sentences = [value_sentence(decided.actions[j], targets[j], p.total[i, j], p.retention[i, j], p.upgrade[i, j],
+                                p.cost[i, j]) for i, j in pairs]
     return with_drivers(catalogue, champions, features, pairs, sentences)
 
 

@@ -14,15 +14,34 @@ def test_phrases_read_as_words():
     assert phrase("open_tickets", 2.0) == "2 open support tickets"
     assert phrase("open_tickets", 1.0) == "1 open support ticket"
     assert phrase("sessions_trend_12w", -0.5) == "weekly sessions falling (-0.50 a week)"
-    # No phrase of its own: the feature's description (features/groups.py) and the value.
-    assert phrase("minutes_30d", 12.5) == "Active minutes in the last 30 days: 12.50"
+    assert phrase("minutes_30d", 12.4) == "12 minutes of use in 30 days"
+    assert phrase("minutes_per_session_90d", 19.88) == "20 minutes a session"
+    assert phrase("monetary_90d", 58.0) == "paid 58.00 in the last 90 days"
     assert phrase("segment", "smb") == "smb segment"
     assert phrase("region", "emea") == "in region emea"
-    assert phrase("gap_std_days", 12.5) == ("Standard deviation of those gaps: purchase regularity (null with fewer "
-                                            "than 3): 12.50")
+    assert phrase("gap_std_days", 12.4) == "payments irregular by 12 days"
     assert phrase("mean_gap_days", 12.4) == "usually buys every 12 days"
     assert phrase("bgnbd_p_alive", 0.25) == "25% likely to still be buying, by their buying rhythm"
-    assert phrase("last_nps", float("nan")) == "Latest NPS score (0-10) before as_of (null if never answered): unknown"
+    # A missing value says what its absence means.
+    assert phrase("last_nps", float("nan")) == "never answered the NPS survey"
+    assert phrase("days_since_last_ticket", None) == "never a support ticket"
+    # A business's own attribute (no phrase can be written for it beforehand): named with its value.
+    assert phrase("loyalty_tier", "gold") == "loyalty tier gold"
+    assert phrase("loyalty_tier", None) == "loyalty tier not known"
+
+
+def test_every_feature_has_words_and_so_has_its_absence():
+    """No driver line is data-dictionary text (16% of them were): every feature clm builds
+    has a phrase, and one whose description says it can be null says what null means."""
+    from features.groups import FLOAT, GROUPS
+    from serving.reasons import MISSING, PHRASES
+
+    features = [f for g in GROUPS for f in g.features]
+    assert [f.name for f in features if f.name not in PHRASES] == []
+    assert [f.name for f in features if "null" in f.description and f.name not in MISSING] == []
+    for f in features:  # each reads a value of its kind without failing, and never as the description
+        said = phrase(f.name, 3.0 if f.kind == FLOAT else "basic")
+        assert said and f.description.rstrip(".") not in said
 
 
 def test_the_top_drivers_are_what_pushes_this_customers_score_up():
@@ -46,6 +65,14 @@ def test_the_top_drivers_are_what_pushes_this_customers_score_up():
     assert top_drivers(baseline, customers) == [[], [], []]
 
 
-def test_value_sentence():
-    assert value_sentence("retention_offer", 45.4, 94.8, 0.0, 49.4) == (
+def test_value_sentence_speaks_of_the_actions_own_outcome():
+    assert value_sentence("retention_offer", "retain", 45.4, 94.8, 0.0, 49.4) == (
         "retention_offer: expected value 45.40 (94.80 from fewer leaving, minus 49.40 cost)")
+    # A win-back's churn change is customers coming back; a loss is said as one, not "-10.21 from fewer leaving".
+    assert value_sentence("win_back", "win_back", 5.0, 8.0, 0.0, 3.0) == (
+        "win_back: expected value 5.00 (8.00 from winning them back, minus 3.00 cost)")
+    assert value_sentence("win_back", "win_back", -13.21, -10.21, 0.0, 3.0) == (
+        "win_back: expected value -13.21 (10.21 lost as fewer come back, minus 3.00 cost)")
+    # An upgrade offer is justified by upgrades first; its effect on leaving comes after.
+    assert value_sentence("upgrade_offer", "upgrade", 11.0, -2.0, 14.0, 1.0) == (
+        "upgrade_offer: expected value 11.00 (14.00 from upgrades, 2.00 lost to more leaving, minus 1.00 cost)")
