@@ -31,6 +31,10 @@ td:first-child, th:first-child { text-align: left; }
 .ok { color: #15803d; font-weight: 700; }
 .note { color: #4b5563; font-size: .92em; max-width: 60em; }
 img { max-width: 100%; }
+.lead { font-size: 1em; max-width: 60em; margin: .3em 0; }
+details { margin: .4em 0; color: #4b5563; font-size: .92em; }
+summary { cursor: pointer; color: #0f766e; }
+.text-last td:last-child, .text-last th:last-child { text-align: left; }
 """
 
 # Click a header to sort its table by that column (numbers as numbers).

@@ -59,6 +59,7 @@ class ModelCard:
     features: int
     importance: list[tuple[str, float]]  # top features by share of gain
     promoted: str  # the audit trail's latest event, in words
+    horizon_days: int | None = None  # the label window: churn/upsell/stage horizon, CLV's days of value
 
 
 @dataclass
@@ -115,30 +116,41 @@ def nps(scores: pd.Series) -> float:
 
 def churn_rates(start: pd.DataFrame, end: pd.DataFrame) -> pd.Series:
     """Per stage at the period's start: the share of its customers churned at the end."""
+    return churn_counts(start, end)["mean"].rename("churned")
+
+
+def churn_counts(start: pd.DataFrame, end: pd.DataFrame) -> pd.DataFrame:
+    """Per stage at the period's start: the share of its customers churned at the end
+    (`mean`) and how many customers that share is of (`size`)."""
     joined = start[["customer_id", "stage"]].merge(end[["customer_id", "stage"]], on="customer_id",
                                                    suffixes=("", "_end"))
     joined = joined[joined.stage != CHURNED]
-    return joined.assign(churned=joined.stage_end == CHURNED).groupby("stage").churned.mean()
+    return joined.assign(churned=joined.stage_end == CHURNED).groupby("stage").churned.agg(["mean", "size"])
 
 
 def stage_kpis(now: pd.DataFrame, before: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
     """KPIs per stage at the period's end and start: customers, churn rate over the period
-    that ends there, NPS, mean CLV."""
-    def figures(frame: pd.DataFrame, rates: pd.Series) -> pd.DataFrame:
+    that ends there and the customers it is a share of (`churn_base`: the stage's customers
+    at that period's start), NPS and the answers it is of (`nps_answers`), mean CLV."""
+    def figures(frame: pd.DataFrame, churned: pd.DataFrame) -> pd.DataFrame:
         recent = frame[frame.days_since_last_nps <= 365]
         return pd.DataFrame({
             "customers": frame.groupby("stage").size(),
-            "churn_rate": rates,
+            "churn_rate": churned["mean"],
+            "churn_base": churned["size"],
             "nps": recent.groupby("stage").last_nps.apply(nps),
+            "nps_answers": recent.groupby("stage").last_nps.count(),
             "clv": frame.groupby("stage").clv.mean(),
         }).reindex(list(STAGES))
 
-    end, start = figures(now, churn_rates(before, now)), figures(before, churn_rates(earlier, before))
+    end, start = figures(now, churn_counts(before, now)), figures(before, churn_counts(earlier, before))
     out = end.join(start, rsuffix="_before")
-    out["customers"] = out["customers"].fillna(0).astype(int)
-    out["customers_before"] = out["customers_before"].fillna(0).astype(int)
-    order = ["customers", "customers_before", "churn_rate", "churn_rate_before", "nps", "nps_before", "clv",
-             "clv_before"]
+    for counted in ("customers", "customers_before"):
+        out[counted] = out[counted].fillna(0).astype(int)
+    for counted in ("churn_base", "churn_base_before", "nps_answers", "nps_answers_before"):
+        out[counted] = out[counted].astype("Int64")  # none (a churned stage has no churn rate): left empty
+    order = ["customers", "customers_before", "churn_rate", "churn_base", "churn_rate_before", "churn_base_before",
+             "nps", "nps_answers", "nps_before", "nps_answers_before", "clv", "clv_before"]
     return out[order].rename_axis("stage").reset_index()
 
 
@@ -236,6 +248,7 @@ def model_cards(client: MlflowClient) -> list[ModelCard]:
             {k: v for k, v in metrics.items() if k.startswith(("oracle_", "truth_"))},
             int(float(params.get("features", 0))), list((importance or {}).items())[:10],
             f"{last.event} {last.at[:10]} by {last.by} ({last.how}): {last.reason}" if last else "",
+            int(float(params["horizon_days"])) if params.get("horizon_days") else None,
         ))
     return cards
 

@@ -12,7 +12,6 @@ from pipelines import html  # noqa: E402
 from pipelines.report import LifecycleReport, ModelCard  # noqa: E402
 
 SECTIONS = ("kpis", "flow", "cohorts", "at-risk", "models")
-SHOWN_COHORTS = 12
 
 
 def render(report: LifecycleReport) -> str:
@@ -43,12 +42,25 @@ def _kpis(report: LifecycleReport) -> str:
     shown = k.copy()
     for column in ("churn_rate", "churn_rate_before"):
         shown[column] = shown[column] * 100
-    shown = shown.rename(columns={"churn_rate": "churn % (last month)", "churn_rate_before": "churn % (month before)",
-                                  "nps": "NPS", "nps_before": "NPS before", "clv": "CLV", "clv_before": "CLV before",
-                                  "customers_before": "customers before"})
-    return (html.paragraph("Churn rate: of a stage's customers at the start of the month, the share churned "
-                           "at its end. NPS: promoters minus detractors among answers of the last year. CLV: "
-                           "the CLV champion's mean value.") + html.figure(fig) + html.table(shown))
+    days = clv_days(report)
+    clv = f"CLV, next {days} days" if days else "CLV"
+    # Each rate beside the count it is a share of: a rate on a handful of customers says little.
+    shown = shown[["stage", "customers", "customers_before", "churn_rate", "churn_base", "churn_rate_before",
+                   "churn_base_before", "nps", "nps_answers", "nps_before", "nps_answers_before", "clv", "clv_before"]]
+    shown.columns = ["stage", "customers", "a month before", "churn % (last month)", "of customers",
+                     "churn % (month before)", "of customers", "NPS", "answers", "NPS before", "answers", clv,
+                     f"{clv} (month before)"]
+    value = (f"the CLV champion's expected payments per customer over the next {days} days, in the data's "
+             "currency" if days else "the CLV champion's expected payments per customer")
+    return (html.paragraph("Churn rate: of a stage's customers at the start of the month (\"of customers\"), the "
+                           "share churned at its end. NPS: promoters (9-10) minus detractors (0-6) among the stage's "
+                           f"answers of the last year (\"answers\": how many). CLV: {value}. A rate on a few dozen "
+                           "customers or answers moves by chance.") + html.figure(fig) + html.table(shown))
+
+
+def clv_days(report: LifecycleReport) -> int | None:
+    """The days of value the CLV champion predicts (its label window), if there is one."""
+    return next((card.horizon_days for card in report.models if card.model == "clv"), None)
 
 
 def _flow(report: LifecycleReport) -> str:
@@ -77,14 +89,17 @@ def _curves(frame: pd.DataFrame, by: str, title: str) -> str:
         return html.paragraph("No cohort has a full month yet.")
     fig, ax = plt.subplots(figsize=(8, 3.5))
     months = [c for c in frame.columns if c != by]
-    step = max(1, -(-len(frame) // SHOWN_COHORTS))  # at most SHOWN_COHORTS curves, spread over the cohorts
-    for _, row in frame.iloc[::step].iterrows():
-        ax.plot([int(m[1:]) for m in months], row[months].to_numpy(dtype=float), marker=".", label=str(row[by]))
+    # Every cohort, each its own colour: along a sequence for signup months (older darker), distinct for channels.
+    palette = plt.get_cmap("viridis" if by == "signup_month" else "tab10")
+    for i, (_, row) in enumerate(frame.iterrows()):
+        colour = palette(i / max(len(frame) - 1, 1)) if by == "signup_month" else palette(i % 10)
+        ax.plot([int(m[1:]) for m in months], row[months].to_numpy(dtype=float), marker=".", label=str(row[by]),
+                color=colour, linewidth=1.2)
     ax.set_xlabel("months since signup")
     ax.set_ylabel("retained")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6, ncol=max(1, -(-len(frame) // 8)), loc="lower left")
     return html.figure(fig) + html.table(frame, digits=2)
 
 
@@ -100,7 +115,12 @@ def _at_risk(report: LifecycleReport) -> str:
         return html.paragraph("No nightly batch yet: nothing to show.")
     body = html.paragraph(f"From the nightly batch of {report.scored_at}: the customers with the most value at "
                           "risk (churn probability x CLV) and clm's recommendation for each.")
-    body += html.table(report.at_risk.astype({"expected_value": float}))
+    shown = report.at_risk.astype({"expected_value": float}).rename(columns={
+        "customer_id": "customer", "churn_probability": "churn probability", "clv": f"CLV, next {clv_days(report)} days"
+        if clv_days(report) else "CLV", "value_at_risk": "value at risk", "expected_value": "expected value",
+        "why": "why (the first reason)"})
+    body += f'<div class="text-last">{html.table(shown)}</div>'
+
     plan = report.plan
     if not plan:
         body += html.paragraph("This batch made no decisions: there was no uplift champion (see `clm models list`; "
@@ -112,12 +132,50 @@ def _at_risk(report: LifecycleReport) -> str:
             f"Expected incremental value {plan['expected_value']:,.0f} for a cost of {plan['spent']:,.0f}"
             + (f" (budget {budget:,.0f})" if budget is not None else "") + f". Actions: {actions}.", "")
         finder = pd.DataFrame(plan.get("value_finder", []))
+        if len(finder):  # as the terminal's table shows it (`clm evaluate-policy`, `clm run`)
+            finder = finder[["step", "customers", "with_a_paying_action", "value_left"]].rename(columns={
+                "with_a_paying_action": "of them with a paying action", "value_left": "value left"})
         if len(finder):
             body += ("<h3>Value finder</h3>" + html.paragraph(
                 "Customers left with no action, by the funnel step where their last action fell, and the value "
                 "that step left on the table (rules: eligibility and applicability; budget and capacities: "
                 "selection).") + html.table(finder))
     return body
+
+
+def in_words(card: ModelCard) -> list[str]:
+    """Two or three of a card's test figures in words, for a business reader."""
+    f, t = card.figures, card.truth
+    said: list[str] = []
+    if card.model in ("churn", "upsell") and "roc_auc" in f:
+        who = "customers who leave" if card.model == "churn" else "customers who upgrade"
+        days = f" within {card.horizon_days} days" if card.horizon_days else ""
+        line = f"Ranks {who}{days} above the others {f['roc_auc']:.2f} of the time, where chance is 0.50"
+        if "oracle_roc_auc" in t:
+            line += f" and the simulator's true probabilities reach {t['oracle_roc_auc']:.2f}"
+        said.append(line + ".")
+        if "capture_top_decile" in f and "lift_top_decile" in f:
+            said.append(f"Its top 10% hold {f['capture_top_decile']:.0%} of them: {f['lift_top_decile']:.1f} times "
+                        "as many as 10% picked at random.")
+    elif card.model == "stage" and "accuracy" in f:
+        said.append(f"Names the stage a customer will be in{f' {card.horizon_days} days on' if card.horizon_days else ''} "
+                    f"right for {f['accuracy']:.0%} of customers; macro F1 {f.get('macro_f1', float('nan')):.2f} "
+                    "(every stage weighed alike, rare ones too).")
+    elif card.model == "clv" and "spearman" in f:
+        days = f"over the next {card.horizon_days} days " if card.horizon_days else ""
+        said.append(f"Orders customers by what they will pay {days}with a rank correlation of {f['spearman']:.2f} "
+                    "(1 = perfect order, 0 = none).")
+        if "mae" in f and "mean_actual" in f:
+            said.append(f"Off by {f['mae']:,.0f} a customer on average, where the average customer pays "
+                        f"{f['mean_actual']:,.0f}.")
+    elif card.model == "uplift":
+        if "truth_all_top10_captured" in t:
+            said.append(f"Acting on the 10% of customers it ranks first gets {t['truth_all_top10_captured']:.0%} of the value the "
+                        "simulator's true effects say the best 10% would give.")
+        if "value_qini_total" in f:
+            said.append(f"On the logged decisions of its test month, its ranking is worth {f['value_qini_total']:,.1f} "
+                        "above random targeting (value Qini; 0 = no better than random).")
+    return said
 
 
 def _models(cards: list[ModelCard]) -> str:
@@ -128,11 +186,13 @@ def _models(cards: list[ModelCard]) -> str:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in sorted(card.figures.items()))
         truth = ", ".join(f"{k} {v:.3f}" for k, v in sorted(card.truth.items()) if not k.endswith("rows"))
         window = "; ".join(f"{k}: {v}" for k, v in card.window.items())
+        details = (html.paragraph(f"Trained as of {card.as_of} on {card.features} features. Window: {window}.", "")
+                   + html.paragraph(f"Test figures: {figures}.", "")
+                   + (html.paragraph(f"Against the simulator's truth: {truth}.", "") if truth else ""))
         body += (f'<div class="card"><h3>{html.escape(card.model)} v{html.escape(card.version)} '
                  f'({html.escape(card.kind)})</h3>'
-                 + html.paragraph(f"Trained as of {card.as_of} on {card.features} features. Window: {window}.", "")
-                 + html.paragraph(f"Test figures: {figures}.", "")
-                 + (html.paragraph(f"Against the simulator's truth: {truth}.", "") if truth else "")
+                 + "".join(html.paragraph(line, "lead") for line in in_words(card))
+                 + f"<details><summary>Every figure</summary>{details}</details>"
                  + (html.paragraph(f"Champion since: {card.promoted}", "note") if card.promoted else ""))
         if card.importance:
             fig, ax = plt.subplots(figsize=(6, 0.28 * len(card.importance) + 0.8))

@@ -85,3 +85,41 @@ def test_the_report_clm_run_wrote_opens_in_a_browser_without_script_errors(main_
             browser.close()
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests  # nothing from the network
+
+
+def test_kpis_show_how_many_customers_and_answers_each_rate_is_of():
+    earlier = pd.DataFrame({"customer_id": list("abcd"), "stage": ["engaged"] * 4})
+    before = pd.DataFrame({"customer_id": list("abcde"), "stage": ["engaged", "engaged", "engaged", "churned", "new"],
+                           "last_nps": [10.0, 3.0, None, None, 9.0], "days_since_last_nps": [10.0, 400.0, None, None, 5.0],
+                           "clv": [100.0, 200.0, 300.0, None, 50.0]})
+    now = pd.DataFrame({"customer_id": list("abcde"), "stage": ["engaged", "churned", "engaged", "churned", "engaged"],
+                        "last_nps": [10.0, 3.0, 8.0, None, 9.0], "days_since_last_nps": [40.0, 430.0, 3.0, None, 35.0],
+                        "clv": [110.0, None, 280.0, None, 60.0]})
+    for frame in (earlier,):
+        frame["last_nps"], frame["days_since_last_nps"], frame["clv"] = np.nan, np.nan, np.nan
+    k = rep.stage_kpis(now, before, earlier).set_index("stage")
+    # engaged at the start of the month: a, b, c; b churned: 1 of 3
+    assert k.loc["engaged", "churn_rate"] == pytest.approx(1 / 3) and k.loc["engaged", "churn_base"] == 3
+    # the month before: a, b, c, d engaged; d churned: 1 of 4
+    assert k.loc["engaged", "churn_rate_before"] == pytest.approx(1 / 4) and k.loc["engaged", "churn_base_before"] == 4
+    # NPS now among engaged answers of the last year: a 10, c 8, e 9 -> 2 promoters of 3, no detractor
+    assert k.loc["engaged", "nps"] == pytest.approx(100 * 2 / 3) and k.loc["engaged", "nps_answers"] == 3
+    # before: a 10 (b's answer is over a year old) -> one answer
+    assert k.loc["engaged", "nps_before"] == pytest.approx(100.0) and k.loc["engaged", "nps_answers_before"] == 1
+
+
+def test_a_model_card_leads_with_its_figures_in_words():
+    from pipelines.report import ModelCard
+    from pipelines.report_page import in_words
+
+    churn = ModelCard("churn", "3", "lightgbm", "2026-01-01", {}, {"roc_auc": 0.6312, "capture_top_decile": 0.168,
+                      "lift_top_decile": 1.681}, {"oracle_roc_auc": 0.6704}, 72, [], "", 90)
+    assert in_words(churn) == [
+        "Ranks customers who leave within 90 days above the others 0.63 of the time, where chance is 0.50 and the "
+        "simulator's true probabilities reach 0.67.",
+        "Its top 10% hold 17% of them: 1.7 times as many as 10% picked at random."]
+    clv = ModelCard("clv", "1", "lightgbm", "2026-01-01", {}, {"spearman": 0.73, "mae": 192.9, "mean_actual": 517.0},
+                    {}, 58, [], "", 210)
+    assert in_words(clv) == [
+        "Orders customers by what they will pay over the next 210 days with a rank correlation of 0.73 (1 = perfect "
+        "order, 0 = none).", "Off by 193 a customer on average, where the average customer pays 517."]
