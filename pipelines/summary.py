@@ -8,6 +8,7 @@ import duckdb
 
 from clm.domain import Table
 from clm.workspace import RawManifest, Workspace
+from features.snapshots import group_dir, workspace_groups
 
 
 @dataclass
@@ -20,6 +21,8 @@ class WorkspaceSummary:
     latest_stages: dict[str, int] = field(default_factory=dict)
     latest_mean_truth: dict[str, float] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
+    snapshot_dates: int = 0  # dates with feature snapshots (month starts, and the cutoffs training and deciding needed)
+    month_starts: int = 0  # of them, month starts
 
 
 def summarise(workspace: Workspace) -> WorkspaceSummary:
@@ -62,4 +65,7 @@ def summarise(workspace: Workspace) -> WorkspaceSummary:
             con.execute(f"SELECT action, count(*) FROM {path(Table.ACTIONS)} GROUP BY action ORDER BY 2 DESC").fetchall()
         )
     con.close()
+    dates = {p.stem for group in workspace_groups(workspace) for p in group_dir(workspace, group.name).glob("*.parquet")}
+    summary.snapshot_dates = len(dates)
+    summary.month_starts = sum(d.endswith("-01") for d in dates)
     return summary

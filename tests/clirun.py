@@ -55,6 +55,20 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+CLONE = Path(__file__).resolve().parents[1]
+PLAIN_PATH = "/usr/bin:/bin"  # a fresh machine's: no virtual environment activated
+
+
+def run_from_clone(*args: str) -> Outcome:
+    """`clm ARGS` as the README's first command runs it: `.venv/bin/clm` (relative) from
+    the clone's root, with a plain PATH, in a process of its own; what it prints is what a
+    user sees (the commands it prints name clm as it was called)."""
+    clm = os.path.relpath(Path(sys.executable).parent / "clm", CLONE)
+    done = subprocess.run([clm, *args], cwd=CLONE, capture_output=True, text=True,
+                          env={**child_environment(), "PATH": PLAIN_PATH})
+    return Outcome(done.returncode, done.stdout + done.stderr)
+
+
 def child_environment() -> dict[str, str]:
     """This process's environment for a child, less MLFLOW_TRACKING_URI: in-process tests'
     mlflow.set_tracking_uri() exports it, and a child would write to that store."""

@@ -106,12 +106,14 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def main_job(tmp_path_factory: pytest.TempPathFactory):  # -> tuple[Path, Outcome]
-    """The README's main job, at 2,000 customers: a trained workspace and what `clm run`
-    said. Tests that change the workspace work on a copy (`trained_copy`)."""
-    from tests.clirun import invoke
+    """The README's main job, at 2,000 customers, run as its first command runs it
+    (`.venv/bin/clm run` from the clone's root, a plain PATH: `run_from_clone`): a trained
+    workspace and what `clm run` said. Tests that change the workspace work on a copy
+    (`trained_copy`)."""
+    from tests.clirun import run_from_clone
 
     ws = tmp_path_factory.mktemp("main") / "ws"
-    return ws, invoke("run", "-n", "2000", "-w", str(ws))
+    return ws, run_from_clone("run", "-n", "2000", "-w", str(ws))
 
 
 def copy_trained(main_job, dst: Path) -> Workspace:

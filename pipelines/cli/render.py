@@ -5,6 +5,8 @@ the other functions for what only they show.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -20,7 +22,7 @@ from pipelines.jobs.evaluate_policy import PolicyEvaluation
 from pipelines.jobs.features import Materialized, Registered
 from pipelines.jobs.models import ChampionChange, History, VersionRow, shown_figures
 from pipelines.jobs.report import ReportWritten
-from pipelines.jobs.run import RunResult
+from pipelines.jobs.run import POLICY_NAME, RunResult
 from pipelines.jobs.serve import curl_example
 from pipelines.jobs.simulate import Simulated
 from pipelines.jobs.train import Trained
@@ -132,7 +134,7 @@ def trained(result: Trained) -> None:
         first = next(r for r in result.reports if r.trained and not r.promoted)
         say(f"Registered as challenger only: {', '.join(result.held_back)} (the gate's reasons above); their "
             "champions, if any, are unchanged, and a model without one is not scored. To use a challenger anyway, "
-            f"promote it by hand, e.g. `clm models promote {first.model} {first.version}`.", "yellow")
+            f"promote it by hand, e.g. `{clm_command()} models promote {first.model} {first.version}`.", "yellow")
 
 
 def model_figures(r: ModelReport) -> list[str]:
@@ -297,6 +299,14 @@ def off_policy(report: OffPolicyReport) -> None:
                       "-" if truth is None else f"{truth:,.0f}",
                       "-" if est["covers_truth"] is None else ("yes" if est["covers_truth"] else "no"))
     console.print(table)
+    dr = d["dr"]
+    say(f"Each estimate judges clm's policy from the logged decisions alone, as on real data; the 95% interval is "
+        f"where the policy's true value lies 19 times in 20. Here the doubly robust one spans {dr['low']:,.0f} to "
+        f"{dr['high']:,.0f} per 1,000 decisions ({dr['high'] - dr['low']:,.0f} wide): "
+        + ("too wide to tell clm from doing nothing (0); it narrows as more decisions, and more explored ones, are "
+           "logged." if dr["low"] <= 0 <= dr["high"] else
+           ("clm's policy is worth more than doing nothing." if dr["low"] > 0 else
+            "clm's policy is worth less than doing nothing.")))
     if report.in_sample:
         say(f"In sample: {report.in_sample}. The estimate flatters it.", "bold red")
 
@@ -373,16 +383,35 @@ def workspace_summary(workspace_root: object, s: WorkspaceSummary) -> None:
     if s.latest_snapshot:
         stages = ", ".join(f"{k} {v:,}" for k, v in s.latest_stages.items())
         truth = ", ".join(f"{k} {v:.3f}" for k, v in s.latest_mean_truth.items() if v is not None)
-        console.print(f"True stages on {s.latest_snapshot}: {stages}.")
+        console.print(f"The simulator's true stages on {s.latest_snapshot}: {stages}.")
         console.print(f"Mean true probabilities of active customers on {s.latest_snapshot}: {truth}.")
+    if s.snapshot_dates:
+        console.print(f"Feature snapshots on {s.snapshot_dates} dates: {s.month_starts} month starts, and "
+                      f"{s.snapshot_dates - s.month_starts} cutoffs that training's label windows and the decisions "
+                      "needed (built when first asked for).")
     if s.decisions:
         console.print("Logged decisions: " + ", ".join(f"{k} {v:,}" for k, v in s.decisions.items()) + ".")
 
 
 def main_job(workspace_root: object, result: RunResult) -> None:
-    """What `clm run` says at the end: the workspace, the report, how to call the API."""
+    """What `clm run` says at the end: the workspace, the stages as the report counts them,
+    the report, how to call the API."""
     workspace_summary(workspace_root, result.summary)
+    report = result.report.report
+    counts = report.kpis.set_index("stage")["customers"]
+    console.print(f"Stages on {report.as_of:%Y-%m-%d} by clm's stage rules (as the report counts them): "
+                  + ", ".join(f"{stage} {int(n):,}" for stage, n in counts.items()) + ".")
+    if result.summary.latest_snapshot:
+        console.print("(The simulator's true stages above are its hidden state, a day earlier: its at_risk means a "
+                      "true chance of churning in 90 days of 25% or more, clm's a warning sign in behaviour, so the "
+                      "counts differ.)")
     say(f"\nThe lifecycle report (open it in a browser): {result.report.path}", wrap=False)
+    if result.policy is not None:
+        say(f"The policy evaluation's figures (JSON): {Path(str(workspace_root)) / POLICY_NAME}", wrap=False)
     say(f"\nThe real-time API: start it with\n  {clm_command()} serve -w {workspace_root}\nand, from another terminal, ask for a "
         f"customer's scores and next-best actions:\n  {curl_example('127.0.0.1', 3000, result.example_customer)}",
         wrap=False)
+    say("(In the answer, `stage` is where the customer is today by clm's stage rules, which read behaviour: no use "
+        "for 30 days is dormant, a failed payment or falling use at_risk; `churn_probability` is the churn model's "
+        "chance that they cancel within its horizon (90 days unless trained with another). The two can differ: "
+        "an at_risk customer may well stay.)")

@@ -31,14 +31,17 @@ from pipelines.jobs.features import (
 from pipelines.jobs.report import REPORT_NAME, ReportWritten, write_report
 from pipelines.jobs.reporting import Quiet, Reporter
 from pipelines.jobs.score import ScoreSettings, score_base
-from pipelines.jobs.serve import example_customer
+from pipelines.jobs.serve import showcase_customer
 from pipelines.jobs.simulate import Simulated, simulate
 from pipelines.jobs.train import Trained, train_models
 from pipelines.jobs.validate import validate
-from pipelines.score import ScoreResult
+from pipelines.score import ScoreResult, write_json
 from pipelines.summary import WorkspaceSummary, summarise
 from simulator.engine import SimulationConfig
 from training.config import TrainConfig
+
+
+POLICY_NAME = "reports/policy.json"  # the policy evaluation's figures, beside the report
 
 
 @dataclass
@@ -125,6 +128,7 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     try:
         policy = evaluate_policy(workspace, PolicySettings(decision_day(end), actions), reporter)
         reporter.finished(policy)
+        write_json(policy.report, workspace.root / POLICY_NAME)  # what `clm evaluate-policy --json` writes
     except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
         skipped["policy"] = str(err)
         reporter.warn(f"Policy evaluation skipped: {err}")
@@ -141,4 +145,4 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
     report = write_report(workspace, end, workspace.root / REPORT_NAME, None, reporter)
     reporter.finished(report)
     return RunResult(simulated, validation, features, registered, online, trained, policy, scores, report,
-                     summarise(workspace), example_customer(workspace), skipped)
+                     summarise(workspace), showcase_customer(workspace), skipped)

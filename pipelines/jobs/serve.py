@@ -9,10 +9,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from clm.domain import NO_ACTION
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
 from features.repo import check_online_store
+from pipelines.outputs import delivered_outputs
 from serving.vocabulary import example_customer
 from training import registry
 
@@ -59,8 +63,22 @@ def check_port_free(host: str, port: int) -> None:
 
 def curl_example(host: str, port: int, customer: str) -> str:
     """The command that asks the API for one customer's scores and next-best actions."""
-    body = '{"customer_id": "%s", "context": {"intent": "cancelling", "channel": "phone"}}' % customer
+    body = '{"customer_id": "%s", "max_actions": 3}' % customer
     return f"curl -s -X POST http://{host}:{port}/score -H 'content-type: application/json' -d '{body}'"
+
+
+def showcase_customer(workspace: Workspace) -> str:
+    """A customer to show the API with: of the latest nightly batch, the one whose chosen
+    action (not an explored one) is worth the most, so that the example's answer recommends
+    something that pays; without a batch or an action, any live customer."""
+    delivered = delivered_outputs(workspace)
+    if delivered:
+        batch = pd.read_parquet(delivered[max(delivered)], columns=["customer_id", "action", "action_value",
+                                                                    "explored"])
+        paying = batch[(batch.action != NO_ACTION) & ~batch.explored.astype(bool) & (batch.action_value > 0)]
+        if len(paying):
+            return str(paying.sort_values(["action_value", "customer_id"], ascending=[False, True]).customer_id.iloc[0])
+    return example_customer(workspace)
 
 
 def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
@@ -89,7 +107,7 @@ def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:
     bentoml = str(Path(sys.executable).parent / "bentoml")
     argv = [bentoml, "serve", "serving.service:Clm", "--host", settings.host, "--port", str(settings.port),
             "--working-dir", str(CODE_ROOT)]
-    return Server(argv, env, example_customer(workspace))
+    return Server(argv, env, showcase_customer(workspace))
 
 
 def start(server: Server) -> None:

@@ -208,17 +208,6 @@ def test_a_body_that_is_not_json_is_400_and_one_not_sent_as_json_415(api):
         assert is_error(httpx.post(f"{api}{path}", content=b'{"customer_id": "C1"}', headers=AUTH, timeout=30), 415)
 
 
-def test_the_curl_line_clm_run_prints_works_against_clm_serve(api, main_job):
-    said = main_job[1].output
-    assert f"clm serve -w {main_job[0]}" in said
-    line = re.search(r"curl -s -X POST http://127\.0\.0\.1:3000/score -H 'content-type: application/json' "
-                     r"-d '(\{.*?\}\})'", said)
-    assert line, said[-600:]
-    r = httpx.post(f"{api}/score", content=line.group(1), headers={"content-type": "application/json", **AUTH},
-                   timeout=30)
-    assert r.status_code == 200 and r.json()["in_population"], r.text
-
-
 # ------------------------------------------------------------------ /score_batch
 def test_score_batch_answers_in_the_order_asked_repeats_included(api, online):
     """Results line up with the request (a repeated id at each place, one decision), the

@@ -172,8 +172,9 @@ def test_run_is_the_main_job_end_to_end(main_job, tmp_path):
     assert result.exit_code == 0, result.output
     for expected in (
         "Simulate", "Validate", "Valid:", "Feast registry: 8 views", "Online store loaded", "Test window figures",
-        "True stages on 2025-12-31", "Logged decisions", "Score and decide", "Scored", "The lifecycle report",
-        "clm serve -w",
+        "The simulator's true stages on 2025-12-31", "by clm's stage rules (as the report counts them)",
+        "Feature snapshots on", "Logged decisions", "Score and decide", "Scored", "The lifecycle report",
+        "clm serve -w", "The policy evaluation's figures (JSON)",
     ):
         assert expected in result.output
     (scored,) = (ws / "scores").iterdir()  # the whole base scored (and decided, with an uplift champion)
