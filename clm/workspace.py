@@ -414,3 +414,20 @@ def process_alive(pid: int) -> bool:
 
 def write_manifest(raw_dir: Path, manifest: RawManifest) -> None:
     (raw_dir / MANIFEST_NAME).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True))
+
+
+def notebook_workspace(folder: Path | None = None) -> Workspace:
+    """The workspace a notebook reads: $CLM_WORKSPACE, else ./workspace, as every command.
+    A relative path is looked for in the notebook's folder (where Jupyter starts its
+    kernel: `notebooks/`), then in that folder's parent, the clone's root, where the
+    README's `clm run` writes it; not found in either, a ClmError says where it looked."""
+    path = resolve_workspace(None)
+    if path.is_absolute():
+        return Workspace.at(path)
+    here = folder or Path.cwd()
+    for base in (here, here.parent):
+        if (base / path / "raw" / MANIFEST_NAME).is_file():
+            return Workspace.at(base / path)
+    raise ClmError(f"No workspace with data at {here / path} nor at {here.parent / path}: run the README's first "
+                   f"command in the clone's root (it writes ./workspace), or set {WORKSPACE_ENV} to a workspace's "
+                   "folder (absolute, or relative to the clone's root).")
