@@ -56,7 +56,20 @@ class BatchPlan:
         actions = pd.Series(names[np.where(self.final >= 0, self.final, len(names) - 1)]).value_counts()
         return {"actions": {str(a): int(k) for a, k in actions.items()}, "expected_value": float(self.value.sum()),
                 "spent": float(self.cost.sum()), "budget": self.budget, "explored": int(self.explored.sum()),
-                "allocation_gap": float(self.decided.gap), "value_finder": value_finder(self.decided)}
+                "allocation_gap": float(self.decided.gap), "value_finder": value_finder(self.decided),
+                "showcase": self.showcase()}
+
+    def showcase(self) -> dict[str, object] | None:
+        """The customer the budget left with the most value unserved (none chosen, none
+        explored, an allowed action that pays): the API, which has no budget and for whom
+        the batch logged no contact, recommends them that action. The example `clm run`
+        and `clm serve` print. None when the budget left nobody out."""
+        d = self.decided
+        left = (d.fell_at == "selection") & (self.final < 0) & ~self.explored & (d.at_stake > 0)
+        if not left.any():
+            return None
+        best = int(np.flatnonzero(left)[np.argmax(d.at_stake[left])])
+        return {"customer_id": str(d.customer_id[best]), "value_left": float(d.at_stake[best])}
 
 
 def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: pd.Timestamp,

@@ -12,6 +12,7 @@ from pipelines import html  # noqa: E402
 from pipelines.report import LifecycleReport, ModelCard  # noqa: E402
 
 SECTIONS = ("kpis", "flow", "cohorts", "at-risk", "models")
+LEGEND_ENTRIES = 24
 
 
 def render(report: LifecycleReport) -> str:
@@ -89,17 +90,19 @@ def _curves(frame: pd.DataFrame, by: str, title: str) -> str:
         return html.paragraph("No cohort has a full month yet.")
     fig, ax = plt.subplots(figsize=(8, 3.5))
     months = [c for c in frame.columns if c != by]
-    # Every cohort, each its own colour: along a sequence for signup months (older darker), distinct for channels.
-    palette = plt.get_cmap("viridis" if by == "signup_month" else "tab10")
+    # Every cohort, each its own colour: distinct for up to 20 channels, else along a sequence (older darker).
+    distinct = by != "signup_month" and len(frame) <= 20
+    palette = plt.get_cmap("tab20" if distinct else "viridis")
+    labelled = max(1, -(-len(frame) // LEGEND_ENTRIES))  # a legend of at most LEGEND_ENTRIES names
     for i, (_, row) in enumerate(frame.iterrows()):
-        colour = palette(i / max(len(frame) - 1, 1)) if by == "signup_month" else palette(i % 10)
-        ax.plot([int(m[1:]) for m in months], row[months].to_numpy(dtype=float), marker=".", label=str(row[by]),
-                color=colour, linewidth=1.2)
+        colour = palette(i % 20) if distinct else palette(i / max(len(frame) - 1, 1))
+        ax.plot([int(m[1:]) for m in months], row[months].to_numpy(dtype=float), marker=".",
+                label=str(row[by]) if i % labelled == 0 else None, color=colour, linewidth=1.2)
     ax.set_xlabel("months since signup")
     ax.set_ylabel("retained")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(fontsize=6, ncol=max(1, -(-len(frame) // 8)), loc="lower left")
+    ax.legend(fontsize=6, ncol=max(1, -(-min(len(frame), LEGEND_ENTRIES) // 8)), loc="lower left")
     return html.figure(fig) + html.table(frame, digits=2)
 
 
@@ -173,8 +176,9 @@ def in_words(card: ModelCard) -> list[str]:
             said.append(f"Acting on the 10% of customers it ranks first gets {t['truth_all_top10_captured']:.0%} of the value the "
                         "simulator's true effects say the best 10% would give.")
         if "value_qini_total" in f:
-            said.append(f"On the logged decisions of its test month, its ranking is worth {f['value_qini_total']:,.1f} "
-                        "above random targeting (value Qini; 0 = no better than random).")
+            said.append(f"On the logged decisions of its test month, its ranking gains {f['value_qini_total']:,.2f} a "
+                        "customer over random targeting, in the data's currency (value Qini, summed over actions; "
+                        "0 = no better than random).")
     return said
 
 

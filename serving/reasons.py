@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.groups import GROUPS
 from training.blend import BlendModel
 from training.btyd_models import BtydEstimator, BtydModel, history_summary
 from training.models import Columns, Rows, TrainedModel, column, lightgbm_predict, prepare_matrix
@@ -92,13 +91,13 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "bgnbd_p_alive": lambda v: f"{v:.0%} likely to still be buying, by their buying rhythm",
     "bgnbd_expected_purchases": lambda v: f"{v:.1f} purchases expected in the horizon, by their buying rhythm",
     "is_subscribed": lambda v: "subscribed" if v >= 0.5 else "subscription cancelled",
-    "frequency_365d": _count("payment", " in the last year"),
+    "frequency_365d": _count("purchase", " in the last year"),
     "monetary_90d": lambda v: f"paid {v:,.2f} in the last 90 days",
-    "frequency_total": _count("payment", " in all"),
-    "first_purchase_days": lambda v: f"first paid {v:.0f} days ago",
-    "gap_std_days": lambda v: f"payments irregular by {v:.0f} days",
-    "last_gap_days": lambda v: f"{v:.0f} days between the last two payments",
-    "max_gap_180d": lambda v: f"a gap of {v:.0f} days between payments in the last 6 months",
+    "frequency_total": _count("purchase", " in all"),
+    "first_purchase_days": lambda v: f"first purchase {v:.0f} days ago",
+    "gap_std_days": lambda v: f"purchases irregular by {v:.0f} days",
+    "last_gap_days": lambda v: f"{v:.0f} days between the last two purchases",
+    "max_gap_180d": lambda v: f"longest gap between purchases in the last 6 months: {v:.0f} days",
     "active_days_7d": lambda v: f"active on {v:.0f} of the last 7 days",
     "minutes_30d": lambda v: f"{v:,.0f} minutes of use in 30 days",
     "features_per_active_day_30d": lambda v: f"{v:.1f} product features a day of use (30 days)",
@@ -113,7 +112,7 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "days_since_last_nps": lambda v: f"last NPS answer {v:.0f} days ago",
     "contacts_90d": _count("contact", " from us in 90 days"),
     "offers_90d": _count("offer", " in 90 days"),
-    "responses_90d": _count("contact", " answered by use within a week (90 days)"),
+    "responses_90d": _count("contact", " in 90 days followed by product use within a week"),
     "converted_referrals_365d": _count("referral", " who joined this year"),
     "days_since_last_referral": lambda v: f"last referral {v:.0f} days ago",
 }
@@ -125,7 +124,7 @@ MISSING: dict[str, str] = {
     "is_subscribed": "no subscription on record", "recency_days": "no purchase yet",
     "avg_transaction_value": "no purchase yet", "first_purchase_days": "no purchase yet",
     "mean_gap_days": "fewer than two purchases", "gap_std_days": "fewer than three purchases",
-    "last_gap_days": "fewer than two purchases", "max_gap_180d": "no gap between payments in 6 months",
+    "last_gap_days": "fewer than two purchases", "max_gap_180d": "no repeat purchase in the last 6 months",
     "recency_over_mean_gap": "no buying rhythm yet", "last_amount_ratio": "no payment yet",
     "recent_past_ratio": "no use in the two months before the last one", "days_since_last_activity": "never used the product",
     "features_per_active_day_30d": "no use in 30 days", "features_per_active_day_90d": "no use in 90 days",
@@ -138,7 +137,6 @@ MISSING: dict[str, str] = {
     "days_since_last_contact": "never contacted by us", "last_action": "never contacted by us",
     "days_since_last_referral": "never referred anyone",
 }
-DESCRIPTIONS = {f.name: f.description.rstrip(".") for g in GROUPS for f in g.features}
 
 
 def phrase(feature: str, value: object) -> str:
@@ -221,10 +219,11 @@ STAYING_DEFAULT = ("from fewer leaving", "lost to more leaving")
 
 def value_sentence(action: str, target: str, value: float, retention: float, upgrade: float, cost: float) -> str:
     """The expected value and its parts, in words, the action's own outcome first (an
-    upgrade offer's upgrades before its effect on leaving; a win-back's customers won back)."""
+    upgrade offer's upgrades before its effect on leaving; a win-back's customers won back;
+    the others' fewer leaving, then upgrades)."""
     gained, lost = STAYING_WORDS.get(target, STAYING_DEFAULT)
     staying = (f"{retention:,.2f} {gained}" if retention > 0 else f"{-retention:,.2f} {lost}") if retention else ""
     upgrades = (f"{upgrade:,.2f} from upgrades" if upgrade > 0 else f"{-upgrade:,.2f} lost to fewer upgrades") if upgrade else ""
-    own_first = (upgrades, staying) if target in ("upgrade", "refer") else (staying, upgrades)
+    own_first = (upgrades, staying) if target == "upgrade" else (staying, upgrades)
     parts = [p for p in own_first if p] + [f"minus {cost:,.2f} cost"]
     return f"{action}: expected value {value:,.2f} ({', '.join(parts)})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -300,13 +301,19 @@ def off_policy(report: OffPolicyReport) -> None:
                       "-" if est["covers_truth"] is None else ("yes" if est["covers_truth"] else "no"))
     console.print(table)
     dr = d["dr"]
-    say(f"Each estimate judges clm's policy from the logged decisions alone, as on real data; the 95% interval is "
-        f"where the policy's true value lies 19 times in 20. Here the doubly robust one spans {dr['low']:,.0f} to "
-        f"{dr['high']:,.0f} per 1,000 decisions ({dr['high'] - dr['low']:,.0f} wide): "
-        + ("too wide to tell clm from doing nothing (0); it narrows as more decisions, and more explored ones, are "
-           "logged." if dr["low"] <= 0 <= dr["high"] else
-           ("clm's policy is worth more than doing nothing." if dr["low"] > 0 else
-            "clm's policy is worth less than doing nothing.")))
+    low, high = dr["low"], dr["high"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        verdict = "the logged decisions give no interval (too few, or no explored ones)."
+    elif low <= 0 <= high:
+        verdict = (f"{high - low:,.0f} wide, from {low:,.0f} to {high:,.0f} per 1,000 decisions, it holds 0: the "
+                   "logged decisions cannot yet tell clm from doing nothing; it narrows as more decisions, and more "
+                   "explored ones, are logged.")
+    else:
+        verdict = (f"from {low:,.0f} to {high:,.0f} per 1,000 decisions, it leaves out 0: clm's policy is worth "
+                   f"{'more' if low > 0 else 'less'} than doing nothing.")
+    say("Each estimate judges clm's policy from the logged decisions alone, as it would be on real data; its 95% "
+        "interval (bootstrap) is the range of values those decisions are consistent with. The doubly robust "
+        "one's: " + verdict)
     if report.in_sample:
         say(f"In sample: {report.in_sample}. The estimate flatters it.", "bold red")
 
@@ -411,7 +418,10 @@ def main_job(workspace_root: object, result: RunResult) -> None:
     say(f"\nThe real-time API: start it with\n  {clm_command()} serve -w {workspace_root}\nand, from another terminal, ask for a "
         f"customer's scores and next-best actions:\n  {curl_example('127.0.0.1', 3000, result.example_customer)}",
         wrap=False)
-    say("(In the answer, `stage` is where the customer is today by clm's stage rules, which read behaviour: no use "
-        "for 30 days is dormant, a failed payment or falling use at_risk; `churn_probability` is the churn model's "
-        "chance that they cancel within its horizon (90 days unless trained with another). The two can differ: "
-        "an at_risk customer may well stay.)")
+    contractual = result.summary.manifest.business == "contractual"
+    signs = ("no use for 30 days is dormant, a failed payment or falling use at_risk" if contractual else
+             "no purchase for 60 days is dormant, for 90 days churned")
+    leaving = "cancel" if contractual else "make no purchase"
+    say(f"(In the answer, `stage` is where the customer is today by clm's stage rules, which read behaviour: {signs}; "
+        f"`churn_probability` is the churn model's chance that they {leaving} within its horizon (90 days unless "
+        "trained with another). The two can differ: an at_risk customer may well stay.)")

@@ -130,6 +130,7 @@ def run_main_job(workspace: Workspace, config: SimulationConfig, replace: bool =
         reporter.finished(policy)
         write_json(policy.report, workspace.root / POLICY_NAME)  # what `clm evaluate-policy --json` writes
     except ClmError as err:  # e.g. too few logged decisions to learn uplift on a tiny base
+        (workspace.root / POLICY_NAME).unlink(missing_ok=True)  # an earlier run's figures are not this run's
         skipped["policy"] = str(err)
         reporter.warn(f"Policy evaluation skipped: {err}")
     reporter.step("Score and decide")

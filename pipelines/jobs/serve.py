@@ -9,14 +9,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from clm.domain import NO_ACTION
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.catalogue import load_catalogue
 from features.repo import check_online_store
-from pipelines.outputs import delivered_outputs
+from pipelines.outputs import delivered_outputs, read_manifest
 from serving.vocabulary import example_customer
 from training import registry
 
@@ -68,17 +65,14 @@ def curl_example(host: str, port: int, customer: str) -> str:
 
 
 def showcase_customer(workspace: Workspace) -> str:
-    """A customer to show the API with: of the latest nightly batch, the one whose chosen
-    action (not an explored one) is worth the most, so that the example's answer recommends
-    something that pays; without a batch or an action, any live customer."""
+    """A customer to show the API with, so that the example's answer recommends something
+    that pays: the latest nightly batch's showcase (`BatchPlan.showcase`: the most value its
+    budget left unserved; a customer the batch contacted would be in that action's cooldown
+    now); without one, any live customer."""
     delivered = delivered_outputs(workspace)
-    if delivered:
-        batch = pd.read_parquet(delivered[max(delivered)], columns=["customer_id", "action", "action_value",
-                                                                    "explored"])
-        paying = batch[(batch.action != NO_ACTION) & ~batch.explored.astype(bool) & (batch.action_value > 0)]
-        if len(paying):
-            return str(paying.sort_values(["action_value", "customer_id"], ascending=[False, True]).customer_id.iloc[0])
-    return example_customer(workspace)
+    manifest = read_manifest(delivered[max(delivered)]) if delivered else None
+    shown = ((manifest or {}).get("decisions") or {}).get("showcase")
+    return str(shown["customer_id"]) if isinstance(shown, dict) else example_customer(workspace)
 
 
 def prepare_server(workspace: Workspace, settings: ServeSettings) -> Server:

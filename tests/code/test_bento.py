@@ -24,8 +24,8 @@ def test_bentoml_build_packs_the_service_its_code_and_pinned_dependencies(tmp_pa
     spec = yaml.safe_load((bento / "bento.yaml").read_text())
     assert spec["service"] == "serving.service:Clm"
     source = bento / "src"
-    for needed in ("serving/service.py", "serving/scoring.py", "decisions/catalogue.yaml", "features/store.py",
-                   "training/models.py", "clm/workspace.py", "constraints.txt"):
+    for needed in ("serving/service.py", "serving/errors.py", "serving/scoring.py", "decisions/catalogue.yaml",
+                   "features/store.py", "features/repo.py", "training/models.py", "clm/workspace.py", "constraints.txt"):
         assert (source / needed).is_file(), needed
     assert not (source / "tests").exists() and not (source / "workspace").exists()
     # The routes are a FastAPI app mounted in the service: the packed code, imported on its own

@@ -19,12 +19,13 @@ def test_phrases_read_as_words():
     assert phrase("monetary_90d", 58.0) == "paid 58.00 in the last 90 days"
     assert phrase("segment", "smb") == "smb segment"
     assert phrase("region", "emea") == "in region emea"
-    assert phrase("gap_std_days", 12.4) == "payments irregular by 12 days"
+    assert phrase("gap_std_days", 12.4) == "purchases irregular by 12 days"
     assert phrase("mean_gap_days", 12.4) == "usually buys every 12 days"
     assert phrase("bgnbd_p_alive", 0.25) == "25% likely to still be buying, by their buying rhythm"
     # A missing value says what its absence means.
     assert phrase("last_nps", float("nan")) == "never answered the NPS survey"
     assert phrase("days_since_last_ticket", None) == "never a support ticket"
+    assert phrase("max_gap_180d", None) == "no repeat purchase in the last 6 months"  # a lapsed customer, not a regular
     # A business's own attribute (no phrase can be written for it beforehand): named with its value.
     assert phrase("loyalty_tier", "gold") == "loyalty tier gold"
     assert phrase("loyalty_tier", None) == "loyalty tier not known"
