@@ -158,7 +158,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from policy import build  # benchmarks/policy.py: the trained base
 
-    build(args.base, args.base_customers)
+    build(args.base, args.base_customers, None)
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         started = time.perf_counter()

@@ -113,7 +113,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     from policy import build  # benchmarks/policy.py: the trained base
 
-    build(args.base, args.base_customers)
+    build(args.base, args.base_customers, None)
     from clm.workspace import Workspace
 
     as_of = f"{Workspace(args.base).read_manifest().end:%Y-%m-%d}"

@@ -5,7 +5,6 @@ in git without outputs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import nbformat
 import pytest
 
 from clm.workspace import WORKSPACE_ENV, Workspace
+from tests.clirun import child_environment
 from training import registry
 
 NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
@@ -38,7 +38,8 @@ def nbconvert(book: nbformat.NotebookNode, clone: Path, name: str,
     folder = clone / "notebooks"
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(book, folder / f"{name}.ipynb")
-    env = {k: v for k, v in os.environ.items() if k != WORKSPACE_ENV}
+    # As a user's shell has it: no CLM_WORKSPACE, and no MLFLOW_TRACKING_URI that in-process tests export.
+    env = {k: v for k, v in child_environment().items() if k != WORKSPACE_ENV}
     if workspace_env is not None:
         env[WORKSPACE_ENV] = workspace_env
     return subprocess.run([str(JUPYTER), "nbconvert", "--to", "notebook", "--execute", f"{name}.ipynb",
@@ -86,7 +87,7 @@ def test_a_notebook_runs_in_jupyter_from_the_notebooks_folder(path, main_job, tm
         marked = json.loads(printed(code[-1]))
         truth = registry.champion_versions(registry.connect(Workspace(ws)))
         assert {m: [str(v) for v in marked.get(m, [])] for m in truth} == {
-            m: [v] if v else [] for m, v in truth.items()}
+            m: [v] if v else [] for m, v in truth.items()}, (marked, truth)
     if path.stem == "03_policy_what_if":
         # The lever changes what the policy is worth (it used to print one value twice).
         levers = json.loads(printed(code[-1]))
