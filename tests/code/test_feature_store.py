@@ -54,6 +54,22 @@ def test_training_frame_joins_the_latest_snapshot_before_each_cutoff(store_works
             assert _same(r[name], expected.loc[r.customer_id, name]), (r.customer_id, name)
 
 
+def test_a_frame_retrieved_in_parts_is_the_frame_retrieved_at_once(store_workspace):
+    """A large training frame is retrieved a number of rows at a time (Feast's join holds
+    several times its result): every row, value and column type as in one retrieval."""
+    ws = store_workspace
+    dates = snapshot_dates(ws.read_manifest())
+    customers = read_snapshot(ws, "engagement", dates[0]).customer_id.head(40).tolist()
+    entity = pd.DataFrame({"customer_id": customers * 3,
+                           "event_timestamp": [dates[1]] * 40 + [dates[2]] * 40 + [dates[2] + pd.Timedelta(days=9)] * 40})
+    whole = historical_features(ws, entity, "churn")
+    parts = historical_features(ws, entity, "churn", rows_per_call=7)  # 18 calls, the last of 1 row
+    keys = ["customer_id", "event_timestamp"]
+    whole, parts = (f.sort_values(keys).reset_index(drop=True) for f in (whole, parts))
+    assert len(parts) == 120
+    pd.testing.assert_frame_equal(parts[whole.columns], whole)
+
+
 def test_service_lists_each_models_groups(store_workspace):
     from features.store import open_store
 
