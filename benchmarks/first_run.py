@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
+import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from measure import run_measured  # noqa: E402  (the same wall time and peak memory as the other benchmarks')
+
 GOAL_S = 120.0
 # The phase headers `clm run` prints, in order (pipelines/jobs/run.py).
 PHASES = ("1/5 Simulate", "2/5 Validate", "3/5 Features", "4/5 Online store", "5/5 Train", "Policy",
@@ -34,38 +34,19 @@ PHASES = ("1/5 Simulate", "2/5 Validate", "3/5 Features", "4/5 Online store", "5
 
 def one_run(workspace: Path) -> tuple[float, float, dict[str, float]]:
     """Wall seconds, peak GB and seconds per phase of one `clm run -w workspace`."""
-    env = {**os.environ, "COLUMNS": "200"}
-    started = time.perf_counter()
-    proc = subprocess.Popen([".venv/bin/clm", "run", "-w", str(workspace)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    watched, peak, done = psutil.Process(proc.pid), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            try:
-                peak[0] = max(peak[0], watched.memory_info().rss
-                              + sum(c.memory_info().rss for c in watched.children(recursive=True)))
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     seen: dict[str, float] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
+
+    def mark(line: str, at: float) -> None:
         for phase in PHASES:
             if phase not in seen and f" {phase} " in line and "─" in line:
-                seen[phase] = time.perf_counter() - started
-    proc.wait()
-    wall = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"clm run exited with {proc.returncode}")
-    marks = [(p, seen[p]) for p in PHASES if p in seen] + [("end", wall)]
+                seen[phase] = at
+
+    done = run_measured([".venv/bin/clm", "run", "-w", str(workspace)], {**os.environ, "COLUMNS": "200"}, ROOT, mark)
+    if done.returncode != 0:
+        raise RuntimeError(f"clm run exited with {done.returncode}:\n{done.stdout[-2000:]}")
+    marks = [(p, seen[p]) for p in PHASES if p in seen] + [("end", done.wall_s)]
     phases = {p: marks[i + 1][1] - t for i, (p, t) in enumerate(marks[:-1])}
-    return wall, peak[0] / 1e9, phases
+    return done.wall_s, done.peak_gb, phases
 
 
 def main() -> None:

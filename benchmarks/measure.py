@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -19,9 +21,13 @@ class Measured:
     stderr: str
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None) -> Measured:
+def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+                 on_line: Callable[[str, float], None] | None = None) -> Measured:
+    """on_line: called with each line of the output (stderr merged into stdout) and the
+    seconds since the start, as the line comes."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if on_line else subprocess.PIPE,
+                            text=True, env=env, cwd=cwd)
     watched = psutil.Process(proc.pid)
     peak = 0.0
     done = threading.Event()
@@ -38,7 +44,16 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> Measu
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    out, err = proc.communicate()
+    if on_line is None:
+        out, err = proc.communicate()
+    else:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            on_line(line, time.perf_counter() - started)
+            lines.append(line)
+        proc.wait()
+        out, err = "".join(lines), ""
     wall = time.perf_counter() - started
     done.set()
     sampler.join()

@@ -114,11 +114,6 @@ def nps(scores: pd.Series) -> float:
     return float(100 * ((answered >= 9).mean() - (answered <= 6).mean()))
 
 
-def churn_rates(start: pd.DataFrame, end: pd.DataFrame) -> pd.Series:
-    """Per stage at the period's start: the share of its customers churned at the end."""
-    return churn_counts(start, end)["mean"].rename("churned")
-
-
 def churn_counts(start: pd.DataFrame, end: pd.DataFrame) -> pd.DataFrame:
     """Per stage at the period's start: the share of its customers churned at the end
     (`mean`) and how many customers that share is of (`size`)."""

@@ -118,9 +118,10 @@ def _at_risk(report: LifecycleReport) -> str:
         return html.paragraph("No nightly batch yet: nothing to show.")
     body = html.paragraph(f"From the nightly batch of {report.scored_at}: the customers with the most value at "
                           "risk (churn probability x CLV) and clm's recommendation for each.")
+    days = clv_days(report)
     shown = report.at_risk.astype({"expected_value": float}).rename(columns={
-        "customer_id": "customer", "churn_probability": "churn probability", "clv": f"CLV, next {clv_days(report)} days"
-        if clv_days(report) else "CLV", "value_at_risk": "value at risk", "expected_value": "expected value",
+        "customer_id": "customer", "churn_probability": "churn probability", "clv": f"CLV, next {days} days"
+        if days else "CLV", "value_at_risk": "value at risk", "expected_value": "expected value",
         "why": "why (the first reason)"})
     body += f'<div class="text-last">{html.table(shown)}</div>'
 

@@ -36,6 +36,10 @@ def _count(noun: str, window: str = "") -> Callable[[Any], str]:
     return phrase
 
 
+def _ago(event: str) -> Callable[[Any], str]:
+    return lambda v: f"{event} {float(v):.0f} days ago"
+
+
 # Feature -> words for its value. Keep them short: a CRM shows them beside the action.
 # A phrase gets a float for a number, else the frame's cell as it is (text): typed Any.
 PHRASES: dict[str, Callable[[Any], str]] = {
@@ -58,7 +62,7 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "mean_resolution_days_90d": lambda v: f"tickets took {v:.1f} days to resolve",
     "failed_payments_30d": _count("failed payment", " in 30 days"),
     "failed_payments_90d": _count("failed payment", " in 90 days"),
-    "days_since_failed_payment": lambda v: f"a payment failed {v:.0f} days ago",
+    "days_since_failed_payment": _ago("a payment failed"),
     "failed_payment_share": lambda v: f"{v:.0%} of payments failed",
     "downgrades_365d": _count("downgrade", " this year"),
     "upgrades_365d": _count("upgrade", " this year"),
@@ -68,15 +72,15 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "tenure_days": lambda v: f"a customer for {v:.0f} days",
     "price": lambda v: f"paying {v:,.0f} a month",
     "contacts_30d": _count("contact", " from us in 30 days"),
-    "days_since_last_contact": lambda v: f"last contacted {v:.0f} days ago",
-    "recency_days": lambda v: f"last purchase {v:.0f} days ago",
+    "days_since_last_contact": _ago("last contacted"),
+    "recency_days": _ago("last purchase"),
     "recency_over_mean_gap": lambda v: f"buying {v:.1f}x later than usual",
     "frequency_90d": _count("purchase", " in 90 days"),
     "referrals_365d": _count("referral", " this year"),
     "monetary_365d": lambda v: f"spent {v:,.0f} in the last year",
     "avg_transaction_value": lambda v: f"pays {v:,.2f} a transaction on average",
     "last_amount_ratio": lambda v: f"last payment {v:.1f}x their usual",
-    "days_since_plan_change": lambda v: f"plan changed {v:.0f} days ago",
+    "days_since_plan_change": _ago("plan changed"),
     "recency_score": lambda v: f"last purchase more recent than {v:.0%} of customers",
     "frequency_score": lambda v: f"buys more often than {v:.0%} of customers",
     "monetary_score": lambda v: f"spends more than {v:.0%} of customers",
@@ -94,7 +98,7 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "frequency_365d": _count("purchase", " in the last year"),
     "monetary_90d": lambda v: f"paid {v:,.2f} in the last 90 days",
     "frequency_total": _count("purchase", " in all"),
-    "first_purchase_days": lambda v: f"first purchase {v:.0f} days ago",
+    "first_purchase_days": _ago("first purchase"),
     "gap_std_days": lambda v: f"purchases irregular by {v:.0f} days",
     "last_gap_days": lambda v: f"{v:.0f} days between the last two purchases",
     "max_gap_180d": lambda v: f"longest gap between purchases in the last 6 months: {v:.0f} days",
@@ -104,17 +108,17 @@ PHRASES: dict[str, Callable[[Any], str]] = {
     "features_per_active_day_90d": lambda v: f"{v:.1f} product features a day of use (90 days)",
     "minutes_per_session_90d": lambda v: f"{v:.0f} minutes a session",
     "high_severity_90d": _count("high-severity ticket", " in 90 days"),
-    "days_since_last_ticket": lambda v: f"last support ticket {v:.0f} days ago",
+    "days_since_last_ticket": _ago("last support ticket"),
     "tickets_per_year": lambda v: f"{v:.1f} support tickets a year",
     "mean_csat_365d": lambda v: f"mean support rating {v:.1f}/5 this year",
     "discount_90d": lambda v: f"discounts of {v:,.2f} on bills in 90 days",
     "nps_responses_365d": _count("NPS answer", " this year"),
-    "days_since_last_nps": lambda v: f"last NPS answer {v:.0f} days ago",
+    "days_since_last_nps": _ago("last NPS answer"),
     "contacts_90d": _count("contact", " from us in 90 days"),
     "offers_90d": _count("offer", " in 90 days"),
     "responses_90d": _count("contact", " in 90 days followed by product use within a week"),
     "converted_referrals_365d": _count("referral", " who joined this year"),
-    "days_since_last_referral": lambda v: f"last referral {v:.0f} days ago",
+    "days_since_last_referral": _ago("last referral"),
 }
 # Feature -> words for a missing value (what its absence means, as the feature's description
 # says: "null if never" etc.). A missing value can drive a score: "never answered a survey".

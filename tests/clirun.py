@@ -64,9 +64,13 @@ def run_from_clone(*args: str) -> Outcome:
     the clone's root, with a plain PATH, in a process of its own; what it prints is what a
     user sees (the commands it prints name clm as it was called)."""
     clm = os.path.relpath(Path(sys.executable).parent / "clm", CLONE)
-    done = subprocess.run([clm, *args], cwd=CLONE, capture_output=True, text=True,
-                          env={**child_environment(), "PATH": PLAIN_PATH})
+    done = subprocess.run([clm, *args], cwd=CLONE, capture_output=True, text=True, env=plain_environment())
     return Outcome(done.returncode, done.stdout + done.stderr)
+
+
+def plain_environment() -> dict[str, str]:
+    """A child's environment as on a fresh machine: `child_environment` with PLAIN_PATH."""
+    return {**child_environment(), "PATH": PLAIN_PATH}
 
 
 def child_environment() -> dict[str, str]:

@@ -7,19 +7,12 @@ import json
 import re
 import shlex
 import subprocess
-from pathlib import Path
 
-import httpx
 import pytest
 
-from pipelines.servers import free_port, stop
-from tests.apiserver import wait_until
+from pipelines.servers import free_port, running_server
 from tests.clirun import CLONE as ROOT
-from tests.clirun import PLAIN_PATH, child_environment
-
-
-def plain_environment() -> dict[str, str]:
-    return {**child_environment(), "PATH": PLAIN_PATH}
+from tests.clirun import plain_environment
 
 
 def readme_commands() -> list[str]:
@@ -64,7 +57,7 @@ def printed_api_commands(output: str) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_the_main_jobs_api_commands_run_as_printed(main_job):
+def test_the_main_jobs_api_commands_run_as_printed(main_job, tmp_path):
     """The main job ran as the README's first command runs it (`.venv/bin/clm run` from the
     clone's root, plain PATH): its serve command starts the API (on a free port rather than
     3000, which may be taken) and its curl line gets an answer in which an action pays."""
@@ -73,23 +66,11 @@ def test_the_main_jobs_api_commands_run_as_printed(main_job):
     serve, curl = printed_api_commands(outcome.output)
     assert serve.startswith(".venv/bin/clm serve"), serve
     port = free_port()
-    server = subprocess.Popen(shlex.split(serve) + ["--port", str(port), "--drain-seconds", "0"], cwd=ROOT,
-                              env=plain_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
-        wait_until(lambda: _ready(port) or server.poll() is not None, timeout_s=180)
-        assert server.poll() is None, "the printed serve command stopped"
+    # The printed command (on that port), started and stopped as every test server is.
+    with running_server(shlex.split(serve) + ["--port", str(port), "--drain-seconds", "0"],
+                        f"http://127.0.0.1:{port}/readyz", tmp_path / "serve.log", plain_environment(), cwd=ROOT):
         done = subprocess.run(["bash", "-c", curl.replace(":3000/", f":{port}/")], cwd=ROOT,
                               env=plain_environment(), capture_output=True, text=True, timeout=60)
-        answer = json.loads(done.stdout)
-        assert answer["actions"] and answer["actions"][0]["action"] != "none", answer
-        assert answer["actions"][0]["expected_value"] > 0, answer
-    finally:
-        stop(server)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    answer = json.loads(done.stdout)
+    assert answer["actions"] and answer["actions"][0]["action"] != "none", answer
+    assert answer["actions"][0]["expected_value"] > 0, answer

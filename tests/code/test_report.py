@@ -21,7 +21,7 @@ def test_nps_churn_rates_and_flow_by_hand():
                            "stage": ["engaged", "engaged", "at_risk", "at_risk", "churned"]})
     now = pd.DataFrame({"customer_id": ["a", "b", "c", "d", "e", "f"],
                         "stage": ["engaged", "churned", "churned", "churned", "churned", "new"]})
-    rates = rep.churn_rates(before, now)
+    rates = rep.churn_counts(before, now)["mean"]
     # engaged: b of a, b churned; at_risk: c and d both; a churned customer has no churn rate
     assert rates.to_dict() == {"at_risk": 1.0, "engaged": 0.5}
     flow = rep.stage_flow(before, now)
