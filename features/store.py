@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from feast import FeatureStore, FileSource
+from feast import FeatureService, FeatureStore, FileSource
 from google.protobuf.message import DecodeError
 
 from clm.errors import ClmError
@@ -60,6 +60,7 @@ LOAD_BATCH_ROWS = 100_000
 # runs (3.5 GB for 490,000 rows x 78 columns at 100,000 customers), so a training frame is
 # retrieved in parts of this many rows and put together.
 RETRIEVAL_ROWS = 100_000
+ENTITY_KEYS = ["customer_id", "event_timestamp"]  # a training frame's row: a customer at a cutoff
 
 
 def open_store(workspace: Workspace) -> FeatureStore:
@@ -182,13 +183,19 @@ def materialize(
 
 
 def historical_features(workspace: Workspace, entity_df: pd.DataFrame, model: str,
-                        rows_per_call: int = RETRIEVAL_ROWS) -> pd.DataFrame:
+                        rows_per_call: int = RETRIEVAL_ROWS, only: Collection[str] | None = None) -> pd.DataFrame:
     """Point-in-time features for (customer_id, event_timestamp) rows, for one model's
-    service, retrieved rows_per_call entity rows at a time (each row's join is its own, so
-    the parts are the whole; rows in no fixed order, as Feast returns them)."""
+    service (only: just these features of it, e.g. what the stage rules read), sorted by
+    customer_id then event_timestamp (Feast returns a call's rows in no fixed order), with
+    a RangeIndex. Retrieved rows_per_call entity rows at a time: each row's join is its own,
+    so the parts, each sorted, are the whole sorted, with no sort of the whole (a copy)."""
     store = open_store(workspace)
     service = store.get_feature_service(f"{model}_features")
-    starts = range(0, max(len(entity_df), 1), rows_per_call)
-    parts = [store.get_historical_features(entity_df=entity_df.iloc[i:i + rows_per_call], features=service).to_df()
-             for i in starts]
+    features: FeatureService | list[str] = service if only is None else [
+        f"{view.name}:{field.name}" for view in service.feature_view_projections
+        for field in view.features if field.name in only]
+    rows = entity_df.sort_values(ENTITY_KEYS, kind="stable", ignore_index=True)
+    parts = [store.get_historical_features(entity_df=rows.iloc[i:i + rows_per_call], features=features).to_df()
+             .sort_values(ENTITY_KEYS, kind="stable", ignore_index=True)
+             for i in range(0, max(len(rows), 1), rows_per_call)]
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)

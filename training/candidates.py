@@ -214,11 +214,10 @@ def shipped(model: TrainedModel, parts: dict[str, pd.DataFrame], at_as_of: dict[
         return replace(calibrated(model, parts["test"]), estimator=at_as_of[model.kind])
     if isinstance(model, BlendModel):
         return fit_blend({k: shipped(part, parts, at_as_of) for k, part in model.parts.items()}, parts["test"])
-    earlier = pd.concat([parts["train"], parts["valid"]], ignore_index=True)
     if model.kind == "baseline":
-        again = fit_baseline(model.spec, earlier, model.features)
+        again = fit_baseline(model.spec, pd.concat([parts["train"], parts["valid"]], ignore_index=True), model.features)
     else:
-        again = refit_lightgbm(model, earlier)
+        again = refit_lightgbm(model, [parts["train"], parts["valid"]])
     ready = calibrated(again, parts["test"])
     if isinstance(ready, StackModel):
         return replace(ready, btyd=at_as_of["bgnbd"])

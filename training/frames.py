@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from clm.stages import current_stage
+from clm.stages import STAGE_FEATURES, current_stage
 from clm.workspace import Workspace
 from features.build import build_features
 from features.feast_repo import MODEL_GROUPS
@@ -33,9 +33,22 @@ def feature_names(frame: pd.DataFrame) -> list[str]:
             if c not in (*KEYS, "churn", "upsell", "clv", "stage", "current_stage", *NOT_LEARNER_INPUTS)]
 
 
+def with_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The label columns added to features (`historical_features`: sorted by KEYS) row for
+    row: the same (customer_id, event_timestamp) rows in the same order, one each; fixed
+    order makes training reproducible. (A merge would copy the whole frame.)"""
+    labels = labels.sort_values(KEYS, kind="stable", ignore_index=True)
+    if len(labels) != len(features) or labels.duplicated(KEYS).any() or not all(
+            pd.Index(features[k]).equals(pd.Index(labels[k])) for k in KEYS):
+        raise ValueError("features and labels are not the same (customer_id, event_timestamp) rows")
+    for name in labels.columns.difference(KEYS, sort=False):
+        features[name] = labels[name].array
+    return features
+
+
 def stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> pd.DataFrame:
     """The stage rules at each (customer_id, event_timestamp) row, from features then."""
-    feats = historical_features(workspace, rows[KEYS].drop_duplicates(), "stage")
+    feats = historical_features(workspace, rows[KEYS].drop_duplicates(), "stage", only=STAGE_FEATURES)
     return feats[KEYS].assign(stage=current_stage(feats, contractual).to_numpy())
 
 
@@ -54,14 +67,11 @@ def prepare_frames(
         frame = shared[key]
     else:
         labels = outcome_labels(workspace, cutoffs, config.labels, contractual)
-        feats = historical_features(workspace, labels[KEYS], model)
-        frame = feats.merge(labels, on=KEYS, how="inner", validate="one_to_one")
-        # Feast returns rows in no fixed order; a fixed order makes training reproducible.
-        frame = frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
+        frame = with_labels(historical_features(workspace, labels[KEYS], model), labels)
         if shared is not None:
             shared[key] = frame
-    if model == "stage":
-        frame = frame.copy()
+    if model == "stage":  # the shared frame's columns and two of its own (not a copy of the whole)
+        frame = frame.copy(deep=False)
         horizon = pd.Timedelta(days=config.labels.horizon_days)
         later = frame[KEYS].assign(event_timestamp=frame.event_timestamp + horizon)
         build_features(workspace, sorted(later.event_timestamp.unique()), raw_checked=True)

@@ -30,7 +30,7 @@ from features.store import apply as apply_features
 from features.store import historical_features
 from training import plots, registry
 from training.config import INPUTS_TAG, ModelReport, TrainConfig, training_inputs
-from training.frames import KEYS, feature_names, prepare_frames
+from training.frames import KEYS, feature_names, prepare_frames, with_labels
 from training.labels import (
     NotEnoughExamples,
     NotEnoughHistory,
@@ -140,7 +140,7 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
         decided = frame.merge(decisions, on=KEYS, how="inner")
     else:  # every customer a shop's campaign chose, bought before or not: churn is "no purchase in the window"
         labels = outcome_labels(workspace, cutoffs, config.labels, contractual, rows=decisions)
-        decided = (historical_features(workspace, labels[KEYS], MODEL).merge(labels, on=KEYS, validate="one_to_one")
+        decided = (with_labels(historical_features(workspace, labels[KEYS], MODEL), labels)
                    .merge(decisions, on=KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True))
     assignment = estimate_assignment(decided, [f for f in feature_names(decided) if f not in ("action", "propensity")
                                                and decided[f].notna().any()])

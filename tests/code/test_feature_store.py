@@ -62,12 +62,30 @@ def test_a_frame_retrieved_in_parts_is_the_frame_retrieved_at_once(store_workspa
     customers = read_snapshot(ws, "engagement", dates[0]).customer_id.head(40).tolist()
     entity = pd.DataFrame({"customer_id": customers * 3,
                            "event_timestamp": [dates[1]] * 40 + [dates[2]] * 40 + [dates[2] + pd.Timedelta(days=9)] * 40})
-    whole = historical_features(ws, entity, "churn")
-    parts = historical_features(ws, entity, "churn", rows_per_call=7)  # 18 calls, the last of 1 row
-    keys = ["customer_id", "event_timestamp"]
-    whole, parts = (f.sort_values(keys).reset_index(drop=True) for f in (whole, parts))
+    shuffled = entity.sample(frac=1.0, random_state=3)
+    whole = historical_features(ws, shuffled, "churn")
+    parts = historical_features(ws, shuffled, "churn", rows_per_call=7)  # 18 calls, the last of 1 row
     assert len(parts) == 120
     pd.testing.assert_frame_equal(parts[whole.columns], whole)
+    # Sorted by customer, then cutoff, whatever order the rows were asked in: training is reproducible.
+    expected = sorted(zip(entity.customer_id, entity.event_timestamp))
+    assert list(zip(parts.customer_id, parts.event_timestamp)) == expected
+    assert list(parts.index) == list(range(120))
+
+
+def test_only_the_features_asked_for_are_retrieved(store_workspace):
+    """The stage labels read a dozen features at cutoff + H: only those are joined."""
+    from clm.stages import STAGE_FEATURES
+
+    ws = store_workspace
+    dates = snapshot_dates(ws.read_manifest())
+    customers = read_snapshot(ws, "engagement", dates[0]).customer_id.head(10).tolist()
+    entity = pd.DataFrame({"customer_id": customers, "event_timestamp": [dates[1]] * 10})
+    everything = historical_features(ws, entity, "stage")
+    few = historical_features(ws, entity, "stage", only=STAGE_FEATURES)
+    held = [f for f in STAGE_FEATURES if f in everything]
+    assert len(held) >= 10 and set(few.columns) == {"customer_id", "event_timestamp", *held}
+    pd.testing.assert_frame_equal(few, everything[few.columns])
 
 
 def test_service_lists_each_models_groups(store_workspace):

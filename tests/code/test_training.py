@@ -364,3 +364,39 @@ def test_stage_log_loss_reads_each_class_from_its_own_column():
     assert got["log_loss"] == pytest.approx(-np.log(0.8))
     unseen = multiclass_metrics(np.array(["c", "b", "a"]), np.vstack([proba, [0.5, 0.5]]), ["c", "b"])
     assert unseen["log_loss"] == pytest.approx((-2 * np.log(0.8) - np.log(1e-9 / (1 + 1e-9))) / 3, rel=1e-6)
+
+
+def test_labels_join_features_row_for_row_and_refuse_other_rows():
+    """Training frames take their labels without a merge's copy: the same rows in the same
+    order, the labels' types kept (upsell is a nullable integer); other rows are refused."""
+    from training.frames import with_labels
+
+    when = pd.Timestamp("2025-03-01", tz="UTC")
+    features = pd.DataFrame({"customer_id": ["a", "a", "b"], "event_timestamp": [when, when + pd.Timedelta(days=31), when],
+                             "sessions_30d": [1.0, 2.0, 3.0]})
+    labels = pd.DataFrame({"customer_id": ["b", "a", "a"], "event_timestamp": [when, when + pd.Timedelta(days=31), when],
+                           "upsell": pd.array([1, None, 0], dtype="Int64")})
+    frame = with_labels(features.copy(), labels)
+    assert frame.upsell.dtype == "Int64"
+    assert frame.upsell.tolist()[0] == 0 and frame.upsell.isna().tolist() == [False, True, False]
+    assert frame.upsell.tolist()[2] == 1
+    with pytest.raises(ValueError, match="not the same"):
+        with_labels(features.copy(), labels.assign(customer_id=["c", "a", "a"]))
+    with pytest.raises(ValueError, match="not the same"):
+        with_labels(features.copy(), labels.iloc[:2])
+
+
+def test_the_baselines_median_imputer_fills_as_scikit_learns_does():
+    """MedianImputer is SimpleImputer(strategy="median", keep_empty_features=True), faster:
+    the same medians, 0 for a column with no value, the caller's array left as it was."""
+    from sklearn.impute import SimpleImputer
+
+    from training.models import MedianImputer
+
+    x = np.array([[1.0, np.nan, np.nan], [3.0, 5.0, np.nan], [np.nan, 7.0, np.nan], [10.0, 9.0, np.nan]])
+    original = x.copy()
+    ours = MedianImputer().fit(x)
+    theirs = SimpleImputer(strategy="median", keep_empty_features=True).fit(x)
+    np.testing.assert_array_equal(ours.statistics_, [3.0, 7.0, 0.0])  # by hand: median(1, 3, 10), median(5, 7, 9)
+    np.testing.assert_array_equal(ours.transform(x), theirs.transform(x))
+    np.testing.assert_array_equal(x, original)
