@@ -28,6 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,6 +149,37 @@ def floor_seconds(workspace: Path) -> tuple[float, int]:
     return time.perf_counter() - started, len(boosters)
 
 
+def driver_agreement(workspace: Path, rows: int = 20_000) -> list[str]:
+    """How often the reasons' top drivers (path contributions, `serving.contributions`) are
+    TreeSHAP's (LightGBM's pred_contrib), per driver model, on the first rows of the base."""
+    from clm.workspace import Workspace
+    from features.snapshots import snapshot_chunks
+    from serving.contributions import path_contributions
+    from serving.scoring import load_champions
+    from training import registry
+    from training.models import prepare_matrix
+
+    ws = Workspace(workspace)
+    frame = next(iter(snapshot_chunks(ws, ws.read_manifest().end, rows)))
+    out = []
+    for name, model in load_champions(registry.connect(ws)).models.items():
+        booster = getattr(model.estimator, "booster_", None)
+        if name not in ("churn", "upsell") or booster is None:
+            continue
+        x = prepare_matrix(model.inputs(frame), model.input_names, model.categories)
+        started = time.perf_counter()
+        ours = path_contributions(booster).contributions(booster.predict(x, pred_leaf=True))
+        ours_s, started = time.perf_counter() - started, time.perf_counter()
+        shap = booster.predict(x, pred_contrib=True)[:, :-1]
+        shap_s = time.perf_counter() - started
+        top_ours, top_shap = (np.argsort(-c, axis=1, kind="stable")[:, :3] for c in (ours, shap))
+        common = np.mean([len(set(a) & set(b)) / 3 for a, b in zip(top_ours, top_shap)])
+        out.append(f"{name}: {len(x):,} customers in {ours_s:.2f} s (TreeSHAP {shap_s:.2f} s, {shap_s / ours_s:.0f}x); "
+                   f"top driver TreeSHAP's for {np.mean(top_ours[:, 0] == top_shap[:, 0]):.0%}, "
+                   f"top three in common {common:.0%}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="250000,1000000")
@@ -183,6 +215,9 @@ def main() -> None:
     if len(rows) > 1:
         print(f"Peak memory {rows[0][6]:.2f} GB at {rows[0][0]:,} vs {rows[-1][6]:.2f} GB at {rows[-1][0]:,} "
               f"({rows[-1][6] / rows[0][6]:.2f}x for {rows[-1][0] / rows[0][0]:.0f}x the customers).")
+    print("Reasons' drivers (path contributions) against TreeSHAP:")
+    for line in driver_agreement(args.scratch / f"base-{rows[-1][0]}"):
+        print(f"  {line}")
     big = rows[-1]
     print(f"Goals: {big[0]:,} in {big[1]:.0f} s (< 180 s: {'met' if big[1] < 180 else 'NOT met'}); "
           f"floor/batch {big[4] / big[1]:.2f} (>= 0.5: {'met' if big[4] / big[1] >= 0.5 else 'NOT met'}); "

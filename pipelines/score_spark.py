@@ -20,7 +20,7 @@
    written as Parquet.
 4. Pass 2, on the executors: scores, features and plan joined on customer_id;
    `pipelines.decisions.with_decisions` per batch adds the decision columns and the reasons
-   (the drivers' TreeSHAP values are the costly part, computed where the features are).
+   (the drivers' contributions are computed where the features are).
 5. The output (OUTPUT_COLUMNS, sorted by customer_id) is written by Spark into the same
    hidden temporary folder as the local batch's, the decision log filled from it, the
    manifest written and the folder renamed in.

@@ -2,8 +2,9 @@
 
 A recommendation's reasons are its expected value and the value's parts, and the top
 drivers of the score the action answers to (churn for retain / activate / win-back
-actions, upsell for upgrade and referral), from LightGBM's per-feature contributions
-(`pred_contrib`, TreeSHAP): the features that push this customer's score up the most.
+actions, upsell for upgrade and referral), from the model's per-feature contributions along
+the customer's decision paths (`serving.contributions`: a leaf lookup per tree, a tenth of
+TreeSHAP's cost or less): the features that push this customer's score up the most.
 
 PHRASES is the one mapping from a feature to words (MISSING: when its value is missing);
 every feature of `features.groups` has one (a test holds it); a business's own attribute
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serving.contributions import path_contributions
 from training.blend import BlendModel
 from training.btyd_models import BtydEstimator, BtydModel, history_summary
 from training.models import Columns, Rows, TrainedModel, column, lightgbm_predict, prepare_matrix
@@ -156,7 +158,7 @@ def phrase(feature: str, value: object) -> str:
 
 def top_drivers(model: TrainedModel, frame: Rows, k: int = TOP_DRIVERS) -> list[list[str]]:
     """For each row, the k features that push the model's score up the most (positive
-    TreeSHAP contributions, largest first), in words; [] for a model without them.
+    path contributions, largest first), in words; [] for a model without them.
     frame: a DataFrame, or `Columns`."""
     if isinstance(frame, Columns) and not model.reads_columns and len(frame):
         frame = frame.to_frame()
@@ -164,13 +166,14 @@ def top_drivers(model: TrainedModel, frame: Rows, k: int = TOP_DRIVERS) -> list[
         return btyd_reasons(model, frame)
     if isinstance(model, BlendModel) and len(frame):
         return blend_reasons(model, frame, k)
-    if getattr(model.estimator, "booster_", None) is None or len(frame) == 0:
+    booster = getattr(model.estimator, "booster_", None)
+    if booster is None or len(frame) == 0:
         return [[] for _ in range(len(frame))]
     inputs, names = model.inputs(frame), model.input_names
     x = prepare_matrix(inputs, names, model.categories)
-    contributions = lightgbm_predict(model.estimator, x, pred_contrib=True)
-    assert contributions is not None  # None only for an estimator without a booster_ (returned above)
-    contrib = contributions[:, :-1]  # last: the bias
+    leaves = lightgbm_predict(model.estimator, x, pred_leaf=True)
+    assert leaves is not None  # None only for an estimator without a booster_ (returned above)
+    contrib = path_contributions(booster).contributions(leaves)
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
     values: dict[str, np.ndarray | None] = {}  # a driver's column, read once
 

@@ -2,8 +2,10 @@
 LightGBM's contributions, the value sentence."""
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pytest
 
 from serving.reasons import phrase, top_drivers, value_sentence
 from training.models import BINARY, ModelSpec, fit_baseline, fit_lightgbm
@@ -77,3 +79,33 @@ def test_value_sentence_speaks_of_the_actions_own_outcome():
     # An upgrade offer is justified by upgrades first; its effect on leaving comes after.
     assert value_sentence("upgrade_offer", "upgrade", 11.0, -2.0, 14.0, 1.0) == (
         "upgrade_offer: expected value 11.00 (14.00 from upgrades, 2.00 lost to more leaving, minus 1.00 cost)")
+
+
+def test_path_contributions_credit_each_split_with_the_move_in_expected_output():
+    """One tree on one feature, by hand: x < 0.5 -> leaf a, else leaf b. Its expectation is
+    the count-weighted mean of the leaves; a customer in leaf a gets value(a) - expectation
+    on x, none on the other feature; contributions + bias = the raw score (as TreeSHAP's)."""
+    from serving.contributions import PathContributions
+
+    rng = np.random.default_rng(1)
+    x = np.column_stack([np.r_[np.zeros(300), np.ones(100)], rng.random(400)])
+    y = x[:, 0] * 2.0  # 0 for 300 rows, 2 for 100
+    booster = lgb.train({"objective": "regression", "num_leaves": 2, "learning_rate": 1.0, "min_data_in_leaf": 1,
+                         "verbose": -1, "boost_from_average": False}, lgb.Dataset(x, y), num_boost_round=1)
+    paths = PathContributions(booster)
+    leaf_value = {int(leaf): float(value) for leaf, value in zip(booster.predict(x, pred_leaf=True).ravel(),
+                                                                   booster.predict(x))}
+    low, high = leaf_value[booster.predict(x[:1], pred_leaf=True).ravel()[0]], leaf_value[booster.predict(x[-1:], pred_leaf=True).ravel()[0]]
+    expected = (300 * low + 100 * high) / 400
+    assert paths.bias == pytest.approx(expected)
+    found = paths.contributions(booster.predict(x[[0, -1]], pred_leaf=True))
+    np.testing.assert_allclose(found, [[low - expected, 0.0], [high - expected, 0.0]])
+    # Against LightGBM's TreeSHAP on a bigger model: the same bias, and each row's sum the raw score.
+    booster = lgb.train({"objective": "binary", "num_leaves": 15, "verbose": -1},
+                        lgb.Dataset(rng.random((2000, 4)), (rng.random(2000) < 0.3).astype(int)), num_boost_round=40)
+    rows = rng.random((50, 4))
+    paths = PathContributions(booster)
+    shap = booster.predict(rows, pred_contrib=True)
+    assert paths.bias == pytest.approx(shap[0, -1])
+    np.testing.assert_allclose(paths.contributions(booster.predict(rows, pred_leaf=True)).sum(axis=1) + paths.bias,
+                               booster.predict(rows, raw_score=True), atol=1e-9)
