@@ -104,7 +104,7 @@ def plan_frame(plan: BatchPlan) -> pd.DataFrame:
     return pd.DataFrame({
         "choice": final, "action_value": plan.value, "action_cost": plan.cost, "propensity": plan.propensity,
         "explored": plan.explored, "retention_value": chosen_entry(d.parts.retention, final),
-        "upgrade_value": chosen_entry(d.parts.upgrade, final), "why": d.why.astype(str),
+        "upgrade_value": chosen_entry(d.parts.upgrade, final), "why": d.why,  # its strings, not copies
     })
 
 

@@ -27,7 +27,9 @@ import lightgbm as lgb
 import numpy as np
 from scipy import sparse
 
-ROWS_PER_PRODUCT = 20_000  # customers per sparse product: bounds the (customers x trees) index matrix
+from training.models import lightgbm_predict
+
+ROWS_PER_PRODUCT = 10_000  # customers at a time: bounds the (customers x trees) leaf matrices (~20 MB each)
 
 
 class PathContributions:
@@ -89,6 +91,25 @@ def _walk(node: dict[str, Any]) -> tuple[float, float, list[tuple[int, dict[int,
         for _, credits in paths:
             credits[feature] = credits.get(feature, 0.0) + expected - here
     return here, count, left[2] + right[2]
+
+
+def top_contributions(estimator: object, booster: lgb.Booster, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of x (a `prepare_matrix` matrix), the k features with the largest
+    contributions, largest first, (rows, k) indices, and whether each is positive; worked
+    out ROWS_PER_PRODUCT rows at a time (a batch's 40,000 treated customers at once held
+    0.26 GB more)."""
+    paths = path_contributions(booster)
+    k = min(k, x.shape[1])
+    order, positive = np.zeros((len(x), k), dtype=np.int64), np.zeros((len(x), k), dtype=bool)
+    for start in range(0, len(x), ROWS_PER_PRODUCT):
+        block = x[start:start + ROWS_PER_PRODUCT]
+        leaves = lightgbm_predict(estimator, block, pred_leaf=True)
+        assert leaves is not None  # a LightGBM estimator: it has a booster
+        contributions = paths.contributions(leaves)
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+        order[start:start + len(block)] = top
+        positive[start:start + len(block)] = np.take_along_axis(contributions, top, axis=1) > 0
+    return order, positive
 
 
 _MADE: "weakref.WeakKeyDictionary[lgb.Booster, PathContributions]" = weakref.WeakKeyDictionary()

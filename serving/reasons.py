@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.contributions import path_contributions
+from serving.contributions import top_contributions
 from training.blend import BlendModel
 from training.btyd_models import BtydEstimator, BtydModel, history_summary
-from training.models import Columns, Rows, TrainedModel, column, lightgbm_predict, prepare_matrix
+from training.models import Columns, Rows, TrainedModel, column, prepare_matrix
 
 TOP_DRIVERS = 3
 
@@ -171,10 +171,7 @@ def top_drivers(model: TrainedModel, frame: Rows, k: int = TOP_DRIVERS) -> list[
         return [[] for _ in range(len(frame))]
     inputs, names = model.inputs(frame), model.input_names
     x = prepare_matrix(inputs, names, model.categories)
-    leaves = lightgbm_predict(model.estimator, x, pred_leaf=True)
-    assert leaves is not None  # None only for an estimator without a booster_ (returned above)
-    contrib = path_contributions(booster).contributions(leaves)
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+    order, positive = top_contributions(model.estimator, booster, x, k)
     values: dict[str, np.ndarray | None] = {}  # a driver's column, read once
 
     def value(name: str, i: int) -> object:
@@ -183,7 +180,8 @@ def top_drivers(model: TrainedModel, frame: Rows, k: int = TOP_DRIVERS) -> list[
         found = values[name]
         return None if found is None else found[i]
 
-    return [[phrase(names[j], value(names[j], i)) for j in row if contrib[i, j] > 0] for i, row in enumerate(order)]
+    return [[phrase(names[j], value(names[j], i)) for j, up in zip(row, ups) if up]
+            for i, (row, ups) in enumerate(zip(order, positive))]
 
 
 def blend_reasons(model: BlendModel, frame: pd.DataFrame, k: int = TOP_DRIVERS) -> list[list[str]]:
