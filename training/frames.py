@@ -39,11 +39,19 @@ def with_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     order makes training reproducible. (A merge would copy the whole frame.)"""
     labels = labels.sort_values(KEYS, kind="stable", ignore_index=True)
     if len(labels) != len(features) or labels.duplicated(KEYS).any() or not all(
-            pd.Index(features[k]).equals(pd.Index(labels[k])) for k in KEYS):
-        raise ValueError("features and labels are not the same (customer_id, event_timestamp) rows")
+            _key_values(features, k).equals(_key_values(labels, k)) for k in KEYS):
+        raise ValueError("features and labels are not the same (customer_id, event_timestamp) rows, "
+                         "one each in the same order")
     for name in labels.columns.difference(KEYS, sort=False):
         features[name] = labels[name].array
     return features
+
+
+def _key_values(frame: pd.DataFrame, key: str) -> pd.Index:
+    """A key column's values, times as UTC nanoseconds (whatever unit each side stores)."""
+    if key == "event_timestamp":
+        return pd.DatetimeIndex(pd.to_datetime(frame[key], utc=True)).as_unit("ns")
+    return pd.Index(frame[key])
 
 
 def stages_at(workspace: Workspace, rows: pd.DataFrame, contractual: bool) -> pd.DataFrame:

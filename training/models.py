@@ -33,8 +33,8 @@ SEED = 7
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model: its task, label column, and LightGBM settings (small trees keep
-    TreeSHAP reasons affordable when serving: ../shared/STACK-NOTES.md)."""
+    """One model: its task, label column, and LightGBM settings (small trees keep a
+    prediction, and the reasons' path contributions, cheap when serving)."""
 
     name: str
     task: str
@@ -431,6 +431,8 @@ class MedianImputer(TransformerMixin, BaseEstimator):
 
     def transform(self, x: Any) -> np.ndarray:
         values = np.array(x, dtype=float)  # a copy: the caller's rows are left as they are
+        if values.ndim != 2 or values.shape[1] != self.n_features_in_:
+            raise ValueError(f"MedianImputer was fitted on {self.n_features_in_} columns, not {values.shape[1:]}")
         rows, columns = np.nonzero(np.isnan(values))
         values[rows, columns] = self.statistics_[columns]
         return values

@@ -183,3 +183,25 @@ def test_apply_refuses_a_half_built_feature_set(tmp_path):
     with pytest.raises(ClmError, match="Feature group.s. voice have no snapshots.*clm features build"):
         apply(ws)
     assert not repo_dir(ws).exists() or not any(repo_dir(ws).iterdir())
+
+
+def test_the_stage_frame_leaves_the_frame_other_models_share_as_it_was(store_workspace):
+    """Models with the same feature groups and cutoffs share one retrieved frame; the stage
+    model adds its label columns to its own view of it (not a copy of the whole): the shared
+    frame keeps its columns and values."""
+    from training.config import TrainConfig
+    from training.frames import prepare_frames
+    from training.labels import LabelConfig, Split
+
+    ws = store_workspace
+    dates = snapshot_dates(ws.read_manifest())
+    split = Split([dates[1]], dates[2], dates[3])
+    config = TrainConfig(labels=LabelConfig(horizon_days=14))
+    shared: dict = {}
+    churn = prepare_frames(ws, "churn", split, config, True, shared)
+    before = churn.copy()
+    stage = prepare_frames(ws, "stage", split, config, True, shared)
+    assert len(shared) == 1 and next(iter(shared.values())) is churn
+    pd.testing.assert_frame_equal(churn, before)
+    assert {"stage", "current_stage"} <= set(stage.columns) and "stage" not in churn.columns
+    pd.testing.assert_frame_equal(stage[churn.columns], churn)

@@ -109,3 +109,18 @@ def test_path_contributions_credit_each_split_with_the_move_in_expected_output()
     assert paths.bias == pytest.approx(shap[0, -1])
     np.testing.assert_allclose(paths.contributions(booster.predict(rows, pred_leaf=True)).sum(axis=1) + paths.bias,
                                booster.predict(rows, raw_score=True), atol=1e-9)
+
+
+def test_path_contributions_are_treeshap_where_every_tree_has_one_split():
+    """With one split per tree, each tree's move is its one feature's, in any order the
+    features are revealed: the path contributions are TreeSHAP's, feature by feature."""
+    from serving.contributions import PathContributions
+
+    rng = np.random.default_rng(2)
+    x = rng.random((3000, 5))
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(3 * x[:, 0] - 2 * x[:, 3])))).astype(int)
+    booster = lgb.train({"objective": "binary", "num_leaves": 2, "verbose": -1}, lgb.Dataset(x, y),
+                        num_boost_round=60)
+    rows = rng.random((200, 5))
+    np.testing.assert_allclose(PathContributions(booster).contributions(booster.predict(rows, pred_leaf=True)),
+                               booster.predict(rows, pred_contrib=True)[:, :-1], atol=1e-12)

@@ -400,3 +400,36 @@ def test_the_baselines_median_imputer_fills_as_scikit_learns_does():
     np.testing.assert_array_equal(ours.statistics_, [3.0, 7.0, 0.0])  # by hand: median(1, 3, 10), median(5, 7, 9)
     np.testing.assert_array_equal(ours.transform(x), theirs.transform(x))
     np.testing.assert_array_equal(x, original)
+
+
+def test_lightgbm_from_a_matrix_grows_the_trees_it_grows_from_a_frame():
+    """fit_lightgbm gives LightGBM `prepare_matrix`'s numbers (categories as codes, named as
+    such), not the frame: the same trees as from the frame of `prepare_features`; a refit's
+    matrix made window by window is the refit of the windows put together."""
+    import lightgbm as lgb
+
+    from training.candidates import shipped
+    from training.models import categories_of, prepare_features
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    frame = pd.DataFrame({"x": rng.normal(size=n), "plan": rng.choice(["basic", "pro", None], n),
+                          "noise": rng.random(n)})
+    frame.loc[rng.random(n) < 0.1, "x"] = np.nan
+    frame["churn"] = (rng.random(n) < 1 / (1 + np.exp(-(frame.x.fillna(0) + (frame.plan == "pro"))))).astype(int)
+    train, valid, test = frame.iloc[:2000], frame.iloc[2000:2500], frame.iloc[2500:]
+    features = ["x", "plan", "noise"]
+    ours = fit_lightgbm(SPECS["churn"], train, valid, features)
+    categories = categories_of(train, features)
+    theirs = lgb.LGBMClassifier(**ours.estimator.get_params())
+    theirs.fit(prepare_features(train, features, categories), train.churn,
+               eval_X=(prepare_features(valid, features, categories),), eval_y=(valid.churn,),
+               callbacks=[lgb.early_stopping(50, verbose=False)])
+    assert ours.estimator.best_iteration_ == theirs.best_iteration_
+    np.testing.assert_array_equal(ours.raw_scores(test),
+                                  theirs.booster_.predict(prepare_features(test, features, categories)))
+    refit = shipped(ours, {"train": train, "valid": valid, "test": test}, {})
+    again = lgb.LGBMClassifier(**{**ours.estimator.get_params(), "n_estimators": ours.estimator.best_iteration_})
+    both = pd.concat([train, valid], ignore_index=True)
+    again.fit(prepare_features(both, features, categories), both.churn)
+    np.testing.assert_array_equal(refit.raw_scores(test), again.booster_.predict(prepare_features(test, features, categories)))
