@@ -154,7 +154,7 @@ def driver_agreement(workspace: Path, rows: int = 20_000) -> list[str]:
     TreeSHAP's (LightGBM's pred_contrib), per driver model, on the first rows of the base."""
     from clm.workspace import Workspace
     from features.snapshots import snapshot_chunks
-    from serving.contributions import path_contributions
+    from serving.contributions import top_contributions
     from serving.scoring import load_champions
     from training import registry
     from training.models import prepare_matrix
@@ -168,11 +168,11 @@ def driver_agreement(workspace: Path, rows: int = 20_000) -> list[str]:
             continue
         x = prepare_matrix(model.inputs(frame), model.input_names, model.categories)
         started = time.perf_counter()
-        ours = path_contributions(booster).contributions(booster.predict(x, pred_leaf=True))
+        top_ours, _ = top_contributions(model.estimator, booster, x, 3)  # what the reasons read
         ours_s, started = time.perf_counter() - started, time.perf_counter()
         shap = booster.predict(x, pred_contrib=True)[:, :-1]
         shap_s = time.perf_counter() - started
-        top_ours, top_shap = (np.argsort(-c, axis=1, kind="stable")[:, :3] for c in (ours, shap))
+        top_shap = np.argsort(-shap, axis=1, kind="stable")[:, :3]
         common = np.mean([len(set(a) & set(b)) / 3 for a, b in zip(top_ours, top_shap)])
         out.append(f"{name}: {len(x):,} customers in {ours_s:.2f} s (TreeSHAP {shap_s:.2f} s, {shap_s / ours_s:.0f}x); "
                    f"top driver TreeSHAP's for {np.mean(top_ours[:, 0] == top_shap[:, 0]):.0%}, "

@@ -35,7 +35,7 @@ ROWS_PER_PRODUCT = 10_000  # customers at a time: bounds the (customers x trees)
 
 class PathContributions:
     """The credits of every leaf of a booster with one tree per iteration (binary or
-    regression), made once: `of(booster)`."""
+    regression), made once per booster (`path_contributions`)."""
 
     def __init__(self, booster: lgb.Booster):
         dump = booster.dump_model()
@@ -63,18 +63,16 @@ class PathContributions:
         self.matrix = sparse.csr_matrix((credits, (rows, columns)), shape=(leaves, self.features))
 
     def contributions(self, leaves: np.ndarray) -> np.ndarray:
-        """(customers, features) contributions from `pred_leaf`'s (customers, trees) leaf indices."""
+        """(customers, features) contributions from `pred_leaf`'s (customers, trees) leaf
+        indices: each customer's leaves' rows of the credit matrix, summed (one sparse
+        product; `top_contributions` hands it ROWS_PER_PRODUCT customers at a time)."""
         leaves = np.asarray(leaves, dtype=np.int64).reshape(len(leaves), self.trees if not len(leaves) else -1)
         if leaves.shape[1] != self.trees:
             raise ValueError(f"{leaves.shape[1]} leaves per customer for a model of {self.trees} trees")
-        out = np.zeros((len(leaves), self.features))
-        for start in range(0, len(leaves), ROWS_PER_PRODUCT):
-            block = leaves[start:start + ROWS_PER_PRODUCT] + np.asarray(self.offsets, dtype=np.int64)
-            n = len(block)
-            reached = sparse.csr_matrix((np.ones(block.size), block.ravel(), np.arange(0, block.size + 1, self.trees)),
-                                        shape=(n, self.matrix.shape[0]))
-            out[start:start + n] = (reached @ self.matrix).toarray()
-        return out
+        reached = leaves + np.asarray(self.offsets, dtype=np.int64)
+        rows = sparse.csr_matrix((np.ones(reached.size), reached.ravel(), np.arange(0, reached.size + 1, self.trees)),
+                                 shape=(len(reached), self.matrix.shape[0]))
+        return (rows @ self.matrix).toarray()
 
 
 def _walk(node: dict[str, Any]) -> tuple[float, float, list[tuple[int, dict[int, float]]]]:

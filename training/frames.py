@@ -10,7 +10,7 @@ from clm.workspace import Workspace
 from features.build import build_features
 from features.feast_repo import MODEL_GROUPS
 from features.store import apply as apply_features
-from features.store import historical_features
+from features.store import ENTITY_KEYS, historical_features
 from training.config import TrainConfig
 from training.labels import (
     Split,
@@ -21,7 +21,7 @@ from training.labels import (
     time_split,
 )
 
-KEYS = ["customer_id", "event_timestamp"]
+KEYS = ENTITY_KEYS
 # Features that are not inputs of the learners: the BTYD models' summary of a history
 # (`training.btyd_models.history_summary`), which for LightGBM only repeats frequency_total.
 NOT_LEARNER_INPUTS = ("purchase_days_total",)

@@ -13,8 +13,8 @@ no better calibration on the later test window.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import lightgbm as lgb
