@@ -58,8 +58,8 @@ def tiled(table: pa.Table, copies: int, rows: int | None = None) -> pa.Table:
 def scaled_base(base: Path, dst: Path, customers: int) -> Path:
     """A workspace of `customers` customers tiled from the trained base (built once)."""
     from clm.workspace import Workspace
-    from features.build import BUILD_STATE, inputs_fingerprint
-    from features.snapshots import features_dir, snapshot_files
+    from features.freshness import record_snapshots
+    from features.snapshots import snapshot_files
 
     marker = dst.with_name(dst.name + ".built")
     if marker.exists():
@@ -90,7 +90,7 @@ def scaled_base(base: Path, dst: Path, customers: int) -> Path:
         out = dst / "features" / path.parent.name / path.name
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd")
-    (features_dir(ws) / BUILD_STATE).write_text(json.dumps({"raw": inputs_fingerprint(ws)}))
+    record_snapshots(ws)
     marker.touch()
     return validated(dst)
 

@@ -4,14 +4,15 @@ Each file holds one group's features for every customer who signed up before the
 instant (00:00 UTC of that date), keyed by customer_id with event_timestamp = as_of: the
 layout Feast reads as a FileSource. DuckDB writes one file; the Spark engine
 (`features.spark`) writes a folder of that name holding part files, sorted by customer_id
-across them in name order (`features.snapshots` reads either). Builds are incremental: only dates without a file are
-computed. If the raw data or a feature definition changes, every snapshot is rebuilt. Each file is written to a
-temporary name and renamed, so an interrupted build leaves no half-written snapshot.
+across them in name order (`features.snapshots` reads either). Builds are incremental: only
+dates without a file are computed, and which snapshots are still true to the raw data is
+`features.freshness`'s: after a new export, the dates whose earlier rows changed are made
+again (the others kept); after a feature definition changes, every one. Each file is
+written to a temporary name and renamed, so an interrupted build leaves no half-written
+snapshot.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,17 +28,23 @@ import pyarrow.parquet as pq
 from clm.contracts import require_valid
 from clm.dates import parse_day
 from clm.errors import ClmError
-from clm.files import write_text_atomically
 from clm.layout import remove_clm_files
 from clm.rawdb import connect_raw
 from clm.workspace import RawManifest, Workspace
-from features.groups import GROUPS, FeatureGroup, arrow_schema
-from features.snapshots import damaged_snapshots, features_dir, group_dir, snapshot_path, workspace_groups
+from features.freshness import BuildState, date_fingerprints, definitions_fingerprint, inputs_fingerprint
+from features.groups import FeatureGroup, arrow_schema
+from features.snapshots import (
+    SNAPSHOT_NAME,
+    damaged_snapshots,
+    features_dir,
+    group_dir,
+    snapshot_path,
+    workspace_groups,
+)
 from features.spark import build_on_spark
 
 FREQUENCIES = ("monthly", "weekly")
 DATES_PER_QUERY = 6
-BUILD_STATE = "_build.json"
 
 
 def snapshot_dates(manifest: RawManifest, frequency: str = "monthly") -> list[pd.Timestamp]:
@@ -67,16 +74,6 @@ def as_of_or_end(text: str | None, manifest: RawManifest) -> pd.Timestamp:
     return manifest.end if text is None else parse_as_of(text, manifest)
 
 
-def inputs_fingerprint(workspace: Workspace) -> str:
-    """Changes when the raw data or any feature definition changes."""
-    h = hashlib.sha256(workspace.manifest_path.read_bytes())
-    h.update(repr([(g.name, g.sql, g.features) for g in [*GROUPS, *workspace_groups(workspace)]]).encode())
-    for path in sorted(workspace.raw_dir.glob("*.parquet")):
-        stat = path.stat()
-        h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
 def compute_group(con: duckdb.DuckDBPyConnection, group: FeatureGroup, dates: Iterable[pd.Timestamp]) -> pa.Table:
     """One group's features for the given as-of instants, as an Arrow table."""
     snapshots = pd.DataFrame({"as_of": pd.DatetimeIndex(list(dates)).astype("datetime64[us, UTC]")})
@@ -102,6 +99,7 @@ class BuildResult:
     skipped_dates: int
     rows: int
     repaired: int = 0  # damaged snapshots found and made again
+    stale: int = 0  # snapshot dates made again: raw rows before them changed
 
 
 def build_features(
@@ -120,18 +118,13 @@ def build_features(
     """
     manifest = workspace.read_manifest() if raw_checked else require_valid(workspace)
     dates = sorted(dates if dates is not None else snapshot_dates(manifest, frequency))
-    state_path = features_dir(workspace) / BUILD_STATE
-    fingerprint = inputs_fingerprint(workspace)
-    if features_dir(workspace).exists() and _built_from(state_path) != fingerprint:
-        remove_clm_files(workspace.root, "features")  # raw data changed (or unknown): every snapshot is stale
-    features_dir(workspace).mkdir(parents=True, exist_ok=True)
-    write_text_atomically(state_path, json.dumps({"raw": fingerprint}))
-
     groups = workspace_groups(workspace)
+    stale = _remove_stale(workspace, groups, dates)
     damaged = damaged_snapshots(workspace)
     for path in damaged:  # e.g. truncated by a full disk: made again (Feast's source reads every file)
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    dates = sorted({*dates, *(pd.Timestamp(p.name.removesuffix(".parquet"), tz="UTC") for p in damaged)})
+        _remove(path)
+    asked = set(dates)
+    dates = sorted({*dates, *stale, *(_date_of(p) for p in damaged)})
     todo = [d for d in dates if any(not snapshot_path(workspace, g, d).exists() for g in groups)]
     batches = [todo[i : i + DATES_PER_QUERY] for i in range(0, len(todo), DATES_PER_QUERY)]
     steps, done = len(batches) * len(groups), 0
@@ -143,7 +136,7 @@ def build_features(
                 progress(done, steps)
 
         rows = build_on_spark(spark, workspace, groups, batches, lambda g: group_dir(workspace, g), step)
-        return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows, len(damaged))
+        return BuildResult([g.name for g in groups], todo, len(asked - set(todo)), rows, len(damaged), len(stale))
     con = connect_raw(workspace)
     rows = 0
     for batch in batches:
@@ -158,14 +151,41 @@ def build_features(
             if progress is not None:
                 progress(done, steps)
     con.close()
-    return BuildResult([g.name for g in groups], todo, len(dates) - len(todo), rows, len(damaged))
+    return BuildResult([g.name for g in groups], todo, len(asked - set(todo)), rows, len(damaged), len(stale))
 
 
-def _built_from(state_path: Path) -> str | None:
-    """The raw data's fingerprint the snapshots were built from (None if unknown: missing or damaged)."""
-    try:
-        return str(json.loads(state_path.read_text()).get("raw"))
-    except (OSError, ValueError, AttributeError):
-        return None
+def _date_of(snapshot: Path) -> pd.Timestamp:
+    return pd.Timestamp(snapshot.name.removesuffix(".parquet"), tz="UTC")
 
 
+def _remove(snapshot: Path) -> None:
+    shutil.rmtree(snapshot) if snapshot.is_dir() else snapshot.unlink(missing_ok=True)
+
+
+def _remove_stale(workspace: Workspace, groups: list[FeatureGroup], asked: list[pd.Timestamp]) -> list[pd.Timestamp]:
+    """Remove the snapshots the raw data no longer gives (`features.freshness`) and record
+    what the rest, and the `asked` ones about to be built, are made from; returns the dates
+    removed.
+
+    A feature definition changed (or the state is unknown): every snapshot. Otherwise the
+    dates whose fingerprint changed. The state is written after the removal, so a kill in
+    between leaves snapshots that the next build checks again.
+    """
+    state = BuildState.read(workspace)
+    definitions = definitions_fingerprint(workspace)
+    if features_dir(workspace).exists() and state.definitions != definitions:
+        remove_clm_files(workspace.root, "features")
+        state = BuildState()
+    features_dir(workspace).mkdir(parents=True, exist_ok=True)
+    built = sorted({_date_of(p) for p in features_dir(workspace).glob(f"*/{SNAPSHOT_NAME}")})
+    raw = inputs_fingerprint(workspace)
+    known = state.dates if state.raw == raw else {}  # the raw files not written since: no row hashed again
+    needed = [f"{d:%Y-%m-%d}" for d in sorted({*built, *asked})]
+    now = {day: known[day] for day in needed if day in known}
+    now.update(date_fingerprints(workspace, [pd.Timestamp(day, tz="UTC") for day in needed if day not in now]))
+    stale = [d for d in built if state.dates.get(f"{d:%Y-%m-%d}") != now[f"{d:%Y-%m-%d}"]]
+    for date in stale:
+        for group in groups:
+            _remove(snapshot_path(workspace, group, date))
+    BuildState(raw, definitions, now).write(workspace)
+    return stale

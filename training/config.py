@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from clm.workspace import Workspace
-from features.build import BUILD_STATE, inputs_fingerprint
+from features.freshness import BUILD_STATE, inputs_fingerprint
 from features.snapshots import features_dir
 from training.labels import LabelConfig
 from training.names import MODEL_NAMES

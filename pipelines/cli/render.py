@@ -106,6 +106,8 @@ def features_built(result: BuildResult) -> None:
     )
     if result.repaired:
         say(f"{result.repaired} damaged snapshot file(s) (truncated?) were made again.", "yellow")
+    if result.stale:
+        say(f"{result.stale} snapshot date(s) were made again: the raw rows before them changed.")
 
 
 # ------------------------------------------------------------------- models

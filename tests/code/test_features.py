@@ -206,7 +206,8 @@ def test_features_do_not_see_after_the_cutoff(small_workspace, tmp_path):
             both = both.drop_duplicates(["customer_id", "event_time"], keep="last")
         both.to_parquet(ws.table_path(table), index=False)
 
-    build_features(ws)  # raw data changed: everything is rebuilt from the new data
+    shutil.rmtree(ws.root / "features")  # every snapshot made from the new data (not only the stale ones)
+    build_features(ws)
     changed_later = set()
     for (group, d), old in snapshots.items():
         new = read_snapshot(ws, group, d)
