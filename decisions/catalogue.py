@@ -167,6 +167,13 @@ class Catalogue(_Strict):
         return next(a for a in self.actions if a.id == action)
 
     @property
+    def lookback_days(self) -> int:
+        """How far back the contact rules read the history: the contact policy's window and
+        the longest cooldown. An older contact changes no decision (it is outside the window
+        and longer ago than any cooldown)."""
+        return max([self.contact_policy.window_days, *(a.cooldown_days for a in self.actions)])
+
+    @property
     def contact_actions(self) -> list[ActionEntry]:
         return [a for a in self.actions if a.id != NO_ACTION]
 

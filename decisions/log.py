@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clm.domain import NO_ACTION
 from clm.errors import ClmError
 from clm.workspace import Workspace
 from decisions.journal import API_PREFIX, Journal
@@ -211,6 +212,21 @@ def record_feedback(workspace: Workspace, decision_id: str, response: str, when:
     if action is not None and action not in actions:
         raise NotRecommended(f"Decision {decision_id!r} recommended {', '.join(actions)}, not {action!r}.")
     journal(workspace).add_feedback(decision_id, response, action, when or pd.Timestamp.now(tz="UTC"))
+
+
+def batch_contacts(workspace: Workspace, since: pd.Timestamp | None, before: pd.Timestamp) -> pd.DataFrame:
+    """The batch's contacts (any action but none) decided from `since` (None: ever) to
+    before `before`: customer_id, action, decided_at, read without the rest of the log."""
+    frames = []
+    for path in sorted(log_dir(workspace).glob("batch-*.parquet")):
+        rows = pq.read_table(path, columns=["customer_id", "action", "decided_at"],
+                             filters=[("action", "!=", NO_ACTION)]).to_pandas()
+        when = rows["decided_at"]
+        frames.append(rows[(when < before) & (when >= since if since is not None else True)])
+    if not frames:
+        return pd.DataFrame({"customer_id": pd.Series(dtype=object), "action": pd.Series(dtype=object),
+                             "decided_at": pd.Series(dtype="datetime64[ns, UTC]")})
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_feedback(workspace: Workspace) -> pd.DataFrame:

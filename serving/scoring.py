@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from clm.domain import CHANNEL_CONSENT_COLUMN, Table
+from clm.domain import CHANNEL_CONSENT_COLUMN, NO_ACTION, Table
 from clm.stages import stage_ids
 from clm.workspace import Workspace
 from decisions import log as decision_log
@@ -147,23 +148,29 @@ def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.
     return frame
 
 
-def contact_history(workspace: Workspace, before: pd.Timestamp) -> pd.DataFrame:
-    """Contacts (not none) before a date: the logged ones and clm's own decisions."""
+def contact_history(workspace: Workspace, before: pd.Timestamp, since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Contacts (not none) before a date, from `since` on when given: the logged ones and
+    clm's own decisions (only the columns and rows asked for are read)."""
     frames = []
     if workspace.table_path(Table.ACTIONS).exists():
-        frames.append(workspace.read_table(Table.ACTIONS, columns=["customer_id", "action", "event_time"]))
-    own = decision_log.read_decisions(workspace)
+        logged = pq.read_table(workspace.table_path(Table.ACTIONS), columns=["customer_id", "action", "event_time"],
+                               filters=[("action", "!=", NO_ACTION)]).to_pandas()
+        frames.append(logged[(logged.event_time < before) & (logged.event_time >= since if since is not None else True)])
+    own = decision_log.batch_contacts(workspace, since, before)
     if len(own):
-        frames.append(own.rename(columns={"decided_at": "event_time"})[["customer_id", "action", "event_time"]])
+        frames.append(own.rename(columns={"decided_at": "event_time"}))
     if not frames:
         return pd.DataFrame({"customer_id": pd.Series(dtype=str), "action": pd.Series(dtype=str),
                              "event_time": pd.Series(dtype="datetime64[ns, UTC]")})
-    history = pd.concat(frames, ignore_index=True)
-    return history[(history.event_time < before) & (history.action != "none")]
+    return pd.concat(frames, ignore_index=True)
 
 
-def load_decision_data(workspace: Workspace, before: pd.Timestamp) -> DecisionData:
-    return DecisionData(consents_of(workspace, before), ContactHistory.of(contact_history(workspace, before)),
+def load_decision_data(workspace: Workspace, before: pd.Timestamp, lookback_days: int | None = None) -> DecisionData:
+    """Consents, contact history and plan prices for decisions at `before`. lookback_days:
+    how far back the contact rules read (`Catalogue.lookback_days`; None: the whole history):
+    only those contacts are held."""
+    since = before - pd.Timedelta(days=lookback_days) if lookback_days is not None else None
+    return DecisionData(consents_of(workspace, before), ContactHistory.of(contact_history(workspace, before, since)),
                         plan_prices(workspace))
 
 

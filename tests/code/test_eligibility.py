@@ -118,6 +118,9 @@ def test_allowed_actions_follow_every_rule_and_nothing_else(catalogue, base):
     for i in customers.index:
         alone = allowed_actions(catalogue, customers.loc[[i]], history, NOW).allowed
         assert alone.loc[i].to_dict() == result.allowed.loc[i].to_dict()
+    # The contacts the batch holds (those since the catalogue's lookback) decide the same.
+    recent = history[history.event_time >= NOW - pd.Timedelta(days=catalogue.lookback_days)]
+    assert allowed_actions(catalogue, customers, recent, NOW).allowed.equals(result.allowed)
 
 
 def test_the_default_catalogue_by_hand():
@@ -145,6 +148,18 @@ def test_the_default_catalogue_by_hand():
         "risky": ["none", "success_call", "win_back"],  # retention offer 40 days ago: 90-day cooldown
         "tired": ["none"],  # two contacts in 30 days
     }
+    # What the batch holds, the contacts since the catalogue's lookback (90 days), decides the same:
+    # the retention offer 40 days ago, outside the 30-day window, still counts for its cooldown.
+    recent = history[history.event_time >= NOW - pd.Timedelta(days=load_catalogue().lookback_days)]
+    assert len(recent) == 3 and allowed_actions(load_catalogue(), customers, recent, NOW).allowed.equals(allowed)
+
+
+def test_the_lookback_is_the_longest_rule():
+    catalogue = load_catalogue()  # a 30-day contact window; cooldowns up to 90 days (catalogue.yaml)
+    assert catalogue.lookback_days == 90
+    longer = catalogue.model_copy(update={"contact_policy": catalogue.contact_policy.model_copy(
+        update={"window_days": 120})})
+    assert longer.lookback_days == 120
 
 
 def test_missing_columns_are_named():
