@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from clm.errors import ClmError
@@ -122,3 +126,27 @@ _UniqueKeyLoader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def remove_rows(path: Path, column: str, values: Collection[str], batch_rows: int = 1_000_000) -> int:
+    """Rewrite a Parquet file without the rows whose `column` is one of `values` (read and
+    written in batches, to a hidden file beside it renamed over it: a reader, or a kill,
+    finds the old file or the new one); returns the rows removed. A file without such rows,
+    or without the column, is left as it is."""
+    source = pq.ParquetFile(path)
+    if column not in source.schema_arrow.names:
+        return 0
+    wanted = pa.array(list(values), type=pa.string())
+    found = pc.sum(pc.is_in(pq.read_table(path, columns=[column]).column(column).cast(pa.string()), wanted)).as_py()
+    if not found:
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with pq.ParquetWriter(tmp, source.schema_arrow, compression="zstd") as writer:
+            for batch in source.iter_batches(batch_size=batch_rows):
+                keep = pc.invert(pc.is_in(batch.column(column).cast(pa.string()), wanted))
+                writer.write_table(pa.Table.from_batches([batch]).filter(keep))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return int(found)

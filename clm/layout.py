@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 # One business's data and everything made from it, in the order a replacement retires them.
-BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow", "decisions", "scores", "reports")
+BUSINESS_FOLDERS = ("raw", "features", "feature_repo", "mlflow", "decisions", "scores", "reports", "privacy")
 
 # What clm writes in each folder: fnmatch patterns on the path relative to the folder
 # ('*' also matches '/'). Files whose name starts with '.' (clm's temporary files, being
@@ -27,6 +27,7 @@ CLM_FILES: dict[str, tuple[str, ...]] = {
     "decisions": ("batch-????-??-??.parquet", "feedback/*.parquet"),
     "scores": ("????-??-??.parquet/*",),
     "reports": ("report.html",),
+    "privacy": ("erased.json", "key"),  # `clm.privacy`: the erasure record and its key
 }
 
 

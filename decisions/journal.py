@@ -162,6 +162,35 @@ class Journal:
                   json.dumps(list(d.reasons), ensure_ascii=False), d.decided_at.isoformat(),
                   d.feature_timestamp.isoformat(), json.dumps(d.model_versions)) for d in decisions])
 
+    def forget(self, customer_ids: Sequence[str]) -> int:
+        """Remove customers' API decisions and the feedback on any of their decisions (the
+        API's, and the batch's, whose ids name the customer: `<YYYYMMDD>-<id>`); returns the
+        rows removed. Deleted bytes are zeroed, the file rebuilt without them (VACUUM) and
+        the write-ahead log emptied into it."""
+        if not self.path.exists() or not customer_ids:
+            return 0
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA secure_delete = ON")
+            con.execute("CREATE TEMP TABLE forgotten (customer_id TEXT PRIMARY KEY)")
+            con.executemany("INSERT OR IGNORE INTO forgotten VALUES (?)", [(c,) for c in customer_ids])
+            con.execute("BEGIN IMMEDIATE")
+            removed = con.execute(
+                "DELETE FROM feedback WHERE decision_id IN (SELECT decision_id FROM api_decisions WHERE customer_id IN "
+                "(SELECT customer_id FROM forgotten)) OR substr(decision_id, 10) IN (SELECT customer_id FROM forgotten)"
+            ).rowcount
+            removed += con.execute(
+                "DELETE FROM api_decisions WHERE customer_id IN (SELECT customer_id FROM forgotten)").rowcount
+            con.execute("COMMIT")
+            con.execute("DROP TABLE forgotten")
+            con.execute("VACUUM")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            raise JournalUnavailable(f"The decision journal {self.path} cannot be written: {err}.") from err
+        finally:
+            con.close()
+        return removed
+
     def api_actions(self, decision_id: str) -> list[str] | None:
         """The actions an API decision recommended (best first), None for an unknown id."""
         if not self.path.exists():

@@ -305,6 +305,26 @@ class ClmSqliteOnlineStore(_OneTripReads):
                     out[v][i] = (ts, payload)
         return out
 
+    def forget(self, config: RepoConfig, ids: Sequence[str]) -> int:
+        """Remove customers' rows; returns how many there were. Deleted bytes are zeroed
+        (secure_delete), the file rebuilt without them (VACUUM: no old key left in the
+        b-tree's inner pages) and the write-ahead log emptied into it."""
+        conn = self._connect(config)
+        table = _q(self.table(config))
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (self.table(config),)).fetchone() is None:
+            return 0
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("BEGIN")
+        held = 0
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            held += conn.execute(f"DELETE FROM {table} WHERE entity_key IN ({','.join('?' * len(chunk))})",
+                                 chunk).rowcount
+        conn.execute("COMMIT")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return held
+
     def update(
         self,
         config: RepoConfig,
@@ -474,6 +494,21 @@ class ClmRedisOnlineStore(_OneTripReads):
         self._ensure(config, tables_to_keep)
         if tables_to_delete:
             self._redis(config).hdel(self._layouts_key(config), *[v.name for v in tables_to_delete])
+
+    def forget(self, config: RepoConfig, ids: Sequence[str]) -> int:
+        """Remove customers' values of every view (this project's keys only); returns how
+        many customers had any."""
+        client = self._redis(config)
+        views = [v.decode() for v in client.hkeys(self._layouts_key(config))]
+        if not views:
+            return 0
+        held = 0
+        for start in range(0, len(ids), 1_000):
+            pipe = client.pipeline(transaction=False)
+            for cid in ids[start:start + 1_000]:
+                pipe.hdel(self.bucket_key(config, cid), *[f"{v}:{cid}" for v in views])
+            held += sum(1 for removed in pipe.execute() if removed)
+        return held
 
     def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
         client = self._redis(config)

@@ -156,8 +156,7 @@ def materialize(
     """
     check_snapshots(workspace)
     store = open_store(workspace)
-    store_type = store.config.online_store.type
-    fast = next((cls for cls in FAST_STORES.values() if store_type.endswith(cls.__name__)), None)
+    fast = _fast_store(store)
     if fast is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -180,6 +179,34 @@ def materialize(
     ]
     fast().bulk_load(store.config, snapshots, date.to_pydatetime(), progress)
     return store
+
+
+def _fast_store(store: FeatureStore) -> type[ClmSqliteOnlineStore] | type[ClmRedisOnlineStore] | None:
+    """clm's own online store class the store is configured with (None: one of Feast's)."""
+    store_type = store.config.online_store.type
+    return next((cls for cls in FAST_STORES.values() if store_type.endswith(cls.__name__)), None)
+
+
+def check_can_forget(workspace: Workspace) -> None:
+    """Refuse, before anything is removed, an online store clm cannot remove one customer
+    from (Feast's own, chosen for comparison)."""
+    if (repo_dir(workspace) / CONFIG_NAME).exists() and _fast_store(open_store(workspace)) is None:
+        raise ClmError(f"The online store of {workspace.root} is one of Feast's own, which cannot remove one customer: "
+                       f"configure clm's (`clm features apply --online-store sqlite` or `--online-store redis -w "
+                       f"{workspace.root}`, then `clm features materialize`) and run `clm forget` again.")
+
+
+def forget_online(workspace: Workspace, ids: list[str]) -> int:
+    """Remove customers from the workspace's online store (SQLite, or this workspace's keys
+    in Redis); returns how many it held. No store yet: 0."""
+    if not (repo_dir(workspace) / CONFIG_NAME).exists():
+        return 0
+    store = open_store(workspace)
+    fast = _fast_store(store)
+    if fast is None:
+        check_can_forget(workspace)
+        return 0
+    return fast().forget(store.config, ids)
 
 
 def historical_features(workspace: Workspace, entity_df: pd.DataFrame, model: str,

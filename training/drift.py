@@ -32,6 +32,8 @@ PSI_FLOOR = 1e-4
 BINS = 10
 MISSING = "(missing)"
 OTHER = "(other)"
+MIN_CATEGORY_ROWS = 10  # a category in the reference names at least this many rows
+EDGE_DIGITS = 4  # significant digits of a numeric bin's edge
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -103,19 +105,22 @@ class Profile:
 
 
 def profile_of(values: pd.Series | np.ndarray, categorical: bool, bins: int = BINS) -> Profile:
-    """The reference profile of `values`: decile edges (distinct quantiles) for numbers,
-    the categories seen for categories."""
+    """The reference profile of `values`: decile edges (distinct quantiles, rounded) for numbers,
+    the categories seen for categories: those of at least MIN_CATEGORY_ROWS rows, rarer ones
+    counted as (other), so that a value that names few customers is never kept."""
     values = pd.Series(values)
     present = values.dropna()
     if categorical:
-        categories = sorted({str(v) for v in present})
+        seen = present.astype(str).value_counts()
+        categories = sorted(str(c) for c in seen.index[seen >= MIN_CATEGORY_ROWS])
         empty = Profile("categorical", [], categories=categories)
         counts = empty.count(values)
         return Profile("categorical", list(_plain_shares(counts)), categories=categories)
     numbers = pd.to_numeric(present, errors="coerce").dropna().to_numpy(dtype=float)
     if len(numbers):
         inner = np.quantile(numbers, np.linspace(0, 1, bins + 1)[1:-1])
-        edges = sorted(set(float(e) for e in inner))
+        # Rounded to 4 significant digits: an edge is a quantile, often one customer's own value.
+        edges = sorted(set(float(f"{e:.{EDGE_DIGITS}g}") for e in inner))
     else:
         edges = []
     empty = Profile("numeric", [], edges=edges)

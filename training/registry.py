@@ -249,12 +249,14 @@ def pip_requirements() -> list[str]:
 
 
 def log_model(model: TrainedModel | UpliftModel, example: pd.DataFrame, model_name: str) -> str:
-    """Log and register a version (in the active run); returns the version number."""
+    """Log and register a version (in the active run); returns the version number. The
+    example rows give the signature its columns and types only: no row is stored with the
+    model (customers' data stays out of artifacts)."""
     signature = mlflow.models.infer_signature(example, ClmPyfunc(model).predict(None, example))
     disable_logging()  # MLflow's "Successfully registered" notices: clm reports the version itself
     try:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=ClmPyfunc(model), signature=signature, input_example=example,
+            name="model", python_model=ClmPyfunc(model), signature=signature,
             registered_model_name=registered_name(model_name), pip_requirements=pip_requirements(),
         )
     finally:

@@ -72,6 +72,7 @@ app.command("run", rich_help_panel=START,
 app.command("simulate", rich_help_panel=DATA)(data.simulate)
 app.command("ingest", rich_help_panel=DATA)(data.ingest)
 app.command("validate", rich_help_panel=DATA)(data.validate)
+app.command("forget", rich_help_panel=DATA)(data.forget)
 app.add_typer(features.features_app, name="features", rich_help_panel=MODELS)
 app.command("train", rich_help_panel=MODELS)(models.train)
 app.add_typer(models.models_app, name="models", rich_help_panel=MODELS)

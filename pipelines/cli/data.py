@@ -289,3 +289,38 @@ def validate(workspace: WorkspaceOpt = None) -> None:
     from pipelines.jobs.validate import validate as validate_job
 
     render.show(validate_job(Workspace.at(workspace), RichReporter()))
+
+
+@user_errors
+def forget(
+    ids: Annotated[list[str] | None, typer.Argument(help="Customer ids to erase, as the workspace holds them.",
+                                                    show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="A text file of customer ids, one per line (blank "
+                                                             "lines ignored).", show_default=False)] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Erase customers from every place the workspace keeps them (GDPR article 17).
+
+    Removes their rows from the raw tables, the feature snapshots, the online store (SQLite,
+    or this workspace's keys in Redis), the decision log and journal, and the batch
+    outputs; removes the reports that name them (`clm report` makes them again). The
+    erasure is recorded as keyed hashes (WORKSPACE/privacy/erased.json; the key is
+    CLM_PRIVACY_KEY, else one made in WORKSPACE/privacy/key), so that a later `clm ingest` of an old export drops them
+    and says how many. The API answers 404 for them at once. Models trained with them stay
+    until the next `clm retrain`, which no longer sees them. Safe to kill: run it again.
+
+    Examples:  clm forget C0000042 C0000043 -w shop
+               clm forget --file erasure-requests.txt -w shop
+    """
+    from pipelines.cli import render
+    from pipelines.jobs.forget import forget as forget_job
+
+    given = list(ids or [])
+    if file is not None:
+        try:
+            given += [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise ClmError(f"--file {file} cannot be read ({err}): give a UTF-8 text file of ids, one per line.") from None
+    ws = Workspace.at(workspace)
+    with ws.exclusive("clm forget"):
+        render.show(forget_job(ws, given, RichReporter()))

@@ -21,6 +21,7 @@ from pipelines.ingest import IngestSummary
 from pipelines.ingest.tables import TableSpec
 from pipelines.jobs.evaluate_policy import PolicyEvaluation
 from pipelines.jobs.features import Materialized, Registered
+from pipelines.jobs.forget import Forgotten
 from pipelines.jobs.models import ChampionChange, History, VersionRow, shown_figures
 from pipelines.jobs.report import ReportWritten
 from pipelines.jobs.run import POLICY_NAME, RunResult
@@ -56,6 +57,8 @@ def show(result: object) -> None:
         scored(result)
     elif isinstance(result, ReportWritten):
         say(f"Lifecycle report: {result.path}")
+    elif isinstance(result, Forgotten):
+        forgotten(result)
     else:
         raise TypeError(f"no rendering for {type(result).__name__}")  # a job's new result needs its lines here
 
@@ -97,6 +100,17 @@ def ingested(summaries: list[IngestSummary], raw_dir: object, manifest: RawManif
     inferred = " (customers inferred from their first event)" if manifest.details.get("customers_inferred") else ""
     say(f"Workspace {raw_dir}: {', '.join(manifest.tables)}{inferred}; a {manifest.business.replace('_', '-')} "
         f"business, {manifest.start:%Y-%m-%d} to {manifest.end - pd.Timedelta(days=1):%Y-%m-%d}.")
+
+
+def forgotten(result: Forgotten) -> None:
+    places = len(result.rows) + (result.online > 0) + (result.journal > 0)
+    console.print(f"Forgot {result.customers:,} customer(s) ({result.newly_recorded:,} new to the erasure record): "
+                  f"{sum(result.rows.values()):,} rows removed from {len(result.rows)} file(s), {result.online:,} from "
+                  f"the online store, {result.journal:,} from the decision journal ({places} place(s) in all).")
+    if result.reports_removed:
+        say(f"Removed the report(s) that named them: {', '.join(result.reports_removed)} (`clm report` makes them "
+            "again).", "yellow")
+    say("Models trained with them stay until the next `clm retrain`, which no longer sees them.")
 
 
 def features_built(result: BuildResult) -> None:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from clm.contracts import CONTRACTS, record_valid, validate_raw_dir
 from clm.domain import Table
 from clm.errors import ClmError
+from clm.privacy import Erased
 from clm.workspace import RawManifest, Workspace, write_manifest
 from pipelines.ingest.tables import TABLES, ExportSource, IngestSummary, build_table
 
@@ -158,6 +159,19 @@ def _refuse_attributes_twice(workspace: Workspace, built: dict[str, pd.DataFrame
                        "belongs in attribute_history; bring the other table again without it, with --replace).")
 
 
+def _without_forgotten(frame: pd.DataFrame, summary: IngestSummary, erased: Erased) -> tuple[pd.DataFrame, IngestSummary]:
+    """The export without the customers `clm forget` erased (an old export brings them
+    back otherwise), said in the summary."""
+    gone = erased.mask(frame["customer_id"])
+    if gone.any():
+        customers = frame.loc[gone, "customer_id"].nunique()
+        frame = frame[~gone].reset_index(drop=True)
+        summary.rows_written, summary.customers = len(frame), int(frame["customer_id"].nunique())
+        summary.notes.append(f"{int(gone.sum()):,} row(s) of {customers:,} customer(s) erased by `clm forget` "
+                             "left out")
+    return frame, summary
+
+
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
                   progress: Callable[[str], None] | None = None, until: pd.Timestamp | None = None,
                   until_from: str = "--until") -> list[IngestSummary]:
@@ -167,11 +181,12 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
     as quiet, not as the end of the data); kept for later calls unless one gives another.
     until_from: where the user gave it, for a message."""
     current = check_before_reading(sources, workspace, replace)
+    erased = Erased.of(workspace)
     built = {}
     for src in sources:
         if progress is not None:
             progress(f"Reading {src.table} from {src.path}")
-        built[TABLES[src.table].raw.value] = build_table(src)
+        built[TABLES[src.table].raw.value] = _without_forgotten(*build_table(src), erased)
     held = _held_tables(current) if current is not None else {}
     kept = {t: _times(workspace, t) for t in held if t not in built}  # copied as they are; read for their times
     tables = {**kept, **{t: frame for t, (frame, _) in built.items()}}

@@ -34,7 +34,7 @@ def test_a_profile_bins_numbers_by_the_references_quantiles():
 
 
 def test_categories_keep_their_shares_and_an_unseen_one_is_other():
-    profile = drift.profile_of(pd.Series(["a", "a", "b", None]), categorical=True)
+    profile = drift.profile_of(pd.Series(["a"] * 20 + ["b"] * 10 + [None] * 10), categorical=True)
     assert profile.categories == ["a", "b"]
     assert profile.shares == [0.5, 0.25, 0.0, 0.25]  # a, b, (other), (missing)
     assert profile.count(pd.Series(["b", "c", "a", None])).tolist() == [1, 1, 1, 1]
@@ -42,6 +42,15 @@ def test_categories_keep_their_shares_and_an_unseen_one_is_other():
     moved = profile.count(pd.Series(["b"] * 300 + ["a"] * 100))
     assert profile.p_value(same) > 0.5 and profile.p_value(moved) < 1e-6
     assert drift.profile_from_dict(profile.as_dict()) == profile
+
+
+def test_a_category_of_few_rows_is_not_kept_in_the_reference():
+    """A value held by fewer than 10 rows (an e-mail address, a name) is counted as (other):
+    the reference, an MLflow artifact, names no one."""
+    values = pd.Series(["smb"] * 30 + ["ann@example.com"] + ["mid"] * 9 + [None] * 10)
+    profile = drift.profile_of(values, categorical=True)
+    assert profile.categories == ["smb"] and "ann@example.com" not in str(profile.as_dict())
+    assert profile.shares == [0.6, 0.2, 0.2]  # smb 30, (other) 1 + 9, (missing) 10, of 50
 
 
 def test_a_planted_shift_is_flagged_and_a_second_sample_of_the_same_customers_is_not(main_job):

@@ -1,0 +1,166 @@
+"""Customers' ids under a key: the erasure record (`clm forget`) and pseudonyms (`clm ingest
+--pseudonymise`).
+
+A keyed hash (HMAC-SHA256) of an id can be matched by whoever holds the key and by no one
+else: the erasure record lists the forgotten customers that way, so that a later ingest of
+an old export drops them without the workspace keeping their ids.
+
+The key is CLM_PRIVACY_KEY (an environment variable: outside the workspace). Without it,
+`clm forget` makes a random key once, in WORKSPACE/privacy/key (readable by its owner
+only): the record then keeps ids from whoever reads the record alone, not from whoever holds
+the whole workspace. The record names its key by a fingerprint, so that another key is
+refused instead of matching nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clm.errors import ClmError
+from clm.files import write_text_atomically
+from clm.workspace import Workspace
+
+KEY_VARIABLE = "CLM_PRIVACY_KEY"
+FOLDER = "privacy"
+KEY_FILE = "key"
+RECORD_FILE = "erased.json"
+MIN_KEY_CHARS = 16
+
+
+def privacy_dir(workspace: Workspace) -> Path:
+    return workspace.root / FOLDER
+
+
+def key_from_environment() -> bytes | None:
+    """CLM_PRIVACY_KEY, if set; refused if too short to be a secret."""
+    text = os.environ.get(KEY_VARIABLE)
+    if text is None:
+        return None
+    if len(text) < MIN_KEY_CHARS:
+        raise ClmError(f"{KEY_VARIABLE} is {len(text)} characters long: use a random secret of at least "
+                       f"{MIN_KEY_CHARS} (e.g. `python3 -c 'import secrets; print(secrets.token_hex(32))'`).")
+    return text.encode()
+
+
+def key_id(key: bytes) -> str:
+    """A key's fingerprint: names it in the record without revealing it."""
+    return hashlib.sha256(b"clm privacy key\0" + key).hexdigest()[:16]
+
+
+def keyed_hash(key: bytes, customer_id: str) -> str:
+    return hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def keyed_hashes(key: bytes, ids: Iterable[str]) -> list[str]:
+    return [keyed_hash(key, str(c)) for c in ids]
+
+
+def workspace_key(workspace: Workspace, create: bool) -> bytes | None:
+    """The key of this workspace's erasure record: CLM_PRIVACY_KEY, else the workspace's own
+    key file (made when `create`); None when there is neither."""
+    key = key_from_environment()
+    if key is not None:
+        return key
+    path = privacy_dir(workspace) / KEY_FILE
+    if path.exists():
+        return path.read_bytes()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(secrets.token_hex(32).encode())
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path.read_bytes()
+
+
+@dataclass
+class ErasureRecord:
+    """The customers forgotten in a workspace, as keyed hashes, and when."""
+
+    key_id: str
+    erased: dict[str, str]  # keyed hash -> when (ISO, UTC)
+
+    @staticmethod
+    def path(workspace: Workspace) -> Path:
+        return privacy_dir(workspace) / RECORD_FILE
+
+    @classmethod
+    def read(cls, workspace: Workspace) -> ErasureRecord | None:
+        path = cls.path(workspace)
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(str(data["key_id"]), {str(h): str(t) for h, t in data["erased"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ClmError(f"The erasure record {path} is damaged ({err}): restore it from a backup; without it a "
+                           "later ingest of an old export would bring forgotten customers back.") from None
+
+    def write(self, workspace: Workspace) -> None:
+        write_text_atomically(self.path(workspace), json.dumps(
+            {"key_id": self.key_id, "erased": dict(sorted(self.erased.items()))}, indent=1))
+
+
+def checked_key(workspace: Workspace, record: ErasureRecord | None, create: bool) -> bytes | None:
+    """The key that matches the record (None: no record and nothing to create); refused,
+    with what to do, when the key at hand is not the record's."""
+    key = workspace_key(workspace, create or record is not None)
+    if key is None:
+        return None
+    if record is not None and key_id(key) != record.key_id:
+        where = f"{KEY_VARIABLE}" if key_from_environment() is not None else f"{privacy_dir(workspace) / KEY_FILE}"
+        raise ClmError(f"The erasure record {ErasureRecord.path(workspace)} was made with another key than {where}: "
+                       f"set {KEY_VARIABLE} to the key used by `clm forget` (fingerprint {record.key_id}).")
+    return key
+
+
+def record_erasure(workspace: Workspace, ids: Iterable[str], when: pd.Timestamp) -> int:
+    """Add the ids to the erasure record (written whole and renamed in); returns how many
+    were not recorded before."""
+    record = ErasureRecord.read(workspace)
+    key = checked_key(workspace, record, create=True)
+    assert key is not None
+    record = record or ErasureRecord(key_id(key), {})
+    new = 0
+    for digest in keyed_hashes(key, ids):
+        if digest not in record.erased:
+            record.erased[digest] = when.isoformat()
+            new += 1
+    record.write(workspace)
+    return new
+
+
+@dataclass(frozen=True)
+class Erased:
+    """Which ids the workspace forgot: `mask(ids)` is True for those."""
+
+    key: bytes | None
+    hashes: frozenset[str]
+
+    @classmethod
+    def of(cls, workspace: Workspace) -> Erased:
+        record = ErasureRecord.read(workspace)
+        if record is None:
+            return cls(None, frozenset())
+        return cls(checked_key(workspace, record, create=False), frozenset(record.erased))
+
+    def __bool__(self) -> bool:
+        return bool(self.hashes)
+
+    def mask(self, ids: pd.Series) -> np.ndarray:
+        """True for the rows whose id was forgotten (each distinct id hashed once)."""
+        if not self.hashes or self.key is None:
+            return np.zeros(len(ids), dtype=bool)
+        distinct = pd.unique(ids.astype(str))
+        gone = [c for c, h in zip(distinct, keyed_hashes(self.key, distinct), strict=True) if h in self.hashes]
+        return ids.astype(str).isin(gone).to_numpy()

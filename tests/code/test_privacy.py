@@ -1,0 +1,193 @@
+"""Privacy (issue 30): `clm forget` erases customers from every file of the workspace and
+from Redis, the API no longer knows them, an old export brought again leaves them out, a
+killed erasure run again ends as one run; the main job keeps rows of customers only where
+they are needed."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import pipelines.jobs.forget as forget_module
+from clm.workspace import Workspace
+from decisions import log as decision_log
+from decisions.journal import ApiDecision
+from features.build import build_features, snapshot_dates
+from features.repo import OnlineStoreSettings
+from features.store import apply, materialize
+from pipelines.jobs.forget import forget
+from tests.clirun import invoke
+from tests.conftest import copy_trained
+from tests.privacy_scan import files_holding
+
+KEY = "k" * 32
+WHEN = pd.Timestamp("2026-02-01", tz="UTC")
+
+
+def treated_and_control(ws: Workspace) -> tuple[list[str], str]:
+    """Two customers the batch contacted, the customer its manifest shows as the example
+    (when there is one), and one more customer who stays."""
+    batch = next((ws.root / "scores").glob("*.parquet"))
+    scores = pd.read_parquet(batch)
+    contacted = scores.loc[scores.action != "none", "customer_id"].head(2).tolist()
+    showcase = (json.loads((batch / "_manifest.json").read_text())["decisions"] or {}).get("showcase")
+    ids = contacted + ([showcase["customer_id"]] if showcase else [])
+    control = scores.loc[~scores.customer_id.isin(ids) & (scores.action != "none"), "customer_id"].iloc[0]
+    return list(dict.fromkeys(ids)), control
+
+
+def journal_about(ws: Workspace, customer: str, other: str) -> None:
+    """An API decision for `customer` with feedback, and feedback on `other`'s batch decision."""
+    journal = decision_log.journal(ws)
+    journal.ensure()
+    journal.add_decisions([ApiDecision("api-00ff", customer, ["success_call"], 1.0, ["a reason"], WHEN, WHEN,
+                                       {"churn": "1"})])
+    journal.add_feedback("api-00ff", "accepted", "success_call", WHEN)
+    day = pd.read_parquet(next((ws.root / "scores").glob("*.parquet"))).as_of.iloc[0]
+    journal.add_feedback(decision_log.batch_decision_id(day, other), "rejected", None, WHEN)
+
+
+def test_forget_erases_them_from_every_file_and_the_api_no_longer_knows_them(trained_copy):
+    from serving.runtime import Runtime
+
+    ws = trained_copy
+    ids, control = treated_and_control(ws)
+    journal_about(ws, ids[0], ids[1])
+    before = files_holding(ws.root, [*ids, control])
+    for place in ("raw/customers.parquet", "feature_repo/online.db", "decisions/journal.sqlite"):
+        assert ids[0] in before[place], place  # the scan finds them where they are: it has teeth
+    assert any(p.startswith("scores/") and ids[1] in h for p, h in before.items())
+
+    result = invoke("forget", *ids, "-w", str(ws.root))
+    assert result.exit_code == 0 and result.mentions(f"Forgot {len(ids)} customer(s)"), result.output
+
+    assert files_holding(ws.root, ids) == {}  # every byte of every file, Parquet and SQLite decoded
+    after = files_holding(ws.root, [control])
+    assert {"raw/customers.parquet", "feature_repo/online.db"} <= set(after)  # only they went
+    record = json.loads((ws.root / "privacy" / "erased.json").read_text())
+    assert len(record["erased"]) == len(ids) and not any(i in json.dumps(record) for i in ids)
+    answers, unknown = Runtime(ws).answer_ids([*ids, control], None, 1)
+    assert unknown == ids and [a["customer_id"] for a in answers] == [control]  # /score: 404 for them
+    again = invoke("forget", *ids, "-w", str(ws.root))  # nothing left to remove: said, not failed
+    assert again.exit_code == 0 and again.mentions("(0 new to the erasure record)"), again.output
+
+
+def test_a_killed_erasure_run_again_ends_as_one_run(main_job, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLM_PRIVACY_KEY", KEY)
+    killed, whole = copy_trained(main_job, tmp_path / "killed"), copy_trained(main_job, tmp_path / "whole")
+    ids, _ = treated_and_control(killed)
+    calls = {"n": 0}
+    remove = forget_module.remove_rows
+
+    def killed_after_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return remove(*args, **kwargs)
+
+    monkeypatch.setattr(forget_module, "remove_rows", killed_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        forget(killed, ids, when=WHEN)
+    assert files_holding(killed.root / "raw", ids)  # the kill left the job half done
+    monkeypatch.setattr(forget_module, "remove_rows", remove)
+    forget(killed, ids, when=WHEN)
+    forget(whole, ids, when=WHEN)
+
+    assert files_holding(killed.root, ids) == {}
+    files = sorted(p.relative_to(whole.root) for p in whole.root.rglob("*.parquet") if p.is_file())
+    assert files == sorted(p.relative_to(killed.root) for p in killed.root.rglob("*.parquet") if p.is_file())
+    for relative in files:
+        assert pq.read_table(killed.root / relative).equals(pq.read_table(whole.root / relative)), relative
+    manifests = sorted(p.relative_to(whole.root) for p in whole.root.glob("scores/*/_manifest.json"))
+    for relative in [Path("privacy/erased.json"), *manifests]:
+        assert (killed.root / relative).read_text() == (whole.root / relative).read_text(), relative
+
+
+def test_an_old_export_brought_again_leaves_the_forgotten_out(tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text("who,day,paid\n" + "".join(f"shopper-{i % 5},2024-0{1 + i % 6}-{1 + i:02d},{10 + i}\n"
+                                                 for i in range(25)))
+    ws = tmp_path / "shop"
+    ingest = ("ingest", "transactions", str(orders), "--customer-col", "who", "--date-col", "day", "--amount-col",
+              "paid", "-w", str(ws))
+    assert invoke(*ingest).exit_code == 0
+    assert invoke("forget", "shopper-1", "shopper-3", "-w", str(ws)).exit_code == 0
+    assert set(pd.read_parquet(ws / "raw" / "transactions.parquet").customer_id) == {"shopper-0", "shopper-2",
+                                                                                    "shopper-4"}
+
+    again = invoke(*ingest, "--replace")
+    assert again.exit_code == 0 and again.mentions("10 row(s) of 2 customer(s) erased by `clm forget` left out"), \
+        again.output
+    for table in ("transactions", "customers"):
+        assert set(pd.read_parquet(ws / "raw" / f"{table}.parquet").customer_id) == {"shopper-0", "shopper-2",
+                                                                                        "shopper-4"}
+    assert files_holding(ws, ["shopper-1", "shopper-3"]) == {}
+
+
+def test_a_file_of_ids_and_bad_input(tmp_path, workspace_copy):
+    ws = workspace_copy.root
+    listed = tmp_path / "erase.txt"
+    listed.write_text("\ufeffC0000001\n\n  C0000002  \n")
+    result = invoke("forget", "--file", str(listed), "-w", str(ws))
+    assert result.exit_code == 0 and result.mentions("Forgot 2 customer(s)"), result.output
+    assert files_holding(ws, ["C0000001", "C0000002"]) == {}
+    nothing = invoke("forget", "-w", str(ws))
+    assert nothing.exit_code == 2 and nothing.mentions("No customer id given") and "Traceback" not in nothing.output
+    missing = invoke("forget", "--file", str(tmp_path / "none.txt"), "-w", str(ws))
+    assert missing.exit_code == 2 and missing.mentions("cannot be read")
+
+
+def test_redis_loses_only_this_workspaces_keys(small_workspace, tmp_path, redis_url):
+    import redis
+
+    workspaces = []
+    for db, name in enumerate(("mine", "theirs"), start=5):  # two workspaces, the same customers, one Redis
+        ws = Workspace(tmp_path / name)
+        shutil.copytree(small_workspace.root, ws.root)
+        build_features(ws)
+        apply(ws, OnlineStoreSettings("redis", f"{redis_url},db={db}"))
+        materialize(ws, snapshot_dates(ws.read_manifest())[-1])
+        workspaces.append(ws)
+    mine, _ = workspaces
+    ids = ["C0000001", "C0000002"]
+    assert forget(mine, ids).online == 2
+    host, port = redis_url.split(":")
+
+    def held(db: int) -> set[str]:
+        client = redis.Redis(host=host, port=int(port), db=db)
+        found: set[str] = set()
+        for key in client.scan_iter(count=10_000):
+            fields = client.hkeys(key) if client.type(key) == b"hash" else []
+            values = client.hvals(key) if fields else [client.get(key) or b""]
+            text = b" ".join([key, *fields, *values])
+            found.update(i for i in ids if i.encode() in text)
+        return found
+
+    assert held(5) == set() and held(6) == set(ids)  # every key and value searched; theirs untouched
+    assert not files_holding(mine.root, ids)
+    for db in (5, 6):
+        redis.Redis(host=host, port=int(port), db=db).flushdb()
+
+
+def test_the_main_job_keeps_customers_rows_only_where_they_are_needed(main_job):
+    """Every file the main job writes, outside the places that hold customers by design
+    (raw/, features/, the online store, the decision log and the batch outputs), searched
+    for customer ids and for customers' own values (signup times, behaviour to the last
+    digit): model artifacts, monitoring references, the Feast registry, MLflow's store, the
+    report (which lists at-risk customers by id only)."""
+    root, outcome = main_job
+    assert outcome.exit_code == 0
+    ws = Workspace(root)
+    customers = ws.read_table("customers")
+    snapshot = pd.read_parquet(next((root / "features" / "engagement").glob("*.parquet")))
+    own_values = [repr(float(v)) for v in snapshot.sessions_decayed_30d.dropna() if len(repr(float(v))) >= 12]
+    signups = [f"{t:%Y-%m-%d %H:%M:%S}" for t in customers.signup_time] + [t.isoformat() for t in customers.signup_time]
+    assert len(own_values) > 500  # values that can only be someone's
+    named = ("raw/", "features/", "feature_repo/online.db", "decisions/", "scores/")
+    assert files_holding(root, [*own_values, *signups], skip=named) == {}
+    ids = files_holding(root, customers.customer_id.tolist(), skip=(*named, "reports/"))
+    assert ids == {}
