@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -164,3 +165,54 @@ class Erased:
         distinct = pd.unique(ids.astype(str))
         gone = [c for c, h in zip(distinct, keyed_hashes(self.key, distinct), strict=True) if h in self.hashes]
         return ids.astype(str).isin(gone).to_numpy()
+
+
+# ------------------------------------------------------------------ pseudonymised ingest
+PSEUDONYM_PREFIX = "p-"
+PSEUDONYM_HEX = 24  # 96 bits of the keyed hash: no two ids of a base alike in practice
+
+
+def required_key() -> bytes:
+    """CLM_PRIVACY_KEY, which `--pseudonymise` needs (the key stays outside the workspace)."""
+    key = key_from_environment()
+    if key is None:
+        raise ClmError(f"--pseudonymise needs a secret key outside the workspace: set {KEY_VARIABLE} (e.g. `export "
+                       f"{KEY_VARIABLE}=$(python3 -c 'import secrets; print(secrets.token_hex(32))')`, kept in your "
+                       "secrets store) and run the ingest again. Every later ingest of this workspace needs the same key.")
+    return key
+
+
+def pseudonyms(key: bytes, ids: pd.Series) -> pd.Series:
+    """Each id's pseudonym, `p-` and 24 hex digits of its keyed hash (each distinct id hashed once)."""
+    text = ids.astype(str)
+    distinct = pd.unique(text)
+    mapping = {c: PSEUDONYM_PREFIX + h[:PSEUDONYM_HEX] for c, h in zip(distinct, keyed_hashes(key, distinct), strict=True)}
+    return text.map(mapping)
+
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+# A phone number as exports write one: an international "+44 20 7946 0958", or groups with
+# separators "(555) 123-4567", "555.123.4567"; 9 to 15 digits. Digits alone (an id) and
+# dates are not.
+PHONE = re.compile(r"^(\+\d[\d\s().-]{7,20}|\(?\d{2,5}\)?[\s.-]\d{2,5}[\s.-]\d{2,5}([\s.-]\d{1,5})?)$")
+DATE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
+SAMPLE_ROWS = 1_000
+
+
+def _looks_like_phone(value: str) -> bool:
+    return bool(PHONE.match(value)) and not DATE.match(value) and 9 <= sum(ch.isdigit() for ch in value) <= 15
+
+
+def personal_kind(values: pd.Series) -> str | None:
+    """"e-mail addresses" or "phone numbers" when most of a text column's values (a sample)
+    look like them; else None."""
+    if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        return None
+    sample = values.dropna().astype(str).str.strip().head(SAMPLE_ROWS)
+    if sample.empty:
+        return None
+    if sample.map(lambda v: bool(EMAIL.match(v))).mean() > 0.5:
+        return "e-mail addresses"
+    if sample.map(_looks_like_phone).mean() > 0.5:
+        return "phone numbers"
+    return None

@@ -33,6 +33,14 @@ from clm.errors import ClmError
 
 NAME = "journal.sqlite"
 API_PREFIX = "api-"
+# Consent changes a CRM sends to the API (`POST /consent`): honoured by the API's next
+# answer and the next batch (`serving.scoring.consents_of`). Added to a journal made before.
+CONSENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS consents (
+    customer_id TEXT NOT NULL, channel TEXT NOT NULL, granted INTEGER NOT NULL, reported_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consents_by_customer ON consents (customer_id);
+"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_decisions (
     decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, action TEXT NOT NULL, actions TEXT NOT NULL,
@@ -42,7 +50,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     decision_id TEXT NOT NULL, response TEXT NOT NULL, action TEXT, reported_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_by_decision ON feedback (decision_id);
-"""
+""" + CONSENTS_SCHEMA
 
 
 def new_decision_id() -> str:
@@ -181,6 +189,9 @@ class Journal:
             ).rowcount
             removed += con.execute(
                 "DELETE FROM api_decisions WHERE customer_id IN (SELECT customer_id FROM forgotten)").rowcount
+            if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'consents'").fetchone() is not None:
+                removed += con.execute(
+                    "DELETE FROM consents WHERE customer_id IN (SELECT customer_id FROM forgotten)").rowcount
             con.execute("COMMIT")
             con.execute("DROP TABLE forgotten")
             con.execute("VACUUM")
@@ -190,6 +201,33 @@ class Journal:
         finally:
             con.close()
         return removed
+
+    def add_consent(self, customer_id: str, channel: str, granted: bool, when: pd.Timestamp) -> None:
+        with self._connect(write=True) as con:
+            for statement in filter(str.strip, CONSENTS_SCHEMA.split(";")):
+                con.execute(statement)
+            con.execute("INSERT INTO consents VALUES (?, ?, ?, ?)", (customer_id, channel, int(granted), when.isoformat()))
+
+    def consents(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Consent changes sent to the API (customer_id, channel, granted, reported_at), in
+        the order received; only those of `customer_ids` when given (the API's hot path:
+        one indexed lookup)."""
+        columns = ["customer_id", "channel", "granted", "reported_at"]
+        if not self.path.exists():
+            return pd.DataFrame(columns=columns)
+        with self._connect(write=False) as con:
+            if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'consents'").fetchone() is None:
+                return pd.DataFrame(columns=columns)
+            if customer_ids is None:
+                rows = con.execute("SELECT * FROM consents ORDER BY rowid").fetchall()
+            else:
+                ids = list(customer_ids)
+                rows = con.execute(f"SELECT * FROM consents WHERE customer_id IN ({','.join('?' * len(ids))}) "
+                                   "ORDER BY rowid", ids).fetchall()
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["granted"] = frame["granted"].astype(bool)
+        frame["reported_at"] = pd.to_datetime(frame["reported_at"], utc=True, format="ISO8601")
+        return frame
 
     def api_actions(self, decision_id: str) -> list[str] | None:
         """The actions an API decision recommended (best first), None for an unknown id."""

@@ -267,7 +267,7 @@ def score(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: st
     champions, catalogue, contractual = inputs.champions, inputs.catalogue, inputs.contractual
     say = progress or (lambda step, done, total: None)
     chunks = max(1, -(-inputs.customers // chunk_rows))
-    data = load_decision_data(workspace, as_of, catalogue.lookback_days)
+    data = load_decision_data(workspace, as_of, catalogue.lookback_days, real=True)
     timings = {"prepare_s": time.perf_counter() - inputs.started}
 
     tmp = temporary_folder(out)

@@ -139,7 +139,7 @@ def score_on_spark(spark: Any, workspace: Workspace, as_of: pd.Timestamp, out: P
         t0 = time.perf_counter()
         everyone = funnel_inputs(pass1, inputs.champions.uplift is not None, catalogue.contact_ids)
         ids, scored_count = everyone.funnel["customer_id"].to_numpy(), int(everyone.live.sum())
-        data = load_decision_data(workspace, as_of, catalogue.lookback_days)
+        data = load_decision_data(workspace, as_of, catalogue.lookback_days, real=True)
         plan = plan_batch(catalogue, everyone, data, as_of, inputs.budget, inputs.exploration)
         del everyone
         if plan is not None:

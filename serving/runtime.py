@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from serving.scoring import (
     load_champions,
     load_decision_data,
     score_and_decide,
+    with_changes,
 )
 from serving.vocabulary import FeatureProblem, FeatureRules, Vocabulary, example_customer, vocabulary_of
 from training import registry
@@ -158,10 +159,40 @@ class Runtime:
         columns.data["event_timestamp"] = np.array([when], dtype=object)
         return self._answer(columns, context, max_actions)[0]
 
+    def refresh_data(self) -> None:
+        """Read consents and contact history again if a raw table or the decision log changed
+        since they were read (a consent withdrawal ingested counts from the next answer, not
+        the next poll): a few file times looked at per request."""
+        if self._stamp() != self.loaded.stamp:
+            with self._lock:
+                if self._stamp() != self.loaded.stamp:
+                    self.loaded = self._load(self.loaded.champions)
+
+    def with_sent_consents(self, data: DecisionData, ids: list[str]) -> DecisionData:
+        """data with the consent changes sent to the API for these customers applied (the
+        journal's, read per request: every worker honours them at once)."""
+        try:
+            sent = self.journal.consents(ids)
+        except JournalUnavailable as err:
+            raise RequestError(503, f"{err} Consents sent to the API cannot be read: not answered, so that no "
+                               "withdrawn consent is ignored.", None) from None
+        if not len(sent):
+            return data
+        latest = sent.groupby(["customer_id", "channel"]).granted.last()
+        mine = data.consents.reindex(pd.Index(ids, name="customer_id").unique(), fill_value=False)
+        return replace(data, consents=with_changes(mine.copy(), latest))
+
+    def consent(self, customer_id: str, channel: str, granted: bool) -> None:
+        """A consent change a CRM sends: recorded in the journal, honoured by the next answer
+        (every worker reads the journal) and the next batch."""
+        self.journal.add_consent(customer_id, channel, granted, pd.Timestamp.now(tz="UTC"))
+
     def _answer(self, frame: Columns, context: Context | None, max_actions: int) -> list[dict]:
         """Each customer's answer, every decision logged in the journal under an id of its own
         (the one the answer carries, for /feedback). frame: `online_features`' columns."""
+        self.refresh_data()
         loaded = self.loaded  # one reference for the whole request: a swap cannot mix versions
+        data = self.with_sent_consents(loaded.data, [str(c) for c in frame["customer_id"]])
         out: list[dict] = []
         logged: list[ApiDecision] = []
         now = pd.Timestamp.now(tz="UTC")
@@ -172,7 +203,7 @@ class Runtime:
         for when, positions in groups.items():
             rows = frame if len(groups) == 1 else frame.take(np.asarray(positions))
             answers = score_and_decide(self.catalogue, loaded.champions, rows, self.contractual,
-                                       loaded.data, pd.Timestamp(when), context, max_actions)
+                                       data, pd.Timestamp(when), context, max_actions)
             for answer in answers:
                 first = answer.recommendations[0]
                 logged.append(ApiDecision(new_decision_id(), str(answer.scores["customer_id"]),

@@ -166,6 +166,20 @@ class FeedbackRequest(Strict):
                                description="The recommended action the CRM acted on (default: the first).")
 
 
+class ConsentRequest(Strict):
+    customer_id: CustomerId
+    channel: Literal["email", "phone"] = Field(description="The channel the consent is for (in-app needs none).")
+    granted: bool = Field(description="false: the customer withdrew consent; true: gave it.", examples=[False])
+
+
+class ConsentResponse(BaseModel):
+    customer_id: str = Field(examples=["C0000042"])
+    channel: Literal["email", "phone"]
+    granted: bool
+    recorded: bool = Field(examples=[True], description="Honoured by the next answer of every worker and the next "
+                                                        "batch.")
+
+
 # ------------------------------------------------------------------ errors
 class ErrorBody(BaseModel):
     """Every error the API answers, whatever its status: what is wrong and what to do, and

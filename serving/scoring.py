@@ -123,15 +123,39 @@ class DecisionData:
     plan_prices: np.ndarray
 
 
+def consent_changes(workspace: Workspace) -> pd.DataFrame:
+    """Every consent change known: the consents table's and those sent to the API (the
+    journal's, at the time they came): customer_id, event_time, channel, granted."""
+    frames = []
+    if workspace.table_path(Table.CONSENTS).exists():
+        frames.append(workspace.read_table(Table.CONSENTS, columns=["customer_id", "event_time", "channel", "granted"]))
+    sent = decision_log.journal(workspace).consents()
+    if len(sent):
+        frames.append(sent.rename(columns={"reported_at": "event_time"})[["customer_id", "event_time", "channel",
+                                                                         "granted"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def with_changes(consents: pd.DataFrame, latest: pd.Series) -> pd.DataFrame:
+    """consents (indexed by customer_id) with each (customer_id, channel)'s latest change
+    applied, for the customers it holds."""
+    for channel, consent_column in CHANNEL_CONSENT_COLUMN.items():
+        if consent_column is not None and channel in latest.index.get_level_values("channel"):
+            changed = latest.xs(channel, level="channel")
+            known = changed.index.intersection(consents.index)
+            consents.loc[known, consent_column] = changed.loc[known].to_numpy(dtype=bool)
+    return consents
+
+
 def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Each customer's channel consents: the customers table's, overridden, where a
-    consents table is kept, by the latest change for that channel (before `before`, when
-    given). None recorded: no consent."""
+    """Each customer's channel consents: the customers table's, overridden by the latest
+    change for that channel (`consent_changes`; before `before`, when given: a backtest's
+    date. Real decisions read every change known). None recorded: no consent."""
     if not workspace.table_path(Table.CUSTOMERS).exists():
         return pd.DataFrame({c: pd.Series(dtype=bool) for c in CONSENT_COLUMNS}, index=pd.Index([], name="customer_id"))
     frame = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *CONSENT_COLUMNS]).set_index("customer_id")
-    if workspace.table_path(Table.CONSENTS).exists():
-        log = workspace.read_table(Table.CONSENTS, columns=["customer_id", "event_time", "channel", "granted"])
+    log = consent_changes(workspace)
+    if len(log):
         log = log.sort_values("event_time", kind="stable")
         if before is not None:  # before a pair's first change, the opposite of what that change made it
             first = log.groupby(["customer_id", "channel"]).first()
@@ -140,11 +164,7 @@ def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.
             latest = pd.concat([latest, earlier[~earlier.index.isin(latest.index)]])
         else:
             latest = log.groupby(["customer_id", "channel"]).granted.last()
-        for channel, consent_column in CHANNEL_CONSENT_COLUMN.items():
-            if consent_column is not None and channel in latest.index.get_level_values("channel"):
-                changed = latest.xs(channel, level="channel")
-                known = changed.index.intersection(frame.index)
-                frame.loc[known, consent_column] = changed.loc[known].to_numpy(dtype=bool)
+        frame = with_changes(frame, latest)
     return frame
 
 
@@ -165,13 +185,16 @@ def contact_history(workspace: Workspace, before: pd.Timestamp, since: pd.Timest
     return pd.concat(frames, ignore_index=True)
 
 
-def load_decision_data(workspace: Workspace, before: pd.Timestamp, lookback_days: int | None = None) -> DecisionData:
+def load_decision_data(workspace: Workspace, before: pd.Timestamp, lookback_days: int | None = None,
+                       real: bool = False) -> DecisionData:
     """Consents, contact history and plan prices for decisions at `before`. lookback_days:
     how far back the contact rules read (`Catalogue.lookback_days`; None: the whole history):
-    only those contacts are held."""
+    only those contacts are held. real: decisions that will contact people (the batch): every
+    consent change known counts, also one made after `before` (a withdrawal counts at once);
+    else (a backtest's date) those before it."""
     since = before - pd.Timedelta(days=lookback_days) if lookback_days is not None else None
-    return DecisionData(consents_of(workspace, before), ContactHistory.of(contact_history(workspace, before, since)),
-                        plan_prices(workspace))
+    return DecisionData(consents_of(workspace, None if real else before),
+                        ContactHistory.of(contact_history(workspace, before, since)), plan_prices(workspace))
 
 
 def consent_columns(ids: np.ndarray, consents: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -63,6 +63,8 @@ from serving.schemas import (
     request_models,
     BatchRequest,
     BatchResponse,
+    ConsentRequest,
+    ConsentResponse,
     ContextIn,
     ErrorBody,
     FeaturesRequest,
@@ -75,7 +77,7 @@ from serving.schemas import (
 # BentoML 1.4 reads pydantic's model_fields from an instance; the warning would be printed per request.
 warnings.filterwarnings("ignore", message="Accessing the 'model_fields' attribute on the instance")
 
-ROUTES = ("/score", "/score_batch", "/score_features", "/feedback")
+ROUTES = ("/score", "/score_batch", "/score_features", "/feedback", "/consent")
 SWAGGER_ASSETS = "/static_content"  # BentoML's copy of Swagger UI, served by this server
 _hashes = key_hashes()
 _secured = bool(_hashes)
@@ -222,6 +224,18 @@ class Clm:
             raise RequestError(422, str(err), "decision_id") from None
         return FeedbackResponse(decision_id=request.decision_id, response=request.response, action=request.action,
                                 recorded=True)
+
+    @app.post("/consent", response_model=ConsentResponse, responses=_errors(400, 413, 415, 422, 503),
+              dependencies=KEYED, operation_id="consent")
+    def consent(self, request: ConsentRequest) -> ConsentResponse:
+        """Record a customer's consent change for a channel (a withdrawal: granted false):
+        honoured by the next answer of every worker and by the next nightly batch."""
+        try:
+            self.runtime.consent(request.customer_id, request.channel, request.granted)
+        except JournalUnavailable as err:
+            raise RequestError(503, str(err), None) from None
+        return ConsentResponse(customer_id=request.customer_id, channel=request.channel, granted=request.granted,
+                               recorded=True)
 
 
 # ------------------------------------------------------------------ errors: one shape

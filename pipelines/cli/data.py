@@ -182,6 +182,14 @@ def ingest(
     replace: Annotated[bool, typer.Option("--replace", help="Replace the table(s) the workspace holds already (only "
                                                             "them); a workspace holding a simulation is started "
                                                             "over.")] = False,
+    pseudonymise: Annotated[bool, typer.Option("--pseudonymise", help="Replace each customer id by a keyed hash "
+                                                                      "(key: the CLM_PRIVACY_KEY environment variable, "
+                                                                      "kept outside the workspace), so that names or "
+                                                                      "e-mail addresses used as ids never enter it.")] = False,
+    allow_personal: Annotated[list[str] | None, typer.Option("--allow-personal", help="A column kept although it holds "
+                                                                                     "e-mail addresses or phone numbers "
+                                                                                     "(refused otherwise); repeatable.",
+                                                             show_default=False)] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Ingest a business's exports: one table's file, or every table through --mapping.
@@ -269,7 +277,8 @@ def ingest(
     ws = Workspace.at(workspace)
     with ws.exclusive("clm ingest"), console.status(Text("Reading the exports")) as status:
         summaries = ingest_tables(sources, ws, replace, lambda text: status.update(Text(text)),
-                                  parse_day(until, "--until") if until is not None else None, until_from)
+                                  parse_day(until, "--until") if until is not None else None, until_from,
+                                  pseudonymise, allow_personal or [])
     render.ingested(summaries, ws.raw_dir, ws.read_manifest())
 
 

@@ -14,7 +14,7 @@ before it replaces the old one in one rename: a refused ingest changes nothing.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from clm.contracts import CONTRACTS, record_valid, validate_raw_dir
 from clm.domain import Table
 from clm.errors import ClmError
-from clm.privacy import Erased
+from clm.privacy import KEY_VARIABLE, Erased, key_id, personal_kind, pseudonyms, required_key
 from clm.workspace import RawManifest, Workspace, write_manifest
 from pipelines.ingest.tables import TABLES, ExportSource, IngestSummary, build_table
 
@@ -172,21 +172,67 @@ def _without_forgotten(frame: pd.DataFrame, summary: IngestSummary, erased: Eras
     return frame, summary
 
 
+PSEUDONYMISED = "pseudonymised"  # manifest detail: the key's fingerprint (`clm.privacy.key_id`)
+
+
+def _pseudonymisation(workspace: Workspace, current: RawManifest | None, pseudonymise: bool) -> bytes | None:
+    """The key ids are pseudonymised with (None: they are kept), refused when the workspace
+    was brought in the other way or with another key: its tables would name no one alike."""
+    before = current.details.get(PSEUDONYMISED) if current is not None else None
+    if not pseudonymise:
+        if before:
+            raise ClmError(f"Workspace '{workspace.root}' holds pseudonymised ids: ingest with --pseudonymise (and the "
+                           f"same {KEY_VARIABLE}), so that the new table names the same customers.")
+        return None
+    key = required_key()
+    if current is not None and before != key_id(key):
+        raise ClmError(f"Workspace '{workspace.root}' holds ids "
+                       + ("that were not pseudonymised: ingest without --pseudonymise, or start a new workspace."
+                          if not before else f"pseudonymised with another key (fingerprint {before}): set "
+                          f"{KEY_VARIABLE} to that key."))
+    return key
+
+
+def _private(frame: pd.DataFrame, summary: IngestSummary, src: ExportSource, key: bytes | None,
+             allow_personal: Collection[str]) -> pd.DataFrame:
+    """The export with its customer ids pseudonymised (a key given), after refusing columns
+    that hold e-mail addresses or phone numbers unless allowed (the ids themselves when
+    pseudonymised)."""
+    for column in frame.columns:
+        if column in allow_personal or (column == "customer_id" and key is not None):
+            continue
+        kind = personal_kind(frame[column])
+        if kind is not None:
+            read = summary.columns.get(column, column)
+            raise ClmError(f"{src.table} ({src.path}): column '{read}' holds {kind}, personal data clm does not need. "
+                           + ("Pseudonymise the ids (--pseudonymise, with CLM_PRIVACY_KEY set)"
+                              if column == "customer_id" else "Leave the column out of the export")
+                           + f", or keep it knowingly with --allow-personal {column}.")
+    if key is not None:
+        frame = frame.assign(customer_id=pseudonyms(key, frame["customer_id"]).to_numpy())
+        summary.notes.append("customer ids pseudonymised (keyed hashes: CLM_PRIVACY_KEY)")
+    return frame
+
+
 def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bool = False,
                   progress: Callable[[str], None] | None = None, until: pd.Timestamp | None = None,
-                  until_from: str = "--until") -> list[IngestSummary]:
+                  until_from: str = "--until", pseudonymise: bool = False,
+                  allow_personal: Collection[str] = ()) -> list[IngestSummary]:
     """Bring the exports into the workspace (see the module's docstring); one summary per
     export, in the order given. until: the last day the exports cover (the day they were
     taken), when later than their last row: the data's end (a quiet last week is then seen
     as quiet, not as the end of the data); kept for later calls unless one gives another.
     until_from: where the user gave it, for a message."""
     current = check_before_reading(sources, workspace, replace)
+    key = _pseudonymisation(workspace, current, pseudonymise)
     erased = Erased.of(workspace)
     built = {}
     for src in sources:
         if progress is not None:
             progress(f"Reading {src.table} from {src.path}")
-        built[TABLES[src.table].raw.value] = _without_forgotten(*build_table(src), erased)
+        frame, summary = build_table(src)
+        frame = _private(frame, summary, src, key, allow_personal)
+        built[TABLES[src.table].raw.value] = _without_forgotten(frame, summary, erased)
     held = _held_tables(current) if current is not None else {}
     kept = {t: _times(workspace, t) for t in held if t not in built}  # copied as they are; read for their times
     tables = {**kept, **{t: frame for t, (frame, _) in built.items()}}
@@ -218,6 +264,8 @@ def ingest_tables(sources: list[ExportSource], workspace: Workspace, replace: bo
         files[src.table] = {"file": str(src.path), "columns": summary.columns, "rows_read": summary.rows_read,
                             "rows_skipped": summary.skipped}
     details.update({"files": files, INFERRED: inferred})
+    if key is not None:
+        details[PSEUDONYMISED] = key_id(key)
     manifest = RawManifest(
         source=INGEST_SOURCE,
         business="contractual" if Table.SUBSCRIPTIONS.value in tables else "non_contractual",

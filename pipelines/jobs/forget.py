@@ -9,12 +9,15 @@ that name them (removed: `clm report` makes them again). Each file is rewritten 
 hidden file and renamed over it: a kill leaves each file before or after, never half.
 
 Models trained with these customers stay until the next retrain, which no longer sees them.
-The snapshots keep every other customer's row; the dates they touched are made again from
+In a pseudonymised workspace (`clm ingest --pseudonymise`) the ids given are the CRM's,
+pseudonymised with the same key (or clm's pseudonyms, `p-...`, as they are). The snapshots
+keep every other customer's row; the dates they touched are made again from
 the raw data at the next build (`features.freshness`: their rows changed).
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +27,17 @@ import pyarrow.parquet as pq
 
 from clm.errors import ClmError
 from clm.files import remove_rows, write_text_atomically
-from clm.privacy import record_erasure
+from clm.privacy import PSEUDONYM_HEX, PSEUDONYM_PREFIX, pseudonyms, record_erasure, required_key
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from features.snapshots import features_dir
 from features.store import check_can_forget, forget_online
+from pipelines.ingest.business import PSEUDONYMISED
 from pipelines.jobs.reporting import Quiet, Reporter
 from pipelines.outputs import MANIFEST_NAME, scores_dir
 
 ID_COLUMN = "customer_id"
+PSEUDONYM = re.compile(rf"{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_HEX}}}")  # an id given as clm holds it
 MAX_ID_CHARS = 256
 
 
@@ -109,6 +114,8 @@ def forget(workspace: Workspace, ids: Sequence[str], reporter: Reporter | None =
     reporter = reporter or Quiet()
     ids = checked_ids(ids)
     workspace.require_existing()
+    if workspace.has_raw() and workspace.read_manifest().details.get(PSEUDONYMISED):
+        ids = [i if PSEUDONYM.fullmatch(i) else p for i, p in zip(ids, pseudonyms(required_key(), pd.Series(ids)))]
     check_can_forget(workspace)  # before anything is removed
     out = Forgotten(len(ids), record_erasure(workspace, ids, when or pd.Timestamp.now(tz="UTC")))
     with reporter.working("Removing them from the online store"):

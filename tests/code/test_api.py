@@ -39,7 +39,7 @@ from training import registry
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]
 MODELS = ("churn", "upsell", "stage", "clv", "uplift")
 ROOT = Path(__file__).resolve().parents[2]
-ROUTES = ("/score", "/score_batch", "/score_features", "/feedback")
+ROUTES = ("/score", "/score_batch", "/score_features", "/feedback", "/consent")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -299,6 +299,26 @@ def test_every_live_customers_features_pass_the_checks(served_ws, online):
     names = [f.name for f in vocabulary.features]
     for row in online[names].to_dict("records"):
         rules.check({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
+
+
+# ------------------------------------------------------------------ /consent
+def test_a_consent_withdrawn_through_the_api_counts_from_the_next_answer(api, online):
+    catalogue = load_catalogue(DEFAULT_CATALOGUE)
+
+    def by_email(answer: dict) -> list[str]:
+        return [a["action"] for a in answer["actions"]
+                if a["action"] != "none" and catalogue.entry(a["action"]).channel == "email"]
+
+    answers = post(api, "/score_batch", {"customer_ids": live_ids(online, 200), "max_actions": 3}).json()["results"]
+    customer = next(a["customer_id"] for a in answers if by_email(a))  # offered an e-mail action
+    r = post(api, "/consent", {"customer_id": customer, "channel": "email", "granted": False})
+    assert r.status_code == 200 and r.json() == {"customer_id": customer, "channel": "email", "granted": False,
+                                                 "recorded": True}
+    assert by_email(post(api, "/score", {"customer_id": customer, "max_actions": 3}).json()) == []
+    assert is_error(post(api, "/consent", {"customer_id": customer, "channel": "pigeon", "granted": False}), 422,
+                    "channel")
+    assert post(api, "/consent", {"customer_id": customer, "channel": "email", "granted": True}).status_code == 200
+    assert by_email(post(api, "/score", {"customer_id": customer, "max_actions": 3}).json())  # given again
 
 
 # ------------------------------------------------------------------ /feedback

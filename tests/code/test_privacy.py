@@ -15,6 +15,7 @@ import pytest
 import pipelines.jobs.forget as forget_module
 from clm.workspace import Workspace
 from decisions import log as decision_log
+from decisions.catalogue import load_catalogue
 from decisions.journal import ApiDecision
 from features.build import build_features, snapshot_dates
 from features.repo import OnlineStoreSettings
@@ -191,3 +192,89 @@ def test_the_main_job_keeps_customers_rows_only_where_they_are_needed(main_job):
     assert files_holding(root, [*own_values, *signups], skip=named) == {}
     ids = files_holding(root, customers.customer_id.tolist(), skip=(*named, "reports/"))
     assert ids == {}
+
+
+def email_actions(answer: dict) -> list[str]:
+    catalogue = load_catalogue()
+    return [a["action"] for a in answer["actions"]
+            if a["action"] != "none" and catalogue.entry(a["action"]).channel == "email"]
+
+
+def test_a_consent_withdrawn_counts_from_the_next_decision_of_the_api_and_the_batch(trained_copy):
+    """A withdrawal ingested (the consents table) and one sent to the API (`Runtime.consent`,
+    what POST /consent calls): the API's next answer, without a reload, and the next batch
+    contact neither customer by e-mail."""
+    from serving.runtime import Runtime
+
+    ws = trained_copy
+    runtime = Runtime(ws)
+    batch = next((ws.root / "scores").glob("*.parquet"))
+    scores = pd.read_parquet(batch)
+    emailed = scores.loc[scores.action.isin(["upgrade_offer", "retention_offer", "referral_invite", "win_back"]),
+                         "customer_id"].tolist()
+    answers, _ = runtime.answer_ids(emailed[:60], None, 3)
+    both = [a["customer_id"] for a in answers if email_actions(a)][:2]
+    assert len(both) == 2  # e-mailed by the batch and offered e-mail by the API: the test has teeth
+    ingested, sent = both
+
+    consents = ws.read_table("consents")
+    withdrawal = pd.DataFrame({"customer_id": [ingested], "channel": ["email"], "granted": [False],
+                               "event_time": [ws.read_manifest().end - pd.Timedelta(hours=1)]})
+    pd.concat([consents, withdrawal], ignore_index=True).to_parquet(ws.table_path("consents"), index=False)
+    runtime.consent(sent, "email", False)
+
+    answers, _ = runtime.answer_ids([ingested, sent], None, 3)
+    assert [email_actions(a) for a in answers] == [[], []]
+    as_of = f"{scores.as_of.iloc[0]:%Y-%m-%d}"
+    out = ws.root.parent / "rescored.parquet"
+    rescored = invoke("score", "--as-of", as_of, "--out", str(out), "-w", str(ws.root))
+    assert rescored.exit_code == 0, rescored.output
+    after = pd.read_parquet(out).set_index("customer_id")
+    assert not after.loc[[ingested, sent], "action"].isin(["upgrade_offer", "retention_offer", "referral_invite",
+                                                           "win_back"]).any()
+    runtime.consent(sent, "email", True)  # given again: e-mail is offered again
+    assert email_actions(runtime.answer_ids([sent], None, 3)[0][0])
+
+
+def test_pseudonymised_ingest_keeps_e_mail_ids_out_and_forget_takes_them(tmp_path, monkeypatch):
+    orders = tmp_path / "orders.csv"
+    people = [f"ann.{i}@example.com" for i in range(5)]
+    orders.write_text("who,day,paid\n" + "".join(f"{people[i % 5]},2024-0{1 + i % 6}-{1 + i:02d},{10 + i}\n"
+                                                 for i in range(25)))
+    ws = tmp_path / "shop"
+    ingest = ("ingest", "transactions", str(orders), "--customer-col", "who", "--date-col", "day", "--amount-col",
+              "paid", "-w", str(ws))
+    refused = invoke(*ingest)  # e-mail addresses as ids, not pseudonymised
+    assert refused.exit_code == 2 and refused.mentions("column 'who' holds e-mail addresses") and refused.mentions("--pseudonymise")
+    assert not (ws / "raw").exists()
+    no_key = invoke(*ingest, "--pseudonymise")
+    assert no_key.exit_code == 2 and no_key.mentions("CLM_PRIVACY_KEY")
+
+    monkeypatch.setenv("CLM_PRIVACY_KEY", KEY)
+    done = invoke(*ingest, "--pseudonymise")
+    assert done.exit_code == 0, done.output
+    ids = pd.read_parquet(ws / "raw" / "transactions.parquet").customer_id
+    assert ids.str.fullmatch(r"p-[0-9a-f]{24}").all() and ids.nunique() == 5
+    assert files_holding(ws, [*people, "example.com"]) == {}  # no address entered the workspace
+    mixed = invoke(*ingest, "--replace")  # the same workspace without pseudonyms: its ids would not join
+    assert mixed.exit_code == 2 and mixed.mentions("holds pseudonymised ids")
+
+    assert invoke("forget", people[1], "-w", str(ws)).exit_code == 0  # the CRM's id, pseudonymised the same way
+    assert pd.read_parquet(ws / "raw" / "transactions.parquet").customer_id.nunique() == 4
+    again = invoke(*ingest, "--pseudonymise", "--replace")
+    assert again.exit_code == 0 and again.mentions("5 row(s) of 1 customer(s) erased by `clm forget` left out")
+    monkeypatch.setenv("CLM_PRIVACY_KEY", "another key, long enough")
+    other = invoke(*ingest, "--pseudonymise", "--replace")
+    assert other.exit_code == 2 and other.mentions("another key")
+
+
+def test_a_column_of_phone_numbers_is_refused_unless_allowed(tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text("id,since,phone\n" + "".join(f"c-{i},2024-01-0{1 + i},(020) 7946-09{i:02d}\n" for i in range(5)))
+    ws = tmp_path / "shop"
+    ingest = ("ingest", "customers", str(people), "--customer-col", "id", "--date-col", "since", "--attributes",
+              "phone", "-w", str(ws))
+    refused = invoke(*ingest)
+    assert refused.exit_code == 2 and refused.mentions("column 'phone' holds phone numbers") and refused.mentions("--allow-personal phone")
+    kept = invoke(*ingest, "--allow-personal", "phone")
+    assert kept.exit_code == 0, kept.output
