@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import warnings
 from contextlib import closing
 from dataclasses import dataclass
 from importlib import metadata
@@ -255,10 +256,12 @@ def log_model(model: TrainedModel | UpliftModel, example: pd.DataFrame, model_na
     signature = mlflow.models.infer_signature(example, ClmPyfunc(model).predict(None, example))
     disable_logging()  # MLflow's "Successfully registered" notices: clm reports the version itself
     try:
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=ClmPyfunc(model), signature=signature,
-            registered_model_name=registered_name(model_name), pip_requirements=pip_requirements(),
-        )
+        with warnings.catch_warnings():  # MLflow asks for an input example: no rows leave the workspace's data
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=ClmPyfunc(model), signature=signature,
+                registered_model_name=registered_name(model_name), pip_requirements=pip_requirements(),
+            )
     finally:
         enable_logging()
     return str(info.registered_model_version)

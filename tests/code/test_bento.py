@@ -35,7 +35,7 @@ def test_bentoml_build_packs_the_service_its_code_and_pinned_dependencies(tmp_pa
                            env={**env, "PYTHONPATH": str(source), "CLM_WORKSPACE": str(tmp_path / "none")},
                            cwd=source, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr[-3000:]
-    assert json.loads(shown.stdout.strip().splitlines()[-1]) == ["/feedback", "/score", "/score_batch",
-                                                                 "/score_features"]
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == ["/consent", "/feedback", "/score", "/score_batch",
+                                                                     "/score_features"]
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.40" in requirements and "lightgbm==" in requirements
