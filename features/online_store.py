@@ -393,10 +393,18 @@ class ClmRedisOnlineStoreConfig(FeastConfigBaseModel):
     # one HSET per hash and batch instead of one per customer: the per-command cost of a
     # client dominates a load, not Redis.
     buckets: int = 4096
+    # The prefix of every key of this store: one workspace's own (`features.repo` writes one
+    # per workspace), so that workspaces sharing a Redis database never touch each other's
+    # keys (a load, a teardown, `clm forget`). Empty: the Feast project (stores made before).
+    namespace: str = ""
+
+
+def _prefix(config: RepoConfig) -> str:
+    return config.online_store.namespace or config.project
 
 
 class ClmRedisOnlineStore(_OneTripReads):
-    """Hashes '<project>:b:<bucket>', bucket = crc32(customer id) mod buckets; one field per
+    """Hashes '<namespace>:b:<bucket>', bucket = crc32(customer id) mod buckets; one field per
     customer and view, '<view>:<customer id>' -> event time (8 bytes) + payload."""
 
     def __init__(self) -> None:
@@ -414,10 +422,10 @@ class ClmRedisOnlineStore(_OneTripReads):
     @staticmethod
     def bucket_key(config: RepoConfig, customer: str) -> str:
         buckets = config.online_store.buckets
-        return f"{config.project}:b:{zlib.crc32(customer.encode()) & (buckets - 1)}"
+        return f"{_prefix(config)}:b:{zlib.crc32(customer.encode()) & (buckets - 1)}"
 
     def _layouts_key(self, config: RepoConfig) -> str:
-        return f"{config.project}:{VIEWS_TABLE}"
+        return f"{_prefix(config)}:{VIEWS_TABLE}"
 
     def _ensure(self, config: RepoConfig, views: Sequence[FeatureView]) -> None:
         buckets = config.online_store.buckets
@@ -496,7 +504,7 @@ class ClmRedisOnlineStore(_OneTripReads):
             self._redis(config).hdel(self._layouts_key(config), *[v.name for v in tables_to_delete])
 
     def forget(self, config: RepoConfig, ids: Sequence[str]) -> int:
-        """Remove customers' values of every view (this project's keys only); returns how
+        """Remove customers' values of every view (this store's keys only); returns how
         many customers had any."""
         client = self._redis(config)
         views = [v.decode() for v in client.hkeys(self._layouts_key(config))]
@@ -512,7 +520,7 @@ class ClmRedisOnlineStore(_OneTripReads):
 
     def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
         client = self._redis(config)
-        for key in client.scan_iter(match=f"{config.project}:*", count=10_000):
+        for key in client.scan_iter(match=f"{_prefix(config)}:*", count=10_000):
             client.unlink(key)
         self._layouts.clear()
 
@@ -533,7 +541,7 @@ class ClmRedisOnlineStore(_OneTripReads):
             starts = np.flatnonzero(np.diff(bucket[order])) + 1
             pipe = client.pipeline(transaction=False)
             for rows in np.split(order, starts):
-                args: list[object] = ["HSET", f"{config.project}:b:{bucket[rows[0]]}"]
+                args: list[object] = ["HSET", f"{_prefix(config)}:b:{bucket[rows[0]]}"]
                 for view, column in zip(views, payloads):
                     name = view.name
                     for i in rows.tolist():

@@ -7,6 +7,7 @@ before it starts a server, and readiness probes call them (Feast itself: `featur
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,12 @@ class OnlineStoreSettings:
     redis_url: str = "localhost:6379"
 
 
+def redis_namespace(workspace: Workspace) -> str:
+    """The prefix of this workspace's keys in Redis: `clm-` and 12 hex digits of its folder's
+    path when the store is configured (kept in the config: moving the folder keeps it)."""
+    return "clm-" + hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:12]
+
+
 def repo_dir(workspace: Workspace) -> Path:
     return workspace.root / "feature_repo"
 
@@ -57,7 +64,8 @@ def write_config(workspace: Workspace, online: OnlineStoreSettings = OnlineStore
     repo.mkdir(parents=True, exist_ok=True)
     online_cfg: dict[str, str] = {
         "sqlite": {"type": "features.online_store.ClmSqliteOnlineStore", "path": ONLINE_DB},
-        "redis": {"type": "features.online_store.ClmRedisOnlineStore", "connection_string": online.redis_url},
+        "redis": {"type": "features.online_store.ClmRedisOnlineStore", "connection_string": online.redis_url,
+                  "namespace": redis_namespace(workspace)},
         "feast-sqlite": {"type": "sqlite", "path": ONLINE_DB},
         "feast-redis": {"type": "redis", "connection_string": online.redis_url},
     }[online.kind]

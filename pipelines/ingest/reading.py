@@ -201,8 +201,13 @@ def parse_numbers(values: pd.Series, decimal: str) -> pd.Series:
     d, t = re.escape(decimal), re.escape(thousands)
     grouped = rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?"
     plain = rf"[+-]?(?:\d+(?:{d}\d*)?|{d}\d+)(?:[eE][+-]?\d+)?|[+-]?(?i:inf|infinity)"  # inf: refused as such
-    text = values.astype("string").str.strip().str.replace(r"\s", "", regex=True)
-    readable = text.str.fullmatch(f"{grouped}|{plain}").fillna(False).astype(bool)
+    stripped = values.astype("string").str.strip()
+    # Spaces inside a number group its digits by three (1 234,56); others make it text: a phone
+    # number (+44 20 7946 0958) is not read as 442079460958.
+    spaced = stripped.str.contains(r"\s", regex=True).fillna(False).astype(bool)
+    by_three = stripped.str.fullmatch(rf"[+-]?\d{{1,3}}(?:[\s{t}]\d{{3}})+(?:{d}\d*)?").fillna(False).astype(bool)
+    text = stripped.str.replace(r"\s", "", regex=True)
+    readable = text.str.fullmatch(f"{grouped}|{plain}").fillna(False).astype(bool) & (~spaced | by_three)
     normal = text.str.replace(thousands, "", regex=False).str.replace(decimal, ".", regex=False)
     # astype(float) reads each number correctly rounded (pd.to_numeric's fast parser may be one
     # unit in the last place off): an export written with full precision reads back exactly.

@@ -145,33 +145,36 @@ def test_a_file_of_ids_and_bad_input(tmp_path, workspace_copy):
 def test_redis_loses_only_this_workspaces_keys(small_workspace, tmp_path, redis_url):
     import redis
 
+    from features.repo import redis_namespace
+
     workspaces = []
-    for db, name in enumerate(("mine", "theirs"), start=5):  # two workspaces, the same customers, one Redis
+    for name in ("mine", "theirs"):  # two workspaces with the same customers, one Redis database
         ws = Workspace(tmp_path / name)
         shutil.copytree(small_workspace.root, ws.root)
         build_features(ws)
-        apply(ws, OnlineStoreSettings("redis", f"{redis_url},db={db}"))
+        apply(ws, OnlineStoreSettings("redis", f"{redis_url},db=5"))
         materialize(ws, snapshot_dates(ws.read_manifest())[-1])
         workspaces.append(ws)
-    mine, _ = workspaces
+    mine, theirs = workspaces
     ids = ["C0000001", "C0000002"]
     assert forget(mine, ids).online == 2
     host, port = redis_url.split(":")
+    client = redis.Redis(host=host, port=int(port), db=5)
 
-    def held(db: int) -> set[str]:
-        client = redis.Redis(host=host, port=int(port), db=db)
+    def held(namespace: str) -> set[str]:
         found: set[str] = set()
-        for key in client.scan_iter(count=10_000):
+        for key in client.scan_iter(match=f"{namespace}:*", count=10_000):
             fields = client.hkeys(key) if client.type(key) == b"hash" else []
             values = client.hvals(key) if fields else [client.get(key) or b""]
             text = b" ".join([key, *fields, *values])
             found.update(i for i in ids if i.encode() in text)
         return found
 
-    assert held(5) == set() and held(6) == set(ids)  # every key and value searched; theirs untouched
-    assert not files_holding(mine.root, ids)
-    for db in (5, 6):
-        redis.Redis(host=host, port=int(port), db=db).flushdb()
+    namespaces = [redis_namespace(ws) for ws in workspaces]
+    assert namespaces[0] != namespaces[1] and {k.decode().split(":")[0] for k in client.scan_iter()} == set(namespaces)
+    assert held(namespaces[0]) == set() and held(namespaces[1]) == set(ids)  # every key and value; theirs untouched
+    assert not files_holding(mine.root, ids) and files_holding(theirs.root, ids)
+    client.flushdb()
 
 
 def test_the_main_job_keeps_customers_rows_only_where_they_are_needed(main_job):
@@ -270,7 +273,7 @@ def test_pseudonymised_ingest_keeps_e_mail_ids_out_and_forget_takes_them(tmp_pat
 
 def test_a_column_of_phone_numbers_is_refused_unless_allowed(tmp_path):
     people = tmp_path / "people.csv"
-    people.write_text("id,since,phone\n" + "".join(f"c-{i},2024-01-0{1 + i},(020) 7946-09{i:02d}\n" for i in range(5)))
+    people.write_text("id,since,phone\n" + "".join(f"c-{i},2024-01-0{1 + i},+44 20 7946 09{i:02d}\n" for i in range(5)))
     ws = tmp_path / "shop"
     ingest = ("ingest", "customers", str(people), "--customer-col", "id", "--date-col", "since", "--attributes",
               "phone", "-w", str(ws))
@@ -278,3 +281,51 @@ def test_a_column_of_phone_numbers_is_refused_unless_allowed(tmp_path):
     assert refused.exit_code == 2 and refused.mentions("column 'phone' holds phone numbers") and refused.mentions("--allow-personal phone")
     kept = invoke(*ingest, "--allow-personal", "phone")
     assert kept.exit_code == 0, kept.output
+    assert pd.read_parquet(ws / "raw" / "customers.parquet").phone.iloc[0] == "+44 20 7946 0900"  # text, not a number
+
+
+@pytest.mark.slow
+def test_a_pseudonymised_shop_has_the_same_features_and_figures_within_bagging_noise(shop_and_sim, retrained_shop,
+                                                                                     tmp_path, monkeypatch):
+    """The same export ingested with --pseudonymise and retrained: every feature snapshot holds
+    the same rows (ids aside, values to 0.01), and every registered model's test figures are
+    within 0.02 of the plain shop's. Not equal: LightGBM's bagging draws rows by position, and
+    rows are ordered by id (left open in issue 30)."""
+    from training import registry
+
+    shop, sim = shop_and_sim
+    plain, outcome = retrained_shop
+    assert outcome.exit_code == 0, outcome.output
+    export = tmp_path / "export.csv"
+    tx = sim.read_table("transactions", columns=["customer_id", "event_time", "amount", "status"])
+    tx[tx.status == "paid"][["customer_id", "event_time", "amount"]].to_csv(export, index=False)
+    monkeypatch.setenv("CLM_PRIVACY_KEY", KEY)
+    private = tmp_path / "private"
+    assert invoke("ingest", "transactions", str(export), "--customer-col", "customer_id", "--date-col", "event_time",
+                  "--amount-col", "amount", "--pseudonymise", "-w", str(private)).exit_code == 0
+    assert invoke("retrain", "-w", str(private)).exit_code == 0
+    ids = pd.read_parquet(private / "raw" / "customers.parquet").customer_id
+    assert ids.str.startswith("p-").all() and len(ids) == len(plain.read_table("customers"))
+
+    snapshots = sorted(p.relative_to(plain.root) for p in (plain.root / "features").glob("*/*.parquet"))
+    assert snapshots and snapshots == sorted(p.relative_to(private) for p in (private / "features").glob("*/*.parquet"))
+    for relative in snapshots:
+        a, b = (pd.read_parquet(root / relative).drop(columns="customer_id") for root in (plain.root, private))
+        columns = list(a.columns)
+        # Within 0.01: a sum of amounts may differ in its last bit (DuckDB adds in another order
+        # when the ids differ), which can break a tie of a percentile score (one rank in 1,000).
+        pd.testing.assert_frame_equal(a.sort_values(columns, ignore_index=True),
+                                      b.sort_values(columns, ignore_index=True), check_exact=False, atol=0.01,
+                                      obj=str(relative))
+    figures = {}
+    for ws in (plain, Workspace(private)):
+        client = registry.connect(ws)
+        figures[ws.root] = {m: registry.version_figures(client, m, v)
+                            for m, v in registry.champion_versions(client).items() if v is not None}
+    ours, theirs = figures[plain.root], figures[private]
+    assert ours.keys() == theirs.keys() and ours
+    for model in ours:
+        assert ours[model].keys() == theirs[model].keys()
+        for name, value in ours[model].items():
+            if "roc_auc" in name or "f1" in name or "ece" in name or "spearman" in name:
+                assert abs(theirs[model][name] - value) < 0.02, (model, name, value, theirs[model][name])
