@@ -30,6 +30,20 @@ def write_text_atomically(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def checkpoint_fully(con: sqlite3.Connection, path: Path, tries: int = 50) -> None:
+    """Move a database's write-ahead log into its file and empty it (what was deleted is then
+    nowhere but zeroed pages); readers in the way are waited for, then refused by name."""
+    import time
+
+    for _ in range(tries):
+        busy, log, moved = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy and log == moved:
+            return
+        time.sleep(0.1)
+    raise ClmError(f"{path}: its write-ahead log could not be emptied (a reader kept it open): stop the API "
+                   "(`clm serve`) for a moment and run `clm forget` again.")
+
+
 def sqlite_damage(path: Path, required_table: str | None = None) -> str | None:
     """What is wrong with a SQLite database file (truncated, overwritten, or without
     `required_table`: emptied), or None if it is sound (or absent). SQLite's own quick
@@ -137,7 +151,8 @@ def remove_rows(path: Path, column: str, values: Collection[str], batch_rows: in
     if column not in source.schema_arrow.names:
         return 0
     wanted = pa.array(list(values), type=pa.string())
-    found = pc.sum(pc.is_in(pq.read_table(path, columns=[column]).column(column).cast(pa.string()), wanted)).as_py()
+    found = sum(pc.sum(pc.is_in(batch.column(column).cast(pa.string()), wanted)).as_py() or 0
+                for batch in source.iter_batches(batch_size=batch_rows, columns=[column]))
     if not found:
         return 0
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

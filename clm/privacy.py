@@ -76,10 +76,12 @@ def workspace_key(workspace: Workspace, create: bool) -> bytes | None:
         return path.read_bytes()
     if not create:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(secrets.token_hex(32).encode())
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # never readable by others, not for a moment
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_hex(32).encode())
     tmp.replace(path)
     return path.read_bytes()
 
@@ -113,16 +115,19 @@ class ErasureRecord:
 
 
 def checked_key(workspace: Workspace, record: ErasureRecord | None, create: bool) -> bytes | None:
-    """The key that matches the record (None: no record and nothing to create); refused,
-    with what to do, when the key at hand is not the record's."""
-    key = workspace_key(workspace, create or record is not None)
-    if key is None:
-        return None
-    if record is not None and key_id(key) != record.key_id:
-        where = f"{KEY_VARIABLE}" if key_from_environment() is not None else f"{privacy_dir(workspace) / KEY_FILE}"
-        raise ClmError(f"The erasure record {ErasureRecord.path(workspace)} was made with another key than {where}: "
-                       f"set {KEY_VARIABLE} to the key used by `clm forget` (fingerprint {record.key_id}).")
-    return key
+    """The key that matches the record: CLM_PRIVACY_KEY or the workspace's key file, whichever
+    the record was made with (None: no record and nothing to create); refused, with what to
+    do, when neither is. A key is made only for a workspace without a record."""
+    if record is None:
+        return workspace_key(workspace, create)
+    path = privacy_dir(workspace) / KEY_FILE
+    candidates = [key_from_environment(), path.read_bytes() if path.exists() else None]
+    for key in candidates:
+        if key is not None and key_id(key) == record.key_id:
+            return key
+    raise ClmError(f"The erasure record {ErasureRecord.path(workspace)} was made with a key that neither "
+                   f"{KEY_VARIABLE} nor {path} holds: set {KEY_VARIABLE} to the key `clm forget` used (fingerprint "
+                   f"{record.key_id}).")
 
 
 def record_erasure(workspace: Workspace, ids: Iterable[str], when: pd.Timestamp) -> int:

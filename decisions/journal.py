@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from clm.errors import ClmError
+from clm.files import checkpoint_fully
 
 NAME = "journal.sqlite"
 API_PREFIX = "api-"
@@ -195,7 +196,7 @@ class Journal:
             con.execute("COMMIT")
             con.execute("DROP TABLE forgotten")
             con.execute("VACUUM")
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            checkpoint_fully(con, self.path)
         except sqlite3.Error as err:
             raise JournalUnavailable(f"The decision journal {self.path} cannot be written: {err}.") from err
         finally:
@@ -208,10 +209,19 @@ class Journal:
                 con.execute(statement)
             con.execute("INSERT INTO consents VALUES (?, ?, ?, ?)", (customer_id, channel, int(granted), when.isoformat()))
 
-    def consents(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    def last_consent(self) -> int:
+        """The number of the latest consent change received (0: none)."""
+        if not self.path.exists():
+            return 0
+        with self._connect(write=False) as con:
+            if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'consents'").fetchone() is None:
+                return 0
+            return int(con.execute("SELECT coalesce(max(rowid), 0) FROM consents").fetchone()[0])
+
+    def consents(self, customer_ids: Sequence[str] | None = None, after: int = 0) -> pd.DataFrame:
         """Consent changes sent to the API (customer_id, channel, granted, reported_at), in
-        the order received; only those of `customer_ids` when given (the API's hot path:
-        one indexed lookup)."""
+        the order received, those after change number `after`; only those of `customer_ids`
+        when given (the API's hot path: one indexed lookup)."""
         columns = ["customer_id", "channel", "granted", "reported_at"]
         if not self.path.exists():
             return pd.DataFrame(columns=columns)
@@ -219,11 +229,11 @@ class Journal:
             if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'consents'").fetchone() is None:
                 return pd.DataFrame(columns=columns)
             if customer_ids is None:
-                rows = con.execute("SELECT * FROM consents ORDER BY rowid").fetchall()
+                rows = con.execute("SELECT * FROM consents WHERE rowid > ? ORDER BY rowid", (after,)).fetchall()
             else:
                 ids = list(customer_ids)
                 rows = con.execute(f"SELECT * FROM consents WHERE customer_id IN ({','.join('?' * len(ids))}) "
-                                   "ORDER BY rowid", ids).fetchall()
+                                   "AND rowid > ? ORDER BY rowid", [*ids, after]).fetchall()
         frame = pd.DataFrame(rows, columns=columns)
         frame["granted"] = frame["granted"].astype(bool)
         frame["reported_at"] = pd.to_datetime(frame["reported_at"], utc=True, format="ISO8601")

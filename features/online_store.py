@@ -42,6 +42,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.types import String
 
+from clm.files import checkpoint_fully
+
 STRING_SEP = "\x1f"
 NULL_STRING = "\x00"
 TS = struct.Struct("<q")
@@ -322,7 +324,7 @@ class ClmSqliteOnlineStore(_OneTripReads):
                                  chunk).rowcount
         conn.execute("COMMIT")
         conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        checkpoint_fully(conn, Path(str(config.online_store.path)))
         return held
 
     def update(

@@ -89,7 +89,7 @@ def read_features(spark: Any, workspace: Workspace, as_of: pd.Timestamp, partiti
     for other in frames[1:]:
         features = features.join(other.drop("event_timestamp"), "customer_id", "inner")
     if workspace.table_path(Table.CUSTOMERS).exists():  # the consents the local batch reads (`consents_of`)
-        consents = consents_of(workspace, as_of).reset_index()[["customer_id", *CONSENT_COLUMNS]]
+        consents = consents_of(workspace).reset_index()[["customer_id", *CONSENT_COLUMNS]]  # every change known
         features = features.join(spark.createDataFrame(consents), "customer_id", "left")
     else:
         features = features.select("*", *(F.lit(False).alias(c) for c in CONSENT_COLUMNS))

@@ -165,7 +165,8 @@ class _ErrorShaper:
         log = LOG.error if status >= 500 and status != 503 else LOG.warning  # 503: not ready, expected in a drain
         # A client's error is logged by its status's name: its text may quote what the request held
         # (a customer id, a feature's value), which stays out of the server's logs.
-        said = error if status >= 500 else HTTPStatus(status).phrase
+        said = error if status >= 500 else (HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_
+                                            else str(status))
         log("%d %s %s: %s%s", status, self.method, printable(self.path), printable(said),
             f" (field {printable(field)})" if field else "")
         payload = error_body(error, field)

@@ -55,6 +55,7 @@ class Loaded:
     champions: Champions
     data: DecisionData
     stamp: tuple[tuple[str, int], ...]  # what `data` was read from (paths, mtimes)
+    consents_seen: int = 0  # the journal's consent changes up to this number are in `data`
 
 
 class Runtime:
@@ -91,8 +92,12 @@ class Runtime:
 
     def _load(self, champions: Champions | None = None) -> Loaded:
         stamp = self._stamp()
-        data = load_decision_data(self.workspace, pd.Timestamp.max.tz_localize("UTC"))
-        return Loaded(champions or load_champions(self.client, check_requirements=False), data, stamp)
+        try:
+            seen = self.journal.last_consent()  # before the data: a change during the load is applied again
+        except JournalUnavailable:
+            seen = 0
+        data = load_decision_data(self.workspace, pd.Timestamp.max.tz_localize("UTC"), real=True)
+        return Loaded(champions or load_champions(self.client, check_requirements=False), data, stamp, seen)
 
     def refresh(self) -> bool:
         """Load a newly promoted champion (or changed consents / contact history); True if
@@ -104,7 +109,8 @@ class Runtime:
             if not (models_changed or data_changed):
                 return False
             champions = load_champions(self.client, check_requirements=False) if models_changed else current.champions
-            self.loaded = self._load(champions) if data_changed else Loaded(champions, current.data, current.stamp)
+            self.loaded = (self._load(champions) if data_changed
+                           else Loaded(champions, current.data, current.stamp, current.consents_seen))
             return True
 
     def ready(self) -> bool:
@@ -163,16 +169,21 @@ class Runtime:
         """Read consents and contact history again if a raw table or the decision log changed
         since they were read (a consent withdrawal ingested counts from the next answer, not
         the next poll): a few file times looked at per request."""
-        if self._stamp() != self.loaded.stamp:
-            with self._lock:
-                if self._stamp() != self.loaded.stamp:
-                    self.loaded = self._load(self.loaded.champions)
-
-    def with_sent_consents(self, data: DecisionData, ids: list[str]) -> DecisionData:
-        """data with the consent changes sent to the API for these customers applied (the
-        journal's, read per request: every worker honours them at once)."""
         try:
-            sent = self.journal.consents(ids)
+            if self._stamp() != self.loaded.stamp:
+                with self._lock:
+                    if self._stamp() != self.loaded.stamp:
+                        self.loaded = self._load(self.loaded.champions)
+        except Exception as err:  # a file renamed under us by an ingest: the data read before still answers
+            LOG.warning("Consents and contact history not read again (%s); the poll tries again.", err)
+
+    def with_sent_consents(self, loaded: Loaded, ids: list[str]) -> DecisionData:
+        """The loaded data with the consent changes sent to the API for these customers since
+        it was read applied (the journal's, read per request: every worker honours them at
+        once; older ones are in the data already, in time order with the consents table's)."""
+        data = loaded.data
+        try:
+            sent = self.journal.consents(ids, after=loaded.consents_seen)
         except JournalUnavailable as err:
             raise RequestError(503, f"{err} Consents sent to the API cannot be read: not answered, so that no "
                                "withdrawn consent is ignored.", None) from None
@@ -192,7 +203,7 @@ class Runtime:
         (the one the answer carries, for /feedback). frame: `online_features`' columns."""
         self.refresh_data()
         loaded = self.loaded  # one reference for the whole request: a swap cannot mix versions
-        data = self.with_sent_consents(loaded.data, [str(c) for c in frame["customer_id"]])
+        data = self.with_sent_consents(loaded, [str(c) for c in frame["customer_id"]])
         out: list[dict] = []
         logged: list[ApiDecision] = []
         now = pd.Timestamp.now(tz="UTC")

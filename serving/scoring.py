@@ -123,13 +123,13 @@ class DecisionData:
     plan_prices: np.ndarray
 
 
-def consent_changes(workspace: Workspace) -> pd.DataFrame:
-    """Every consent change known: the consents table's and those sent to the API (the
-    journal's, at the time they came): customer_id, event_time, channel, granted."""
+def consent_changes(workspace: Workspace, with_sent: bool = True) -> pd.DataFrame:
+    """Every consent change known: the consents table's and (with_sent) those sent to the API
+    (the journal's, at the time they came): customer_id, event_time, channel, granted."""
     frames = []
     if workspace.table_path(Table.CONSENTS).exists():
         frames.append(workspace.read_table(Table.CONSENTS, columns=["customer_id", "event_time", "channel", "granted"]))
-    sent = decision_log.journal(workspace).consents()
+    sent = decision_log.journal(workspace).consents() if with_sent else pd.DataFrame()
     if len(sent):
         frames.append(sent.rename(columns={"reported_at": "event_time"})[["customer_id", "event_time", "channel",
                                                                          "granted"]])
@@ -150,11 +150,12 @@ def with_changes(consents: pd.DataFrame, latest: pd.Series) -> pd.DataFrame:
 def consents_of(workspace: Workspace, before: pd.Timestamp | None = None) -> pd.DataFrame:
     """Each customer's channel consents: the customers table's, overridden by the latest
     change for that channel (`consent_changes`; before `before`, when given: a backtest's
-    date. Real decisions read every change known). None recorded: no consent."""
+    date, which reads the consents table only, not today's API traffic. Real decisions read
+    every change known). None recorded: no consent."""
     if not workspace.table_path(Table.CUSTOMERS).exists():
         return pd.DataFrame({c: pd.Series(dtype=bool) for c in CONSENT_COLUMNS}, index=pd.Index([], name="customer_id"))
     frame = workspace.read_table(Table.CUSTOMERS, columns=["customer_id", *CONSENT_COLUMNS]).set_index("customer_id")
-    log = consent_changes(workspace)
+    log = consent_changes(workspace, with_sent=before is None)
     if len(log):
         log = log.sort_values("event_time", kind="stable")
         if before is not None:  # before a pair's first change, the opposite of what that change made it

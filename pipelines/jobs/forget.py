@@ -16,17 +16,23 @@ the raw data at the next build (`features.freshness`: their rows changed).
 """
 from __future__ import annotations
 
+import html
 import json
 import re
+import shutil
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
+import redis
 
 from clm.errors import ClmError
 from clm.files import remove_rows, write_text_atomically
+from clm.layout import BUSINESS_FOLDERS
 from clm.privacy import PSEUDONYM_HEX, PSEUDONYM_PREFIX, pseudonyms, record_erasure, required_key
 from clm.workspace import Workspace
 from decisions import log as decision_log
@@ -69,11 +75,33 @@ def _parquet_files(folder: Path) -> list[Path]:
 
 
 def _remove_from(workspace: Workspace, files: list[Path], ids: list[str], rows: dict[str, int],
-                 column: str = ID_COLUMN) -> None:
+                 column: str = ID_COLUMN, rebuilt: bool = False) -> None:
+    """Each file without the customers' rows. rebuilt: files clm makes again when missing (a
+    snapshot): a damaged one is removed; else a damaged file is named."""
     for path in files:
-        removed = remove_rows(path, column, ids)
+        try:
+            removed = remove_rows(path, column, ids)
+        except (OSError, pa.ArrowException) as err:
+            if rebuilt:
+                path.unlink()
+                continue
+            raise ClmError(f"{path} cannot be read ({err}): restore it from a backup or remove it, then run "
+                           "`clm forget` again (what is done stays done).") from None
         if removed:
             rows[path.relative_to(workspace.root).as_posix()] = removed
+
+
+def _remove_temporaries(workspace: Workspace) -> None:
+    """What killed commands left (clm's hidden files in its folders, staging folders of an
+    ingest, DuckDB's spill files): they may hold anyone's rows. The workspace is held
+    (`Workspace.exclusive`), so no clm command is writing them."""
+    for name in BUSINESS_FOLDERS:
+        folder = workspace.root / name
+        for path in sorted(folder.rglob(".*"), reverse=True) if folder.is_dir() else []:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for path in [*workspace.root.glob(".raw-staging-*"), *workspace.root.glob(".raw-retired-*"),
+                 workspace.root / ".duckdb-tmp"]:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _legacy_feedback(workspace: Workspace, ids: list[str], rows: dict[str, int]) -> None:
@@ -91,7 +119,10 @@ def _batch_manifests(workspace: Workspace, ids: list[str]) -> None:
     dropped when that customer is forgotten."""
     wanted = set(ids)
     for manifest in sorted(scores_dir(workspace).glob(f"*/{MANIFEST_NAME}")):
-        data = json.loads(manifest.read_text())
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):  # a damaged batch: the report leaves it out; its rows are gone already
+            continue
         showcase = (data.get("decisions") or {}).get("showcase")
         if isinstance(showcase, dict) and showcase.get("customer_id") in wanted:
             data["decisions"]["showcase"] = None
@@ -103,7 +134,7 @@ def _reports_naming(workspace: Workspace, ids: list[str]) -> list[Path]:
     found = []
     for path in sorted(folder.glob("*.html")) if folder.is_dir() else []:
         text = path.read_bytes()
-        if any(i.encode() in text for i in ids):
+        if any(i.encode() in text or html.escape(i).encode() in text for i in ids):
             found.append(path)
     return found
 
@@ -119,10 +150,15 @@ def forget(workspace: Workspace, ids: Sequence[str], reporter: Reporter | None =
     check_can_forget(workspace)  # before anything is removed
     out = Forgotten(len(ids), record_erasure(workspace, ids, when or pd.Timestamp.now(tz="UTC")))
     with reporter.working("Removing them from the online store"):
-        out.online = forget_online(workspace, ids)
+        try:
+            out.online = forget_online(workspace, ids)
+        except (redis.RedisError, sqlite3.Error) as err:
+            raise ClmError(f"The online store of {workspace.root} cannot be written ({err}): bring it back, then run "
+                           "`clm forget` again (the erasure is recorded; what is done stays done).") from None
+    _remove_temporaries(workspace)
     with reporter.working("Removing them from the raw tables and the feature snapshots"):
         _remove_from(workspace, _parquet_files(workspace.raw_dir), ids, out.rows)
-        _remove_from(workspace, _parquet_files(features_dir(workspace)), ids, out.rows)
+        _remove_from(workspace, _parquet_files(features_dir(workspace)), ids, out.rows, rebuilt=True)
     with reporter.working("Removing them from the decision log, the journal and the batch outputs"):
         _remove_from(workspace, sorted(decision_log.log_dir(workspace).glob("batch-*.parquet")), ids, out.rows)
         _legacy_feedback(workspace, ids, out.rows)

@@ -58,7 +58,10 @@ def test_forget_erases_them_from_every_file_and_the_api_no_longer_knows_them(tra
     ws = trained_copy
     ids, control = treated_and_control(ws)
     journal_about(ws, ids[0], ids[1])
+    leftover = ws.raw_dir / ".customers.parquet.tmp-99999"  # what a killed write leaves: their rows too
+    shutil.copy(ws.table_path("customers"), leftover)
     before = files_holding(ws.root, [*ids, control])
+    assert ids[0] in before[leftover.relative_to(ws.root).as_posix()]
     for place in ("raw/customers.parquet", "feature_repo/online.db", "decisions/journal.sqlite"):
         assert ids[0] in before[place], place  # the scan finds them where they are: it has teeth
     assert any(p.startswith("scores/") and ids[1] in h for p, h in before.items())
