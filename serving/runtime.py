@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from feast.types import Float64
 
+from clm.privacy import Erased, ErasureRecord
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue, Context, load_catalogue
@@ -77,6 +78,7 @@ class Runtime:
         self.rules = FeatureRules(self.kinds, vocabulary or vocabulary_of(workspace, self.catalogue))
         self.client = registry.connect(workspace, tracking_uri)
         self._lock = threading.Lock()  # one refresh at a time; readers never wait
+        self._erased: tuple[int, Erased] = (-1, Erased(None, frozenset()))  # (record's time, what it names)
         self.journal = decision_log.journal(workspace)  # where every answer's decision is logged
         try:
             self.journal.ensure()
@@ -155,6 +157,7 @@ class Runtime:
     def answer_features(self, customer_id: str, values: dict[str, float | str | None], as_of: pd.Timestamp | None,
                         context: Context | None, max_actions: int) -> dict:
         self.check_request(context)
+        self.refuse_erased(customer_id)
         try:
             self.rules.check(values)
         except FeatureProblem as problem:
@@ -193,9 +196,21 @@ class Runtime:
         mine = data.consents.reindex(pd.Index(ids, name="customer_id").unique(), fill_value=False)
         return replace(data, consents=with_changes(mine.copy(), latest))
 
+    def refuse_erased(self, customer_id: str) -> None:
+        """404 for a customer `clm forget` erased: nothing about them is written again (the
+        erasure record read again when it changes: one file time looked at per request)."""
+        path = ErasureRecord.path(self.workspace)
+        stamp = path.stat().st_mtime_ns if path.exists() else 0
+        if stamp != self._erased[0]:
+            self._erased = (stamp, Erased.of(self.workspace))
+        if self._erased[1].mask(pd.Series([customer_id]))[0]:
+            raise RequestError(404, f"customer {customer_id!r} was erased (`clm forget`): clm keeps nothing about them.",
+                               "customer_id")
+
     def consent(self, customer_id: str, channel: str, granted: bool) -> None:
         """A consent change a CRM sends: recorded in the journal, honoured by the next answer
         (every worker reads the journal) and the next batch."""
+        self.refuse_erased(customer_id)
         self.journal.add_consent(customer_id, channel, granted, pd.Timestamp.now(tz="UTC"))
 
     def _answer(self, frame: Columns, context: Context | None, max_actions: int) -> list[dict]:

@@ -196,7 +196,7 @@ class Clm:
         return {"results": [by_id[c] for c in request.customer_ids if c in by_id], "unknown": unknown}
 
     @app.post("/score_features", response_model=ScoreResponse,
-              responses=_with_feedback_link(_errors(400, 413, 415, 422)), dependencies=KEYED, operation_id="score_features")
+              responses=_with_feedback_link(_errors(400, 404, 413, 415, 422)), dependencies=KEYED, operation_id="score_features")
     def score_features(self, request: FeaturesBody) -> dict:
         """Scores and actions for features the caller holds (fresher than the online store's).
         Each feature is checked against its range and the others (e.g. sessions in 7 days
@@ -225,7 +225,7 @@ class Clm:
         return FeedbackResponse(decision_id=request.decision_id, response=request.response, action=request.action,
                                 recorded=True)
 
-    @app.post("/consent", response_model=ConsentResponse, responses=_errors(400, 413, 415, 422, 503),
+    @app.post("/consent", response_model=ConsentResponse, responses=_errors(400, 404, 413, 415, 422, 503),
               dependencies=KEYED, operation_id="consent")
     def consent(self, request: ConsentRequest) -> ConsentResponse:
         """Record a customer's consent change for a channel (a withdrawal: granted false):

@@ -74,8 +74,16 @@ def test_forget_erases_them_from_every_file_and_the_api_no_longer_knows_them(tra
     assert {"raw/customers.parquet", "feature_repo/online.db"} <= set(after)  # only they went
     record = json.loads((ws.root / "privacy" / "erased.json").read_text())
     assert len(record["erased"]) == len(ids) and not any(i in json.dumps(record) for i in ids)
-    answers, unknown = Runtime(ws).answer_ids([*ids, control], None, 1)
+    runtime = Runtime(ws)
+    answers, unknown = runtime.answer_ids([*ids, control], None, 1)
     assert unknown == ids and [a["customer_id"] for a in answers] == [control]  # /score: 404 for them
+    from serving.errors import RequestError
+
+    for write in (lambda: runtime.consent(ids[0], "email", True),
+                  lambda: runtime.answer_features(ids[0], {}, None, None, 1)):
+        with pytest.raises(RequestError) as refused:  # /consent, /score_features: nothing about them written again
+            write()
+        assert refused.value.status == 404
     again = invoke("forget", *ids, "-w", str(ws.root))  # nothing left to remove: said, not failed
     assert again.exit_code == 0 and again.mentions("(0 new to the erasure record)"), again.output
 
