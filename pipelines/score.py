@@ -48,12 +48,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clm.contracts import require_valid
+from clm.domain import Table
 from clm.errors import ClmError
 from clm.files import write_text_atomically
 from clm.output_paths import JSON_SIGNATURE
 from clm.workspace import Workspace
 from decisions import log as decision_log
 from decisions.catalogue import Catalogue, load_catalogue
+from decisions.journal import JournalUnavailable
 from decisions.log import DEFAULT_EXPLORATION
 from decisions.population import population
 from features.build import build_features
@@ -188,6 +190,19 @@ def fingerprint(paths: list[Path], settings: dict[str, object]) -> str:
     return h.hexdigest()
 
 
+def consent_sources(workspace: Workspace) -> list[object]:
+    """What the batch's consents are read from (the customers and consents tables' files, the
+    consent changes sent to the API): a change, a withdrawal above all, makes a new output
+    where the same inputs would keep the old one (`keep_current`)."""
+    files = [workspace.table_path(t) for t in (Table.CUSTOMERS, Table.CONSENTS)]
+    stamps = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.exists()]
+    try:
+        sent = decision_log.journal(workspace).last_consent()
+    except JournalUnavailable:
+        sent = -1
+    return [*stamps, sent]
+
+
 # ------------------------------------------------------------------ the batch
 @dataclass
 class BatchInputs:
@@ -232,7 +247,7 @@ def prepare(workspace: Workspace, as_of: pd.Timestamp, out: Path, tracking_uri: 
     files = snapshot_files(workspace, as_of)
     inputs = fingerprint(files, {"as_of": str(as_of), "models": champions.versions,
                                  "catalogue": catalogue.model_dump(mode="json"), "budget": budget,
-                                 "exploration": exploration})
+                                 "exploration": exploration, "consents": consent_sources(workspace)})
     return BatchInputs(workspace, as_of, out, manifest.business == "contractual", champions, catalogue, budget,
                        exploration, snapshot_rows(files[0]), inputs, started)
 

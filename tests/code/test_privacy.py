@@ -340,3 +340,21 @@ def test_a_pseudonymised_shop_has_the_same_features_and_figures_within_bagging_n
         for name, value in ours[model].items():
             if "roc_auc" in name or "f1" in name or "ece" in name or "spearman" in name:
                 assert abs(theirs[model][name] - value) < 0.02, (model, name, value, theirs[model][name])
+
+
+def test_a_consent_sent_after_a_batch_makes_its_rerun_decide_again(trained_copy):
+    """The batch's output is kept when run again on the same inputs (`keep_current`, the
+    retrain's rerun); a consent change since is an input: the rerun decides again."""
+    from pipelines.score import prepare
+
+    ws = trained_copy
+    batch = next((ws.root / "scores").glob("*.parquet"))
+    as_of = pd.read_parquet(batch).as_of.iloc[0]
+
+    def inputs() -> str:
+        return prepare(ws, as_of, batch, None, None, None, 0.02).fingerprint
+
+    first = inputs()
+    assert inputs() == first  # the same inputs: the output would be kept
+    decision_log.journal(ws).add_consent("C0000001", "email", False, WHEN)
+    assert inputs() != first
