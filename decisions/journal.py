@@ -225,7 +225,8 @@ class Journal:
         columns = ["customer_id", "channel", "granted", "reported_at"]
         if not self.path.exists():
             return pd.DataFrame(columns=columns)
-        with self._connect(write=False) as con:
+        # A few customers (an API answer): this thread's kept connection, not a new one per answer.
+        with self._connect(write=customer_ids is not None) as con:
             if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'consents'").fetchone() is None:
                 return pd.DataFrame(columns=columns)
             if customer_ids is None:

@@ -18,11 +18,13 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from feast.types import Float64
 
+from clm.domain import Table
 from clm.privacy import Erased, ErasureRecord
 from clm.workspace import Workspace
 from decisions import log as decision_log
@@ -168,14 +170,21 @@ class Runtime:
         columns.data["event_timestamp"] = np.array([when], dtype=object)
         return self._answer(columns, context, max_actions)[0]
 
+    def _consents_stamp(self, stamp: tuple[tuple[str, int], ...] | None = None) -> tuple[tuple[str, int], ...]:
+        """The part of a data stamp (default: the files now) that consents are read from."""
+        files = {str(self.workspace.table_path(t)) for t in (Table.CUSTOMERS, Table.CONSENTS)}
+        if stamp is None:
+            return tuple((f, Path(f).stat().st_mtime_ns) for f in sorted(files) if Path(f).exists())
+        return tuple(entry for entry in stamp if entry[0] in files)
+
     def refresh_data(self) -> None:
-        """Read consents and contact history again if a raw table or the decision log changed
+        """Read consents and contact history again if the customers or consents table changed
         since they were read (a consent withdrawal ingested counts from the next answer, not
-        the next poll): a few file times looked at per request."""
+        the next poll; other changes wait for the poll): two file times looked at per request."""
         try:
-            if self._stamp() != self.loaded.stamp:
+            if self._consents_stamp() != self._consents_stamp(self.loaded.stamp):
                 with self._lock:
-                    if self._stamp() != self.loaded.stamp:
+                    if self._consents_stamp() != self._consents_stamp(self.loaded.stamp):
                         self.loaded = self._load(self.loaded.champions)
         except Exception as err:  # a file renamed under us by an ingest: the data read before still answers
             LOG.warning("Consents and contact history not read again (%s); the poll tries again.", err)
