@@ -91,6 +91,24 @@ def _days_between(later: str, earlier: str) -> str:
     return f"((epoch({later}) - epoch({earlier})) / {DAY_SECONDS})"
 
 
+# Sums of values that are not whole numbers (money, days, decayed counts) are added as exact
+# decimals (12 places, up to 10^18): a floating-point sum depends on the order its terms are added in,
+# which follows the engine's threads and the rows' ids (pseudonymised ingest changes the
+# ids), and a feature must be the same whatever that order. Whole numbers add exactly as
+# they are.
+EXACT = "DECIMAL(30, 12)"
+
+
+def exact_sum(value: str) -> str:
+    """sum(value), the same whatever order the rows come in."""
+    return f"CAST(sum(CAST({value} AS {EXACT})) AS DOUBLE)"
+
+
+def exact_mean(value: str) -> str:
+    """avg(value) (null if no value), the same whatever order the rows come in."""
+    return f"({exact_sum(value)} / nullif(count({value}), 0))"
+
+
 SPINE = """
 spine AS (
     SELECT c.customer_id, s.as_of, c.signup_time
@@ -179,15 +197,21 @@ agg AS (
            min(age_days) AS recency_days,
            sum(CASE WHEN age_days <= 90 THEN 1 ELSE 0 END) AS frequency_90d,
            sum(CASE WHEN age_days <= 365 THEN 1 ELSE 0 END) AS frequency_365d,
-           sum(CASE WHEN age_days <= 90 THEN amount ELSE 0 END) AS monetary_90d,
-           sum(CASE WHEN age_days <= 365 THEN amount ELSE 0 END) AS monetary_365d,
-           avg(amount) AS avg_transaction_value,
+           {exact_sum('CASE WHEN age_days <= 90 THEN amount ELSE 0 END')} AS monetary_90d,
+           {exact_sum('CASE WHEN age_days <= 365 THEN amount ELSE 0 END')} AS monetary_365d,
+           {exact_mean('amount')} AS avg_transaction_value,
            count(*) AS frequency_total,
            -- as_of is a day's start, so ceil(age) is the number of days back to the purchase's day.
            count(DISTINCT ceil(age_days)) AS purchase_days_total,
            max(age_days) AS first_purchase_days,
-           avg(gap) AS mean_gap_days,
-           stddev_samp(gap) AS gap_std_days,
+           count(gap) AS gaps,
+           -- Exact sums of the gaps and of their squares, for the mean and the sample standard
+           -- deviation sqrt((n sum(g^2) - sum(g)^2) / (n (n - 1))). Days with 9 places: the
+           -- gaps' sum is at most the history's span (under 10^7 days for any time pandas
+           -- holds) and the squares' sum at most the sum's square, so every step fits 38 digits
+           -- in DuckDB and in Spark.
+           CAST(sum(CAST(gap AS DECIMAL(16, 9))) AS DECIMAL(16, 9)) AS gap_sum,
+           CAST(sum(CAST(gap AS DECIMAL(16, 9)) * CAST(gap AS DECIMAL(16, 9))) AS DECIMAL(29, 18)) AS gap_square_sum,
            max(CASE WHEN k = 1 THEN gap END) AS last_gap_days,
            max(CASE WHEN age_days <= 180 THEN gap END) AS max_gap_180d,
            max(CASE WHEN k = 1 THEN amount END) AS last_amount
@@ -199,7 +223,11 @@ base AS (
            coalesce(a.monetary_90d, 0) AS monetary_90d, coalesce(a.monetary_365d, 0) AS monetary_365d,
            a.avg_transaction_value, coalesce(a.frequency_total, 0) AS frequency_total,
            coalesce(a.purchase_days_total, 0) AS purchase_days_total, a.first_purchase_days,
-           a.mean_gap_days, a.gap_std_days, a.last_gap_days, a.max_gap_180d, a.last_amount
+           CAST(a.gap_sum AS DOUBLE) / nullif(a.gaps, 0) AS mean_gap_days,
+           CASE WHEN a.gaps >= 2 THEN sqrt(CAST(CAST(a.gaps AS DECIMAL(8, 0)) * a.gap_square_sum
+                                                - a.gap_sum * a.gap_sum AS DOUBLE)
+                                           / (a.gaps * (a.gaps - 1))) END AS gap_std_days,
+           a.last_gap_days, a.max_gap_180d, a.last_amount
     FROM spine s LEFT JOIN agg a ON a.customer_id = s.customer_id AND a.as_of = s.as_of
 )
 SELECT customer_id, as_of AS event_timestamp,
@@ -263,15 +291,15 @@ w AS (
            sum(CASE WHEN age_days <= 7 THEN 1 ELSE 0 END) AS active_days_7d,
            sum(CASE WHEN age_days <= 30 THEN 1 ELSE 0 END) AS active_days_30d,
            count(*) AS active_days_90d,
-           sum(CASE WHEN age_days <= 30 THEN active_minutes ELSE 0 END) AS minutes_30d,
+           {exact_sum('CASE WHEN age_days <= 30 THEN active_minutes ELSE 0 END')} AS minutes_30d,
            max(CASE WHEN age_days <= 30 THEN features_used ELSE 0 END) AS feature_breadth_30d,
            sum(CASE WHEN age_days <= 84 THEN (11 - floor((age_days - 1) / 7)) * sessions ELSE 0 END) AS sxy,
            sum(CASE WHEN age_days <= 84 THEN sessions ELSE 0 END) AS sy,
            sum(CASE WHEN age_days > 30 THEN sessions ELSE 0 END) AS sessions_31_90,
-           sum(sessions * exp(-age_days / 30.0)) AS sessions_decayed_30d,
+           {exact_sum('sessions * exp(-age_days / 30.0)')} AS sessions_decayed_30d,
            avg(CASE WHEN age_days <= 30 THEN features_used END) AS features_per_active_day_30d,
            avg(features_used) AS features_per_active_day_90d,
-           sum(active_minutes) / nullif(sum(sessions), 0) AS minutes_per_session_90d
+           {exact_sum('active_minutes')} / nullif(sum(sessions), 0) AS minutes_per_session_90d
     FROM u GROUP BY customer_id, as_of
 ),
 marks AS (
@@ -344,12 +372,11 @@ agg AS (
            sum(CASE WHEN resolved_time IS NULL THEN 1 ELSE 0 END) AS open_tickets,
            sum(CASE WHEN resolved_time IS NULL AND severity IN ('high', 'urgent') THEN 1 ELSE 0 END) AS open_high_severity,
            sum(CASE WHEN age_days <= 90 AND severity IN ('high', 'urgent') THEN 1 ELSE 0 END) AS high_severity_90d,
-           avg(CASE WHEN resolved_time >= as_of - INTERVAL 90 DAY
-                    THEN {_days_between('resolved_time', 'event_time')} END) AS mean_resolution_days_90d,
+           {exact_mean(f"CASE WHEN resolved_time >= as_of - INTERVAL 90 DAY THEN {_days_between('resolved_time', 'event_time')} END")} AS mean_resolution_days_90d,
            min(age_days) AS days_since_last_ticket,
-           sum(exp(-age_days / 60.0)) AS tickets_decayed_60d,
+           {exact_sum('exp(-age_days / 60.0)')} AS tickets_decayed_60d,
            count(*) AS tickets_ever,
-           avg(CASE WHEN resolved_time >= as_of - INTERVAL 365 DAY THEN csat END) AS mean_csat_365d
+           {exact_mean('CASE WHEN resolved_time >= as_of - INTERVAL 365 DAY THEN csat END')} AS mean_csat_365d
     FROM t GROUP BY customer_id, as_of
 ),
 csat AS (
@@ -399,7 +426,7 @@ pay AS (
            sum(CASE WHEN e.status = 'failed' AND e.event_time >= s.as_of - INTERVAL 30 DAY THEN 1 ELSE 0 END) AS f30,
            sum(CASE WHEN e.status = 'failed' AND e.event_time >= s.as_of - INTERVAL 90 DAY THEN 1 ELSE 0 END) AS f90,
            min(CASE WHEN e.status = 'failed' THEN {_days_between('s.as_of', 'e.event_time')} END) AS since_failed,
-           sum(CASE WHEN e.event_time >= s.as_of - INTERVAL 90 DAY THEN e.discount ELSE 0 END) AS discount_90d,
+           {exact_sum('CASE WHEN e.event_time >= s.as_of - INTERVAL 90 DAY THEN e.discount ELSE 0 END')} AS discount_90d,
            avg(CASE WHEN e.status = 'failed' THEN 1.0 ELSE 0.0 END) AS failed_share
     FROM spine s JOIN transactions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
     GROUP BY s.customer_id, s.as_of

@@ -21,6 +21,7 @@ from clm.errors import ClmError
 from clm.rawdb import connect_raw
 from clm.workspace import RawManifest, Workspace
 from decisions.population import population_ctes, register_cutoffs
+from features.groups import exact_sum
 
 MIN_HISTORY_DAYS = 30  # a cutoff needs this much data before it
 
@@ -107,6 +108,8 @@ def split_with_longest_window(
     return time_split(candidate_cutoffs(manifest, as_of, shortest), shortest, advice=advice), shortest
 
 
+# CLV's revenue is an exact sum (`features.groups.exact_sum`): the same label whatever order
+# the rows are added in (and so the same training rows' order, `training.frames.row_hashes`).
 LABEL_SQL = """
 WITH {population},
 window_subs AS (
@@ -120,7 +123,7 @@ window_subs AS (
 window_paid AS (
     SELECT p.customer_id, p.as_of,
            sum(CASE WHEN e.event_time < p.as_of + INTERVAL {horizon} DAY THEN 1 ELSE 0 END) AS purchases,
-           sum(CASE WHEN e.event_time < p.as_of + INTERVAL {clv_days} DAY THEN e.amount ELSE 0 END) AS revenue
+           """ + exact_sum("CASE WHEN e.event_time < p.as_of + INTERVAL {clv_days} DAY THEN e.amount ELSE 0 END") + """ AS revenue
     FROM population p JOIN transactions e ON e.customer_id = p.customer_id AND e.status = 'paid'
      AND e.event_time >= p.as_of AND e.event_time < p.as_of + INTERVAL {longest} DAY
     GROUP BY p.customer_id, p.as_of
