@@ -16,7 +16,15 @@ from lifetimes import GammaGammaFitter
 from lifetimes.utils import summary_data_from_transaction_data
 
 from training import evaluate as ev
-from training.btyd_models import BTYD_KINDS, FIT_ERRORS, PENALIZERS, fit_estimator, quietly, summary_history
+from training.btyd_models import (
+    BTYD_KINDS,
+    FIT_ERRORS,
+    PENALIZERS,
+    fit_estimator,
+    in_hash_order,
+    quietly,
+    summary_history,
+)
 
 
 def rfm_summary(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
@@ -50,7 +58,8 @@ def clv_values(transactions: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> p
     purchases = fit_estimator("bgnbd", summary, days).expected_purchases(summary_history(summary))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+        repeat = in_hash_order(summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)],
+                               ["frequency", "monetary_value"])
         with quietly():
             ggf = GammaGammaFitter(penalizer_coef=PENALIZERS[0]).fit(repeat["frequency"], repeat["monetary_value"])
         spend = ggf.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])

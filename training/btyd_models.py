@@ -28,6 +28,7 @@ import pandas as pd
 from lifetimes import BetaGeoFitter, ParetoNBDFitter
 from lifetimes.utils import ConvergenceError
 
+from training.frames import row_hashes
 from training.models import TrainedModel
 
 FIT_ERRORS = (ConvergenceError, ValueError, ZeroDivisionError, np.linalg.LinAlgError)  # a fit that fails
@@ -47,15 +48,27 @@ def quietly() -> Iterator[None]:
 def fit_btyd(fitter_class: type[BetaGeoFitter] | type[ParetoNBDFitter],
              summary: pd.DataFrame) -> BetaGeoFitter | ParetoNBDFitter:
     """Fit BG/NBD or Pareto/NBD on (frequency, recency, T), with a stronger penalizer
-    where the fit does not converge (few customers, e.g. early in a history)."""
+    where the fit does not converge (few customers, e.g. early in a history). The rows are
+    fitted `in_hash_order` and Pareto/NBD starts from ones (lifetimes draws its start from
+    numpy's global generator: another fit each run)."""
+    summary = in_hash_order(summary, ["frequency", "recency", "T"])
+    start = {"initial_params": np.ones(4)} if fitter_class is ParetoNBDFitter else {}
     for penalizer in PENALIZERS:
         try:
             with quietly():
                 return fitter_class(penalizer_coef=penalizer).fit(summary["frequency"], summary["recency"],
-                                                                  summary["T"])
+                                                                  summary["T"], **start)
         except ConvergenceError:
             continue
     raise ConvergenceError(f"{fitter_class.__name__} did not converge with penalizers {PENALIZERS}")
+
+
+def in_hash_order(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The rows by a hash of their values in `columns` (what the fit sees): the same order
+    whatever the customer ids, so the same fit (a likelihood is a sum, and a floating-point
+    sum depends on its order). Not sorted by value: summed in that order, Gamma-Gamma's fit
+    fails to converge on some bases where an unordered one converges."""
+    return summary.iloc[np.argsort(row_hashes(summary[columns]), kind="stable")]
 
 
 BTYD_KINDS = ("bgnbd", "pareto_nbd")

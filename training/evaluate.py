@@ -46,12 +46,16 @@ def chance_ece(p: np.ndarray, bins: int = ECE_BINS) -> float:
 
 
 def top_decile(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """(lift, capture) of the 10% with the highest scores."""
+    """(lift, capture) of the 10% with the highest scores. Scores tied at the 10% boundary
+    share its places (each counts for the share of them that fits): the figure does not
+    depend on the rows' order."""
     k = max(1, int(round(0.1 * len(p))))
-    top = np.argsort(-p)[:k]
+    boundary = np.sort(p)[len(p) - k]
+    above, tied = p > boundary, p == boundary
+    positives = y[above].sum() + (k - above.sum()) * y[tied].mean()  # tied holds the boundary: never empty
     base = y.mean()
-    lift = float(y[top].mean() / base) if base > 0 else float("nan")
-    capture = float(y[top].sum() / y.sum()) if y.sum() > 0 else float("nan")
+    lift = float(positives / k / base) if base > 0 else float("nan")
+    capture = float(positives / y.sum()) if y.sum() > 0 else float("nan")
     return lift, capture
 
 

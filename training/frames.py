@@ -3,6 +3,9 @@ of it, the point-in-time features (Feast) and labels (shared by `training.train`
 `training.train_uplift` and the backtest)."""
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
 import pandas as pd
 
 from clm.stages import STAGE_FEATURES, current_stage
@@ -45,6 +48,57 @@ def with_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     for name in labels.columns.difference(KEYS, sort=False):
         features[name] = labels[name].array
     return features
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's values, its customer id left out: rows alike in all
+    else are interchangeable, whatever their ids."""
+    hashes = np.zeros(len(frame), dtype=np.uint64)
+    for name in frame.columns:
+        if name != "customer_id":
+            column = pd.util.hash_pandas_object(frame[name], index=False).to_numpy()
+            hashes = hashes * np.uint64(0x100000001B3) ^ column  # wraps around: any 64 bits do
+    return hashes
+
+
+def id_free_order(frame: pd.DataFrame) -> np.ndarray:
+    """The rows' positions in an order that does not depend on the customer ids: by
+    event_timestamp, then by `row_hashes`. What a learner draws by position (a bagging
+    fraction, a bootstrap) is then the same whatever the ids: a workspace ingested with
+    pseudonymised ids learns the same models as the plain one."""
+    times = pd.DatetimeIndex(frame["event_timestamp"]).asi8
+    return np.lexsort((row_hashes(frame), times))
+
+
+def in_id_free_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's rows in `id_free_order`."""
+    return frame.take(id_free_order(frame)).reset_index(drop=True)
+
+
+def split_parts(frame: pd.DataFrame, split: Split) -> dict[str, pd.DataFrame]:
+    """The train, valid and test rows of a split, each in `id_free_order` (one hash and one
+    sort of the whole frame, one copy of each part)."""
+    order, times = id_free_order(frame), frame["event_timestamp"]
+    masks = {"train": times.isin(split.train).to_numpy(), "valid": (times == split.valid).to_numpy(),
+             "test": (times == split.test).to_numpy()}
+    return {name: frame.take(order[mask[order]]).reset_index(drop=True) for name, mask in masks.items()}
+
+
+def customer_folds(rows: pd.DataFrame, folds: int, purpose: str) -> np.ndarray:
+    """A fold (0 .. folds - 1) for each row, all of a customer's rows in one, that does not
+    depend on the ids: a customer's key is the sum of their rows' `row_hashes` (any order),
+    and customers with the same key (alike in every row, so interchangeable) take the folds
+    in turn. The key is mixed with `purpose` first, so that folds drawn for one purpose
+    (e.g. cross-fitting) are independent of another's (the split that chose these rows).
+    The one rule for cross-fitting and customer splits."""
+    customer, customers = pd.factorize(rows["customer_id"])
+    keys = np.zeros(len(customers), dtype=np.uint64)
+    np.add.at(keys, customer, row_hashes(rows))  # wraps around
+    salt = np.uint64(zlib.crc32(purpose.encode()))
+    mixed = pd.util.hash_array(keys ^ salt)  # scrambles every bit: a fold is not the key's remainder
+    turn = pd.Series(keys).groupby(keys, sort=False).cumcount().to_numpy()
+    fold = (mixed % np.uint64(folds)).astype(np.int64) + turn
+    return np.asarray(fold % folds, dtype=int)[customer]
 
 
 def _key_values(frame: pd.DataFrame, key: str) -> pd.Index:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from clm.domain import NO_ACTION
+from training.frames import customer_folds
 from training.models import SEED, categories_of, prepare_features
 
 MIN_PROPENSITY = 0.05
@@ -62,7 +63,7 @@ def arm_probabilities(rows: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     categories = categories_of(rows, features)
     x = prepare_features(rows, features, categories)
     y = rows["action"].astype(str).to_numpy()
-    fold = (pd.util.hash_pandas_object(rows["customer_id"], index=False).to_numpy() % FOLDS).astype(int)
+    fold = customer_folds(rows, FOLDS, "propensity cross-fitting")
     for k in range(FOLDS):
         here, rest = fold == k, fold != k
         if not here.any():

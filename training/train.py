@@ -37,7 +37,7 @@ from training.config import (
     data_fingerprint,
     training_inputs,
 )
-from training.frames import KEYS, feature_names, model_window, prepare_frames
+from training.frames import KEYS, feature_names, model_window, prepare_frames, split_parts
 from training.labels import NotEnoughExamples, NotEnoughHistory, Split
 from training.models import (
     BINARY,
@@ -140,11 +140,7 @@ def fit_model(
     build_features(workspace, split.all, raw_checked=True)
     apply_features(workspace)
     frame = prepare_frames(workspace, model, split, config, contractual, shared)
-    parts = {
-        "train": frame[frame.event_timestamp.isin(split.train)],
-        "valid": frame[frame.event_timestamp == split.valid],
-        "test": frame[frame.event_timestamp == split.test],
-    }
+    parts = split_parts(frame, split)
     spec = SPECS[model]
     check_enough_examples(spec, parts)
     # A column with no value at all (e.g. segment in a transactions-only export) teaches nothing.

@@ -30,7 +30,15 @@ from features.store import apply as apply_features
 from features.store import historical_features
 from training import plots, registry
 from training.config import INPUTS_TAG, ModelReport, TrainConfig, training_inputs
-from training.frames import KEYS, feature_names, prepare_frames, with_labels
+from training.frames import (
+    KEYS,
+    customer_folds,
+    feature_names,
+    in_id_free_order,
+    prepare_frames,
+    split_parts,
+    with_labels,
+)
 from training.labels import (
     NotEnoughExamples,
     NotEnoughHistory,
@@ -117,9 +125,9 @@ def uplift_split(cutoffs: list[pd.Timestamp], horizon_days: int) -> tuple[Split,
 
 
 def customer_parts(decided: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Decisions of the same month(s) split by customer (a fixed hash of the id: all of a
+    """Decisions of the same month(s) split by customer (`customer_folds`: all of a
     customer's rows in one part): 60% train, 20% validation, 20% test."""
-    fold = (pd.util.hash_pandas_object(decided["customer_id"], index=False).to_numpy() % 5).astype(int)
+    fold = customer_folds(decided, 5, "customer split")  # decided is in id_free_order: so is each part
     return {"train": decided[fold < 3].reset_index(drop=True), "valid": decided[fold == 3].reset_index(drop=True),
             "test": decided[fold == 4].reset_index(drop=True)}
 
@@ -137,22 +145,18 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     frame = prepare_frames(workspace, MODEL, split, config, contractual, shared)
     decisions = decision_rows(workspace, cutoffs)
     if contractual:  # a campaign's customers with a live contract: who has something to keep or upgrade
-        decided = frame.merge(decisions, on=KEYS, how="inner")
+        decided = in_id_free_order(frame.merge(decisions, on=KEYS, how="inner"))
     else:  # every customer a shop's campaign chose, bought before or not: churn is "no purchase in the window"
         labels = outcome_labels(workspace, cutoffs, config.labels, contractual, rows=decisions)
-        decided = (with_labels(historical_features(workspace, labels[KEYS], MODEL), labels)
-                   .merge(decisions, on=KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True))
+        decided = in_id_free_order(with_labels(historical_features(workspace, labels[KEYS], MODEL), labels)
+                                   .merge(decisions, on=KEYS))
     assignment = estimate_assignment(decided, [f for f in feature_names(decided) if f not in ("action", "propensity")
                                                and decided[f].notna().any()])
     decided = assignment.rows
     if assignment.unsupported and not (decided["action"] != NO_ACTION).any():
         raise NotEnoughExamples("no action can be learned: " + "; ".join(
             f"{action}: {why}" for action, why in assignment.unsupported.items()) + ".")
-    parts = customer_parts(decided) if by_customer else {
-        "train": decided[decided.event_timestamp.isin(split.train)].reset_index(drop=True),
-        "valid": decided[decided.event_timestamp == split.valid].reset_index(drop=True),
-        "test": decided[decided.event_timestamp == split.test].reset_index(drop=True),
-    }
+    parts = customer_parts(decided) if by_customer else split_parts(decided, split)
     if len(parts["train"]) < MIN_DECISIONS or min(len(parts["valid"]), len(parts["test"])) == 0:
         raise NotEnoughExamples(
             f"{len(parts['train']):,} logged decisions in the training windows, {len(parts['valid']):,} in the "
@@ -172,7 +176,7 @@ def fit_uplift(workspace: Workspace, config: TrainConfig, contractual: bool, as_
     for model in learners.values():
         model.fitted_through, model.judged_through = split.valid, split.test
         model.unsupported.update(assignment.unsupported)  # a targeted campaign's action without support
-    population_test = frame[frame.event_timestamp == split.test].reset_index(drop=True)
+    population_test = in_id_free_order(frame[frame.event_timestamp == split.test])
     prices, settings = plan_prices(workspace), ValueSettings(purchase_value=JUDGED_PURCHASE_VALUE)
     values = {name: customer_values(rows, prices, settings)
               for name, rows in {**parts, "population_test": population_test}.items()}

@@ -47,7 +47,7 @@ from clm.domain import NO_ACTION, Table
 from clm.workspace import Workspace
 from decisions.log import read_decisions
 from decisions.value import CustomerValues, expected_value
-from training.frames import KEYS
+from training.frames import KEYS, customer_folds
 from training.models import (
     SEED,
     categories_of,
@@ -292,11 +292,6 @@ def without_support(train: pd.DataFrame, outcomes: list[str], estimators: dict[s
     return out
 
 
-def _folds(customers: pd.Series) -> np.ndarray:
-    """A fold per customer (all of a customer's rows in one fold), fixed by the id."""
-    return (pd.util.hash_pandas_object(customers, index=False).to_numpy() % FOLDS).astype(int)
-
-
 def pseudo_outcomes(rows: pd.DataFrame, label: str, action: str, mu_action: np.ndarray,
                     mu_control: np.ndarray) -> np.ndarray:
     """The doubly-robust pseudo-outcome of `action` against none on each row."""
@@ -318,7 +313,7 @@ def fit_dr_learner(train: pd.DataFrame, valid: pd.DataFrame, features: list[str]
     with these, 6.20 with the pooled ones (better at 20,000, worse at 5,000 and 100,000)."""
     t_model = t_model or fit_t_learner(train, valid, features, outcomes, horizon_days)
     categories = t_model.categories
-    fold = _folds(train["customer_id"])
+    fold = customer_folds(train, FOLDS, "effect cross-fitting")
     x_train = prepare_features(train, features, categories)
     x_valid = prepare_features(valid, features, categories)
     estimators: dict[str, dict[str, lgb.LGBMModel]] = {}

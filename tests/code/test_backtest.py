@@ -30,6 +30,18 @@ def test_binary_figures_by_hand():
     assert [row["observed_rate"] for row in r["reliability"]] == [0, 0, 1, 0, 1]
 
 
+def test_scores_tied_at_the_top_decile_share_its_places_whatever_the_rows_order():
+    # 20 customers, top decile = 2 places: one at 0.9 (churned), then three tied at 0.5 (one
+    # churned) for the one place left: each counts for a third -> 1 + 1/3 churners of 2 places.
+    y = np.array([1, 1, 0, 0] + [0] * 16)
+    p = np.array([0.9, 0.5, 0.5, 0.5] + [0.1] * 16)
+    base = 2 / 20
+    for order in (np.arange(20), np.arange(20)[::-1], np.random.default_rng(0).permutation(20)):
+        r = binary_report(y[order], p[order])
+        assert r["lift_top_decile"] == pytest.approx((4 / 3) / 2 / base)
+        assert r["capture_top_decile"] == pytest.approx((4 / 3) / 2)
+
+
 @pytest.mark.slow
 def test_backtest_on_a_transactions_only_export(shop_and_sim, tmp_path):
     from typer.testing import CliRunner

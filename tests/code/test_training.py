@@ -433,3 +433,32 @@ def test_lightgbm_from_a_matrix_grows_the_trees_it_grows_from_a_frame():
     both = pd.concat([train, valid], ignore_index=True)
     again.fit(prepare_features(both, features, categories), both.churn)
     np.testing.assert_array_equal(refit.raw_scores(test), again.booster_.predict(prepare_features(test, features, categories)))
+
+
+def test_row_order_and_customer_folds_do_not_follow_the_ids():
+    """The same rows under other ids and in another order: the same id-free order and the
+    same fold for every row; a customer's rows share a fold; folds are balanced, and a
+    fold drawn for another purpose is another draw."""
+    from training.frames import customer_folds, in_id_free_order
+
+    rng = np.random.default_rng(1)
+    customers = 1000
+    rows = pd.DataFrame({
+        "customer_id": np.repeat([f"C{i:04d}" for i in range(customers)], 2),
+        "event_timestamp": np.tile(pd.to_datetime(["2025-01-01", "2025-02-01"], utc=True), customers),
+        "x": rng.normal(size=2 * customers).round(3), "churn": rng.integers(0, 2, 2 * customers)})
+    renamed = rows.assign(customer_id="p-" + rows.customer_id.str[::-1])
+    shuffled = renamed.iloc[rng.permutation(len(renamed))].reset_index(drop=True)
+
+    ours, theirs = in_id_free_order(rows), in_id_free_order(shuffled)
+    assert ours.drop(columns="customer_id").equals(theirs.drop(columns="customer_id"))
+    assert (ours.event_timestamp.diff().dropna() >= pd.Timedelta(0)).all()  # by time first
+
+    folds = customer_folds(rows, 5, "a")
+    again = pd.Series(customer_folds(shuffled, 5, "a"), index=shuffled.customer_id.str[2:].str[::-1])
+    by_customer = pd.Series(folds, index=rows.customer_id)
+    assert by_customer.groupby(level=0).nunique().eq(1).all()  # all of a customer's rows in one fold
+    assert by_customer.groupby(level=0).first().equals(again.groupby(level=0).first())
+    counts = np.bincount(by_customer.groupby(level=0).first(), minlength=5)
+    assert counts.min() > 150 and counts.max() < 250  # 200 expected in each
+    assert not np.array_equal(folds, customer_folds(rows, 5, "b"))
