@@ -42,7 +42,7 @@ from training import btyd, registry
 from training import evaluate as ev
 from training.btyd_models import FIT_ERRORS
 from training.config import TrainConfig
-from training.frames import model_window
+from training.frames import in_id_free_order, model_window
 from training.labels import LabelConfig, NotEnoughHistory, outcome_labels
 from training.oracle import oracle_probabilities
 from training.train import FittedModel, fit_model
@@ -177,7 +177,7 @@ def backtest(
     if progress:
         progress(f"Scoring the base as of {as_of:%Y-%m-%d}")
     frame, in_population = features_at(workspace, as_of, contractual)
-    live = frame[in_population].reset_index(drop=True)
+    live = in_id_free_order(frame[in_population])  # sums and ties by position: the same whatever the ids
     report.customers_known = int(len(frame))
     report.customers_scored = int(len(live))
     for target, fit in fitted.items():

@@ -5,7 +5,7 @@ reasons in words, appended to the workspace's decision log.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ from serving.scoring import (
     decide_rows,
     with_drivers,
 )
+from training.frames import row_hashes
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
 # The nightly batch's output, whatever the engine.
@@ -36,14 +37,16 @@ NOTHING_PAYS = "no action: none is allowed and expected to pay"
 
 @dataclass
 class BatchPlan:
-    """Everyone's decision: final[i] the index of customer i's action (-1: none), after
-    exploration; rows in the order of the scored base's population."""
+    """Everyone's decision: final[k] the index of the action (-1: none) of the k-th customer
+    decided, after exploration; the customers in `decision_order` (order[k]: the k-th's
+    position among the scored base's decided customers; `plan_frame` puts them back)."""
 
     decided: Decisions
     final: np.ndarray
     propensity: np.ndarray
     explored: np.ndarray
     budget: float | None
+    order: np.ndarray
     value: np.ndarray = field(init=False)  # each customer's final action's expected value (0: none)
     cost: np.ndarray = field(init=False)
 
@@ -78,7 +81,8 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     given one, else the default for the customers decided for), then exploration; None
     without an uplift champion."""
     budget = decision_budget(budget, len(scored.funnel))
-    decided = decide_rows(catalogue, scored, data, as_of, budget=budget)
+    order = decision_order(scored)
+    decided = decide_rows(catalogue, in_decision_order(scored, order), data, as_of, budget=budget)
     if decided is None:
         return None
     choice = decided.choice
@@ -87,7 +91,30 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     final, propensity, explored = decision_log.explore(
         choice, decided.allowed, exploration, rng, catalogue.capacities - used, decided.parts.cost,
         budget - float(chosen_entry(decided.parts.cost, choice).sum()))
-    return BatchPlan(decided, final, propensity, explored, budget)
+    return BatchPlan(decided, final, propensity, explored, budget, order)
+
+
+def decision_order(scored: Scored) -> np.ndarray:
+    """The order the batch decides the customers in (the allocation's ties, exploration's
+    draws, the sums of values and costs): by a hash of each one's funnel row and effects,
+    not by id, so that a base ingested with pseudonymised ids decides alike. (Customers with
+    the same row and effects are interchangeable, but for their contact history.)"""
+    funnel = scored.funnel if isinstance(scored.funnel, pd.DataFrame) else scored.funnel.to_frame()
+    hashes = row_hashes(funnel)
+    if scored.churn_change is not None and scored.upgrade_change is not None:
+        effects = pd.DataFrame(np.column_stack([scored.churn_change, scored.upgrade_change]))
+        hashes = hashes * np.uint64(0x100000001B3) ^ row_hashes(effects)
+    return np.argsort(hashes, kind="stable")
+
+
+def in_decision_order(scored: Scored, order: np.ndarray) -> Scored:
+    """What `decide_rows` reads of scored (the funnel and the effects) in that order."""
+    def rows(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[order]
+
+    funnel = scored.funnel.take(order)
+    return replace(scored, funnel=funnel.reset_index(drop=True) if isinstance(funnel, pd.DataFrame) else funnel,
+                   churn_change=rows(scored.churn_change), upgrade_change=rows(scored.upgrade_change))
 
 
 # What deciding needs of each customer in the population once the selection is made:
@@ -97,7 +124,7 @@ PLAN_COLUMNS = ("choice", "action_value", "action_cost", "propensity", "explored
 
 
 def plan_frame(plan: BatchPlan) -> pd.DataFrame:
-    """PLAN_COLUMNS per customer of the plan, in its population order: the final choice
+    """PLAN_COLUMNS per customer of the plan, in the population's order: the final choice
     (-1: none), its expected value, cost and value parts, its propensity, whether it was
     explored, and the funnel's reason for those left with none."""
     d, final = plan.decided, plan.final
@@ -105,7 +132,7 @@ def plan_frame(plan: BatchPlan) -> pd.DataFrame:
         "choice": final, "action_value": plan.value, "action_cost": plan.cost, "propensity": plan.propensity,
         "explored": plan.explored, "retention_value": chosen_entry(d.parts.retention, final),
         "upgrade_value": chosen_entry(d.parts.upgrade, final), "why": d.why,  # its strings, not copies
-    })
+    }).take(np.argsort(plan.order)).reset_index(drop=True)
 
 
 def decision_columns(catalogue: Catalogue, champions: Champions, actions: list[str], planned: pd.DataFrame,

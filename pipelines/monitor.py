@@ -49,6 +49,7 @@ from pipelines.offpolicy import (
 from pipelines.outputs import damaged_outputs, delivered_outputs, scores_dir
 from training import drift, registry
 from training import evaluate as ev
+from training.frames import row_hashes
 from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
 from training.models import TrainedModel
 
@@ -151,13 +152,14 @@ def check_after_reference(champions: list[Champion], as_of: pd.Timestamp) -> Non
 
 
 def reference_rows(workspace: Workspace, cutoff: pd.Timestamp, contractual: bool) -> pd.DataFrame:
-    """The model population at a cutoff with its features (a seeded sample of
-    REFERENCE_SAMPLE rows on a larger base)."""
+    """The model population at a cutoff with its features (on a larger base, a sample of
+    REFERENCE_SAMPLE rows: those with the smallest `row_hashes`, the same whatever the ids)."""
     build_features(workspace, [cutoff], raw_checked=True)
     rows = pd.concat([chunk[in_population(chunk, contractual)] for chunk in
                       snapshot_chunks(workspace, cutoff, CHUNK_ROWS)], ignore_index=True)
     if len(rows) > REFERENCE_SAMPLE:
-        rows = rows.sample(REFERENCE_SAMPLE, random_state=0).reset_index(drop=True)
+        kept = np.argpartition(row_hashes(rows), REFERENCE_SAMPLE)[:REFERENCE_SAMPLE]
+        rows = rows.take(np.sort(kept)).reset_index(drop=True)
     return rows
 
 

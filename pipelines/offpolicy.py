@@ -34,7 +34,7 @@ from decisions.value import action_costs, customer_values, expected_value
 from pipelines.policy import decision_base, read_true_effects, true_effect_matrices
 from serving.decide import decide
 from serving.eligibility import allowed_actions
-from training.frames import KEYS
+from training.frames import KEYS, in_id_free_order
 from training.labels import LabelConfig, candidate_cutoffs, outcome_labels
 from training.ope import Estimate, incremental_value
 from training.propensity import estimate_assignment
@@ -120,8 +120,8 @@ def logged_evidence(workspace: Workspace, catalogue: Catalogue, cutoff: pd.Times
     if logged.empty:
         raise ClmError(f"No logged decisions on {cutoff:%Y-%m-%d}: nothing to estimate a policy's value from.")
     labels = outcome_labels(workspace, [cutoff], LabelConfig(horizon_days=horizon_days), base.contractual)
-    rows = base.customers.merge(logged, on=KEYS, how="inner").merge(labels[[*KEYS, "churn", "upsell"]], on=KEYS,
-                                                                    how="inner").reset_index(drop=True)
+    rows = in_id_free_order(base.customers.merge(logged, on=KEYS, how="inner").merge(
+        labels[[*KEYS, "churn", "upsell"]], on=KEYS, how="inner"))  # draws by position: the same whatever the ids
     # A targeted campaign's probabilities, estimated as training does (`training.propensity`, here from the uplift
     # model's features); an action without support is left out.
     assignment = estimate_assignment(rows, base.uplift.features)
