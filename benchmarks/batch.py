@@ -58,16 +58,21 @@ def tiled(table: pa.Table, copies: int, rows: int | None = None) -> pa.Table:
 def scaled_base(base: Path, dst: Path, customers: int) -> Path:
     """A workspace of `customers` customers tiled from the trained base (built once)."""
     from clm.workspace import Workspace
-    from features.freshness import record_snapshots
+    from features.build import build_features
+    from features.freshness import definitions_fingerprint, record_snapshots
     from features.snapshots import snapshot_files
 
+    # Tiled again when the feature definitions changed: `clm score` would otherwise find the
+    # tiles stale and build the snapshot from the raw tables, where the copies have no events.
+    source = Workspace(base)
+    definitions = definitions_fingerprint(source)
     marker = dst.with_name(dst.name + ".built")
-    if marker.exists():
+    if marker.exists() and marker.read_text() == definitions:
         return validated(dst)
     shutil.rmtree(dst, ignore_errors=True)
     (dst / "raw").mkdir(parents=True)
-    source = Workspace(base)
     as_of = source.read_manifest().end
+    build_features(source, [as_of])  # the base's snapshot as this code makes it
     n = pq.ParquetFile(source.raw_dir / "customers.parquet").metadata.num_rows
     copies = -(-customers // n)
     people = tiled(pq.read_table(source.raw_dir / "customers.parquet"), copies, customers)
@@ -91,7 +96,7 @@ def scaled_base(base: Path, dst: Path, customers: int) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, out, compression="zstd")
     record_snapshots(ws)
-    marker.touch()
+    marker.write_text(definitions)
     return validated(dst)
 
 
