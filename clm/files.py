@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,6 @@ def write_text_atomically(path: Path, text: str) -> None:
 def checkpoint_fully(con: sqlite3.Connection, path: Path, tries: int = 50) -> None:
     """Move a database's write-ahead log into its file and empty it (what was deleted is then
     nowhere but zeroed pages); readers in the way are waited for, then refused by name."""
-    import time
-
     for _ in range(tries):
         busy, log, moved = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if not busy and log == moved:

@@ -100,11 +100,9 @@ def decision_order(scored: Scored) -> np.ndarray:
     not by id, so that a base ingested with pseudonymised ids decides alike. (Customers with
     the same row and effects are interchangeable, but for their contact history.)"""
     funnel = scored.funnel if isinstance(scored.funnel, pd.DataFrame) else scored.funnel.to_frame()
-    hashes = row_hashes(funnel)
-    if scored.churn_change is not None and scored.upgrade_change is not None:
-        effects = pd.DataFrame(np.column_stack([scored.churn_change, scored.upgrade_change]))
-        hashes = hashes * np.uint64(0x100000001B3) ^ row_hashes(effects)
-    return np.argsort(hashes, kind="stable")
+    effects = [pd.DataFrame(np.column_stack([scored.churn_change, scored.upgrade_change]))
+               if scored.churn_change is not None and scored.upgrade_change is not None else pd.DataFrame()]
+    return np.argsort(row_hashes(funnel, *effects), kind="stable")
 
 
 def in_decision_order(scored: Scored, order: np.ndarray) -> Scored:

@@ -36,6 +36,14 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def status_phrase(status: int) -> str:
+    """A status's name ("Not Found"), or its number where HTTP names none."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return str(status)
+
+
 def error_body(error: str, field: str | None = None) -> bytes:
     return json.dumps({"error": error, "field": field}).encode()
 
@@ -165,8 +173,7 @@ class _ErrorShaper:
         log = LOG.error if status >= 500 and status != 503 else LOG.warning  # 503: not ready, expected in a drain
         # A client's error is logged by its status's name: its text may quote what the request held
         # (a customer id, a feature's value), which stays out of the server's logs.
-        said = error if status >= 500 else (HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_
-                                            else str(status))
+        said = error if status >= 500 else status_phrase(status)
         log("%d %s %s: %s%s", status, self.method, printable(self.path), printable(said),
             f" (field {printable(field)})" if field else "")
         payload = error_body(error, field)

@@ -50,14 +50,16 @@ def with_labels(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return features
 
 
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash of each row's values, its customer id left out: rows alike in all
-    else are interchangeable, whatever their ids."""
-    hashes = np.zeros(len(frame), dtype=np.uint64)
-    for name in frame.columns:
-        if name != "customer_id":
-            column = pd.util.hash_pandas_object(frame[name], index=False).to_numpy()
-            hashes = hashes * np.uint64(0x100000001B3) ^ column  # wraps around: any 64 bits do
+def row_hashes(*frames: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's values (of several frames of the same rows: all their
+    columns), the customer id left out: rows alike in all else are interchangeable,
+    whatever their ids."""
+    hashes = np.zeros(len(frames[0]), dtype=np.uint64)
+    for frame in frames:
+        for name in frame.columns:
+            if name != "customer_id":
+                column = pd.util.hash_pandas_object(frame[name], index=False).to_numpy()
+                hashes = hashes * np.uint64(0x100000001B3) ^ column  # wraps around: any 64 bits do
     return hashes
 
 
