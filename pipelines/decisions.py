@@ -26,6 +26,7 @@ from serving.scoring import (
     with_drivers,
 )
 from training.frames import row_hashes
+from training.models import Rows
 
 DECISION_COLUMNS = ("action", "action_value", "action_cost", "reasons", "propensity", "explored")
 # The nightly batch's output, whatever the engine.
@@ -81,7 +82,7 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     given one, else the default for the customers decided for), then exploration; None
     without an uplift champion."""
     budget = decision_budget(budget, len(scored.funnel))
-    order = decision_order(scored)
+    order = decision_order(scored.funnel, scored.churn_change, scored.upgrade_change)
     decided = decide_rows(catalogue, in_decision_order(scored, order), data, as_of, budget=budget)
     if decided is None:
         return None
@@ -94,15 +95,16 @@ def plan_batch(catalogue: Catalogue, scored: Scored, data: DecisionData, as_of: 
     return BatchPlan(decided, final, propensity, explored, budget, order)
 
 
-def decision_order(scored: Scored) -> np.ndarray:
+def decision_order(funnel: Rows, churn_change: np.ndarray | None, upgrade_change: np.ndarray | None) -> np.ndarray:
     """The order the batch decides the customers in (the allocation's ties, exploration's
-    draws, the sums of values and costs): by a hash of each one's funnel row and effects,
-    not by id, so that a base ingested with pseudonymised ids decides alike. (Customers with
-    the same row and effects are interchangeable, but for their contact history.)"""
-    funnel = scored.funnel if isinstance(scored.funnel, pd.DataFrame) else scored.funnel.to_frame()
-    effects = [pd.DataFrame(np.column_stack([scored.churn_change, scored.upgrade_change]))
-               if scored.churn_change is not None and scored.upgrade_change is not None else pd.DataFrame()]
-    return np.argsort(row_hashes(funnel, *effects), kind="stable")
+    draws, the sums of values and costs), and the policy evaluation judges clm's policy in:
+    by a hash of each one's funnel row (`Scored.funnel`) and effects, not by id, so that a
+    base ingested with pseudonymised ids decides alike. (Customers with the same row and
+    effects are interchangeable, but for their contact history.)"""
+    rows = funnel if isinstance(funnel, pd.DataFrame) else funnel.to_frame()
+    effects = [pd.DataFrame(np.column_stack([churn_change, upgrade_change]))
+               if churn_change is not None and upgrade_change is not None else pd.DataFrame()]
+    return np.argsort(row_hashes(rows, *effects), kind="stable")
 
 
 def in_decision_order(scored: Scored, order: np.ndarray) -> Scored:

@@ -37,6 +37,7 @@ from decisions.catalogue import Catalogue
 from decisions.value import action_costs, customer_values, expected_value
 from features.build import build_features
 from features.snapshots import snapshot_chunks
+from pipelines.decisions import decision_order
 from pipelines.score import CHUNK_ROWS
 from serving.decide import decide, value_finder
 from serving.scoring import load_champions, load_decision_data, score_rows
@@ -80,6 +81,7 @@ class DecisionBase:
     """The base at one date as the funnel sees it, and the models it decides with."""
 
     customers: pd.DataFrame  # features, stage, consents, churn and upsell probability
+    funnel: pd.DataFrame  # what the batch's funnel reads of them (`Scored.funnel`): its decision order's input
     history: pd.DataFrame  # contacts before the date
     uplift: UpliftModel
     uplift_version: str
@@ -138,8 +140,8 @@ def decision_base(workspace: Workspace, as_of: pd.Timestamp, tracking_uri: str |
     base = frame[scored.decided].reset_index(drop=True).assign(**{c: funnel[c].to_numpy() for c in funnel.columns})
     uplift = registry.load_version(client, "uplift", uplift_version)
     assert isinstance(uplift, UpliftModel)  # the registry's uplift models are UpliftModels
-    return DecisionBase(base, data.history.frame, uplift, uplift_version, uplift_note, data.plan_prices, as_of,
-                        contractual)
+    return DecisionBase(base, scored.funnel, data.history.frame, uplift, uplift_version, uplift_note,
+                        data.plan_prices, as_of, contractual)
 
 
 def read_true_effects(workspace: Workspace, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -225,11 +227,16 @@ def evaluate(catalogue: Catalogue, inputs: PolicyInputs, budget: float, seed: in
     n = len(c)
     choices: dict[str, np.ndarray] = {}
     finders = {}
+    # Decided in the nightly batch's order (its allocation's ties), then put back in the base's.
+    order = decision_order(base.funnel, inputs.predicted_churn, inputs.predicted_upgrade)
+    back = np.argsort(order)
+    in_order = c.take(order).reset_index(drop=True)
     for name, churn, upgrade in (("clm", inputs.predicted_churn, inputs.predicted_upgrade),
                                  ("oracle", inputs.true_churn, inputs.true_upgrade)):
-        decisions = decide(catalogue, c, churn, upgrade, base.history, base.as_of, base.plan_prices, budget=budget)
-        choices[name], finders[name] = decisions.choice, value_finder(decisions)
-    allowed = decisions.allowed  # the rules' verdict, the same for every policy
+        decisions = decide(catalogue, in_order, churn[order], upgrade[order], base.history, base.as_of,
+                           base.plan_prices, budget=budget)
+        choices[name], finders[name] = decisions.choice[back], value_finder(decisions)
+    allowed = decisions.allowed[back]  # the rules' verdict, the same for every policy
     logged = np.array([inputs.logged_churn_effects.get(e.id, np.nan) if e.target == "retain" else np.nan
                        for e in entries])
     average_value = -logged[None, :] * values.keep_value[:, None] - cost
