@@ -248,7 +248,7 @@ def read_decisions(workspace: Workspace) -> pd.DataFrame:
     decisions = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     feedback = read_feedback(workspace)
     if len(feedback):
-        latest = feedback.sort_values("reported_at").drop_duplicates("decision_id", keep="last")
+        latest = feedback.sort_values("reported_at", kind="stable").drop_duplicates("decision_id", keep="last")
         decisions = decisions.merge(latest[["decision_id", "response"]], on="decision_id", how="left")
     else:
         decisions["response"] = None

@@ -124,5 +124,6 @@ def plan_prices(workspace: Workspace) -> np.ndarray:
     if not path.exists():
         return np.zeros(0)
     subs = workspace.read_table(Table.SUBSCRIPTIONS, columns=["event_time", "plan", "price"])
-    latest = subs.dropna(subset=["price"]).sort_values("event_time").drop_duplicates("plan", keep="last")
+    # A plan priced twice at one instant: the higher price, whatever the rows' order.
+    latest = subs.dropna(subset=["price"]).sort_values(["event_time", "price"]).drop_duplicates("plan", keep="last")
     return np.sort(latest["price"].to_numpy(dtype=float))

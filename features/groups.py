@@ -109,6 +109,19 @@ def exact_mean(value: str) -> str:
     return f"({exact_sum(value)} / nullif(count({value}), 0))"
 
 
+# The latest of a customer's events: exports that give dates only put several events at one
+# instant, and which one is the latest must not depend on the rows' order (the engine's
+# threads, the ids). The contracts' keys leave two such ties: subscription events of
+# different kinds (ranked in the lifecycle's order: a start, a change of plan, a
+# cancellation; a customer who upgraded and cancelled on one day has cancelled) and
+# tickets resolved at one instant (the lower CSAT counts as the latest).
+def latest_subscription_first(alias: str) -> str:
+    """ORDER BY terms ranking a customer's subscription events (table alias) latest first:
+    the one rule for the profile's plan and is_subscribed and the decision population."""
+    lifecycle = f"CASE {alias}.event WHEN 'cancel' THEN 0 WHEN 'downgrade' THEN 1 WHEN 'upgrade' THEN 2 ELSE 3 END"
+    return f"{alias}.event_time DESC, {lifecycle}"
+
+
 SPINE = """
 spine AS (
     SELECT c.customer_id, s.as_of, c.signup_time
@@ -134,7 +147,7 @@ WITH {SPINE},
 last_sub AS (
     SELECT customer_id, as_of, plan, price, event FROM (
         SELECT s.customer_id, s.as_of, e.plan, e.price, e.event,
-               row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY e.event_time DESC) AS rn
+               row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY {latest_subscription_first('e')}) AS rn
         FROM spine s JOIN subscriptions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
     ) t WHERE rn = 1
 )
@@ -382,7 +395,7 @@ agg AS (
 csat AS (
     SELECT customer_id, as_of, csat AS last_csat FROM (
         SELECT customer_id, as_of, csat,
-               row_number() OVER (PARTITION BY customer_id, as_of ORDER BY resolved_time DESC) AS rn
+               row_number() OVER (PARTITION BY customer_id, as_of ORDER BY resolved_time DESC, csat) AS rn
         FROM t WHERE resolved_time IS NOT NULL AND csat IS NOT NULL
     ) r WHERE rn = 1
 )
