@@ -22,6 +22,7 @@ set none for the others; their figures are for the README).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,29 @@ from measure import run_measured  # noqa: E402
 from policy import build  # noqa: E402
 
 GOAL_S, GOAL_GB = 300.0, 3.0  # issue 29: a 100,000-customer retrain
+
+
+def snapshots_up_to_date(base: Path, as_of: str, clm: str) -> None:
+    """Every snapshot the measured retrain reads (its label cutoffs and decision dates
+    besides the monthly ones), made untimed when the feature definitions changed since they
+    were last made: a retrain on a throwaway copy, whose snapshots the base then takes.
+    Otherwise the measured retrain would make them itself (what --all-snapshots measures)."""
+    from clm.workspace import Workspace
+    from features.freshness import definitions_fingerprint
+
+    marker = base.with_name(base.name + ".snapshots")
+    raw = hashlib.sha256((base / "raw" / "_manifest.json").read_bytes()).hexdigest()  # a base made again differs
+    made_for = f"{definitions_fingerprint(Workspace(base))} {raw} {as_of}"
+    if marker.exists() and marker.read_text() == made_for:
+        return
+    print("Making the snapshots a retrain reads (untimed: the feature definitions changed) ...", flush=True)
+    with tempfile.TemporaryDirectory(dir=base.parent) as tmp:
+        copy = Path(tmp) / "ws"
+        shutil.copytree(base, copy)
+        subprocess.run([clm, "retrain", "--as-of", as_of, "-w", str(copy)], check=True, stdout=subprocess.DEVNULL)
+        (base / "features").rename(Path(tmp) / "old")  # swapped by renames: never a base without its snapshots
+        (copy / "features").rename(base / "features")
+    marker.write_text(made_for)
 
 
 def main() -> None:
@@ -57,6 +81,7 @@ def main() -> None:
     clm = str(ROOT / ".venv" / "bin" / "clm")
     # The base's snapshots as this code makes them (after a change of a feature's definition: all).
     subprocess.run([clm, "features", "build", "-w", str(args.workspace)], check=True, stdout=subprocess.DEVNULL)
+    snapshots_up_to_date(args.workspace, as_of, clm)
     with tempfile.TemporaryDirectory(dir=args.workspace.parent) as tmp:
         ws = Path(tmp) / "ws"
         shutil.copytree(args.workspace, ws)

@@ -230,10 +230,11 @@ def batch_contacts(workspace: Workspace, since: pd.Timestamp | None, before: pd.
 
 
 def read_feedback(workspace: Workspace) -> pd.DataFrame:
-    """Every feedback reported (decision_id, response, action, reported_at): the journal's,
-    and files an earlier clm wrote one per call (decisions/feedback/*.parquet)."""
-    frames = [journal(workspace).read("feedback")]
-    frames += [pd.read_parquet(f) for f in sorted((log_dir(workspace) / "feedback").glob("*.parquet"))]
+    """Every feedback reported (decision_id, response, action, reported_at), in the order
+    recorded: files an earlier clm wrote one per call (decisions/feedback/*.parquet), then
+    the journal's."""
+    frames = [pd.read_parquet(f) for f in sorted((log_dir(workspace) / "feedback").glob("*.parquet"))]
+    frames += [journal(workspace).read("feedback")]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))

@@ -28,7 +28,7 @@ import pandas as pd
 
 from clm.rawdb import connect_raw
 from clm.workspace import Workspace
-from features.groups import latest_subscription_first
+from features.groups import SUBSCRIPTION_EVENTS, latest_subscription_first
 
 # CTEs over a `cutoffs(as_of)` table and the raw views; the last one, `population`, holds
 # one (customer_id, as_of) row per customer in the population at each cutoff.
@@ -37,7 +37,7 @@ last_sub AS (
     SELECT customer_id, as_of, event FROM (
         SELECT c.as_of, e.customer_id, e.event,
                row_number() OVER (PARTITION BY e.customer_id, c.as_of ORDER BY {latest}) AS rn
-        FROM cutoffs c JOIN subscriptions e ON e.event_time < c.as_of
+        FROM cutoffs c JOIN {subscriptions} e ON e.event_time < c.as_of
     ) t WHERE rn = 1
 ),
 buyers AS (
@@ -53,7 +53,7 @@ population AS (
 
 def population_ctes(contractual: bool) -> str:
     return POPULATION_CTES.format(contractual="true" if contractual else "false",
-                                  latest=latest_subscription_first("e"))
+                                  latest=latest_subscription_first("e"), subscriptions=SUBSCRIPTION_EVENTS)
 
 
 def register_cutoffs(con: duckdb.DuckDBPyConnection, cutoffs: list[pd.Timestamp]) -> None:

@@ -112,13 +112,23 @@ def exact_mean(value: str) -> str:
 # The latest of a customer's events: exports that give dates only put several events at one
 # instant, and which one is the latest must not depend on the rows' order (the engine's
 # threads, the ids). The contracts' keys leave two such ties: subscription events of
-# different kinds (ranked in the lifecycle's order: a start, a change of plan, a
-# cancellation; a customer who upgraded and cancelled on one day has cancelled) and
-# tickets resolved at one instant (the lower CSAT counts as the latest).
+# different kinds, ranked in the lifecycle's order, and tickets resolved at one instant (the
+# lower CSAT counts as the latest). The lifecycle's order on one day: a first start, changes
+# of plan, a cancellation, then a restart (a start after the customer's first instant: a
+# cancel and a start on one day end live). So a customer who started and cancelled on one
+# day, or upgraded and cancelled, has cancelled; one who cancelled and restarted has not.
+SUBSCRIPTION_EVENTS = """(
+    SELECT *, min(event_time) OVER (PARTITION BY customer_id) AS first_event_time FROM subscriptions
+)"""  # the subscriptions, each with the customer's first instant (an instant before any as_of it ranks at)
+
+
 def latest_subscription_first(alias: str) -> str:
-    """ORDER BY terms ranking a customer's subscription events (table alias) latest first:
-    the one rule for the profile's plan and is_subscribed and the decision population."""
-    lifecycle = f"CASE {alias}.event WHEN 'cancel' THEN 0 WHEN 'downgrade' THEN 1 WHEN 'upgrade' THEN 2 ELSE 3 END"
+    """ORDER BY terms ranking a customer's subscription events (alias: of SUBSCRIPTION_EVENTS)
+    latest first: the one rule for the profile's plan and is_subscribed and the decision
+    population."""
+    lifecycle = (f"CASE WHEN {alias}.event = 'start' AND {alias}.event_time > {alias}.first_event_time THEN 0 "
+                 f"WHEN {alias}.event = 'cancel' THEN 1 WHEN {alias}.event = 'downgrade' THEN 2 "
+                 f"WHEN {alias}.event = 'upgrade' THEN 3 ELSE 4 END")
     return f"{alias}.event_time DESC, {lifecycle}"
 
 
@@ -148,7 +158,7 @@ last_sub AS (
     SELECT customer_id, as_of, plan, price, event FROM (
         SELECT s.customer_id, s.as_of, e.plan, e.price, e.event,
                row_number() OVER (PARTITION BY s.customer_id, s.as_of ORDER BY {latest_subscription_first('e')}) AS rn
-        FROM spine s JOIN subscriptions e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
+        FROM spine s JOIN {SUBSCRIPTION_EVENTS} e ON e.customer_id = s.customer_id AND e.event_time < s.as_of
     ) t WHERE rn = 1
 )
 SELECT s.customer_id, s.as_of AS event_timestamp,

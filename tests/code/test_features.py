@@ -222,18 +222,22 @@ def test_features_do_not_see_after_the_cutoff(small_workspace, tmp_path):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_events_at_one_instant_rank_by_their_values_whatever_the_rows_order(tmp_path, reverse):
     """An export that gives dates only puts several of a customer's events at one instant.
-    B upgrades to pro and cancels on 02-25, has two tickets resolved on 02-20 (CSAT 4 and
-    1): the latest subscription event is the cancellation (the lifecycle's order), the
-    latest CSAT the lower, in the rows' order as written and reversed. (The contracts' keys
-    allow no other ties: one NPS answer, one attribute change per instant.)"""
+    B upgrades to a team plan at 99 and cancels it at 109 on 02-25; A cancels pro and
+    restarts on basic on 02-27; B has two tickets resolved on 02-20 (CSAT 4 and 1). In the
+    lifecycle's order B has cancelled and A is live again; the latest CSAT is the lower; a
+    plan priced twice at one instant costs the higher price. The same in the rows' order as
+    written and reversed. (The contracts' keys allow no other ties: one NPS answer, one
+    attribute change per instant.)"""
     from decisions.population import population
+    from decisions.value import plan_prices
     from tests.handmade import t
 
     ws = write_hand_made(tmp_path / "ws")
     added = {
-        Table.SUBSCRIPTIONS: pd.DataFrame({"customer_id": ["B", "B"], "event_time": [t("2024-02-25")] * 2,
-                                           "event": ["upgrade", "cancel"], "plan": ["pro", "pro"],
-                                           "price": [79.0, 79.0]}),
+        Table.SUBSCRIPTIONS: pd.DataFrame({
+            "customer_id": ["B", "B", "A", "A"], "event_time": [t("2024-02-25")] * 2 + [t("2024-02-27")] * 2,
+            "event": ["upgrade", "cancel", "cancel", "start"], "plan": ["team", "team", "pro", "basic"],
+            "price": [99.0, 109.0, 79.0, 29.0]}),
         Table.TICKETS: pd.DataFrame({"ticket_id": np.array([3, 4], dtype=np.int64), "customer_id": ["B", "B"],
                                      "event_time": [t("2024-02-16"), t("2024-02-17")], "severity": ["low", "low"],
                                      "resolved_time": [t("2024-02-20")] * 2, "csat": [4.0, 1.0]}),
@@ -243,6 +247,9 @@ def test_events_at_one_instant_rank_by_their_values_whatever_the_rows_order(tmp_
                           ignore_index=True)
         (frame.iloc[::-1] if reverse else frame).to_parquet(ws.table_path(table), index=False)
     build_features(ws, [AS_OF])
-    assert_values(ws, "profile", "B", {"plan": "pro", "price": 79.0, "is_subscribed": 0.0})
+    assert_values(ws, "profile", "B", {"plan": "team", "price": 109.0, "is_subscribed": 0.0})
+    assert_values(ws, "profile", "A", {"plan": "basic", "price": 29.0, "is_subscribed": 1.0})
     assert_values(ws, "support", "B", {"last_csat": 1.0, "mean_csat_365d": 2.5})
-    assert population(ws, [AS_OF], contractual=True).customer_id.tolist() == ["A"]  # A cancels only on 03-02
+    assert population(ws, [AS_OF], contractual=True).customer_id.tolist() == ["A"]
+    # basic 29, pro 79 (A's cancel on 03-02 is its latest price), team 109, business 199
+    assert plan_prices(ws).tolist() == [29.0, 79.0, 109.0, 199.0]
