@@ -197,15 +197,18 @@ def pseudonyms(key: bytes, ids: pd.Series) -> pd.Series:
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 # A phone number as exports write one: an international "+44 20 7946 0958", or groups with
-# separators "(555) 123-4567", "555.123.4567"; 9 to 15 digits. Digits alone (an id) and
-# dates are not.
-PHONE = re.compile(r"^(\+\d[\d\s().-]{7,20}|\(?\d{2,5}\)?[\s.-]\d{2,5}[\s.-]\d{2,5}([\s.-]\d{1,5})?)$")
+# separators "(555) 123-4567", "555.123.4567", "06 12 34 56 78"; 9 to 15 digits. Digits alone (an id), dates
+# and IPv4 addresses are not.
+PHONE = re.compile(r"^(\+\d[\d\s().-]{7,20}|\(?\d{2,5}\)?[\s.-]\d{2,5}[\s.-]\d{2,5}([\s.-]\d{1,5}){0,2})$")
 DATE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
+OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4 = re.compile(rf"^{OCTET}(\.{OCTET}){{3}}$")  # "192.168.100.200" has a phone's digits and dots
 SAMPLE_ROWS = 1_000
 
 
 def _looks_like_phone(value: str) -> bool:
-    return bool(PHONE.match(value)) and not DATE.match(value) and 9 <= sum(ch.isdigit() for ch in value) <= 15
+    return (bool(PHONE.match(value)) and not DATE.match(value) and not IPV4.match(value)
+            and 9 <= sum(ch.isdigit() for ch in value) <= 15)
 
 
 def personal_kind(values: pd.Series) -> str | None:

@@ -295,6 +295,19 @@ def test_a_column_of_phone_numbers_is_refused_unless_allowed(tmp_path):
     assert pd.read_parquet(ws / "raw" / "customers.parquet").phone.iloc[0] == "+44 20 7946 0900"  # text, not a number
 
 
+def test_what_only_looks_like_a_phone_number_is_not_one():
+    from clm.privacy import personal_kind
+
+    def kind(*values: str) -> str | None:
+        return personal_kind(pd.Series(list(values), dtype=object))
+
+    assert kind("(555) 123-4567", "555.123.4567", "+1 415 555 0100") == "phone numbers"
+    assert kind("06.12.34.56.78", "06 12 34 56 78") == "phone numbers"  # French, five groups
+    assert kind("192.168.100.200", "10.250.100.199", "172.16.254.101") is None  # IPv4 addresses
+    assert kind("2024-01-15", "15.01.2024") is None and kind("123456789012") is None  # dates, an id
+    assert kind("a@example.com", "b@example.org") == "e-mail addresses"
+
+
 def same_features(plain: Path, private: Path) -> None:
     """Every feature snapshot of the two workspaces holds the same rows, value for value
     (the ids aside)."""
