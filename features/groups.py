@@ -230,9 +230,10 @@ agg AS (
            count(gap) AS gaps,
            -- Exact sums of the gaps and of their squares, for the mean and the sample standard
            -- deviation sqrt((n sum(g^2) - sum(g)^2) / (n (n - 1))). Days with 9 places: the
-           -- gaps' sum is at most the history's span (under 10^7 days for any time pandas
-           -- holds) and the squares' sum at most the sum's square, so every step fits 38 digits
-           -- in DuckDB and in Spark.
+           -- gaps' sum is at most the history's span (under 216,000 days: pandas' times run
+           -- from 1677 to 2262) and the squares' sum at most the sum's square (under 5 x 10^10,
+           -- within the 11 whole digits of DECIMAL(29, 18)), so every step fits 38 digits in
+           -- DuckDB and in Spark.
            CAST(sum(CAST(gap AS DECIMAL(16, 9))) AS DECIMAL(16, 9)) AS gap_sum,
            CAST(sum(CAST(gap AS DECIMAL(16, 9)) * CAST(gap AS DECIMAL(16, 9))) AS DECIMAL(29, 18)) AS gap_square_sum,
            max(CASE WHEN k = 1 THEN gap END) AS last_gap_days,
