@@ -29,6 +29,11 @@ positive is never a candidate: doing nothing is then the answer.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,14 +87,37 @@ def _exact(value: np.ndarray, cost: np.ndarray, candidate: np.ndarray, budget: f
     limited = np.isfinite(capacity)
     if limited.any():
         constraints.append(LinearConstraint(per_action[limited], -np.inf, capacity[limited]))
-    result = milp(-v, integrality=np.ones(m), bounds=Bounds(0, 1), constraints=constraints,
-                  options={"time_limit": time_limit_seconds, "mip_rel_gap": 1e-9, "disp": False})
+    with c_output_dropped():
+        result = milp(-v, integrality=np.ones(m), bounds=Bounds(0, 1), constraints=constraints,
+                      options={"time_limit": time_limit_seconds, "mip_rel_gap": 1e-9, "disp": False})
     if result.x is None:
         raise RuntimeError(f"The allocation solver found no solution: {result.message}")
     picked = result.x > 0.5
     choice[rows[picked]] = cols[picked]
     proven_gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
     return Allocation(choice, float(v[picked].sum()), float(c[picked].sum()), proven_gap)
+
+
+@contextmanager
+def c_output_dropped() -> Iterator[None]:
+    """What C code prints to standard output inside the block goes nowhere. scipy's HiGHS
+    prints "HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();" with
+    printf whatever its options say (jump-dev/HiGHS.jl#312), and its buffer would reach the
+    user's terminal when the process ends. Python's own output is flushed before; a thread
+    printing meanwhile (a progress bar's refresh) loses those frames only."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        libc.fflush(None)  # what C buffered inside goes to /dev/null, not to the restored stdout
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def _greedy(value: np.ndarray, cost: np.ndarray, candidate: np.ndarray, budget: float) -> tuple[np.ndarray, float]:

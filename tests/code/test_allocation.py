@@ -87,3 +87,33 @@ def test_the_large_base_method_is_within_its_proven_gap_of_the_optimum(seed, lim
     assert fast.value <= exact.value + 1e-6
     assert fast.value >= exact.value * (1 - fast.gap) - 1e-6  # the proof holds
     assert fast.gap < 0.01  # and it is tight: within 1% here
+
+
+
+DROPPED = """
+import ctypes
+from serving.allocation import c_output_dropped
+libc = ctypes.CDLL(None)
+with c_output_dropped():
+    libc.printf(b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\\n")
+libc.printf(b"C after\\n")
+print("Python after")
+"""
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_what_the_solver_prints_from_c_goes_nowhere_and_stdout_comes_back(unbuffered):
+    """HiGHS prints a debug line with C's printf whatever its options: inside
+    `c_output_dropped` C output is dropped, whether C buffers it (output to a pipe: it would
+    reach the terminal at exit) or not (PYTHONUNBUFFERED), and after it the process's
+    standard output is what it was."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | (
+        {"PYTHONUNBUFFERED": unbuffered} if unbuffered else {})
+    done = subprocess.run([sys.executable, "-c", DROPPED], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "HighsMipSolverData" not in done.stdout
+    assert "C after" in done.stdout and "Python after" in done.stdout
