@@ -101,10 +101,10 @@ def decision_order(funnel: Rows, churn_change: np.ndarray | None, upgrade_change
     by a hash of each one's funnel row (`Scored.funnel`) and effects, not by id, so that a
     base ingested with pseudonymised ids decides alike. (Customers with the same row and
     effects are interchangeable, but for their contact history.)"""
-    rows = funnel if isinstance(funnel, pd.DataFrame) else funnel.to_frame()
-    effects = [pd.DataFrame(np.column_stack([churn_change, upgrade_change]))
-               if churn_change is not None and upgrade_change is not None else pd.DataFrame()]
-    return np.argsort(row_hashes(rows, *effects), kind="stable")
+    frames = [funnel if isinstance(funnel, pd.DataFrame) else funnel.to_frame()]
+    if churn_change is not None and upgrade_change is not None:
+        frames.append(pd.DataFrame(np.column_stack([churn_change, upgrade_change])))
+    return np.argsort(row_hashes(*frames), kind="stable")
 
 
 def in_decision_order(scored: Scored, order: np.ndarray) -> Scored:
